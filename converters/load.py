@@ -1,0 +1,133 @@
+"""Read a brightrun-v4 file: bytes -> text -> JSON -> validated model, or every problem found.
+
+Each stage names the file and, where it can, the place: a byte offset for bad UTF-8, a line and
+column for broken JSON, a record path for a wrong field. Problems are collected, not raised one at
+a time, so a person fixing a hand-edited file sees all of them at once (up to MAX_SHOWN).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from converters import schema
+
+MAX_SHOWN = 20
+BOM = "\ufeff"
+
+
+class InputError(Exception):
+    """Bad input: the file and every problem found in it."""
+
+    def __init__(self, path: Path | str, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        name = Path(self.path).name
+        shown = [f"{name}: {p}" for p in self.problems[:MAX_SHOWN]]
+        more = len(self.problems) - MAX_SHOWN
+        if more > 0:
+            shown.append(f"... and {more} more problem(s) in {name}")
+        head = f"{self.path}: {len(self.problems)} problem(s); nothing was written."
+        return "\n".join([head, *shown])
+
+
+@dataclass
+class Loaded:
+    data: schema.BrightRunFile
+    raw_bytes: bytes
+    had_bom: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_text(path: Path) -> tuple[str, bytes, bool]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, ["file not found"]) from None
+    except IsADirectoryError:
+        raise InputError(path, ["is a directory, expected a brightrun-v4 JSON file"]) from None
+    except OSError as exc:
+        raise InputError(path, [f"cannot be read: {exc.strerror}"]) from None
+    if not raw.strip():
+        raise InputError(path, ["the file is empty, expected a brightrun-v4 JSON document"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(path, [
+            f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}) "
+            f"cannot be decoded; save the file as UTF-8"
+        ]) from None
+    had_bom = text.startswith(BOM)
+    return text.removeprefix(BOM), raw, had_bom
+
+
+def parse_json(path: Path, text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        what = "truncated JSON" if exc.pos >= len(text.rstrip()) else "invalid JSON"
+        raise InputError(path, [f"{what} at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
+
+
+def check_consistency(data: schema.BrightRunFile) -> tuple[list[str], list[str]]:
+    """Problems the schema cannot see (duplicates, order) and metadata claims that disagree."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    conv_ids = Counter(c.conversation_metadata.conversation_id for c in data.conversations)
+    pair_ids = Counter(p.id for c in data.conversations for p in c.training_pairs)
+    first_seen: set[str] = set()
+    for ci, conv in enumerate(data.conversations):
+        cid = conv.conversation_metadata.conversation_id
+        where = f"conversations[{ci}]"
+        if conv_ids[cid] > 1 and cid in first_seen:
+            problems.append(f"{where}.conversation_metadata.conversation_id: duplicate id {cid!r}")
+        first_seen.add(cid)
+        previous = 0
+        for pi, pair in enumerate(conv.training_pairs):
+            at = f"{where}.training_pairs[{pi}]"
+            if pair_ids[pair.id] > 1:
+                problems.append(f"{at}.id: duplicate id {pair.id!r} (ids must be unique in the file)")
+            if pair.turn_number <= previous:
+                problems.append(
+                    f"{at}.turn_number: {pair.turn_number} after turn {previous}, "
+                    f"expected turns in increasing order"
+                )
+            previous = max(previous, pair.turn_number)
+        claimed = conv.conversation_metadata.total_turns
+        if claimed != len(conv.training_pairs):
+            warnings.append(
+                f"{where}.conversation_metadata.total_turns: says {claimed}, "
+                f"the conversation holds {len(conv.training_pairs)} training pairs"
+            )
+    meta = data.training_file_metadata
+    n_pairs = sum(pair_ids.values())
+    if meta.total_conversations != len(data.conversations):
+        warnings.append(
+            f"training_file_metadata.total_conversations: says {meta.total_conversations}, "
+            f"the file holds {len(data.conversations)}"
+        )
+    if meta.total_training_pairs != n_pairs:
+        warnings.append(
+            f"training_file_metadata.total_training_pairs: says {meta.total_training_pairs}, "
+            f"the file holds {n_pairs}"
+        )
+    return problems, warnings
+
+
+def load(path: Path | str) -> Loaded:
+    path = Path(path)
+    text, raw, had_bom = read_text(path)
+    obj = parse_json(path, text)
+    data, problems = schema.validate(obj)
+    if data is None:
+        raise InputError(path, problems)
+    problems, warnings = check_consistency(data)
+    if problems:
+        raise InputError(path, problems)
+    return Loaded(data=data, raw_bytes=raw, had_bom=had_bom, warnings=warnings)
