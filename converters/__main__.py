@@ -43,14 +43,26 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="brightrun-v4 JSON -> DIR/{train,val}.jsonl + manifest.json")
     c.add_argument("input", type=Path)
     c.add_argument("--out", type=Path, required=True, help="output folder (replaced only on success)")
-    c.add_argument("--val-fraction", type=_fraction, default=0.1,
-                   help="share of conversations held out (whole conversations; default 0.1)")
+    c.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        default=0.1,
+        help="share of conversations held out (whole conversations; default 0.1)",
+    )
     c.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    c.add_argument("--min-quality", type=_quality, default=None,
-                   help="train only targets with quality_score >= Q (others stay as context)")
+    c.add_argument(
+        "--min-quality",
+        type=_quality,
+        default=None,
+        help="train only targets with quality_score >= Q (others stay as context)",
+    )
     c.add_argument("--tokenizer", default=None, help="tokenizer folder: count tokens per line and split")
-    c.add_argument("--sequence-len", type=_positive, default=None,
-                   help="warn about lines longer than this (Axolotl would drop them)")
+    c.add_argument(
+        "--sequence-len",
+        type=_positive,
+        default=None,
+        help="warn about lines longer than this (Axolotl would drop them)",
+    )
     c.add_argument("--quiet", action="store_true", help="print no report")
     d = sub.add_parser("demo", help="write the repo's deterministic demo file")
     d.add_argument("--out", type=Path, required=True)
@@ -74,8 +86,10 @@ def run_convert(args) -> int:
     from converters import convert, load, report
 
     if args.sequence_len and not args.tokenizer:
-        print("python -m converters convert: --sequence-len needs --tokenizer (lengths are in tokens)",
-              file=sys.stderr)
+        print(
+            "python -m converters convert: --sequence-len needs --tokenizer (lengths are in tokens)",
+            file=sys.stderr,
+        )
         return 2
     tok = None
     if args.tokenizer:
@@ -86,8 +100,13 @@ def run_convert(args) -> int:
         except tokens.TokenizerError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    opts = convert.Options(val_fraction=args.val_fraction, seed=args.seed, min_quality=args.min_quality,
-                           tokenizer=args.tokenizer, sequence_len=args.sequence_len)
+    opts = convert.Options(
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        min_quality=args.min_quality,
+        tokenizer=args.tokenizer,
+        sequence_len=args.sequence_len,
+    )
     try:
         manifest = convert.convert(args.input, args.out, opts, tokenizer=tok)
     except load.InputError as exc:

@@ -61,8 +61,16 @@ def flatten(data, repairer, min_quality: float | None) -> list[Conversation]:
             target = None if target is None or not target.strip() else fix(target, "target_response")
             quality = float(p.training_metadata.quality_score)
             trainable = target is not None and (min_quality is None or quality >= min_quality)
-            c.pairs.append(merge.Pair(id=p.id, turn=p.turn_number, context=context, target=target,
-                                      quality=quality, trainable=trainable))
+            c.pairs.append(
+                merge.Pair(
+                    id=p.id,
+                    turn=p.turn_number,
+                    context=context,
+                    target=target,
+                    quality=quality,
+                    trainable=trainable,
+                )
+            )
         out.append(c)
     return out
 
@@ -109,8 +117,7 @@ def jsonl(records: list[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
 
 
-def convert(input_path: Path | str, out_dir: Path | str, opts: Options | None = None,
-            tokenizer=None) -> dict:
+def convert(input_path: Path | str, out_dir: Path | str, opts: Options | None = None, tokenizer=None) -> dict:
     """Convert one file; returns the manifest. Raises load.InputError on bad input."""
     from converters.repair import Repairer  # ftfy import is ~0.1 s: only when converting
 
@@ -154,14 +161,16 @@ def convert(input_path: Path | str, out_dir: Path | str, opts: Options | None = 
     if tokenizer is not None:
         from converters import tokens
 
-        token_stats = token_report(tokens.count, tokenizer, token_inputs, naive_inputs, records,
-                                   opts.sequence_len)
+        token_stats = token_report(
+            tokens.count, tokenizer, token_inputs, naive_inputs, records, opts.sequence_len
+        )
         token_stats["tokenizer"] = tokens.describe(opts.tokenizer, tokenizer)
 
     # 6. Write atomically, with the manifest last to be computed.
     files = {f"{s}.jsonl": jsonl(records[s]) for s in SPLITS}
-    manifest = build_manifest(input_path, loaded, repairer, counts, conversations, val_ids, opts,
-                              token_stats, files)
+    manifest = build_manifest(
+        input_path, loaded, repairer, counts, conversations, val_ids, opts, token_stats, files
+    )
     files["manifest.json"] = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     write_atomically(out_dir, files)
     return manifest
@@ -197,8 +206,9 @@ def token_report(count, tok, token_inputs, naive_inputs, records, sequence_len) 
     return stats
 
 
-def build_manifest(input_path, loaded, repairer, counts, conversations, val_ids, opts, token_stats,
-                   files) -> dict:
+def build_manifest(
+    input_path, loaded, repairer, counts, conversations, val_ids, opts, token_stats, files
+) -> dict:
     total = sum(counts.values(), Counter())
     repairs = dict(sorted(repairer.counts.items()))
     if loaded.had_bom:
@@ -212,23 +222,42 @@ def build_manifest(input_path, loaded, repairer, counts, conversations, val_ids,
             "format_spec": loaded.data.training_file_metadata.format_spec,
             "file_version": loaded.data.training_file_metadata.version,
         },
-        "options": {"val_fraction": opts.val_fraction, "seed": opts.seed, "min_quality": opts.min_quality,
-                    "sequence_len": opts.sequence_len},
-        "counts": {**{k: total[k] for k in COUNT_KEYS}, "per_split": {
-            s: {k: counts[s][k] for k in COUNT_KEYS} for s in SPLITS}},
-        "repairs": {"total": sum(repairs.values()), "by_field": repairs,
-                    "distinct_strings": repairer.distinct_strings_repaired},
+        "options": {
+            "val_fraction": opts.val_fraction,
+            "seed": opts.seed,
+            "min_quality": opts.min_quality,
+            "sequence_len": opts.sequence_len,
+        },
+        "counts": {
+            **{k: total[k] for k in COUNT_KEYS},
+            "per_split": {s: {k: counts[s][k] for k in COUNT_KEYS} for s in SPLITS},
+        },
+        "repairs": {
+            "total": sum(repairs.values()),
+            "by_field": repairs,
+            "distinct_strings": repairer.distinct_strings_repaired,
+        },
         "metadata_mismatches": loaded.warnings,
         "distribution": distribution(conversations, val_ids),
         "val_conversation_ids": sorted(val_ids),
         "tokens": token_stats,
-        "outputs": {name: {"sha256": sha256_bytes(data), "bytes": len(data),
-                           "lines": data.count(b"\n")} for name, data in files.items()},
+        "outputs": {
+            name: {"sha256": sha256_bytes(data), "bytes": len(data), "lines": data.count(b"\n")}
+            for name, data in files.items()
+        },
     }
 
 
-COUNT_KEYS = ("conversations", "pairs", "trained_targets", "null_or_blank_targets", "filtered_by_quality",
-              "lines", "own_context_lines", "conversations_without_targets")
+COUNT_KEYS = (
+    "conversations",
+    "pairs",
+    "trained_targets",
+    "null_or_blank_targets",
+    "filtered_by_quality",
+    "lines",
+    "own_context_lines",
+    "conversations_without_targets",
+)
 
 
 def distribution(conversations: list[Conversation], val_ids: set[str]) -> dict:

@@ -8,7 +8,6 @@ a time, so a person fixing a hand-edited file sees all of them at once (up to MA
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from converters import schema
 
 MAX_SHOWN = 20
 BOM = "\ufeff"
+FORMAT_SPEC = "brightrun-lora-v4"
 
 
 class InputError(Exception):
@@ -59,10 +59,13 @@ def read_text(path: Path) -> tuple[str, bytes, bool]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(path, [
-            f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}) "
-            f"cannot be decoded; save the file as UTF-8"
-        ]) from None
+        raise InputError(
+            path,
+            [
+                f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}) "
+                f"cannot be decoded; save the file as UTF-8"
+            ],
+        ) from None
     had_bom = text.startswith(BOM)
     return text.removeprefix(BOM), raw, had_bom
 
@@ -71,28 +74,39 @@ def parse_json(path: Path, text: str):
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        what = "truncated JSON" if exc.pos >= len(text.rstrip()) else "invalid JSON"
-        raise InputError(path, [f"{what} at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
+        # Cut off mid-write: the error sits at the very end, or a string opened there never closes.
+        truncated = exc.pos >= len(text.rstrip()) - 1 or (
+            exc.msg.startswith("Unterminated string") and '"' not in text[exc.pos + 1 :]
+        )
+        what = "truncated JSON (the file ends mid-document)" if truncated else "invalid JSON"
+        where = f"line {exc.lineno}, column {exc.colno}"
+        msg = exc.msg.removesuffix(" at")  # json says "Unterminated string starting at"
+        raise InputError(path, [f"{what}: {msg} at {where}"]) from None
 
 
 def check_consistency(data: schema.BrightRunFile) -> tuple[list[str], list[str]]:
     """Problems the schema cannot see (duplicates, order) and metadata claims that disagree."""
     problems: list[str] = []
     warnings: list[str] = []
-    conv_ids = Counter(c.conversation_metadata.conversation_id for c in data.conversations)
-    pair_ids = Counter(p.id for c in data.conversations for p in c.training_pairs)
-    first_seen: set[str] = set()
+    conv_seen: dict[str, str] = {}  # id -> path where it first appeared
+    pair_seen: dict[str, str] = {}
+    n_pairs = 0
     for ci, conv in enumerate(data.conversations):
         cid = conv.conversation_metadata.conversation_id
         where = f"conversations[{ci}]"
-        if conv_ids[cid] > 1 and cid in first_seen:
-            problems.append(f"{where}.conversation_metadata.conversation_id: duplicate id {cid!r}")
-        first_seen.add(cid)
+        if cid in conv_seen:
+            problems.append(
+                f"{where}.conversation_metadata.conversation_id: duplicate id {cid!r}, "
+                f"first used at {conv_seen[cid]}"
+            )
+        conv_seen.setdefault(cid, f"{where}.conversation_metadata.conversation_id")
         previous = 0
         for pi, pair in enumerate(conv.training_pairs):
+            n_pairs += 1
             at = f"{where}.training_pairs[{pi}]"
-            if pair_ids[pair.id] > 1:
-                problems.append(f"{at}.id: duplicate id {pair.id!r} (ids must be unique in the file)")
+            if pair.id in pair_seen:
+                problems.append(f"{at}.id: duplicate id {pair.id!r}, first used at {pair_seen[pair.id]}")
+            pair_seen.setdefault(pair.id, f"{at}.id")
             if pair.turn_number <= previous:
                 problems.append(
                     f"{at}.turn_number: {pair.turn_number} after turn {previous}, "
@@ -106,7 +120,6 @@ def check_consistency(data: schema.BrightRunFile) -> tuple[list[str], list[str]]
                 f"the conversation holds {len(conv.training_pairs)} training pairs"
             )
     meta = data.training_file_metadata
-    n_pairs = sum(pair_ids.values())
     if meta.total_conversations != len(data.conversations):
         warnings.append(
             f"training_file_metadata.total_conversations: says {meta.total_conversations}, "
@@ -124,6 +137,21 @@ def load(path: Path | str) -> Loaded:
     path = Path(path)
     text, raw, had_bom = read_text(path)
     obj = parse_json(path, text)
+    spec = obj.get("training_file_metadata", {}).get("format_spec") if isinstance(obj, dict) else None
+    if (
+        isinstance(obj, dict)
+        and isinstance(obj.get("training_file_metadata"), dict)
+        and "format_spec" in obj["training_file_metadata"]
+        and spec != FORMAT_SPEC
+    ):
+        # Another format entirely: listing its fields as errors would only bury this one line.
+        raise InputError(
+            path,
+            [
+                f"training_file_metadata.format_spec: got {spec!r}, expected "
+                f"{FORMAT_SPEC!r}; this converter reads {FORMAT_SPEC} files only"
+            ],
+        )
     data, problems = schema.validate(obj)
     if data is None:
         raise InputError(path, problems)

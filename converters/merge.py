@@ -55,12 +55,15 @@ def merge_conversation(conversation_id: str, pairs: list[Pair]) -> list[Line]:
     lines: list[Line] = []
     for pair in pairs:
         # The longest line that this pair's context continues (an edit may return to an older chain).
-        host = max((ln for ln in lines if ln.is_prefix_of(pair.context)),
-                   key=lambda ln: len(ln.messages), default=None)
+        host = max(
+            (ln for ln in lines if ln.is_prefix_of(pair.context)),
+            key=lambda ln: len(ln.messages),
+            default=None,
+        )
         if host is None:
             host = Line(conversation_id=conversation_id, own_context=bool(lines))
             lines.append(host)
-        host.messages.extend([role, content, False] for role, content in pair.context[len(host.messages):])
+        host.messages.extend([role, content, False] for role, content in pair.context[len(host.messages) :])
         if pair.target is not None:
             host.messages.append(["assistant", pair.target, pair.trainable])
         if pair.trainable:

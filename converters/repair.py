@@ -8,9 +8,22 @@ the repair is decided once per distinct string, and every occurrence is counted.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import ftfy
+
+# UTF-8 read back as Windows-1252 or Latin-1 (the double encoding real files carry, `â€”` for `—`)
+# turns each multi-byte character into a lead byte 0xC2-0xF4, shown as one of U+00C2-U+00F4 (Â ... ô),
+# followed by a continuation byte 0x80-0xBF, shown as U+0080-U+00BF or one of Windows-1252's 27
+# letters and punctuation at 0x80-0x9F. A string without such a two-character sequence cannot hold that
+# mojibake and skips ftfy's badness scan (~0.1 ms a string, 60% of a conversion's time before).
+# Mojibake through other code pages (MacRoman, cp437) is not looked for.
+_CP1252_HIGH = (
+    "\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014\u2018-\u201a"
+    "\u201c-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122"
+)
+_MAYBE_MOJIBAKE = re.compile(f"[\u00c2-\u00f4][\u0080-\u00bf{_CP1252_HIGH}]")
 
 
 class Repairer:
@@ -22,11 +35,10 @@ class Repairer:
     def fix(self, text: str, field: str) -> str:
         fixed = self._cache.get(text)
         if fixed is None:
-            # ASCII text cannot hold mojibake; skipping it keeps the converter near json.load speed.
-            fixed = text if text.isascii() else ftfy.fix_encoding(text)
+            fixed = ftfy.fix_encoding(text) if _MAYBE_MOJIBAKE.search(text) else text
             self._cache[text] = fixed
             if fixed != text and len(self.examples) < 3:
-                self.examples.append((_excerpt(text, fixed)))
+                self.examples.append(_excerpt(text, fixed))
         if fixed != text:
             self.counts[field] += 1
         return fixed

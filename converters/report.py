@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
@@ -34,10 +34,18 @@ def tokens_table(tokens: dict) -> Table:
     for col in ("", "train", "val", "total"):
         t.add_column(col, justify="right" if col else "left")
     per = tokens["per_split"]
-    t.add_row("tokens per epoch, merged lines", f"{per['train']['tokens']:,}", f"{per['val']['tokens']:,}",
-              f"{tokens['tokens']:,}")
-    t.add_row("one line per pair (naive)", f"{per['train']['naive_tokens']:,}",
-              f"{per['val']['naive_tokens']:,}", f"{tokens['naive_tokens']:,}")
+    t.add_row(
+        "tokens per epoch, merged lines",
+        f"{per['train']['tokens']:,}",
+        f"{per['val']['tokens']:,}",
+        f"{tokens['tokens']:,}",
+    )
+    t.add_row(
+        "one line per pair (naive)",
+        f"{per['train']['naive_tokens']:,}",
+        f"{per['val']['naive_tokens']:,}",
+        f"{tokens['naive_tokens']:,}",
+    )
     t.add_row("ratio merged / naive", _ratio(per["train"]), _ratio(per["val"]), _ratio(tokens))
     return t
 
@@ -86,35 +94,54 @@ def distribution_table(manifest: dict) -> Table:
 def render(manifest: dict, out_dir: str, console: Console | None = None) -> None:
     console = console or Console()
     inp = manifest["input"]
-    console.print(f"[bold]Converted[/] {inp['path']} ({inp['bytes']:,} bytes, sha256 {inp['sha256'][:12]}…) "
-                  f"→ {out_dir}/")
+    console.print(
+        f"[bold]Converted[/] {inp['path']} ({inp['bytes']:,} bytes, sha256 {inp['sha256'][:12]}…) "
+        f"→ {out_dir}/"
+    )
     parts = [counts_table(manifest)]
     rep = manifest["repairs"]
     if rep["total"]:
         fields = ", ".join(f"{k} {v}" for k, v in rep["by_field"].items())
-        parts.append(f"Repairs: {rep['total']} ({fields}); {rep['distinct_strings']} distinct strings "
-                     f"re-decoded from mojibake")
+        parts.append(
+            f"Repairs: {rep['total']} ({fields}); {rep['distinct_strings']} distinct strings "
+            f"re-decoded from mojibake"
+        )
     else:
         parts.append("Repairs: none needed")
     console.print(*parts)
     if manifest["metadata_mismatches"]:
-        console.print(Panel("\n".join(manifest["metadata_mismatches"]),
-                            title="warning: metadata totals disagree with the content", border_style="yellow"))
+        console.print(
+            Panel(
+                "\n".join(manifest["metadata_mismatches"]),
+                title="warning: metadata totals disagree with the content",
+                border_style="yellow",
+            )
+        )
     console.print(distribution_table(manifest))
     tokens = manifest.get("tokens")
     if tokens:
         console.print(tokens_table(tokens))
         lengths = tokens["per_split"]["train"]["line_lengths"] + tokens["per_split"]["val"]["line_lengths"]
         longest = tokens.get("longest_line", {})
-        console.print(Panel(histogram(lengths), title=f"tokens per line (longest {longest.get('tokens')} in "
-                            f"{longest.get('conversation_id')})", expand=False))
+        console.print(
+            Panel(
+                histogram(lengths),
+                title=f"tokens per line (longest {longest.get('tokens')} in "
+                f"{longest.get('conversation_id')})",
+                expand=False,
+            )
+        )
         over = tokens.get("lines_over_sequence_len")
         if over:
-            console.print(Panel(
-                f"{over} line(s) are longer than sequence_len {tokens['sequence_len']}: Axolotl DROPS such "
-                f"lines, and every target on them would be lost.\n"
-                f"{', '.join(tokens['lines_over_sequence_len_ids'][:10])}\n"
-                f"Raise sequence_len to at least {longest.get('tokens')}.",
-                title="WARNING: lines would be dropped", border_style="bold red"))
+            console.print(
+                Panel(
+                    f"{over} line(s) are longer than sequence_len {tokens['sequence_len']}: "
+                    f"Axolotl DROPS such lines, and every target on them would be lost.\n"
+                    f"{', '.join(tokens['lines_over_sequence_len_ids'][:10])}\n"
+                    f"Raise sequence_len to at least {longest.get('tokens')}.",
+                    title="WARNING: lines would be dropped",
+                    border_style="bold red",
+                )
+            )
     else:
         console.print("Tokens: not counted (pass --tokenizer assets/llama3-tokenizer to count them)")

@@ -82,14 +82,26 @@ _EXPECTED = {
 
 # What each field holds, so that "missing" can say what should be there.
 _FIELD_TYPE = {
-    "id": "a string", "system_prompt": "a string", "current_user_input": "a string",
-    "content": "a string", "conversation_id": "a string", "persona_key": "a string",
-    "emotional_arc_key": "a string", "training_topic_key": "a string", "version": "a string",
-    "target_response": "a string or null", "turn_number": "an integer", "total_turns": "an integer",
-    "total_conversations": "an integer", "total_training_pairs": "an integer",
-    "quality_score": "a number from 1 to 5", "role": "\"user\" or \"assistant\"",
-    "format_spec": "\"brightrun-lora-v4\"", "conversation_history": "a list of messages",
-    "training_pairs": "a list of training pairs", "conversations": "a list of conversations",
+    "id": "a string",
+    "system_prompt": "a string",
+    "current_user_input": "a string",
+    "content": "a string",
+    "conversation_id": "a string",
+    "persona_key": "a string",
+    "emotional_arc_key": "a string",
+    "training_topic_key": "a string",
+    "version": "a string",
+    "target_response": "a string or null",
+    "turn_number": "an integer",
+    "total_turns": "an integer",
+    "total_conversations": "an integer",
+    "total_training_pairs": "an integer",
+    "quality_score": "a number from 1 to 5",
+    "role": '"user" or "assistant"',
+    "format_spec": '"brightrun-lora-v4"',
+    "conversation_history": "a list of messages",
+    "training_pairs": "a list of training pairs",
+    "conversations": "a list of conversations",
 }
 
 
@@ -125,8 +137,14 @@ def _describe(err: dict, data: Any) -> str:
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
-             list: "a list", dict: "an object"}
+    names = {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+    }
     text = names.get(type(value), type(value).__name__)
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         shown = repr(value)

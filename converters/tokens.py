@@ -18,8 +18,10 @@ class TokenizerError(Exception):
 def load_tokenizer(path: Path | str):
     path = Path(path)
     if not path.exists():
-        raise TokenizerError(f"{path}: tokenizer not found (a folder with tokenizer.json and "
-                             f"tokenizer_config.json; `just assets` builds assets/llama3-tokenizer)")
+        raise TokenizerError(
+            f"{path}: tokenizer not found (a folder with tokenizer.json and "
+            f"tokenizer_config.json; `just assets` builds assets/llama3-tokenizer)"
+        )
     from transformers import AutoTokenizer
 
     try:
@@ -27,8 +29,9 @@ def load_tokenizer(path: Path | str):
     except (OSError, ValueError) as exc:
         raise TokenizerError(f"{path}: cannot load a tokenizer: {exc}") from None
     if not tok.chat_template:
-        raise TokenizerError(f"{path}: the tokenizer has no chat_template; token counts would not "
-                             f"match what Axolotl trains")
+        raise TokenizerError(
+            f"{path}: the tokenizer has no chat_template; token counts would not match what Axolotl trains"
+        )
     return tok
 
 

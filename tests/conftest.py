@@ -1,0 +1,67 @@
+"""Shared fixtures: the real tokenizer, converted sample and demo data, built once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Offline and quiet, as the facts file says: no hub, no telemetry, no wandb.
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "AXOLOTL_DO_NOT_TRACK": "1",
+        "WANDB_DISABLED": "true",
+    }
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SAMPLE = SHARED / "fixtures" / "brightrun-v4-sample.json"
+DEMO = ROOT / "data" / "demo" / "brightrun-demo.json"
+TOKENIZER_DIR = ROOT / "assets" / "llama3-tokenizer"
+TINY_MODEL_DIR = ROOT / "assets" / "tiny-llama"
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """The converter's real command line, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "converters", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    if not (TOKENIZER_DIR / "tokenizer.json").exists() or not (TINY_MODEL_DIR / "config.json").exists():
+        subprocess.run([sys.executable, str(ROOT / "assets" / "build.py")], check=True)
+    return ROOT / "assets"
+
+
+@pytest.fixture(scope="session")
+def tokenizer(assets):
+    from converters.tokens import load_tokenizer
+
+    return load_tokenizer(TOKENIZER_DIR)
+
+
+def _convert(tmp_path_factory, name: str, source: Path, *extra: str) -> Path:
+    out = tmp_path_factory.mktemp(name) / "data"
+    result = run_cli("convert", str(source), "--out", str(out), "--quiet", *extra)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_out(tmp_path_factory) -> Path:
+    """The shared sample converted with the defaults (val fraction 0.1, seed 0)."""
+    return _convert(tmp_path_factory, "sample", SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def demo_out(tmp_path_factory) -> Path:
+    return _convert(tmp_path_factory, "demo", DEMO)

@@ -1,0 +1,55 @@
+"""The supervision contract, checked independently (tests/contract.py) on real files."""
+
+from __future__ import annotations
+
+import json
+
+import contract
+import pytest
+from conftest import DEMO, SAMPLE, run_cli
+
+
+def test_sample_contract(sample_out):
+    counts = contract.check(SAMPLE, sample_out)
+    manifest = json.loads((sample_out / "manifest.json").read_text())
+    assert counts["targets"] == manifest["counts"]["trained_targets"] == 60  # 63 pairs, 3 null targets
+    assert counts["val_conversations"] == 1  # round(12 * 0.1)
+    # Merging: one line per conversation, plus one for the pair whose history was edited.
+    assert manifest["counts"]["lines"] == 13
+    assert manifest["counts"]["own_context_lines"] == 1
+
+
+def test_demo_contract(demo_out):
+    counts = contract.check(DEMO, demo_out)
+    manifest = json.loads((demo_out / "manifest.json").read_text())
+    assert counts["targets"] == manifest["counts"]["trained_targets"]
+    assert manifest["counts"]["own_context_lines"] >= 1
+    assert manifest["counts"]["null_or_blank_targets"] >= 3
+    assert manifest["repairs"]["by_field"]["target_response"] >= 1
+    assert manifest["repairs"]["by_field"]["utf8_bom"] == 1
+
+
+@pytest.mark.parametrize("min_quality", [3, 4.5])
+def test_quality_filter_keeps_context(tmp_path, min_quality):
+    out = tmp_path / "q"
+    result = run_cli("convert", str(SAMPLE), "--out", str(out), "--min-quality", str(min_quality), "--quiet")
+    assert result.returncode == 0, result.stderr
+    counts = contract.check(SAMPLE, out, min_quality=min_quality)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["filtered_by_quality"] == 60 - counts["targets"] > 0
+    # Filtered targets still appear as untrained context where later turns need them.
+    lines = contract.read_lines(out)["train"] + contract.read_lines(out)["val"]
+    untrained_assistant = sum(
+        1 for ln in lines for m in ln["messages"] if m["role"] == "assistant" and not m["train"]
+    )
+    assert untrained_assistant > 0
+
+
+def test_val_fraction_zero_keeps_everything(tmp_path):
+    out = tmp_path / "all"
+    assert (
+        run_cli("convert", str(SAMPLE), "--out", str(out), "--val-fraction", "0", "--quiet").returncode == 0
+    )
+    counts = contract.check(SAMPLE, out)
+    assert counts["val_conversations"] == 0
+    assert (out / "val.jsonl").read_text() == ""
