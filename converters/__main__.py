@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_convert(args) -> int:
     from converters import convert, load, report
+    from converters.tokens import TokenizerError
 
     if args.sequence_len and not args.tokenizer:
         print(
@@ -91,15 +92,13 @@ def run_convert(args) -> int:
             file=sys.stderr,
         )
         return 2
-    tok = None
-    if args.tokenizer:
-        from converters import tokens
-
-        try:
-            tok = tokens.load_tokenizer(args.tokenizer)
-        except tokens.TokenizerError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    if args.tokenizer and not Path(args.tokenizer).exists():
+        print(
+            f"error: {args.tokenizer}: tokenizer folder not found (`just assets` builds "
+            f"assets/llama3-tokenizer)",
+            file=sys.stderr,
+        )
+        return 2
     opts = convert.Options(
         val_fraction=args.val_fraction,
         seed=args.seed,
@@ -107,11 +106,16 @@ def run_convert(args) -> int:
         tokenizer=args.tokenizer,
         sequence_len=args.sequence_len,
     )
-    try:
-        manifest = convert.convert(args.input, args.out, opts, tokenizer=tok)
-    except load.InputError as exc:
-        print(f"error: {exc.render()}", file=sys.stderr)
-        return 2
+    from rich.console import Console
+
+    # Loading transformers and counting tokens takes seconds: show that something is happening
+    # (rich draws the spinner only on a terminal).
+    with Console(stderr=True).status(f"converting {args.input} ..."):
+        try:
+            manifest = convert.convert(args.input, args.out, opts)
+        except (load.InputError, TokenizerError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if not args.quiet:
         report.render(manifest, str(args.out))
     return 0

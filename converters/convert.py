@@ -93,9 +93,26 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Replace only what a conversion wrote: `--out .` or `--out data` must never wipe a folder."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise load.InputError(out_dir, ["--out exists and is not a folder"])
+    if any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
+        raise load.InputError(
+            out_dir,
+            [
+                "--out is a folder that holds files but no manifest.json, so it is not a converter output; "
+                "refusing to replace it (choose a new or empty folder)"
+            ],
+        )
+
+
 def write_atomically(out_dir: Path, files: dict[str, bytes]) -> None:
     """Write all files into a temp sibling of out_dir, then swap it into place."""
     out_dir = out_dir.resolve()
+    check_out_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -125,6 +142,7 @@ def convert(input_path: Path | str, out_dir: Path | str, opts: Options | None = 
     input_path, out_dir = Path(input_path), Path(out_dir)
 
     # 1. Load and validate: nothing below runs on a file with problems.
+    check_out_dir(out_dir)  # before the work, so a wrong --out fails fast
     loaded = load.load(input_path)
 
     # 2. Repair text, counted.
@@ -158,6 +176,10 @@ def convert(input_path: Path | str, out_dir: Path | str, opts: Options | None = 
 
     # 5. Tokens, when a tokenizer is given.
     token_stats = None
+    if tokenizer is None and opts.tokenizer:
+        from converters import tokens
+
+        tokenizer = tokens.load_tokenizer(opts.tokenizer)
     if tokenizer is not None:
         from converters import tokens
 

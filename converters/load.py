@@ -84,6 +84,19 @@ def parse_json(path: Path, text: str):
         raise InputError(path, [f"{what}: {msg} at {where}"]) from None
 
 
+def check_format_spec(path: Path, obj) -> None:
+    """Another format entirely gets one line: listing its fields as errors would bury it."""
+    meta = obj.get("training_file_metadata") if isinstance(obj, dict) else None
+    if isinstance(meta, dict) and "format_spec" in meta and meta["format_spec"] != FORMAT_SPEC:
+        raise InputError(
+            path,
+            [
+                f"training_file_metadata.format_spec: got {meta['format_spec']!r}, expected {FORMAT_SPEC!r}; "
+                f"this converter reads {FORMAT_SPEC} files only"
+            ],
+        )
+
+
 def check_consistency(data: schema.BrightRunFile) -> tuple[list[str], list[str]]:
     """Problems the schema cannot see (duplicates, order) and metadata claims that disagree."""
     problems: list[str] = []
@@ -137,21 +150,7 @@ def load(path: Path | str) -> Loaded:
     path = Path(path)
     text, raw, had_bom = read_text(path)
     obj = parse_json(path, text)
-    spec = obj.get("training_file_metadata", {}).get("format_spec") if isinstance(obj, dict) else None
-    if (
-        isinstance(obj, dict)
-        and isinstance(obj.get("training_file_metadata"), dict)
-        and "format_spec" in obj["training_file_metadata"]
-        and spec != FORMAT_SPEC
-    ):
-        # Another format entirely: listing its fields as errors would only bury this one line.
-        raise InputError(
-            path,
-            [
-                f"training_file_metadata.format_spec: got {spec!r}, expected "
-                f"{FORMAT_SPEC!r}; this converter reads {FORMAT_SPEC} files only"
-            ],
-        )
+    check_format_spec(path, obj)
     data, problems = schema.validate(obj)
     if data is None:
         raise InputError(path, problems)

@@ -57,16 +57,16 @@ def _ratio(d: dict) -> str:
 def histogram(lengths: list[int], bins: int = 8, width: int = 40) -> str:
     if not lengths:
         return "(no lines)"
-    top = max(lengths)
-    step = max(1, -(-top // bins))
+    low, top = min(lengths), max(lengths)
+    step = max(1, -(-(top - low + 1) // bins))
     counts = [0] * bins
     for n in lengths:
-        counts[min(bins - 1, (n - 1) // step if n else 0)] += 1
+        counts[(n - low) // step] += 1
     peak = max(counts)
     rows = []
     for i, c in enumerate(counts):
-        bar = "█" * round(width * c / peak) if peak else ""
-        rows.append(f"{i * step + 1:>6}-{(i + 1) * step:<6} {bar} {c}")
+        bar = "█" * round(width * c / peak)
+        rows.append(f"{low + i * step:>6}-{low + (i + 1) * step - 1:<6} {bar} {c}")
     return "\n".join(rows)
 
 
@@ -92,7 +92,8 @@ def distribution_table(manifest: dict) -> Table:
 
 
 def render(manifest: dict, out_dir: str, console: Console | None = None) -> None:
-    console = console or Console()
+    # Wide enough that arc and topic names are not cut; a narrower terminal wraps instead.
+    console = console or Console(width=max(120, Console().width))
     inp = manifest["input"]
     console.print(
         f"[bold]Converted[/] {inp['path']} ({inp['bytes']:,} bytes, sha256 {inp['sha256'][:12]}…) "

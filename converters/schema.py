@@ -100,6 +100,12 @@ _FIELD_TYPE = {
     "role": '"user" or "assistant"',
     "format_spec": '"brightrun-lora-v4"',
     "conversation_history": "a list of messages",
+    "training_file_metadata": "an object",
+    "consultant_profile": "an object",
+    "conversation_metadata": "an object",
+    "scaffolding": "an object",
+    "emotional_context": "an object",
+    "training_metadata": "an object",
     "training_pairs": "a list of training pairs",
     "conversations": "a list of conversations",
 }

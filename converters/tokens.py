@@ -8,6 +8,7 @@ transformers is imported here only, so `convert` without --tokenizer stays fast.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 
@@ -46,4 +47,14 @@ def count(tok, conversations: list[list[tuple[str, str]]]) -> list[int]:
 
 
 def describe(path: Path | str, tok) -> dict:
-    return {"path": str(path), "class": type(tok).__name__, "vocab_size": len(tok)}
+    """What the counts were made with, for lineage: the tokenizer file and the chat template."""
+    tokenizer_json = Path(path) / "tokenizer.json"
+    return {
+        "path": str(path),
+        "class": type(tok).__name__,
+        "vocab_size": len(tok),
+        "tokenizer_json_sha256": hashlib.sha256(tokenizer_json.read_bytes()).hexdigest()
+        if tokenizer_json.is_file()
+        else None,
+        "chat_template_sha256": hashlib.sha256(tok.chat_template.encode("utf-8")).hexdigest(),
+    }

@@ -42,6 +42,13 @@ CASES = {
         edited(lambda d: (d.pop("conversations"), d.pop("consultant_profile"))),
         ["conversations: missing, expected a list of conversations", "consultant_profile: missing"],
     ),
+    "metadata_not_an_object": (
+        b'{"training_file_metadata": "x"}',
+        [
+            "training_file_metadata: got a string 'x', expected an object",
+            "consultant_profile: missing, expected an object",
+        ],
+    ),
     "training_pairs_not_a_list": (
         edited(lambda d: d["conversations"][1].update(training_pairs="oops")),
         ["conversations[1].training_pairs: got a string 'oops', expected a list of training pairs"],
@@ -169,3 +176,13 @@ def test_metadata_mismatch_is_a_warning_not_an_error(tmp_path):
     assert manifest["metadata_mismatches"] == [
         "training_file_metadata.total_training_pairs: says 64, the file holds 63"
     ]
+
+
+def test_out_folder_that_is_not_a_conversion_is_never_replaced(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    result = run_cli("convert", str(SAMPLE), "--out", str(precious))
+    assert result.returncode == 2
+    assert "not a converter output; refusing to replace it" in result.stderr
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"]
