@@ -135,7 +135,11 @@ def jsonl(records: list[dict]) -> bytes:
 
 
 def convert(input_path: Path | str, out_dir: Path | str, opts: Options | None = None, tokenizer=None) -> dict:
-    """Convert one file; returns the manifest. Raises load.InputError on bad input."""
+    """Convert one file; returns the manifest. Raises load.InputError on bad input.
+
+    With opts.tokenizer set, the tokenizer loads after the input has been validated (bad input fails
+    in a fraction of a second, not after transformers' import), unless a loaded one is passed in.
+    """
     from converters.repair import Repairer  # ftfy import is ~0.1 s: only when converting
 
     opts = opts or Options()
@@ -176,13 +180,10 @@ def convert(input_path: Path | str, out_dir: Path | str, opts: Options | None = 
 
     # 5. Tokens, when a tokenizer is given.
     token_stats = None
-    if tokenizer is None and opts.tokenizer:
+    if tokenizer is not None or opts.tokenizer:
         from converters import tokens
 
-        tokenizer = tokens.load_tokenizer(opts.tokenizer)
-    if tokenizer is not None:
-        from converters import tokens
-
+        tokenizer = tokenizer or tokens.load_tokenizer(opts.tokenizer)
         token_stats = token_report(
             tokens.count, tokenizer, token_inputs, naive_inputs, records, opts.sequence_len
         )
@@ -258,6 +259,7 @@ def build_manifest(
             "total": sum(repairs.values()),
             "by_field": repairs,
             "distinct_strings": repairer.distinct_strings_repaired,
+            "examples": [{"before": b, "after": a} for b, a in repairer.examples],
         },
         "metadata_mismatches": loaded.warnings,
         "distribution": distribution(conversations, val_ids),

@@ -107,9 +107,11 @@ def render(manifest: dict, out_dir: str, console: Console | None = None) -> None
             f"Repairs: {rep['total']} ({fields}); {rep['distinct_strings']} distinct strings "
             f"re-decoded from mojibake"
         )
+        parts += [f"  e.g. {ex['before']!r} → {ex['after']!r}" for ex in rep.get("examples", [])]
     else:
         parts.append("Repairs: none needed")
-    console.print(*parts)
+    for part in parts:
+        console.print(part)
     if manifest["metadata_mismatches"]:
         console.print(
             Panel(

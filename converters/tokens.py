@@ -46,11 +46,11 @@ def count(tok, conversations: list[list[tuple[str, str]]]) -> list[int]:
     return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
 
 
-def describe(path: Path | str, tok) -> dict:
+def describe(path: Path | str | None, tok) -> dict:
     """What the counts were made with, for lineage: the tokenizer file and the chat template."""
-    tokenizer_json = Path(path) / "tokenizer.json"
+    tokenizer_json = Path(path or "") / "tokenizer.json"
     return {
-        "path": str(path),
+        "path": str(path) if path else None,
         "class": type(tok).__name__,
         "vocab_size": len(tok),
         "tokenizer_json_sha256": hashlib.sha256(tokenizer_json.read_bytes()).hexdigest()
