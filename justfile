@@ -47,3 +47,19 @@ golden-regen:
 # Converter speed on a generated 242-conversation file, as a ratio to json.load
 bench-convert:
     {{python}} bench/convert.py
+
+# Render one complete Axolotl config, e.g. `just render balanced 70b-qlora learning_rate=1e-4` (stdout)
+render PRESET MODEL *ARGS:
+    @{{python}} -m axolotl_configs render {{PRESET}} {{MODEL}} {{ARGS}}
+
+# Tokens, steps, memory, hours and dollars before any GPU (defaults to the demo data)
+estimate PRESET MODEL *ARGS:
+    @{{python}} -m axolotl_configs estimate {{PRESET}} {{MODEL}} {{ARGS}}
+
+# Expand an Axolotl sweep file into one validated config per trial
+sweep PRESET MODEL SWEEP OUT:
+    {{python}} -m axolotl_configs sweep {{PRESET}} {{MODEL}} {{SWEEP}} --out {{OUT}}
+
+# Re-render the committed configs in axolotl_configs/rendered/ from the demo data (review the diff)
+configs-regen: demo
+    {{python}} -m axolotl_configs regen

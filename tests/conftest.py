@@ -57,9 +57,61 @@ def _convert(tmp_path_factory, name: str, source: Path, *extra: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample_out(tmp_path_factory) -> Path:
-    """The shared sample converted with the defaults (val fraction 0.1, seed 0)."""
-    return _convert(tmp_path_factory, "sample", SAMPLE)
+def sample_out(tmp_path_factory, assets) -> Path:
+    """The shared sample converted with the defaults (val fraction 0.1, seed 0), tokens counted."""
+    return _convert(
+        tmp_path_factory, "sample", SAMPLE, "--tokenizer", str(TOKENIZER_DIR), "--sequence-len", "2048"
+    )
+
+
+AXOLOTL_BIN = Path(sys.executable).parent / "axolotl"
+
+
+def run_axolotl(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The real `axolotl` CLI, with the venv's bin on PATH (its launcher looks for `accelerate` there)."""
+    env = {**os.environ, "PATH": f"{AXOLOTL_BIN.parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        [str(AXOLOTL_BIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def smoke_config(tmp_path_factory, sample_out) -> Path:
+    """The smoke profile rendered over the converted sample: one config for preprocess and train."""
+    from axolotl_configs import render
+
+    work = tmp_path_factory.mktemp("smoke")
+    out = work / "config.yaml"
+    result = render.render(
+        "balanced",
+        "smoke",
+        str(sample_out),
+        out_path=str(out),
+        overrides=[
+            f"output_dir={work / 'out'}",
+            f"dataset_prepared_path={work / 'prepared'}",
+            f"base_model={TINY_MODEL_DIR}",
+        ],
+    )
+    render.write(result, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smoke_prepared(smoke_config) -> Path:
+    """`axolotl preprocess` once; training on the same config reuses the prepared dataset."""
+    proc = run_axolotl("preprocess", str(smoke_config), cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return smoke_config.parent / "prepared"
+
+
+@pytest.fixture(scope="session")
+def demo_converted() -> Path:
+    """data/converted/demo exactly as `just demo` writes it: what the committed renders point at."""
+    just = Path(sys.executable).parent / "just"
+    proc = subprocess.run([str(just), "demo"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return ROOT / "data" / "converted" / "demo"
 
 
 @pytest.fixture(scope="session")

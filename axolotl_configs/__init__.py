@@ -1,0 +1,1 @@
+"""Axolotl configs: presets × model profiles × hardware rendered from Jinja templates, validated."""

@@ -1,0 +1,54 @@
+"""The data this package renders from: presets, model profiles, hardware profiles, sweeps.
+
+Each is a small YAML file; a name that does not exist is an error that lists the names that do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+KINDS = {"preset": "presets", "model": "models", "hardware": "hardware"}
+
+
+class ConfigError(Exception):
+    """Bad input to a render (exit code 2): the message names the file or key."""
+
+
+def names(kind: str) -> list[str]:
+    return sorted(p.stem for p in (HERE / KINDS[kind]).glob("*.yaml"))
+
+
+def load(kind: str, name: str) -> dict:
+    path = HERE / KINDS[kind] / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown {kind} {name!r}; choose one of: {', '.join(names(kind))}")
+    data = yaml.safe_load(path.read_text("utf-8"))
+    data["name"] = name
+    return data
+
+
+@dataclass
+class Profiles:
+    preset: dict
+    model: dict
+    hardware: dict
+
+    @classmethod
+    def load(cls, preset: str, model: str, hardware: str | None = None) -> Profiles:
+        m = load("model", model)
+        return cls(load("preset", preset), m, load("hardware", hardware or m["default_hardware"]))
+
+    @property
+    def throughput(self) -> dict:
+        """Processed tokens per second per GPU for this model on this hardware, with its source."""
+        figures = self.hardware.get("throughput", {})
+        if self.model["name"] not in figures:
+            raise ConfigError(
+                f"hardware/{self.hardware['name']}.yaml has no throughput figure for model "
+                f"{self.model['name']!r}"
+            )
+        return figures[self.model["name"]]

@@ -1,0 +1,313 @@
+"""Preset × model × hardware (+ the converted data) -> one complete, validated Axolotl YAML.
+
+Steps: load the three profiles and the data manifest; merge their `axolotl:` values; derive what
+depends on the data and the hardware (batch, checkpoint interval, sequence length check); apply the
+command line's key=value overrides in place; render the Jinja template with StrictUndefined; check
+every key against Axolotl's schema and validate the whole config with Axolotl's own validator.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from axolotl_configs import data as data_mod
+from axolotl_configs import validate
+from axolotl_configs.profiles import HERE, ConfigError, Profiles
+
+# Values every render shares; a profile or an override may replace any of them.
+BASE = {
+    "chat_template": "llama3",
+    "excess_length_strategy": "raise",
+    "dataset_prepared_path": "outputs/prepared",
+    "save_total_limit": 2,
+    "logging_steps": 1,
+    "seed": 42,
+}
+# One converter output file as an Axolotl chat_template dataset, with the reason beside a key.
+DATASET = {
+    "ds_type": "json",
+    "type": "chat_template",
+    "field_messages": "messages",
+    "message_field_training": "train",
+    "roles_to_train": ["assistant"],
+    "train_on_eos": "turn",
+}
+DATASET_WHY = {
+    "message_field_training": "only the converter's trained targets carry labels",
+    "train_on_eos": "each trained target learns its <|eot_id|>, so generation stops",
+}
+MAX_LOST_SECONDS = 600  # an interruption may cost at most ~10 minutes of training
+
+
+@dataclass
+class Rendered:
+    text: str
+    config: dict  # the YAML as Axolotl will read it
+    values: dict
+    derived: dict = field(default_factory=dict)  # numbers the estimate and the report reuse
+
+
+def to_yaml(value) -> str:
+    """One value as inline YAML (scalars plain, lists and maps in flow style)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).strip()
+    return text.removesuffix("...").strip()
+
+
+def dataset_block(entries: list[dict]) -> str:
+    """A datasets list, one key a line, every key the entry holds (an override included)."""
+    lines = []
+    for entry in entries:
+        for i, (key, value) in enumerate(entry.items()):
+            why = DATASET_WHY.get(key)
+            lines.append(
+                f"  {'- ' if i == 0 else '  '}{key}: {to_yaml(value)}" + (f"  # {why}" if why else "")
+            )
+    return "\n".join(lines)
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. learning_rate=1e-4)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw  # not YAML: a plain string, which validation then judges
+        # YAML 1.1 reads 1e-4 as a string; a learning rate written that way means the number.
+        if isinstance(value, str):
+            try:
+                value = float(value) if any(c in value for c in "eE.") else value
+            except ValueError:
+                pass
+        out.append((key, value))
+    return out
+
+
+def set_dotted(target: dict, key: str, value) -> None:
+    parts = key.split(".")
+    node = target
+    for i, part in enumerate(parts[:-1]):
+        nxt = (
+            node[int(part)]
+            if isinstance(node, list) and part.isdigit()
+            else node.get(part)
+            if isinstance(node, dict)
+            else None
+        )
+        if nxt is None:
+            nxt = {}
+            if isinstance(node, dict):
+                node[part] = nxt
+            else:
+                raise ConfigError(f"override {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+        node = nxt
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit():
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"override {key}: {'.'.join(parts[:-1])} is not a mapping")
+
+
+def get_dotted(source, key: str):
+    node = source
+    for part in key.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def derive(p: Profiles, info: data_mod.DataInfo, v: dict) -> tuple[dict, dict]:
+    """The values that follow from data and hardware, each with the reason written beside it."""
+    why = dict(p.model.get("why", {}))
+    seq = int(v["sequence_len"])
+    if info.longest_line is not None and info.longest_line > seq:
+        raise ConfigError(
+            f"sequence_len {seq} is shorter than the longest converted line ({info.longest_line} tokens in "
+            f"{info.dir}); Axolotl would drop it. Raise it: "
+            f"sequence_len={2 ** math.ceil(math.log2(info.longest_line))}"
+        )
+    why["sequence_len"] = (
+        f"the longest converted line is {info.longest_line} tokens, so no line is dropped"
+        if info.longest_line is not None
+        else "the manifest has no token counts (convert with --tokenizer to check that every line fits)"
+    )
+    gpus = int(p.hardware["gpu_count"])
+    rows_per_micro_step = int(v["micro_batch_size"]) * gpus
+    rows = data_mod.rows_per_epoch(info, seq, bool(v.get("sample_packing")))
+    targets_per_row = info.train_targets / rows
+    want = p.preset["targets_per_step"]
+    accum = max(1, round(want / (rows_per_micro_step * targets_per_row)))
+    steps_per_epoch = math.ceil(rows / (rows_per_micro_step * accum))
+    per_step = rows_per_micro_step * accum * targets_per_row
+    why["gradient_accumulation_steps"] = (
+        f"the seed's {want} trained targets per step: a {seq}-token row holds ~{targets_per_row:.1f} here "
+        f"({'measured' if info.has_tokens else 'assumed'}), so ~{per_step:.0f} per step, "
+        f"{steps_per_epoch} steps per epoch"
+    )
+    tput = p.throughput
+    tokens_per_step = seq * rows_per_micro_step * accum
+    seconds_per_step = tokens_per_step / (tput["tokens_per_s"] * gpus)
+    total_steps = steps_per_epoch * int(v["num_epochs"])
+    if v.get("max_steps"):
+        total_steps = min(total_steps, int(v["max_steps"]))
+    save_steps = max(1, min(total_steps, math.floor(MAX_LOST_SECONDS / seconds_per_step)))
+    why["save_steps"] = (
+        f"at most ~10 min lost to an interruption: ~{seconds_per_step:.1f} s per step at "
+        f"{tput['tokens_per_s']} tokens/s per GPU (hardware/{p.hardware['name']}.yaml, estimated)"
+    )
+    derived = {
+        "gradient_accumulation_steps": accum,
+        "save_steps": save_steps,
+        "eval_steps": save_steps,
+    }
+    numbers = {
+        "rows_per_epoch": rows,
+        "targets_per_row": targets_per_row,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+        "tokens_per_step": tokens_per_step,
+        "seconds_per_step": seconds_per_step,
+    }
+    return derived, why | {"_numbers": numbers}
+
+
+def run_name(p: Profiles) -> str:
+    default = p.hardware["name"] == p.model["default_hardware"]
+    return f"{p.preset['name']}-{p.model['name']}" + ("" if default else f"-{p.hardware['name']}")
+
+
+def merged_values(p: Profiles, info: data_mod.DataInfo, out_name: str) -> dict:
+    v = copy.deepcopy(BASE)
+    v |= (
+        copy.deepcopy(p.model["axolotl"])
+        | copy.deepcopy(p.preset["axolotl"])
+        | copy.deepcopy(p.hardware.get("axolotl") or {})
+    )
+    v["datasets"] = [{"path": f"{info.dir}/train.jsonl", **DATASET}]
+    v["test_datasets"] = [{"path": f"{info.dir}/val.jsonl", "split": "train", **DATASET}]
+    v["output_dir"] = f"outputs/{out_name}"
+    return v
+
+
+def overrides_note(parsed: list[tuple[str, object]]) -> str:
+    if not parsed:
+        return ""
+    return "# Overrides: " + " ".join(f"{k}={to_yaml(val)}" for k, val in parsed) + "\n"
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,  # an {% include %} line leaves no blank line behind
+        autoescape=False,
+    )
+    env.filters["y"] = to_yaml
+    env.filters["datasets"] = dataset_block
+    return env
+
+
+def render(
+    preset: str,
+    model: str,
+    data_dir: str,
+    hardware: str | None = None,
+    overrides: list[str] | None = None,
+    out_path: str = "config.yaml",
+    check: bool = True,
+) -> Rendered:
+    p = Profiles.load(preset, model, hardware)
+    info = data_mod.read(data_dir)
+    name = run_name(p)
+    parsed = parse_overrides(overrides or [])
+
+    # Overrides apply before deriving, so that e.g. sequence_len=8192 re-derives the batch.
+    v = merged_values(p, info, name)
+    for key, value in parsed:
+        set_dotted(v, key, value)
+    derived, why = derive(p, info, v)
+    for key, value in derived.items():
+        v.setdefault(key, value)
+    for key, value in parsed:  # an explicit override beats a derived value
+        set_dotted(v, key, value)
+        if key in why:
+            why[key] = "set on the command line (see the header)"
+    numbers = why.pop("_numbers")
+
+    context = {
+        "name": name,
+        "preset": preset,
+        "model": model,
+        "hardware": p.hardware["name"],
+        "hw": p.hardware,
+        "out_path": out_path,
+        "data_dir": info.dir,
+        "v": v,
+        "why": why,
+        "launcher_hint": "   (add --launcher python on CPU)" if p.hardware["gpu_type"] == "none" else "",
+        "manifest_note": f" (sha256 {info.manifest_sha256[:12]})",
+        "overrides_note": overrides_note(parsed),
+        "eval_template": "eval-heldout.yaml.j2" if info.val_lines else "eval-none.yaml.j2",
+        "kernels_template": p.model["kernels_template"],
+        "distributed_template": p.hardware["distributed_template"],
+        "extra_overrides": "",
+    }
+    env = environment()
+    template = env.get_template("axolotl.yaml.j2")
+    text = template.render(context)
+    config = yaml.safe_load(text)
+    # An override of a key the template does not write goes in a last section of its own.
+    extra = {k: v[k.split(".")[0]] for k, _ in parsed if k.split(".")[0] not in config}
+    if extra:
+        context["extra_overrides"] = "\n# ── Overrides with no place above ──\n" + yaml.safe_dump(
+            extra, sort_keys=False, default_flow_style=False, width=10**6
+        )
+        text = template.render(context)
+        config = yaml.safe_load(text)
+    for key, value in parsed:
+        try:
+            landed = get_dotted(config, key)
+        except (KeyError, IndexError, TypeError):
+            landed = object()
+        if landed != value:
+            raise ConfigError(f"override {key}: did not land in the rendered config (template bug)")
+    if check:
+        validate.check(copy.deepcopy(config))
+    return Rendered(text=text, config=config, values=v, derived=numbers)
+
+
+def write(rendered: Rendered, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(rendered.text, "utf-8")
+    tmp.replace(out)
+
+
+GOLDEN_DIR = HERE / "rendered"
+
+
+def golden_path(preset: str, model: str) -> str:
+    return f"axolotl_configs/rendered/{preset}-{model}.yaml"
+
+
+def regenerate_goldens(data_dir: str) -> list[str]:
+    """Every preset × model on its default hardware, as committed (`just configs-regen`)."""
+    from axolotl_configs.profiles import names
+
+    written = []
+    for preset in names("preset"):
+        for model in names("model"):
+            out = golden_path(preset, model)
+            write(render(preset, model, data_dir, out_path=out), HERE.parent / out)
+            written.append(out)
+    return written
