@@ -16,9 +16,10 @@ default:
 setup:
     bash setup.sh
 
-# The main job on the repo's demo data: convert it and print the dataset report
+# The main job on the repo's demo data: convert it, print the dataset report and a 70B run's estimate
 demo:
     {{python}} -m converters convert data/demo/brightrun-demo.json --out data/converted/demo --tokenizer {{tokenizer}} --sequence-len 4096
+    @{{python}} -m axolotl_configs estimate balanced 70b-qlora --data data/converted/demo
 
 # Convert a brightrun-v4 FILE into data/converted/<name>/ (extra flags pass through, e.g. --min-quality 3)
 convert FILE *ARGS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import logging
 import typing
 from contextlib import redirect_stdout
 
@@ -19,6 +20,11 @@ from pydantic import BaseModel, ValidationError
 from axolotl_configs.profiles import ConfigError
 
 DATASET_KEYS = ("datasets", "test_datasets")
+
+# torchao and torch log harmless warnings when Axolotl is imported on a CPU machine (missing CUDA
+# extensions, enum registration); a person rendering a config should see only what concerns them.
+for _name in ("torchao", "torch.utils._pytree", "bitsandbytes"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 
 def _accepted(model: type[BaseModel]) -> set[str]:

@@ -150,7 +150,9 @@ def test_overrides_land_in_place_and_are_recorded(sample_out):
     assert (
         "# Overrides: learning_rate=0.0001 fsdp_config.offload_params=true weight_decay=0.01" in result.text
     )
-    assert result.text.index("weight_decay: 0.01") > result.text.index("── Where it runs")  # no place above: last
+    assert result.text.index("weight_decay: 0.01") > result.text.index(
+        "── Where it runs"
+    )  # no place above: last
     assert result.text.count("learning_rate:") == 1  # replaced where it stands, not appended twice
 
 

@@ -18,7 +18,9 @@ FILES = ("train.jsonl", "val.jsonl", "manifest.json")
 
 def normalised_manifest(text: str) -> dict:
     manifest = json.loads(text)
-    manifest["input"]["path"] = "<sample>"  # where the checkout lies is not part of the result
+    # Where the checkout lies is not part of the result.
+    manifest["input"]["path"] = "<sample>"
+    manifest["tokens"]["tokenizer"]["path"] = "<tokenizer>"
     return manifest
 
 
