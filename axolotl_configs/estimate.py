@@ -92,9 +92,16 @@ def memory(model: dict, v: dict, gpus: int) -> dict:
 
 
 def estimate(
-    preset: str, model: str, data_dir: str, hardware: str | None = None, overrides: list[str] | None = None
+    preset: str,
+    model: str,
+    data_dir: str,
+    hardware: str | None = None,
+    overrides: list[str] | None = None,
+    allow_drop: bool = False,
 ) -> Estimate:
-    rendered = render_mod.render(preset, model, data_dir, hardware, overrides, check=False)
+    rendered = render_mod.render(
+        preset, model, data_dir, hardware, overrides, check=False, allow_drop=allow_drop
+    )
     p = Profiles.load(preset, model, hardware)
     info = data_mod.read(data_dir)
     v, n = rendered.values, rendered.derived

@@ -23,7 +23,6 @@ from axolotl_configs.profiles import HERE, ConfigError, Profiles
 # Values every render shares; a profile or an override may replace any of them.
 BASE = {
     "chat_template": "llama3",
-    "excess_length_strategy": "raise",
     "dataset_prepared_path": "outputs/prepared",
     "save_total_limit": 2,
     "logging_steps": 1,
@@ -125,20 +124,29 @@ def get_dotted(source, key: str):
     return node
 
 
-def derive(p: Profiles, info: data_mod.DataInfo, v: dict) -> tuple[dict, dict]:
+def derive(p: Profiles, info: data_mod.DataInfo, v: dict, allow_drop: bool = False) -> tuple[dict, dict]:
     """The values that follow from data and hardware, each with the reason written beside it."""
     why = dict(p.model.get("why", {}))
     seq = int(v["sequence_len"])
-    if info.longest_line is not None and info.longest_line > seq:
+    dropped = sum(n > seq for n in info.train_lengths or [])
+    if info.longest_line is not None and info.longest_line > seq and not allow_drop:
         raise ConfigError(
             f"sequence_len {seq} is shorter than the longest converted line ({info.longest_line} tokens in "
             f"{info.dir}); Axolotl would drop it. Raise it: "
-            f"sequence_len={2 ** math.ceil(math.log2(info.longest_line))}"
+            f"sequence_len={2 ** math.ceil(math.log2(info.longest_line))} "
+            f"(or accept the loss with --allow-drop)"
         )
     why["sequence_len"] = (
-        f"the longest converted line is {info.longest_line} tokens, so no line is dropped"
+        f"--allow-drop: {dropped} train line(s) longer than this are dropped (counted in run.json)"
+        if dropped
+        else f"the longest converted line is {info.longest_line} tokens, so no line is dropped"
         if info.longest_line is not None
         else "the manifest has no token counts (convert with --tokenizer to check that every line fits)"
+    )
+    why["excess_length_strategy"] = (
+        f"--allow-drop: Axolotl drops the {dropped} line(s) that do not fit; counted in run.json"
+        if dropped
+        else "a line that does not fit is an error, never silently dropped"
     )
     gpus = int(p.hardware["gpu_count"])
     rows_per_micro_step = int(v["micro_batch_size"]) * gpus
@@ -165,6 +173,7 @@ def derive(p: Profiles, info: data_mod.DataInfo, v: dict) -> tuple[dict, dict]:
         f"{tput['tokens_per_s']} tokens/s per GPU (hardware/{p.hardware['name']}.yaml, estimated)"
     )
     derived = {
+        "excess_length_strategy": "drop" if dropped else "raise",
         "gradient_accumulation_steps": accum,
         "save_steps": save_steps,
         "eval_steps": save_steps,
@@ -176,6 +185,7 @@ def derive(p: Profiles, info: data_mod.DataInfo, v: dict) -> tuple[dict, dict]:
         "total_steps": total_steps,
         "tokens_per_step": tokens_per_step,
         "seconds_per_step": seconds_per_step,
+        "lines_dropped": dropped,
     }
     return derived, why | {"_numbers": numbers}
 
@@ -225,6 +235,7 @@ def render(
     overrides: list[str] | None = None,
     out_path: str = "config.yaml",
     check: bool = True,
+    allow_drop: bool = False,
 ) -> Rendered:
     p = Profiles.load(preset, model, hardware)
     info = data_mod.read(data_dir)
@@ -235,7 +246,7 @@ def render(
     v = merged_values(p, info, name)
     for key, value in parsed:
         set_dotted(v, key, value)
-    derived, why = derive(p, info, v)
+    derived, why = derive(p, info, v, allow_drop)
     for key, value in derived.items():
         v.setdefault(key, value)
     for key, value in parsed:  # an explicit override beats a derived value

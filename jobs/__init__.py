@@ -1,0 +1,1 @@
+"""Jobs: run training locally, track it in the registry, evaluate, report (see jobs/run.py)."""

@@ -1,0 +1,91 @@
+"""Run and track training jobs.
+
+Usage:
+  python -m jobs train PRESET MODEL [--input FILE | --data DIR] [--hardware H] [--allow-drop] [key=value ...]
+  python -m jobs resume RUN
+  python -m jobs runs
+  python -m jobs show RUN
+
+Exit codes: 0 done; 1 the run failed (its row says why); 2 bad input (unknown preset, model or key,
+missing data): nothing is created; 130 interrupted (resume it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jobs", description=__doc__.split("\n")[0])
+    p.add_argument("--runs-dir", default="runs", help="where run folders live (default runs/)")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="convert if needed, render, preprocess and train one run")
+    t.add_argument("preset")
+    t.add_argument("model")
+    t.add_argument("overrides", nargs="*", metavar="key=value")
+    t.add_argument("--input", default=None, help="brightrun-v4 file (default: the repo's demo data)")
+    t.add_argument("--data", default=None, help="an already converted folder instead of --input")
+    t.add_argument("--hardware", default=None)
+    t.add_argument(
+        "--allow-drop", action="store_true", help="train even if lines exceed sequence_len (counted)"
+    )
+    r = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
+    r.add_argument("run")
+    sub.add_parser("runs", help="list runs")
+    s = sub.add_parser("show", help="one run in full")
+    s.add_argument("run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
+    args, rest = ap.parse_known_args(argv)
+    extra = [r for r in rest if "=" in r and not r.startswith("-")]
+    if len(extra) != len(rest) or (extra and not hasattr(args, "overrides")):
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    if extra:
+        args.overrides += extra
+    from axolotl_configs.profiles import ConfigError
+
+    try:
+        return run(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
+    from jobs import registry
+    from jobs import run as run_mod
+
+    registry.use_runs_dir(args.runs_dir)
+    if args.command == "train":
+        if args.input and args.data:
+            from axolotl_configs.profiles import ConfigError
+
+            raise ConfigError("give --input FILE or --data DIR, not both")
+        run_id = run_mod.prepare(
+            args.preset,
+            args.model,
+            args.input or run_mod.DEFAULT_INPUT,
+            args.data,
+            args.hardware,
+            args.overrides,
+            args.allow_drop,
+            args.runs_dir,
+        )
+        print(f"run {run_id}: {args.runs_dir}/{run_id}/", file=sys.stderr)
+        return run_mod.execute(run_id, args.runs_dir)
+    if args.command == "resume":
+        return run_mod.resume(args.run, args.runs_dir)
+    from jobs import show
+
+    if args.command == "runs":
+        show.runs_table()
+        return 0
+    return show.show_run(args.run, args.runs_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""An Axolotl plugin that reports from inside training: status, every logged step, eval loss.
+
+Loaded by Axolotl in the training process (`plugins: [..., jobs.axolotl_plugin.RegistryPlugin]`,
+with `brightrun_run_id` and `brightrun_run_dir` in the config). It writes each logged step to
+runs/<id>/metrics.jsonl and to the registry (DATABASE_URL, set by the launcher in the environment:
+never in the config). On SIGTERM it asks the trainer to save a checkpoint and stop at the end of the
+current step, so `jobs resume` can go on from there.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from axolotl.integrations.base import BasePlugin
+from pydantic import BaseModel
+from transformers import TrainerCallback
+
+from jobs import registry
+
+
+class RegistryArgs(BaseModel):
+    brightrun_run_id: str | None = None
+    brightrun_run_dir: str | None = None
+
+
+def point_from_logs(step: int, logs: dict) -> dict | None:
+    keys = {
+        "loss": "loss",
+        "learning_rate": "learning_rate",
+        "grad_norm": "grad_norm",
+        "eval_loss": "eval_loss",
+        "epoch": "epoch",
+    }
+    point = {ours: float(logs[theirs]) for theirs, ours in keys.items() if theirs in logs}
+    if "loss" not in point and "eval_loss" not in point:
+        return None  # the final train summary (train_runtime, ...) is not a step
+    return {"step": step, **point}
+
+
+class RegistryCallback(TrainerCallback):
+    def __init__(self, run_id: str, run_dir: str):
+        self.run_id = run_id
+        self.metrics_path = Path(run_dir) / "metrics.jsonl"
+        self.stop_requested = False
+
+    def _on_sigterm(self, signum, frame):
+        self.stop_requested = True
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+            # A resume goes back to its checkpoint: steps logged after it are logged again, not twice.
+            kept = []
+            if self.metrics_path.exists():
+                kept = [
+                    line
+                    for line in self.metrics_path.read_text("utf-8").splitlines()
+                    if line.strip() and json.loads(line)["step"] <= state.global_step
+                ]
+            self.metrics_path.write_text("".join(f"{line}\n" for line in kept), "utf-8")
+            registry.truncate_metrics(self.run_id, state.global_step)
+            registry.update_job(
+                self.run_id, status="training", total_steps=state.max_steps, step=state.global_step
+            )
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        point = point_from_logs(state.global_step, logs)
+        if point is None:
+            return
+        with self.metrics_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(point) + "\n")
+        registry.record_metric(self.run_id, point)
+        latest = {k: v for k, v in point.items() if k != "step"}
+        job = registry.get_job(self.run_id)
+        registry.update_job(
+            self.run_id,
+            step=state.global_step,
+            epoch=point.get("epoch", job.epoch),
+            metrics={**(job.metrics or {}), **latest},
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop_requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+class RegistryPlugin(BasePlugin):
+    def get_input_args(self) -> str:
+        return "jobs.axolotl_plugin.RegistryArgs"
+
+    def post_model_load(self, cfg, model):
+        if cfg.brightrun_run_id:
+            registry.update_job(cfg.brightrun_run_id, status="model_loaded")
+
+    def add_callbacks_post_trainer(self, cfg, trainer):
+        if not cfg.brightrun_run_id:
+            return []
+        return [RegistryCallback(cfg.brightrun_run_id, cfg.brightrun_run_dir)]

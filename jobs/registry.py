@@ -1,0 +1,189 @@
+"""The job registry: three tables that mirror the customer's schema (training_jobs, model_artifacts,
+training_metrics_history). SQLite file by default (runs/registry.db); PostgreSQL when DATABASE_URL
+says so. The schema is created and upgraded by Alembic migrations (jobs/migrations), never by
+create_all, so a database made by an older version upgrades in place.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, delete, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+DEFAULT_DB = Path("runs") / "registry.db"  # beside the runs it describes (use_runs_dir moves it)
+STATUSES = (
+    "queued",
+    "preprocessing",
+    "model_loaded",
+    "training",
+    "completed",
+    "failed",
+    "cancelled",
+    "interrupted",
+)
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TrainingJob(Base):
+    __tablename__ = "training_jobs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    preset: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    hardware: Mapped[str] = mapped_column(String(64))
+    pod_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    epoch: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hyperparameters: Mapped[dict] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    estimated_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
+    actual_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
+    gpu_hours: Mapped[float | None] = mapped_column(Float, nullable=True)
+    artifact_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ModelArtifact(Base):
+    __tablename__ = "model_artifacts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("training_jobs.id"), index=True)
+    artifact_type: Mapped[str] = mapped_column(String(16), default="adapter")  # adapter | merged | checkpoint
+    storage_path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    base_model: Mapped[str] = mapped_column(Text)
+    lora_config: Mapped[dict] = mapped_column(JSON, default=dict)
+    validation_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    perplexity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    human_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deployment_status: Mapped[str] = mapped_column(String(16), default="none")
+    created_at: Mapped[datetime] = mapped_column(default=now)
+
+
+class MetricPoint(Base):
+    __tablename__ = "training_metrics_history"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("training_jobs.id"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[float | None] = mapped_column(Float, nullable=True)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    learning_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    grad_norm: Mapped[float | None] = mapped_column(Float, nullable=True)
+    eval_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+
+
+def database_url(url: str | None = None) -> str:
+    url = url or os.environ.get("DATABASE_URL")
+    if url:
+        # postgres://… (Heroku/Supabase style) and postgresql://… both mean psycopg 3 here.
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+    DEFAULT_DB.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{DEFAULT_DB.resolve()}"
+
+
+def use_runs_dir(runs_dir: str | Path) -> None:
+    """Without DATABASE_URL, the registry is a SQLite file in the runs folder."""
+    global DEFAULT_DB
+    DEFAULT_DB = Path(runs_dir) / "registry.db"
+
+
+def migrate(url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+_engines: dict[str, Engine] = {}
+
+
+def engine(url: str | None = None) -> Engine:
+    url = database_url(url)
+    if url not in _engines:
+        migrate(url)
+        _engines[url] = create_engine(url)
+    return _engines[url]
+
+
+def session(url: str | None = None) -> Session:
+    return Session(engine(url), expire_on_commit=False)
+
+
+def update_job(job_id: str, url: str | None = None, **fields) -> None:
+    with session(url) as s:
+        job = s.get(TrainingJob, job_id)
+        if job is None:
+            raise KeyError(job_id)
+        for key, value in fields.items():
+            setattr(job, key, value)
+        s.commit()
+
+
+def get_job(job_id: str, url: str | None = None) -> TrainingJob | None:
+    with session(url) as s:
+        return s.get(TrainingJob, job_id)
+
+
+def list_jobs(url: str | None = None) -> list[TrainingJob]:
+    with session(url) as s:
+        return list(s.scalars(select(TrainingJob).order_by(TrainingJob.created_at.desc())))
+
+
+def record_metric(job_id: str, point: dict, url: str | None = None) -> None:
+    """One logged step. A step logged again (after a resume) replaces the earlier row."""
+    with session(url) as s:
+        s.execute(
+            delete(MetricPoint).where(
+                MetricPoint.job_id == job_id,
+                MetricPoint.step == point["step"],
+                MetricPoint.eval_loss.is_(None) == (point.get("eval_loss") is None),
+            )
+        )
+        s.add(MetricPoint(job_id=job_id, **point))
+        s.commit()
+
+
+def metrics(job_id: str, url: str | None = None) -> list[MetricPoint]:
+    with session(url) as s:
+        return list(
+            s.scalars(
+                select(MetricPoint)
+                .where(MetricPoint.job_id == job_id)
+                .order_by(MetricPoint.step, MetricPoint.id)
+            )
+        )
+
+
+def truncate_metrics(job_id: str, after_step: int, url: str | None = None) -> int:
+    """Drop points logged after a checkpoint that a resume goes back to; returns how many."""
+    with session(url) as s:
+        result = s.execute(
+            delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.step > after_step)
+        )
+        s.commit()
+        return result.rowcount

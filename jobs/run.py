@@ -1,0 +1,362 @@
+"""One training run, locally: convert if needed, render, preprocess, train, record.
+
+Layout of runs/<run-id>/:
+  config.yaml          the exact Axolotl config that runs (rendered, comments and all)
+  data-manifest.json   the converter's manifest of the data it trained on
+  env.json             git sha, Python and package versions
+  run.json             lineage (input sha256 -> data -> config -> adapter) and attempts
+  logs/                preprocess.log, train.log
+  metrics.jsonl        every logged step, written from inside training (jobs/axolotl_plugin.py)
+  output/              Axolotl's output_dir: checkpoint-N/ and the final PEFT adapter
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from axolotl_configs.profiles import ConfigError, Profiles
+from jobs import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_INPUT = "data/demo/brightrun-demo.json"
+TOKENIZER = "assets/llama3-tokenizer"
+PLUGIN = "jobs.axolotl_plugin.RegistryPlugin"
+PACKAGES = ("torch", "axolotl", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes")
+
+
+class RunError(Exception):
+    """A failure while running (exit code 1), recorded on the run."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def ensure_converted(input_file: str, data_dir: str | None) -> str:
+    """The converter's output for input_file, converting only when it is missing or stale."""
+    src = Path(input_file)
+    if not src.is_file():
+        raise ConfigError(f"{input_file}: input file not found")
+    data_dir = data_dir or f"data/converted/{src.stem}"
+    manifest = Path(data_dir) / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text())["input"]["sha256"] == sha256_file(src):
+        return data_dir
+    from converters import convert, load
+
+    print(f"converting {input_file} -> {data_dir}/", file=sys.stderr)
+    try:
+        convert.convert(src, data_dir, convert.Options(tokenizer=TOKENIZER))
+    except load.InputError as exc:
+        raise ConfigError(str(exc)) from None
+    return data_dir
+
+
+def environment_record() -> dict:
+    def version(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+    return {
+        "git_sha": git.stdout.strip() or None,
+        "git_dirty": bool(dirty.stdout.strip()),
+        "python": sys.version.split()[0],
+        "packages": {name: version(name) for name in PACKAGES},
+    }
+
+
+def child_env(config: dict, db_url: str) -> dict:
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"  # the launcher looks for `accelerate` there
+    env["DATABASE_URL"] = db_url
+    env["AXOLOTL_DO_NOT_TRACK"] = "1"  # telemetry offline logs errors and has hung in its flush
+    if Path(config["base_model"]).exists():  # a local model needs no hub
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    if not env.get("WANDB_API_KEY"):
+        env["WANDB_DISABLED"] = "true"
+    return env
+
+
+def axolotl_command(verb: str, config_path: Path, profiles: Profiles, *extra: str) -> list[str]:
+    cmd = [str(Path(sys.executable).parent / "axolotl"), verb, str(config_path)]
+    if verb == "train" and profiles.hardware["gpu_type"] == "none":
+        cmd += ["--launcher", "python"]  # CPU: no accelerate subprocess (17-19 s faster, facts file)
+    return cmd + list(extra)
+
+
+def new_run_id(preset: str, model: str) -> str:
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{preset}-{model}-{secrets.token_hex(2)}"
+
+
+def prepare(
+    preset: str,
+    model: str,
+    input_file: str = DEFAULT_INPUT,
+    data_dir: str | None = None,
+    hardware: str | None = None,
+    overrides: list[str] | None = None,
+    allow_drop: bool = False,
+    runs_dir: str = "runs",
+    db_url: str | None = None,
+) -> str:
+    """Everything before training: checks (exit 2, no run row), then the run folder and its row."""
+    from axolotl_configs import estimate, render
+
+    profiles = Profiles.load(preset, model, hardware)
+    data_dir = ensure_converted(input_file, data_dir) if not data_dir else data_dir
+    run_id = new_run_id(preset, model)
+    run_dir = Path(runs_dir) / run_id
+    plugins = list(profiles.model["axolotl"].get("plugins") or []) + [PLUGIN]
+    ours = [
+        f"output_dir={run_dir}/output",
+        f"plugins=[{', '.join(plugins)}]",
+        f"brightrun_run_id={run_id}",
+        f"brightrun_run_dir={run_dir}",
+    ]
+    rendered = render.render(
+        preset,
+        model,
+        data_dir,
+        hardware,
+        list(overrides or []) + ours,
+        out_path=str(run_dir / "config.yaml"),
+        allow_drop=allow_drop,
+    )
+    est = estimate.estimate(preset, model, data_dir, hardware, overrides, allow_drop=allow_drop)
+    estimate.show(est)
+
+    (run_dir / "logs").mkdir(parents=True)
+    render.write(rendered, run_dir / "config.yaml")
+    shutil.copyfile(Path(data_dir) / "manifest.json", run_dir / "data-manifest.json")
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    (run_dir / "env.json").write_text(json.dumps(environment_record(), indent=2) + "\n")
+    lineage = {
+        "run_id": run_id,
+        "preset": preset,
+        "model": model,
+        "hardware": profiles.hardware["name"],
+        "overrides": list(overrides or []),
+        "input": {"path": manifest["input"]["path"], "sha256": manifest["input"]["sha256"]},
+        "data": {
+            "dir": data_dir,
+            "manifest_sha256": sha256_file(Path(data_dir) / "manifest.json"),
+            "files": {k: v["sha256"] for k, v in manifest["outputs"].items()},
+        },
+        "config": {"path": str(run_dir / "config.yaml"), "sha256": sha256_file(run_dir / "config.yaml")},
+        "lines_dropped_for_length": rendered.derived.get("lines_dropped", 0),
+        "estimate": {
+            "hours": sum(est.hours.values()),
+            "cost_on_demand": est.costs["on_demand"],
+            "peak_memory_gb": est.peak_gb,
+        },
+        "adapter": None,
+        "attempts": [],
+    }
+    write_json(run_dir / "run.json", lineage)
+    cfg = rendered.config
+    with registry.session(db_url) as s:
+        s.add(
+            registry.TrainingJob(
+                id=run_id,
+                status="queued",
+                preset=preset,
+                model=model,
+                hardware=profiles.hardware["name"],
+                hyperparameters={
+                    k: cfg.get(k)
+                    for k in (
+                        "lora_r",
+                        "lora_alpha",
+                        "lora_dropout",
+                        "learning_rate",
+                        "num_epochs",
+                        "micro_batch_size",
+                        "gradient_accumulation_steps",
+                        "sequence_len",
+                        "lr_scheduler",
+                        "warmup_ratio",
+                    )
+                },
+                metrics={},
+                estimated_cost=est.costs["on_demand"],
+                log_path=str(run_dir / "logs"),
+            )
+        )
+        s.commit()
+    return run_id
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", "utf-8")
+    tmp.replace(path)
+
+
+def run_logged(cmd: list[str], log: Path, env: dict, progress=None) -> int:
+    """A child process in its own session (a terminal's Ctrl-C reaches only us); we forward SIGTERM."""
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        child = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        interrupted = []
+
+        def forward(signum, frame):
+            interrupted.append(signum)
+            child.send_signal(signal.SIGTERM)
+
+        old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while child.poll() is None:
+                if progress:
+                    progress()
+                time.sleep(0.5)
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+        if progress:
+            progress()
+        if interrupted:
+            raise KeyboardInterrupt
+        return child.returncode
+
+
+def execute(
+    run_id: str, runs_dir: str = "runs", db_url: str | None = None, resume_from: str | None = None
+) -> int:
+    """Preprocess and train (or resume); record status, artifact, cost. Returns the exit code."""
+    from jobs import progress as progress_mod
+
+    run_dir = Path(runs_dir) / run_id
+    lineage = json.loads((run_dir / "run.json").read_text())
+    profiles = Profiles.load(lineage["preset"], lineage["model"], lineage["hardware"])
+    config_path = run_dir / "config.yaml"
+    import yaml
+
+    config = yaml.safe_load(config_path.read_text())
+    env = child_env(config, registry.database_url(db_url))
+    started = time.time()
+    attempt = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "resume_from": resume_from}
+    job = registry.get_job(run_id, db_url)
+    registry.update_job(
+        run_id,
+        db_url,
+        started_at=job.started_at or registry.now(),
+        status="preprocessing",
+        completed_at=None,
+        error_message=None,
+    )
+    try:
+        rc = run_logged(
+            axolotl_command("preprocess", config_path, profiles), run_dir / "logs" / "preprocess.log", env
+        )
+        if rc != 0:
+            raise RunError(f"axolotl preprocess exited {rc}; see {run_dir}/logs/preprocess.log")
+        extra = ("--resume-from-checkpoint", resume_from) if resume_from else ()
+        bar = progress_mod.Bar(run_id, db_url)
+        with bar:
+            rc = run_logged(
+                axolotl_command("train", config_path, profiles, *extra),
+                run_dir / "logs" / "train.log",
+                env,
+                progress=bar.refresh,
+            )
+        if rc != 0:
+            raise RunError(f"axolotl train exited {rc}; see {run_dir}/logs/train.log")
+        status, error = "completed", None
+    except KeyboardInterrupt:
+        status, error = (
+            "interrupted",
+            "stopped by a signal; `just resume RUN` goes on from the last checkpoint",
+        )
+    except RunError as exc:
+        status, error = "failed", str(exc)
+    hours = (time.time() - started) / 3600
+    gpus = profiles.hardware["gpu_count"] if profiles.hardware["gpu_type"] != "none" else 0
+    price = profiles.hardware["price_per_hour"]["on_demand"]
+    job = registry.get_job(run_id, db_url)
+    fields = {
+        "status": status,
+        "error_message": error,
+        "completed_at": registry.now(),
+        "gpu_hours": (job.gpu_hours or 0) + hours * gpus,
+        "actual_cost": (job.actual_cost or 0) + hours * gpus * price,
+    }
+    attempt |= {"ended": datetime.now(UTC).isoformat(timespec="seconds"), "status": status, "hours": hours}
+    lineage["attempts"].append(attempt)
+    if status == "completed":
+        record_adapter(run_id, run_dir, lineage, config, db_url)
+        fields["artifact_path"] = str(run_dir / "output")
+    write_json(run_dir / "run.json", lineage)
+    registry.update_job(run_id, db_url, **fields)
+    print(f"run {run_id}: {status}" + (f" ({error})" if error else ""), file=sys.stderr)
+    return {"completed": 0, "interrupted": 130}.get(status, 1)
+
+
+def record_adapter(run_id: str, run_dir: Path, lineage: dict, config: dict, db_url: str | None) -> None:
+    out = run_dir / "output"
+    weights = out / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise RunError(f"{weights}: training finished without an adapter")
+    adapter_cfg = json.loads((out / "adapter_config.json").read_text())
+    digest = sha256_file(weights)
+    lineage["adapter"] = {"path": str(weights), "sha256": digest, "bytes": weights.stat().st_size}
+    with registry.session(db_url) as s:
+        s.add(
+            registry.ModelArtifact(
+                job_id=run_id,
+                artifact_type="adapter",
+                storage_path=str(out),
+                size_bytes=weights.stat().st_size,
+                sha256=digest,
+                base_model=config["base_model"],
+                lora_config={
+                    k: adapter_cfg.get(k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")
+                },
+            )
+        )
+        s.commit()
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    found = [
+        (int(p.name.split("-")[1]), p)
+        for p in (run_dir / "output").glob("checkpoint-*")
+        if (p / "trainer_state.json").is_file() and p.name.split("-")[1].isdigit()
+    ]
+    return max(found)[1] if found else None
+
+
+def resume(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> int:
+    run_dir = Path(runs_dir) / run_id
+    job = registry.get_job(run_id, db_url)
+    if job is None or not (run_dir / "run.json").is_file():
+        raise ConfigError(f"no run {run_id!r} (see `just runs`)")
+    if job.status == "completed":
+        raise ConfigError(f"run {run_id} is already completed")
+    checkpoint = last_checkpoint(run_dir)
+    if checkpoint is None:
+        raise ConfigError(f"run {run_id} has no checkpoint to resume from; start a new run")
+    registry.update_job(run_id, db_url, retry_count=job.retry_count + 1)
+    print(f"resuming {run_id} from {checkpoint.name}", file=sys.stderr)
+    return execute(run_id, runs_dir, db_url, resume_from=str(checkpoint))

@@ -1,0 +1,137 @@
+"""`python -m jobs` end to end on CPU: a tracked smoke run, its registry rows, its adapter, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, SAMPLE, TINY_MODEL_DIR
+
+from jobs import registry
+from jobs.run import sha256_file
+
+
+def jobs_cli(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    full_env = {
+        **os.environ,
+        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "jobs", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, sample_out):
+    runs = tmp_path_factory.mktemp("runs")
+    url = f"sqlite:///{runs / 'registry.db'}"
+    proc = jobs_cli(
+        "--runs-dir",
+        str(runs),
+        "train",
+        "balanced",
+        "smoke",
+        "--data",
+        str(sample_out),
+        f"base_model={TINY_MODEL_DIR}",
+        "max_steps=2",
+        env={"DATABASE_URL": url},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
+    return run_dir, url, proc
+
+
+def test_run_folder_holds_everything(smoke_run, sample_out):
+    run_dir, _, proc = smoke_run
+    for name in (
+        "config.yaml",
+        "data-manifest.json",
+        "env.json",
+        "run.json",
+        "metrics.jsonl",
+        "logs/preprocess.log",
+        "logs/train.log",
+        "output/adapter_model.safetensors",
+        "output/adapter_config.json",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert "Estimate: balanced-smoke" in proc.stdout  # printed before training
+    lineage = json.loads((run_dir / "run.json").read_text())
+    assert lineage["input"]["sha256"] == sha256_file(SAMPLE)
+    assert lineage["data"]["manifest_sha256"] == sha256_file(sample_out / "manifest.json")
+    assert lineage["config"]["sha256"] == sha256_file(run_dir / "config.yaml")
+    assert lineage["adapter"]["sha256"] == sha256_file(run_dir / "output" / "adapter_model.safetensors")
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["packages"]["axolotl"] == "0.19.0" and env["git_sha"]
+
+
+def test_registry_matches_metrics_jsonl(smoke_run):
+    run_dir, url, _ = smoke_run
+    job = registry.get_job(run_dir.name, url)
+    assert job.status == "completed" and job.step == job.total_steps == 2
+    assert job.hyperparameters["lora_r"] == 16 and job.artifact_path.endswith("output")
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    history = registry.metrics(run_dir.name, url)
+    assert [(p.step, p.loss, p.eval_loss) for p in history] == [
+        (m["step"], m.get("loss"), m.get("eval_loss")) for m in logged
+    ]
+    assert [m["step"] for m in logged if "loss" in m] == [1, 2]
+    with registry.session(url) as s:
+        [artifact] = s.query(registry.ModelArtifact).filter_by(job_id=run_dir.name).all()
+    assert artifact.sha256 == sha256_file(run_dir / "output" / "adapter_model.safetensors")
+    assert artifact.lora_config["r"] == 16
+
+
+def test_adapter_loads_with_peft_and_generates(smoke_run):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir, _, _ = smoke_run
+    tok = AutoTokenizer.from_pretrained(TINY_MODEL_DIR)
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(TINY_MODEL_DIR), run_dir / "output"
+    )
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "Hello"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("train", "balnced", "smoke"), "unknown preset 'balnced'"),
+        (("train", "balanced", "smoke", "--data", "/nonexistent/data"), "no converter manifest here"),
+        (("train", "balanced", "smoke", "lora_rr=8"), "lora_rr: unknown key (did you mean lora_r?)"),
+        (
+            ("train", "balanced", "smoke", "--input", "/nonexistent.json"),
+            "/nonexistent.json: input file not found",
+        ),
+    ],
+)
+def test_bad_invocations_exit_2_without_a_run(tmp_path, sample_out, args, message):
+    args = tuple(str(sample_out) if a == "SAMPLE_OUT" else a for a in args)
+    if "lora_rr=8" in args:
+        args = (*args, "--data", str(sample_out))
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    proc = jobs_cli("--runs-dir", str(tmp_path / "runs"), *args, env={"DATABASE_URL": url})
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert registry.list_jobs(url) == []
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
