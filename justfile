@@ -64,3 +64,35 @@ sweep PRESET MODEL SWEEP OUT:
 # Re-render the committed configs in axolotl_configs/rendered/ from the demo data (review the diff)
 configs-regen: demo
     {{python}} -m axolotl_configs regen
+
+# Train one tracked run: `just train balanced smoke max_steps=2` (converts the demo data if needed)
+train PRESET MODEL *ARGS:
+    {{python}} -m jobs train {{PRESET}} {{MODEL}} {{ARGS}}
+
+# Continue an interrupted run from its last checkpoint
+resume RUN:
+    {{python}} -m jobs resume {{RUN}}
+
+# List runs (registry: runs/registry.db, or DATABASE_URL)
+runs:
+    @{{python}} -m jobs runs
+
+# One run: status, hyperparameters, metrics history
+show RUN:
+    @{{python}} -m jobs show {{RUN}}
+
+# Held-out loss of base and adapter, samples, runs/RUN/report.html
+eval RUN:
+    {{python}} -m jobs eval {{RUN}}
+
+# Two runs side by side
+compare RUN_A RUN_B:
+    @{{python}} -m jobs compare {{RUN_A}} {{RUN_B}}
+
+# Merge a run's adapter into its base model (Axolotl's merge-lora)
+merge RUN:
+    {{python}} -m jobs merge {{RUN}}
+
+# Print the vLLM command that serves the base model with a run's adapter
+serve RUN:
+    @{{python}} -m jobs serve {{RUN}}

@@ -23,8 +23,12 @@ DATASET_KEYS = ("datasets", "test_datasets")
 
 # torchao and torch log harmless warnings when Axolotl is imported on a CPU machine (missing CUDA
 # extensions, enum registration); a person rendering a config should see only what concerns them.
-for _name in ("torchao", "torch.utils._pytree", "bitsandbytes"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
+def quiet_third_party_logs() -> None:
+    for name in ("torchao", "torch.utils._pytree", "bitsandbytes"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+quiet_third_party_logs()
 
 
 def _accepted(model: type[BaseModel]) -> set[str]:

@@ -5,6 +5,10 @@ Usage:
   python -m jobs resume RUN
   python -m jobs runs
   python -m jobs show RUN
+  python -m jobs eval RUN
+  python -m jobs compare RUN_A RUN_B
+  python -m jobs merge RUN
+  python -m jobs serve RUN [--run]
 
 Exit codes: 0 done; 1 the run failed (its row says why); 2 bad input (unknown preset, model or key,
 missing data): nothing is created; 130 interrupted (resume it).
@@ -35,6 +39,16 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("runs", help="list runs")
     s = sub.add_parser("show", help="one run in full")
     s.add_argument("run")
+    e = sub.add_parser("eval", help="held-out loss of base and adapter, samples, report.html")
+    e.add_argument("run")
+    c = sub.add_parser("compare", help="two runs side by side")
+    c.add_argument("run_a")
+    c.add_argument("run_b")
+    m = sub.add_parser("merge", help="merge the adapter into the base model (Axolotl's merge-lora)")
+    m.add_argument("run")
+    v = sub.add_parser("serve", help="print (or --run) the vLLM command that serves base + adapter")
+    v.add_argument("run")
+    v.add_argument("--run", dest="execute", action="store_true", help="run it instead of printing it")
     return p
 
 
@@ -79,8 +93,18 @@ def run(args) -> int:
         return run_mod.execute(run_id, args.runs_dir)
     if args.command == "resume":
         return run_mod.resume(args.run, args.runs_dir)
+    if args.command == "eval":
+        return run_mod.results(args.run, args.runs_dir)
+    if args.command in ("merge", "serve"):
+        from jobs import serve
+
+        if args.command == "merge":
+            return serve.merge(args.run, args.runs_dir)
+        return serve.serve(args.run, args.runs_dir, execute=args.execute)
     from jobs import show
 
+    if args.command == "compare":
+        return show.compare(args.run_a, args.run_b, args.runs_dir)
     if args.command == "runs":
         show.runs_table()
         return 0

@@ -310,7 +310,47 @@ def execute(
     write_json(run_dir / "run.json", lineage)
     registry.update_job(run_id, db_url, **fields)
     print(f"run {run_id}: {status}" + (f" ({error})" if error else ""), file=sys.stderr)
-    return {"completed": 0, "interrupted": 130}.get(status, 1)
+    if status == "completed":
+        return results(run_id, runs_dir, db_url)
+    return {"interrupted": 130}.get(status, 1)
+
+
+def results(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> int:
+    """Held-out base vs adapter, samples, report.html (also `just eval RUN`)."""
+    from jobs import evaluate, report
+
+    run_dir = Path(runs_dir) / run_id
+    if registry.get_job(run_id, db_url) is None or not (run_dir / "output" / "adapter_config.json").is_file():
+        raise ConfigError(f"no finished run {run_id!r} with an adapter (see `just runs`)")
+    try:
+        result = evaluate.evaluate(run_dir)
+    except ValueError as exc:
+        print(f"eval skipped: {exc}", file=sys.stderr)
+        result = None
+    if result:
+        b, a = result["base"], result["adapter"]
+        with registry.session(db_url) as s:
+            artifact = (
+                s.query(registry.ModelArtifact).filter_by(job_id=run_id, artifact_type="adapter").first()
+            )
+            if artifact is not None:
+                artifact.validation_loss, artifact.perplexity = a["loss"], a["perplexity"]
+            job = s.get(registry.TrainingJob, run_id)
+            job.metrics = {
+                **(job.metrics or {}),
+                "heldout_base_loss": b["loss"],
+                "heldout_adapter_loss": a["loss"],
+                "heldout_adapter_perplexity": a["perplexity"],
+            }
+            s.commit()
+        print(
+            f"held-out loss: base {b['loss']:.4f} (ppl {b['perplexity']:.2f}) -> adapter {a['loss']:.4f} "
+            f"(ppl {a['perplexity']:.2f})",
+            file=sys.stderr,
+        )
+    out = report.write(run_dir, db_url)
+    print(f"report: {out}", file=sys.stderr)
+    return 0
 
 
 def record_adapter(run_id: str, run_dir: Path, lineage: dict, config: dict, db_url: str | None) -> None:

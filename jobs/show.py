@@ -84,3 +84,42 @@ def show_run(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> 
     if report.exists():
         console.print(f"report: {report}")
     return 0
+
+
+def compare(run_a: str, run_b: str, runs_dir: str = "runs", db_url: str | None = None) -> int:
+    jobs = [registry.get_job(r, db_url) for r in (run_a, run_b)]
+    for run, job in zip((run_a, run_b), jobs, strict=True):
+        if job is None:
+            print(f"error: no run {run!r} (see `just runs`)", file=sys.stderr)
+            return 2
+    evals = []
+    for run in (run_a, run_b):
+        path = Path(runs_dir) / run / "eval.json"
+        evals.append(json.loads(path.read_text()) if path.exists() else None)
+    t = Table(title="Runs side by side", title_justify="left")
+    t.add_column("")
+    t.add_column(run_a)
+    t.add_column(run_b)
+    rows = [
+        ("status", lambda j, e: j.status),
+        ("preset × model", lambda j, e: f"{j.preset} × {j.model}"),
+        ("steps", lambda j, e: f"{j.step}/{j.total_steps}"),
+    ]
+    rows += [(k, lambda j, e, k=k: str(j.hyperparameters.get(k))) for k in sorted(jobs[0].hyperparameters)]
+    rows += [
+        ("final train loss", lambda j, e: _f((j.metrics or {}).get("loss"))),
+        ("final eval loss", lambda j, e: _f((j.metrics or {}).get("eval_loss"))),
+        ("held-out loss, base", lambda j, e: _f(e and e["base"]["loss"])),
+        ("held-out loss, adapter", lambda j, e: _f(e and e["adapter"]["loss"])),
+        ("estimated cost", lambda j, e: _money(j.estimated_cost)),
+        ("actual cost", lambda j, e: _money(j.actual_cost)),
+        ("GPU hours", lambda j, e: _f(j.gpu_hours)),
+    ]
+    for label, get in rows:
+        t.add_row(label, *(get(j, e) for j, e in zip(jobs, evals, strict=True)))
+    Console().print(t)
+    return 0
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.4f}"

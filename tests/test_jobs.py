@@ -135,3 +135,61 @@ def test_bad_invocations_exit_2_without_a_run(tmp_path, sample_out, args, messag
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert registry.list_jobs(url) == []
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_results_report_and_eval(smoke_run):
+    run_dir, url, proc = smoke_run
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["val_lines"] >= 1 and result["scored_tokens"] > 0
+    assert result["base"]["loss"] > 0 and result["adapter"]["loss"] > 0
+    assert result["adapter"]["loss"] != result["base"]["loss"]  # the adapter is applied
+    assert len(result["samples"]) >= 1 and all(s["base"] is not None for s in result["samples"])
+    page = (run_dir / "report.html").read_text()
+    assert "Held-out evaluation" in page and 'src="data:image/png;base64,' in page
+    assert f"{result['base']['loss']:.4f}" in page and f"{result['adapter']['loss']:.4f}" in page
+    assert json.loads((run_dir / "run.json").read_text())["adapter"]["sha256"] in page
+    assert "held-out loss: base" in proc.stderr
+    with registry.session(url) as s:
+        [artifact] = (
+            s.query(registry.ModelArtifact).filter_by(job_id=run_dir.name, artifact_type="adapter").all()
+        )
+    assert artifact.validation_loss == pytest.approx(result["adapter"]["loss"])
+
+
+def test_runs_show_compare_serve(smoke_run):
+    run_dir, url, _ = smoke_run
+    runs = str(run_dir.parent)
+    env = {"DATABASE_URL": url, "COLUMNS": "200"}
+    listing = jobs_cli("--runs-dir", runs, "runs", env=env)
+    assert listing.returncode == 0 and run_dir.name in listing.stdout and "completed" in listing.stdout
+    shown = jobs_cli("--runs-dir", runs, "show", run_dir.name, env=env)
+    assert shown.returncode == 0 and "Metrics history" in shown.stdout
+    compared = jobs_cli("--runs-dir", runs, "compare", run_dir.name, run_dir.name, env=env)
+    assert compared.returncode == 0 and "held-out loss, adapter" in compared.stdout
+    served = jobs_cli("--runs-dir", runs, "serve", run_dir.name, env=env)
+    assert served.returncode == 0
+    assert f"--lora-modules brightrun-{run_dir.name}={run_dir}/output --max-lora-rank 16" in served.stdout
+    assert jobs_cli("--runs-dir", runs, "show", "no-such-run", env=env).returncode == 2
+
+
+def test_vllm_refuses_adapters_it_cannot_load():
+    from jobs.serve import adapter_problems
+
+    assert adapter_problems({"r": 16, "target_modules": ["q_proj", "v_proj"]}) == []
+    problems = adapter_problems(
+        {"r": 16, "target_modules": ["q_proj", "embed_tokens"], "modules_to_save": ["lm_head"]}
+    )
+    assert any("modules_to_save" in p for p in problems) and any("embed_tokens" in p for p in problems)
+
+
+def test_merge_writes_a_full_model(smoke_run):
+    run_dir, url, _ = smoke_run
+    proc = jobs_cli("--runs-dir", str(run_dir.parent), "merge", run_dir.name, env={"DATABASE_URL": url})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    merged = run_dir / "output" / "merged"
+    assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
+    with registry.session(url) as s:
+        [artifact] = (
+            s.query(registry.ModelArtifact).filter_by(job_id=run_dir.name, artifact_type="merged").all()
+        )
+    assert artifact.size_bytes > 0 and len(artifact.sha256) == 64
