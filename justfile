@@ -16,10 +16,16 @@ default:
 setup:
     bash setup.sh
 
-# The main job on the repo's demo data: convert it, print the dataset report and a 70B run's estimate
-demo:
-    {{python}} -m converters convert data/demo/brightrun-demo.json --out data/converted/demo --tokenizer {{tokenizer}} --sequence-len 4096
-    @{{python}} -m axolotl_configs estimate balanced 70b-qlora --data data/converted/demo
+# The main job, on CPU: demo data -> convert -> train SmolLM2-135M-Instruct through Axolotl -> before/after
+demo: convert-demo
+    {{python}} -m jobs train balanced smollm2-cpu --data data/converted/demo-cpu learning_rate=5e-4 gradient_accumulation_steps=1
+
+# Generate and convert the demo data: the CPU demo's short conversations and the 36-conversation file
+convert-demo:
+    {{python}} assets/build.py --demo-model
+    {{python}} -m converters demo --out data/demo/brightrun-demo-cpu.json --conversations 24 --max-turns 3
+    {{python}} -m converters convert data/demo/brightrun-demo-cpu.json --out data/converted/demo-cpu --tokenizer assets/smollm2-135m-instruct --sequence-len 1024
+    {{python}} -m converters convert data/demo/brightrun-demo.json --out data/converted/demo --tokenizer {{tokenizer}} --sequence-len 4096 --quiet
 
 # Convert a brightrun-v4 FILE into data/converted/<name>/ (extra flags pass through, e.g. --min-quality 3)
 convert FILE *ARGS:
@@ -62,7 +68,7 @@ sweep PRESET MODEL SWEEP OUT:
     {{python}} -m axolotl_configs sweep {{PRESET}} {{MODEL}} {{SWEEP}} --out {{OUT}}
 
 # Re-render the committed configs in axolotl_configs/rendered/ from the demo data (review the diff)
-configs-regen: demo
+configs-regen: convert-demo
     {{python}} -m axolotl_configs regen
 
 # Train one tracked run: `just train balanced smoke max_steps=2` (converts the demo data if needed)
@@ -96,3 +102,7 @@ merge RUN:
 # Print the vLLM command that serves the base model with a run's adapter
 serve RUN:
     @{{python}} -m jobs serve {{RUN}}
+
+# What `just train` costs over bare `axolotl preprocess` + `axolotl train` on the smoke job (ratio)
+bench-train-overhead:
+    {{python}} bench/train_overhead.py

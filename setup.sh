@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything this repo needs on a fresh machine (Python 3.11 and pip; no GPU, no model hub):
 # .venv in the repo root, a current pip, torch's CPU build, the pinned Axolotl stack, `just` (PyPI's
-# rust-just) into the venv, and the local tokenizer/model assets. Safe to run again: it only fills gaps.
+# rust-just) into the venv, and the local assets (Llama 3 tokenizer, tiny Llama, SmolLM2 for the demo). Safe to run again: it only fills gaps.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,5 +22,5 @@ quiet_pip install --quiet --upgrade pip
 # torch first, exactly: 2.13.0 is the CPU build on these machines; anything else pulls GBs of CUDA.
 quiet_pip install --quiet torch==2.13.0
 quiet_pip install --quiet -e '.[dev]'
-.venv/bin/python assets/build.py
+.venv/bin/python assets/build.py --demo-model
 echo "setup.sh: ready (.venv/bin/just --list shows the menu)"

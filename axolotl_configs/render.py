@@ -23,10 +23,15 @@ from axolotl_configs.profiles import HERE, ConfigError, Profiles
 # Values every render shares; a profile or an override may replace any of them.
 BASE = {
     "chat_template": "llama3",
+    "special_tokens": {"pad_token": "<|end_of_text|>"},
     "dataset_prepared_path": "outputs/prepared",
     "save_total_limit": 2,
     "logging_steps": 1,
     "seed": 42,
+}
+BASE_WHY = {
+    "chat_template": "Meta's Llama 3 Instruct template, which vLLM serves the adapter with",
+    "special_tokens": "Llama 3 has no pad token; packing pads with end-of-text, never trained",
 }
 # One converter output file as an Axolotl chat_template dataset, with the reason beside a key.
 DATASET = {
@@ -39,7 +44,7 @@ DATASET = {
 }
 DATASET_WHY = {
     "message_field_training": "only the converter's trained targets carry labels",
-    "train_on_eos": "each trained target learns its <|eot_id|>, so generation stops",
+    "train_on_eos": "each trained target learns its end-of-turn token, so generation stops",
 }
 MAX_LOST_SECONDS = 600  # an interruption may cost at most ~10 minutes of training
 
@@ -126,7 +131,7 @@ def get_dotted(source, key: str):
 
 def derive(p: Profiles, info: data_mod.DataInfo, v: dict, allow_drop: bool = False) -> tuple[dict, dict]:
     """The values that follow from data and hardware, each with the reason written beside it."""
-    why = dict(p.model.get("why", {}))
+    why = BASE_WHY | p.model.get("why", {})
     seq = int(v["sequence_len"])
     dropped = sum(n > seq for n in info.train_lengths or [])
     if info.longest_line is not None and info.longest_line > seq and not allow_drop:
@@ -311,6 +316,13 @@ def golden_path(preset: str, model: str) -> str:
     return f"axolotl_configs/rendered/{preset}-{model}.yaml"
 
 
+def golden_data(model: str, default: str) -> str:
+    """The data a model's committed renders point at: its own when its tokenizer counts differently."""
+    from axolotl_configs.profiles import load
+
+    return load("model", model).get("golden_data", default)
+
+
 def regenerate_goldens(data_dir: str) -> list[str]:
     """Every preset × model on its default hardware, as committed (`just configs-regen`)."""
     from axolotl_configs.profiles import names
@@ -319,6 +331,6 @@ def regenerate_goldens(data_dir: str) -> list[str]:
     for preset in names("preset"):
         for model in names("model"):
             out = golden_path(preset, model)
-            write(render(preset, model, data_dir, out_path=out), HERE.parent / out)
+            write(render(preset, model, golden_data(model, data_dir), out_path=out), HERE.parent / out)
             written.append(out)
     return written

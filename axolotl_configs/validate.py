@@ -21,6 +21,7 @@ from axolotl_configs.profiles import ConfigError
 
 DATASET_KEYS = ("datasets", "test_datasets")
 
+
 # torchao and torch log harmless warnings when Axolotl is imported on a CPU machine (missing CUDA
 # extensions, enum registration); a person rendering a config should see only what concerns them.
 def quiet_third_party_logs() -> None:

@@ -3,7 +3,7 @@
 Usage:
   python -m converters convert INPUT --out DIR [--val-fraction 0.1] [--seed 0] [--min-quality Q]
                                                [--tokenizer PATH --sequence-len N]
-  python -m converters demo --out FILE [--conversations 36] [--seed 7]
+  python -m converters demo --out FILE [--conversations 36] [--seed 7] [--max-turns 10]
 
 Exit codes: 0 converted; 2 bad input or bad usage (the message names the file, the record and the
 field; nothing is written).
@@ -68,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--conversations", type=_positive, default=36)
     d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--max-turns", type=_positive, default=10, help="turns per conversation: 3 to this (>= 3)")
     return p
 
 
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from converters import demo_data
 
-        demo_data.write(args.out, n_conversations=args.conversations, seed=args.seed)
+        demo_data.write(
+            args.out, n_conversations=args.conversations, seed=args.seed, max_turns=args.max_turns
+        )
         print(f"wrote {args.out}")
         return 0
     return run_convert(args)

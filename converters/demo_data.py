@@ -233,9 +233,11 @@ def _kind(i: int) -> str:
     )
 
 
-def generate(n_conversations: int = 36, seed: int = 7) -> dict:
+def generate(n_conversations: int = 36, seed: int = 7, max_turns: int = 10) -> dict:
     rng = random.Random(seed)
-    conversations = [_conversation(rng, i, rng.randint(3, 10), _kind(i)) for i in range(n_conversations)]
+    conversations = [
+        _conversation(rng, i, rng.randint(3, max(3, max_turns)), _kind(i)) for i in range(n_conversations)
+    ]
     return {
         "training_file_metadata": {
             "file_name": f"BrightRun demo - {n_conversations} conversations",
@@ -263,9 +265,9 @@ def generate(n_conversations: int = 36, seed: int = 7) -> dict:
     }
 
 
-def write(path: Path | str, n_conversations: int = 36, seed: int = 7) -> None:
+def write(path: Path | str, n_conversations: int = 36, seed: int = 7, max_turns: int = 10) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(generate(n_conversations, seed), indent=2, ensure_ascii=False)
+    text = json.dumps(generate(n_conversations, seed, max_turns), indent=2, ensure_ascii=False)
     # Real exports sometimes start with a byte-order mark; the demo does too.
     path.write_text("\ufeff" + text + "\n", encoding="utf-8")

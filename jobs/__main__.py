@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--allow-drop", action="store_true", help="train even if lines exceed sequence_len (counted)"
     )
+    t.add_argument(
+        "--no-eval", action="store_true", help="skip the held-out comparison (`just eval RUN` later)"
+    )
     r = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     r.add_argument("run")
     sub.add_parser("runs", help="list runs")
@@ -90,7 +93,7 @@ def run(args) -> int:
             args.runs_dir,
         )
         print(f"run {run_id}: {args.runs_dir}/{run_id}/", file=sys.stderr)
-        return run_mod.execute(run_id, args.runs_dir)
+        return run_mod.execute(run_id, args.runs_dir, evaluate=not args.no_eval)
     if args.command == "resume":
         return run_mod.resume(args.run, args.runs_dir)
     if args.command == "eval":

@@ -242,7 +242,11 @@ def run_logged(cmd: list[str], log: Path, env: dict, progress=None) -> int:
 
 
 def execute(
-    run_id: str, runs_dir: str = "runs", db_url: str | None = None, resume_from: str | None = None
+    run_id: str,
+    runs_dir: str = "runs",
+    db_url: str | None = None,
+    resume_from: str | None = None,
+    evaluate: bool = True,
 ) -> int:
     """Preprocess and train (or resume); record status, artifact, cost. Returns the exit code."""
     from jobs import progress as progress_mod
@@ -311,7 +315,7 @@ def execute(
     registry.update_job(run_id, db_url, **fields)
     print(f"run {run_id}: {status}" + (f" ({error})" if error else ""), file=sys.stderr)
     if status == "completed":
-        return results(run_id, runs_dir, db_url)
+        return results(run_id, runs_dir, db_url) if evaluate else 0
     return {"interrupted": 130}.get(status, 1)
 
 

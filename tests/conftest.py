@@ -107,9 +107,10 @@ def smoke_prepared(smoke_config) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_converted() -> Path:
-    """data/converted/demo exactly as `just demo` writes it: what the committed renders point at."""
+    """data/converted/demo(-cpu) exactly as `just convert-demo` writes them: what the committed renders
+    point at."""
     just = Path(sys.executable).parent / "just"
-    proc = subprocess.run([str(just), "demo"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(just), "convert-demo"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return ROOT / "data" / "converted" / "demo"
 

@@ -44,3 +44,11 @@ def test_demo_file_has_the_mess_real_files_have():
             if cur["conversation_history"][: len(chain)] != chain:
                 edited += 1
     assert edited >= 2
+
+
+def test_committed_cpu_demo_file_is_what_the_recipe_generates(tmp_path):
+    out = tmp_path / "demo-cpu.json"
+    assert run_cli("demo", "--out", str(out), "--conversations", "24", "--max-turns", "3").returncode == 0
+    assert out.read_bytes() == (DEMO.parent / "brightrun-demo-cpu.json").read_bytes()
+    data = json.loads(out.read_bytes().decode("utf-8-sig"))
+    assert max(len(c["training_pairs"]) for c in data["conversations"]) == 3
