@@ -115,6 +115,7 @@ def build_demo_model() -> None:
         model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
     tok.eos_token = "<|im_end|>"
     tok.pad_token = "<|endoftext|>"
+    tok.clean_up_tokenization_spaces = False  # a BPE tokenizer: cleanup would strip spaces before punctuation
     model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
     staging = DEMO_DIR.with_name(DEMO_DIR.name + ".tmp")

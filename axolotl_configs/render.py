@@ -159,6 +159,8 @@ def derive(p: Profiles, info: data_mod.DataInfo, v: dict, allow_drop: bool = Fal
     targets_per_row = info.train_targets / rows
     want = p.preset["targets_per_step"]
     accum = max(1, round(want / (rows_per_micro_step * targets_per_row)))
+    if v.get("gradient_accumulation_steps"):  # set on the command line: the numbers follow it
+        accum = int(v["gradient_accumulation_steps"])
     steps_per_epoch = math.ceil(rows / (rows_per_micro_step * accum))
     per_step = rows_per_micro_step * accum * targets_per_row
     why["gradient_accumulation_steps"] = (

@@ -352,9 +352,28 @@ def results(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> i
             f"(ppl {a['perplexity']:.2f})",
             file=sys.stderr,
         )
+        show_sample(result)
     out = report.write(run_dir, db_url)
     print(f"report: {out}", file=sys.stderr)
     return 0
+
+
+def show_sample(result: dict) -> None:
+    """The before/after a person came for: both losses and one held-out answer from each model."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="Held-out results", title_justify="left", show_lines=True)
+    t.add_column("")
+    t.add_column("base model")
+    t.add_column("with the adapter")
+    b, a = result["base"], result["adapter"]
+    t.add_row("loss", f"{b['loss']:.4f}", f"{a['loss']:.4f}")
+    t.add_row("perplexity", f"{b['perplexity']:.2f}", f"{a['perplexity']:.2f}")
+    if result["samples"]:
+        s = result["samples"][0]
+        t.add_row(f"client: {s['prompt']}", s["base"], s["adapter"])
+    Console().print(t)
 
 
 def record_adapter(run_id: str, run_dir: Path, lineage: dict, config: dict, db_url: str | None) -> None:

@@ -1,0 +1,64 @@
+"""SIGTERM during training: the trainer saves a checkpoint and stops; the run is marked interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, TINY_MODEL_DIR
+
+from jobs import registry
+
+
+def test_sigterm_saves_a_checkpoint_and_marks_the_run_interrupted(tmp_path, sample_out):
+    runs = tmp_path / "runs"
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs",
+            "--runs-dir",
+            str(runs),
+            "train",
+            "balanced",
+            "smoke",
+            "--data",
+            str(sample_out),
+            f"base_model={TINY_MODEL_DIR}",
+            "max_steps=40",
+            "save_steps=40",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 600
+    run_id = None
+    while time.time() < deadline:
+        time.sleep(1)
+        assert proc.poll() is None, "the run ended before the signal"
+        jobs = registry.list_jobs(url) if (tmp_path / "registry.db").exists() else []
+        if jobs and jobs[0].status == "training" and jobs[0].step >= 1:
+            run_id = jobs[0].id
+            break
+    assert run_id, "training did not reach step 1 within 10 minutes"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-2000:]
+    job = registry.get_job(run_id, url)
+    assert job.status == "interrupted" and "resume" in job.error_message
+    assert 1 <= job.step < 40
+    # The plugin asked the trainer for a checkpoint at the end of the step it was in: resumable.
+    checkpoints = list((runs / run_id / "output").glob("checkpoint-*/trainer_state.json"))
+    assert checkpoints, "no checkpoint saved on SIGTERM"
