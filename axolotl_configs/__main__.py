@@ -49,15 +49,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser()
-    # key=value overrides may stand before or after --out: argparse stops a nargs="*" positional at
-    # the first option, so the ones after it arrive here as unknown arguments.
-    args, rest = ap.parse_known_args(argv)
-    extra = [r for r in rest if "=" in r and not r.startswith("-")]
-    if len(extra) != len(rest) or (extra and not hasattr(args, "overrides")):
-        ap.error(f"unrecognized arguments: {' '.join(r for r in rest if r not in extra) or ' '.join(extra)}")
-    if extra:
-        args.overrides += extra
+    from axolotl_configs.cli import parse_with_overrides
+
+    args = parse_with_overrides(parser(), argv)
     from axolotl_configs import profiles
 
     try:

@@ -56,13 +56,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser()
-    args, rest = ap.parse_known_args(argv)
-    extra = [r for r in rest if "=" in r and not r.startswith("-")]
-    if len(extra) != len(rest) or (extra and not hasattr(args, "overrides")):
-        ap.error(f"unrecognized arguments: {' '.join(rest)}")
-    if extra:
-        args.overrides += extra
+    from axolotl_configs.cli import parse_with_overrides
+
+    args = parse_with_overrides(parser(), argv)
     from axolotl_configs.profiles import ConfigError
 
     try:

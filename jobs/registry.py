@@ -144,6 +144,12 @@ def update_job(job_id: str, url: str | None = None, **fields) -> None:
         s.commit()
 
 
+def add_artifact(job_id: str, url: str | None = None, **fields) -> None:
+    with session(url) as s:
+        s.add(ModelArtifact(job_id=job_id, **fields))
+        s.commit()
+
+
 def get_job(job_id: str, url: str | None = None) -> TrainingJob | None:
     with session(url) as s:
         return s.get(TrainingJob, job_id)

@@ -384,21 +384,16 @@ def record_adapter(run_id: str, run_dir: Path, lineage: dict, config: dict, db_u
     adapter_cfg = json.loads((out / "adapter_config.json").read_text())
     digest = sha256_file(weights)
     lineage["adapter"] = {"path": str(weights), "sha256": digest, "bytes": weights.stat().st_size}
-    with registry.session(db_url) as s:
-        s.add(
-            registry.ModelArtifact(
-                job_id=run_id,
-                artifact_type="adapter",
-                storage_path=str(out),
-                size_bytes=weights.stat().st_size,
-                sha256=digest,
-                base_model=config["base_model"],
-                lora_config={
-                    k: adapter_cfg.get(k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")
-                },
-            )
-        )
-        s.commit()
+    registry.add_artifact(
+        run_id,
+        db_url,
+        artifact_type="adapter",
+        storage_path=str(out),
+        size_bytes=weights.stat().st_size,
+        sha256=digest,
+        base_model=config["base_model"],
+        lora_config={k: adapter_cfg.get(k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")},
+    )
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:

@@ -101,18 +101,15 @@ def merge(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> int
     digest = hashlib.sha256(
         "".join(f"{p.relative_to(merged)}:{sha256_file(p)}\n" for p in files).encode()
     ).hexdigest()
-    with registry.session(db_url) as s:
-        s.add(
-            registry.ModelArtifact(
-                job_id=run_id,
-                artifact_type="merged",
-                storage_path=str(merged),
-                size_bytes=size,
-                sha256=digest,
-                base_model=cfg["base_model"],
-                lora_config={},
-            )
-        )
-        s.commit()
+    registry.add_artifact(
+        run_id,
+        db_url,
+        artifact_type="merged",
+        storage_path=str(merged),
+        size_bytes=size,
+        sha256=digest,
+        base_model=cfg["base_model"],
+        lora_config={},
+    )
     print(f"merged model: {merged} ({size / 1e6:.1f} MB)", file=sys.stderr)
     return 0

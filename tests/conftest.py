@@ -118,3 +118,43 @@ def demo_converted() -> Path:
 @pytest.fixture(scope="session")
 def demo_out(tmp_path_factory) -> Path:
     return _convert(tmp_path_factory, "demo", DEMO)
+
+
+def jobs_env(url: str | None = None) -> dict:
+    env = {**os.environ, "PATH": f"{AXOLOTL_BIN.parent}{os.pathsep}{os.environ['PATH']}"}
+    return env | ({"DATABASE_URL": url} if url else {})
+
+
+def jobs_cli(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`python -m jobs ...` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "jobs", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=jobs_env() | (env or {}),
+    )
+
+
+def start_smoke_job(runs: Path, url: str, data: Path, *overrides: str, **popen) -> subprocess.Popen:
+    """A smoke training run in the background, for tests that interrupt it."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs",
+            "--runs-dir",
+            str(runs),
+            "train",
+            "balanced",
+            "smoke",
+            "--data",
+            str(data),
+            f"base_model={TINY_MODEL_DIR}",
+            *overrides,
+        ],
+        cwd=ROOT,
+        env=jobs_env(url),
+        **popen,
+    )

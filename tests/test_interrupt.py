@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 
-from conftest import ROOT, TINY_MODEL_DIR
+from conftest import start_smoke_job
 
 from jobs import registry
 
@@ -16,29 +14,12 @@ from jobs import registry
 def test_sigterm_saves_a_checkpoint_and_marks_the_run_interrupted(tmp_path, sample_out):
     runs = tmp_path / "runs"
     url = f"sqlite:///{tmp_path / 'registry.db'}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobs",
-            "--runs-dir",
-            str(runs),
-            "train",
-            "balanced",
-            "smoke",
-            "--data",
-            str(sample_out),
-            f"base_model={TINY_MODEL_DIR}",
-            "max_steps=40",
-            "save_steps=40",
-        ],
-        cwd=ROOT,
-        env=env,
+    proc = start_smoke_job(
+        runs,
+        url,
+        sample_out,
+        "max_steps=40",
+        "save_steps=40",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, SAMPLE, TINY_MODEL_DIR
+from conftest import SAMPLE, TINY_MODEL_DIR, jobs_cli
 
 from jobs import registry
 from jobs.run import sha256_file
-
-
-def jobs_cli(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    full_env = {
-        **os.environ,
-        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
-        **(env or {}),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "jobs", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
-from conftest import ROOT, TINY_MODEL_DIR
+from conftest import jobs_cli, start_smoke_job
 from safetensors import safe_open
-from test_jobs import jobs_cli
 
 from jobs import registry
 
@@ -24,29 +22,12 @@ from jobs import registry
 def test_kill_9_then_resume_finishes_at_the_planned_step(tmp_path, sample_out):
     runs = tmp_path / "runs"
     url = os.environ.get("TEST_POSTGRES_URL") or f"sqlite:///{tmp_path / 'registry.db'}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
-    }
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobs",
-            "--runs-dir",
-            str(runs),
-            "train",
-            "balanced",
-            "smoke",
-            "--data",
-            str(sample_out),
-            f"base_model={TINY_MODEL_DIR}",
-            "max_steps=4",
-            "save_steps=1",
-        ],
-        cwd=ROOT,
-        env=env,
+    parent = start_smoke_job(
+        runs,
+        url,
+        sample_out,
+        "max_steps=4",
+        "save_steps=1",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
