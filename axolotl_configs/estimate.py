@@ -98,10 +98,13 @@ def estimate(
     hardware: str | None = None,
     overrides: list[str] | None = None,
     allow_drop: bool = False,
+    rendered: render_mod.Rendered | None = None,
 ) -> Estimate:
-    rendered = render_mod.render(
-        preset, model, data_dir, hardware, overrides, check=False, allow_drop=allow_drop
-    )
+    """The numbers for a render; pass one already made (same arguments) to skip rendering again."""
+    if rendered is None:
+        rendered = render_mod.render(
+            preset, model, data_dir, hardware, overrides, check=False, allow_drop=allow_drop
+        )
     p = Profiles.load(preset, model, hardware)
     info = data_mod.read(data_dir)
     v, n = rendered.values, rendered.derived
@@ -115,7 +118,7 @@ def estimate(
     total_h = sum(hours.values())
     prices = p.hardware["price_per_hour"]
     return Estimate(
-        name=rendered.config["output_dir"].split("/")[-1],
+        name=render_mod.run_name(p),
         hardware=p.hardware,
         throughput=p.throughput,
         data=info,

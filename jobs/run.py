@@ -141,7 +141,7 @@ def prepare(
         out_path=str(run_dir / "config.yaml"),
         allow_drop=allow_drop,
     )
-    est = estimate.estimate(preset, model, data_dir, hardware, overrides, allow_drop=allow_drop)
+    est = estimate.estimate(preset, model, data_dir, hardware, rendered=rendered)
     estimate.show(est)
 
     (run_dir / "logs").mkdir(parents=True)

@@ -137,23 +137,25 @@ def jobs_cli(*args: str, env: dict | None = None, timeout: int = 900) -> subproc
     )
 
 
+def smoke_job_args(runs: Path, data: Path, *overrides: str) -> list[str]:
+    """`--runs-dir RUNS train balanced smoke --data DATA` on the tiny model, plus overrides."""
+    return [
+        "--runs-dir",
+        str(runs),
+        "train",
+        "balanced",
+        "smoke",
+        "--data",
+        str(data),
+        f"base_model={TINY_MODEL_DIR}",
+        *overrides,
+    ]
+
+
 def start_smoke_job(runs: Path, url: str, data: Path, *overrides: str, **popen) -> subprocess.Popen:
     """A smoke training run in the background, for tests that interrupt it."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobs",
-            "--runs-dir",
-            str(runs),
-            "train",
-            "balanced",
-            "smoke",
-            "--data",
-            str(data),
-            f"base_model={TINY_MODEL_DIR}",
-            *overrides,
-        ],
+        [sys.executable, "-m", "jobs", *smoke_job_args(runs, data, *overrides)],
         cwd=ROOT,
         env=jobs_env(url),
         **popen,

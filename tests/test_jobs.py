@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SAMPLE, TINY_MODEL_DIR, jobs_cli
+from conftest import SAMPLE, TINY_MODEL_DIR, jobs_cli, smoke_job_args
 
 from jobs import registry
 from jobs.run import sha256_file
@@ -15,18 +15,7 @@ from jobs.run import sha256_file
 def smoke_run(tmp_path_factory, sample_out):
     runs = tmp_path_factory.mktemp("runs")
     url = f"sqlite:///{runs / 'registry.db'}"
-    proc = jobs_cli(
-        "--runs-dir",
-        str(runs),
-        "train",
-        "balanced",
-        "smoke",
-        "--data",
-        str(sample_out),
-        f"base_model={TINY_MODEL_DIR}",
-        "max_steps=2",
-        env={"DATABASE_URL": url},
-    )
+    proc = jobs_cli(*smoke_job_args(runs, sample_out, "max_steps=2"), env={"DATABASE_URL": url})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
     return run_dir, url, proc
