@@ -93,7 +93,7 @@ def run(args) -> int:
     if args.command == "resume":
         return run_mod.resume(args.run, args.runs_dir)
     if args.command == "eval":
-        return run_mod.results(args.run, args.runs_dir)
+        return run_mod.results(args.run, args.runs_dir, recompute=True)
     if args.command in ("merge", "serve"):
         from jobs import serve
 

@@ -90,8 +90,36 @@ class RegistryCallback(TrainerCallback):
 
 
 class RegistryPlugin(BasePlugin):
+    def __init__(self):
+        super().__init__()
+        self.callback: RegistryCallback | None = None
+        self.evaluated = False
+
     def get_input_args(self) -> str:
         return "jobs.axolotl_plugin.RegistryArgs"
+
+    def post_train(self, cfg, model):
+        """Held-out base vs adapter on the model in memory (Axolotl calls this hook twice: once is enough)."""
+        import torch.distributed as dist
+
+        if (
+            self.evaluated
+            or not cfg.brightrun_run_id
+            or self.callback is None
+            or self.callback.stop_requested
+        ):
+            return
+        self.evaluated = True
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return  # a sharded model cannot be scored by one rank; `just eval RUN` does it afterwards
+        from jobs import evaluate
+
+        run_dir = Path(cfg.brightrun_run_dir)
+        try:
+            eval_cfg = evaluate.config_of(run_dir)
+        except ValueError:
+            return
+        evaluate.write(run_dir, evaluate.compare_loaded(model, evaluate.load_tokenizer(eval_cfg), eval_cfg))
 
     def post_model_load(self, cfg, model):
         if cfg.brightrun_run_id:
@@ -100,4 +128,5 @@ class RegistryPlugin(BasePlugin):
     def add_callbacks_post_trainer(self, cfg, trainer):
         if not cfg.brightrun_run_id:
             return []
-        return [RegistryCallback(cfg.brightrun_run_id, cfg.brightrun_run_dir)]
+        self.callback = RegistryCallback(cfg.brightrun_run_id, cfg.brightrun_run_dir)
+        return [self.callback]

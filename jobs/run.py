@@ -261,6 +261,7 @@ def execute(
     env = child_env(config, registry.database_url(db_url))
     started = time.time()
     attempt = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "resume_from": resume_from}
+    (run_dir / "eval.json").unlink(missing_ok=True)  # an earlier attempt's numbers are not this one's
     job = registry.get_job(run_id, db_url)
     registry.update_job(
         run_id,
@@ -319,7 +320,7 @@ def execute(
     return {"interrupted": 130}.get(status, 1)
 
 
-def results(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> int:
+def results(run_id: str, runs_dir: str = "runs", db_url: str | None = None, recompute: bool = False) -> int:
     """Held-out base vs adapter, samples, report.html (also `just eval RUN`)."""
     from jobs import evaluate, report
 
@@ -327,7 +328,9 @@ def results(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> i
     if registry.get_job(run_id, db_url) is None or not (run_dir / "output" / "adapter_config.json").is_file():
         raise ConfigError(f"no finished run {run_id!r} with an adapter (see `just runs`)")
     try:
-        result = evaluate.evaluate(run_dir)
+        # Written inside training when this attempt completed (jobs/axolotl_plugin.py); else load again.
+        fresh = (run_dir / "eval.json").is_file() and not recompute
+        result = json.loads((run_dir / "eval.json").read_text()) if fresh else evaluate.evaluate(run_dir)
     except ValueError as exc:
         print(f"eval skipped: {exc}", file=sys.stderr)
         result = None

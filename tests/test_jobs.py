@@ -163,3 +163,15 @@ def test_merge_writes_a_full_model(smoke_run):
             s.query(registry.ModelArtifact).filter_by(job_id=run_dir.name, artifact_type="merged").all()
         )
     assert artifact.size_bytes > 0 and len(artifact.sha256) == 64
+
+
+def test_eval_in_training_matches_a_fresh_load(smoke_run):
+    """The scores written inside training (base = adapter switched off) equal `jobs eval`'s reload."""
+    run_dir, url, _ = smoke_run
+    in_training = json.loads((run_dir / "eval.json").read_text())
+    proc = jobs_cli("--runs-dir", str(run_dir.parent), "eval", run_dir.name, env={"DATABASE_URL": url})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reloaded = json.loads((run_dir / "eval.json").read_text())
+    for side in ("base", "adapter"):
+        assert reloaded[side]["loss"] == pytest.approx(in_training[side]["loss"], rel=1e-5)
+    assert reloaded["samples"] == in_training["samples"]
