@@ -235,3 +235,17 @@ def test_estimate_warns_when_memory_exceeds_the_gpu(sample_out):
     result = cli("estimate", "balanced", "70b-qlora", "--data", str(sample_out), "--hardware", "cpu")
     assert result.returncode == 0, result.stderr
     assert "WARNING: the modelled peak" in result.stdout
+
+
+def test_allow_drop_counts_the_lines_and_tells_axolotl_to_drop(sample_out):
+    info = data_mod.read(sample_out)
+    over = sum(n > 1024 for n in info.train_lengths)
+    assert over > 0
+    result = render.render(
+        "balanced", "smoke", str(sample_out), overrides=["sequence_len=1024"], allow_drop=True
+    )
+    assert result.config["excess_length_strategy"] == "drop"
+    assert result.derived["lines_dropped"] == over
+    assert f"Axolotl drops the {over} line(s) that do not fit" in result.text
+    plain = render.render("balanced", "smoke", str(sample_out), check=False)
+    assert plain.config["excess_length_strategy"] == "raise" and plain.derived["lines_dropped"] == 0
