@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from axolotl_configs import data as data_mod
 from axolotl_configs import render as render_mod
-from axolotl_configs.profiles import Profiles
 
 GB = 1024**3
 OVERHEAD_GB = 1.5
@@ -105,8 +104,7 @@ def estimate(
         rendered = render_mod.render(
             preset, model, data_dir, hardware, overrides, check=False, allow_drop=allow_drop
         )
-    p = Profiles.load(preset, model, hardware)
-    info = data_mod.read(data_dir)
+    p, info = rendered.profiles, rendered.data
     v, n = rendered.values, rendered.derived
     gpus = int(p.hardware["gpu_count"])
     tput = p.throughput["tokens_per_s"] * gpus

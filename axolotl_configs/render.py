@@ -55,6 +55,8 @@ class Rendered:
     config: dict  # the YAML as Axolotl will read it
     values: dict
     derived: dict = field(default_factory=dict)  # numbers the estimate and the report reuse
+    profiles: Profiles | None = None  # what it was rendered from, so the estimate loads nothing again
+    data: data_mod.DataInfo | None = None
 
 
 def to_yaml(value) -> str:
@@ -301,7 +303,7 @@ def render(
             raise ConfigError(f"override {key}: did not land in the rendered config (template bug)")
     if check:
         validate.check(copy.deepcopy(config))
-    return Rendered(text=text, config=config, values=v, derived=numbers)
+    return Rendered(text=text, config=config, values=v, derived=numbers, profiles=p, data=info)
 
 
 def write(rendered: Rendered, out: Path) -> None:

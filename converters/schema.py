@@ -124,7 +124,7 @@ def format_path(loc: tuple) -> str:
     return out
 
 
-def _describe(err: dict, data: Any) -> str:
+def _describe(err: dict) -> str:
     kind = err["type"]
     field = next((p for p in reversed(err["loc"]) if isinstance(p, str)), "")
     if kind == "missing":
@@ -171,5 +171,5 @@ def validate(data: Any) -> tuple[BrightRunFile | None, list[str]]:
             if path in seen:
                 continue
             seen.add(path)
-            problems.append(f"{path}: {_describe(err, data)}")
+            problems.append(f"{path}: {_describe(err)}")
         return None, problems
