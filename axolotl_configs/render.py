@@ -97,6 +97,19 @@ def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
     return out
 
 
+# Keys the derivation computes with: a wrong type here must be bad input, not a traceback.
+WHOLE_NUMBER_KEYS = ("sequence_len", "micro_batch_size", "gradient_accumulation_steps", "max_steps")
+
+
+def check_numbers(parsed: list[tuple[str, object]]) -> None:
+    for key, value in parsed:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key in WHOLE_NUMBER_KEYS and not (number and value == int(value) and value >= 1):
+            raise ConfigError(f"override {key}={value!r}: expected a whole number >= 1")
+        if key == "num_epochs" and not (number and value > 0):
+            raise ConfigError(f"override {key}={value!r}: expected a number > 0")
+
+
 def set_dotted(target: dict, key: str, value) -> None:
     parts = key.split(".")
     node = target
@@ -173,7 +186,7 @@ def derive(p: Profiles, info: data_mod.DataInfo, v: dict, allow_drop: bool = Fal
     tput = p.throughput
     tokens_per_step = seq * rows_per_micro_step * accum
     seconds_per_step = tokens_per_step / (tput["tokens_per_s"] * gpus)
-    total_steps = steps_per_epoch * int(v["num_epochs"])
+    total_steps = math.ceil(steps_per_epoch * float(v["num_epochs"]))  # as Trainer counts a fraction
     if v.get("max_steps"):
         total_steps = min(total_steps, int(v["max_steps"]))
     save_steps = max(1, min(total_steps, math.floor(MAX_LOST_SECONDS / seconds_per_step)))
@@ -250,6 +263,7 @@ def render(
     info = data_mod.read(data_dir)
     name = run_name(p)
     parsed = parse_overrides(overrides or [])
+    check_numbers(parsed)
 
     # Overrides apply before deriving, so that e.g. sequence_len=8192 re-derives the batch.
     v = merged_values(p, info, name)

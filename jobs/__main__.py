@@ -87,8 +87,8 @@ def run(args) -> int:
             args.overrides,
             args.allow_drop,
             args.runs_dir,
+            heldout_eval=not args.no_eval,
         )
-        print(f"run {run_id}: {args.runs_dir}/{run_id}/", file=sys.stderr)
         return run_mod.execute(run_id, args.runs_dir, evaluate=not args.no_eval)
     if args.command == "resume":
         return run_mod.resume(args.run, args.runs_dir)

@@ -23,6 +23,7 @@ from jobs import registry
 class RegistryArgs(BaseModel):
     brightrun_run_id: str | None = None
     brightrun_run_dir: str | None = None
+    brightrun_heldout_eval: bool = True  # false with `jobs train --no-eval`
 
 
 def point_from_logs(step: int, logs: dict) -> dict | None:
@@ -105,6 +106,7 @@ class RegistryPlugin(BasePlugin):
         if (
             self.evaluated
             or not cfg.brightrun_run_id
+            or cfg.brightrun_heldout_eval is False
             or self.callback is None
             or self.callback.stop_requested
         ):

@@ -117,8 +117,13 @@ def prepare(
     allow_drop: bool = False,
     runs_dir: str = "runs",
     db_url: str | None = None,
+    heldout_eval: bool = True,
 ) -> str:
-    """Everything before training: checks (exit 2, no run row), then the run folder and its row."""
+    """Everything before Axolotl: our checks (exit 2), the estimate, the run folder. No row yet.
+
+    Axolotl's schema is checked in the preprocess subprocess (jobs/preprocess.py), where Axolotl is
+    imported anyway; the registry row is created once it accepts the config (execute).
+    """
     from axolotl_configs import estimate, render
 
     profiles = Profiles.load(preset, model, hardware)
@@ -132,6 +137,8 @@ def prepare(
         f"brightrun_run_id={run_id}",
         f"brightrun_run_dir={run_dir}",
     ]
+    if not heldout_eval:
+        ours.append("brightrun_heldout_eval=false")
     rendered = render.render(
         preset,
         model,
@@ -139,6 +146,7 @@ def prepare(
         hardware,
         list(overrides or []) + ours,
         out_path=str(run_dir / "config.yaml"),
+        check=False,
         allow_drop=allow_drop,
     )
     est = estimate.estimate(preset, model, data_dir, hardware, rendered=rendered)
@@ -172,43 +180,91 @@ def prepare(
         "attempts": [],
     }
     write_json(run_dir / "run.json", lineage)
-    cfg = rendered.config
+    return run_id
+
+
+HYPERPARAMETERS = (
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "learning_rate",
+    "num_epochs",
+    "micro_batch_size",
+    "gradient_accumulation_steps",
+    "sequence_len",
+    "lr_scheduler",
+    "warmup_ratio",
+)
+
+
+def register(run_id: str, run_dir: Path, lineage: dict, config: dict, db_url: str | None, **fields) -> None:
+    """The run's registry row, created when Axolotl has accepted its config."""
     with registry.session(db_url) as s:
         s.add(
             registry.TrainingJob(
                 id=run_id,
-                status="queued",
-                preset=preset,
-                model=model,
-                hardware=profiles.hardware["name"],
-                hyperparameters={
-                    k: cfg.get(k)
-                    for k in (
-                        "lora_r",
-                        "lora_alpha",
-                        "lora_dropout",
-                        "learning_rate",
-                        "num_epochs",
-                        "micro_batch_size",
-                        "gradient_accumulation_steps",
-                        "sequence_len",
-                        "lr_scheduler",
-                        "warmup_ratio",
-                    )
-                },
+                preset=lineage["preset"],
+                model=lineage["model"],
+                hardware=lineage["hardware"],
+                hyperparameters={k: config.get(k) for k in HYPERPARAMETERS},
                 metrics={},
-                estimated_cost=est.costs["on_demand"],
+                estimated_cost=lineage["estimate"]["cost_on_demand"],
                 log_path=str(run_dir / "logs"),
+                **fields,
             )
         )
         s.commit()
-    return run_id
 
 
 def write_json(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n", "utf-8")
     tmp.replace(path)
+
+
+def preprocess(
+    run_id: str, run_dir: Path, lineage: dict, config: dict, env: dict, db_url: str | None
+) -> None:
+    """Our strict check, then `axolotl preprocess`, in one subprocess (jobs/preprocess.py).
+
+    A config Axolotl rejects is bad input: the run folder goes and no row is left (ConfigError,
+    exit 2). Anything else that ends preprocessing early (a crash, a signal) is recorded on the row.
+    """
+    from jobs.preprocess import CHECK_FILE
+
+    check_file = run_dir / CHECK_FILE
+    check_file.unlink(missing_ok=True)
+    pending = registry.get_job(run_id, db_url) is None
+
+    def checked() -> dict | None:
+        return json.loads(check_file.read_text("utf-8")) if check_file.is_file() else None
+
+    def create_row() -> None:
+        nonlocal pending
+        register(run_id, run_dir, lineage, config, db_url, status="preprocessing", started_at=registry.now())
+        pending = False
+        print(f"run {run_id}: {run_dir}/ (config accepted; preprocessing)", file=sys.stderr)
+
+    def on_poll() -> None:
+        if pending and (checked() or {}).get("ok"):
+            create_row()
+
+    cmd = [sys.executable, "-m", "jobs.preprocess", str(run_dir / "config.yaml")]
+    log = run_dir / "logs" / "preprocess.log"
+    try:
+        rc = run_logged(cmd, log, env, progress=on_poll)
+    except KeyboardInterrupt:
+        if pending:
+            create_row()
+        raise
+    if pending:
+        result = checked()
+        if result is not None and not result["ok"]:
+            shutil.rmtree(run_dir)
+            raise ConfigError(f"{result['error']}\n(checked against Axolotl's schema; no run created)")
+        create_row()  # it failed before its check finished: keep the run and its log
+    if rc != 0:
+        raise RunError(f"axolotl preprocess exited {rc}; see {log}")
 
 
 def run_logged(cmd: list[str], log: Path, env: dict, progress=None) -> int:
@@ -263,20 +319,17 @@ def execute(
     attempt = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "resume_from": resume_from}
     (run_dir / "eval.json").unlink(missing_ok=True)  # an earlier attempt's numbers are not this one's
     job = registry.get_job(run_id, db_url)
-    registry.update_job(
-        run_id,
-        db_url,
-        started_at=job.started_at or registry.now(),
-        status="preprocessing",
-        completed_at=None,
-        error_message=None,
-    )
-    try:
-        rc = run_logged(
-            axolotl_command("preprocess", config_path, profiles), run_dir / "logs" / "preprocess.log", env
+    if job is not None:  # a resume; a new run gets its row once Axolotl accepts the config
+        registry.update_job(
+            run_id,
+            db_url,
+            started_at=job.started_at or registry.now(),
+            status="preprocessing",
+            completed_at=None,
+            error_message=None,
         )
-        if rc != 0:
-            raise RunError(f"axolotl preprocess exited {rc}; see {run_dir}/logs/preprocess.log")
+    try:
+        preprocess(run_id, run_dir, lineage, config, env, db_url)
         extra = ("--resume-from-checkpoint", resume_from) if resume_from else ()
         bar = progress_mod.Bar(run_id, db_url)
         with bar:

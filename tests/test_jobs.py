@@ -89,6 +89,8 @@ def test_adapter_loads_with_peft_and_generates(smoke_run):
         (("train", "balnced", "smoke"), "unknown preset 'balnced'"),
         (("train", "balanced", "smoke", "--data", "/nonexistent/data"), "no converter manifest here"),
         (("train", "balanced", "smoke", "lora_rr=8"), "lora_rr: unknown key (did you mean lora_r?)"),
+        (("train", "balanced", "smoke", "learning_rate=fast"), "Axolotl rejects the config"),
+        (("train", "balanced", "smoke", "micro_batch_size=two"), "expected a whole number >= 1"),
         (
             ("train", "balanced", "smoke", "--input", "/nonexistent.json"),
             "/nonexistent.json: input file not found",
@@ -97,7 +99,7 @@ def test_adapter_loads_with_peft_and_generates(smoke_run):
 )
 def test_bad_invocations_exit_2_without_a_run(tmp_path, sample_out, args, message):
     args = tuple(str(sample_out) if a == "SAMPLE_OUT" else a for a in args)
-    if "lora_rr=8" in args:
+    if any("=" in a for a in args):
         args = (*args, "--data", str(sample_out))
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     proc = jobs_cli("--runs-dir", str(tmp_path / "runs"), *args, env={"DATABASE_URL": url})
