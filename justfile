@@ -101,7 +101,7 @@ merge RUN:
 
 # Print the vLLM command that serves the base model with a run's adapter
 serve RUN:
-    @{{python}} -m jobs serve {{RUN}}
+    @{{python}} -m jobs serve-adapter {{RUN}}
 
 # What `just train` costs over bare `axolotl preprocess` + `axolotl train` on the smoke job (ratio)
 bench-train-overhead:

@@ -3,12 +3,19 @@
 Usage:
   python -m jobs train PRESET MODEL [--input FILE | --data DIR] [--hardware H] [--allow-drop] [key=value ...]
   python -m jobs resume RUN
+  python -m jobs cancel RUN
+  python -m jobs execute RUN           (a prepared run; what the service starts)
   python -m jobs runs
   python -m jobs show RUN
   python -m jobs eval RUN
   python -m jobs compare RUN_A RUN_B
   python -m jobs merge RUN
-  python -m jobs serve RUN [--run]
+  python -m jobs serve-adapter RUN [--run]
+  python -m jobs serve [--host 127.0.0.1] [--port 8000]
+  python -m jobs webhooks-replay RUN
+
+Settings from the environment only: DATABASE_URL (registry), WEBHOOK_URL + TRAINING_WEBHOOK_SECRET
+(signed status events), JOBS_API_TOKEN (the service's API).
 
 Exit codes: 0 done; 1 the run failed (its row says why); 2 bad input (unknown preset, model or key,
 missing data): nothing is created; 130 interrupted (resume it).
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,6 +47,13 @@ def parser() -> argparse.ArgumentParser:
     )
     r = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     r.add_argument("run")
+    x = sub.add_parser("cancel", help="stop a run for good (status cancelled)")
+    x.add_argument("run")
+    x = sub.add_parser("execute", help="preprocess and train a prepared run (the service uses it)")
+    x.add_argument("run")
+    x.add_argument("--no-eval", action="store_true")
+    x = sub.add_parser("webhooks-replay", help="deliver a run's spooled, undelivered status events")
+    x.add_argument("run")
     sub.add_parser("runs", help="list runs")
     s = sub.add_parser("show", help="one run in full")
     s.add_argument("run")
@@ -49,9 +64,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("run_b")
     m = sub.add_parser("merge", help="merge the adapter into the base model (Axolotl's merge-lora)")
     m.add_argument("run")
-    v = sub.add_parser("serve", help="print (or --run) the vLLM command that serves base + adapter")
+    v = sub.add_parser("serve-adapter", help="print (or --run) the vLLM command serving base + adapter")
     v.add_argument("run")
     v.add_argument("--run", dest="execute", action="store_true", help="run it instead of printing it")
+    v = sub.add_parser("serve", help="the jobs service: webhook receiver, REST API, dashboard")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
     return p
 
 
@@ -69,14 +87,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
-    from jobs import registry
+    from axolotl_configs.profiles import ConfigError
+    from jobs import registry, webhooks
     from jobs import run as run_mod
 
     registry.use_runs_dir(args.runs_dir)
+    if args.command in ("train", "resume", "execute"):
+        try:
+            webhooks.settings()  # WEBHOOK_URL without its secret is bad input, before anything starts
+        except webhooks.ConfigMissing as exc:
+            raise ConfigError(str(exc)) from None
     if args.command == "train":
         if args.input and args.data:
-            from axolotl_configs.profiles import ConfigError
-
             raise ConfigError("give --input FILE or --data DIR, not both")
         run_id = run_mod.prepare(
             args.preset,
@@ -92,9 +114,29 @@ def run(args) -> int:
         return run_mod.execute(run_id, args.runs_dir, evaluate=not args.no_eval)
     if args.command == "resume":
         return run_mod.resume(args.run, args.runs_dir)
+    if args.command == "execute":
+        if registry.get_job(args.run) is None:
+            raise ConfigError(f"no run {args.run!r} (see `just runs`)")
+        return run_mod.execute(args.run, args.runs_dir, evaluate=not args.no_eval)
+    if args.command == "cancel":
+        print(f"run {args.run}: {run_mod.cancel(args.run, args.runs_dir)}", file=sys.stderr)
+        return 0
+    if args.command == "webhooks-replay":
+        if not (Path(args.runs_dir) / args.run).is_dir():
+            raise ConfigError(f"no run folder {args.runs_dir}/{args.run}")
+        try:
+            sent, left = webhooks.replay(Path(args.runs_dir) / args.run)
+        except webhooks.ConfigMissing as exc:
+            raise ConfigError(str(exc)) from None
+        print(f"run {args.run}: {sent} event(s) delivered, {left} still pending", file=sys.stderr)
+        return 0 if left == 0 else 1
+    if args.command == "serve":
+        from jobs import service
+
+        return service.main(host=args.host, port=args.port, runs_dir=args.runs_dir)
     if args.command == "eval":
         return run_mod.results(args.run, args.runs_dir, recompute=True)
-    if args.command in ("merge", "serve"):
+    if args.command in ("merge", "serve-adapter"):
         from jobs import serve
 
         if args.command == "merge":

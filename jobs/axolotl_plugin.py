@@ -4,12 +4,14 @@ Loaded by Axolotl in the training process (`plugins: [..., jobs.axolotl_plugin.R
 with `brightrun_run_id` and `brightrun_run_dir` in the config). It writes each logged step to
 runs/<id>/metrics.jsonl and to the registry (DATABASE_URL, set by the launcher in the environment:
 never in the config). On SIGTERM it asks the trainer to save a checkpoint and stop at the end of the
-current step, so `jobs resume` can go on from there.
+current step, so `jobs resume` can go on from there. With WEBHOOK_URL set, each status change and
+logged step is also sent as a signed event (jobs/webhooks.py), off the training thread.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from axolotl.integrations.base import BasePlugin
 from pydantic import BaseModel
 from transformers import TrainerCallback
 
-from jobs import registry
+from jobs import registry, webhooks
 
 
 class RegistryArgs(BaseModel):
@@ -43,6 +45,7 @@ def point_from_logs(step: int, logs: dict) -> dict | None:
 class RegistryCallback(TrainerCallback):
     def __init__(self, run_id: str, run_dir: str):
         self.run_id = run_id
+        self.run_dir = run_dir
         self.metrics_path = Path(run_dir) / "metrics.jsonl"
         self.stop_requested = False
 
@@ -65,6 +68,9 @@ class RegistryCallback(TrainerCallback):
             registry.update_job(
                 self.run_id, status="training", total_steps=state.max_steps, step=state.global_step
             )
+            webhooks.emit(
+                self.run_dir, self.run_id, "training", step=state.global_step, total_steps=state.max_steps
+            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -82,6 +88,14 @@ class RegistryCallback(TrainerCallback):
             step=state.global_step,
             epoch=point.get("epoch", job.epoch),
             metrics={**(job.metrics or {}), **latest},
+        )
+        webhooks.emit(
+            self.run_dir,
+            self.run_id,
+            "training",
+            step=state.global_step,
+            total_steps=state.max_steps,
+            metrics=latest,
         )
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -126,6 +140,8 @@ class RegistryPlugin(BasePlugin):
     def post_model_load(self, cfg, model):
         if cfg.brightrun_run_id:
             registry.update_job(cfg.brightrun_run_id, status="model_loaded")
+            if os.environ.get("RANK", "0") == "0":  # every rank loads; one event
+                webhooks.emit(cfg.brightrun_run_dir, cfg.brightrun_run_id, "model_loaded")
 
     def add_callbacks_post_trainer(self, cfg, trainer):
         if not cfg.brightrun_run_id:

@@ -59,6 +59,7 @@ class TrainingJob(Base):
     log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_event_sequence: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ModelArtifact(Base):
@@ -89,6 +90,18 @@ class MetricPoint(Base):
     grad_norm: Mapped[float | None] = mapped_column(Float, nullable=True)
     eval_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=now)
+
+
+class WebhookEvent(Base):
+    """An event the service applied (jobs/service): its id refuses a replay, its sequence orders it."""
+
+    __tablename__ = "webhook_events"
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("training_jobs.id"), index=True)
+    sequence: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    sent_at: Mapped[int] = mapped_column(Integer)  # the event's own unix timestamp
+    received_at: Mapped[datetime] = mapped_column(default=now)
 
 
 def database_url(url: str | None = None) -> str:

@@ -8,6 +8,8 @@ Layout of runs/<run-id>/:
   logs/                preprocess.log, train.log
   metrics.jsonl        every logged step, written from inside training (jobs/axolotl_plugin.py)
   output/              Axolotl's output_dir: checkpoint-N/ and the final PEFT adapter
+  events.jsonl         status events for WEBHOOK_URL (jobs/webhooks.py), when it is set
+  launcher.pid         while a launcher runs it (`jobs cancel` / DELETE signal it)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 from axolotl_configs.profiles import ConfigError, Profiles
-from jobs import registry
+from jobs import registry, webhooks
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INPUT = "data/demo/brightrun-demo.json"
@@ -37,6 +39,18 @@ PACKAGES = ("torch", "axolotl", "transformers", "peft", "trl", "accelerate", "da
 
 class RunError(Exception):
     """A failure while running (exit code 1), recorded on the run."""
+
+
+class NotFound(ConfigError):
+    """No such run (the API answers 404)."""
+
+
+class Conflict(ConfigError):
+    """The run is in a state that does not allow this (the API answers 409)."""
+
+
+CANCEL_FILE = "cancel-requested"
+PID_FILE = "launcher.pid"
 
 
 def sha256_file(path: Path) -> str:
@@ -198,7 +212,8 @@ HYPERPARAMETERS = (
 
 
 def register(run_id: str, run_dir: Path, lineage: dict, config: dict, db_url: str | None, **fields) -> None:
-    """The run's registry row, created when Axolotl has accepted its config."""
+    """The run's registry row, created when Axolotl has accepted its config; its `queued` event."""
+    hyperparameters = {k: config.get(k) for k in HYPERPARAMETERS}
     with registry.session(db_url) as s:
         s.add(
             registry.TrainingJob(
@@ -206,7 +221,7 @@ def register(run_id: str, run_dir: Path, lineage: dict, config: dict, db_url: st
                 preset=lineage["preset"],
                 model=lineage["model"],
                 hardware=lineage["hardware"],
-                hyperparameters={k: config.get(k) for k in HYPERPARAMETERS},
+                hyperparameters=hyperparameters,
                 metrics={},
                 estimated_cost=lineage["estimate"]["cost_on_demand"],
                 log_path=str(run_dir / "logs"),
@@ -214,6 +229,9 @@ def register(run_id: str, run_dir: Path, lineage: dict, config: dict, db_url: st
             )
         )
         s.commit()
+    job = {k: lineage[k] for k in ("preset", "model", "hardware")}
+    job |= {"estimated_cost": lineage["estimate"]["cost_on_demand"], "hyperparameters": hyperparameters}
+    webhooks.emit(run_dir, run_id, "queued", job=job)
 
 
 def write_json(path: Path, obj) -> None:
@@ -242,6 +260,7 @@ def preprocess(
     def create_row() -> None:
         nonlocal pending
         register(run_id, run_dir, lineage, config, db_url, status="preprocessing", started_at=registry.now())
+        webhooks.emit(run_dir, run_id, "preprocessing")
         pending = False
         print(f"run {run_id}: {run_dir}/ (config accepted; preprocessing)", file=sys.stderr)
 
@@ -318,8 +337,10 @@ def execute(
     started = time.time()
     attempt = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "resume_from": resume_from}
     (run_dir / "eval.json").unlink(missing_ok=True)  # an earlier attempt's numbers are not this one's
+    webhooks.resend_pending(run_dir)  # what an earlier attempt could not deliver goes first
+    (run_dir / PID_FILE).write_text(str(os.getpid()))
     job = registry.get_job(run_id, db_url)
-    if job is not None:  # a resume; a new run gets its row once Axolotl accepts the config
+    if job is not None:  # a resume or a service run; a CLI run gets its row once Axolotl accepts it
         registry.update_job(
             run_id,
             db_url,
@@ -328,6 +349,7 @@ def execute(
             completed_at=None,
             error_message=None,
         )
+        webhooks.emit(run_dir, run_id, "preprocessing", step=job.step, total_steps=job.total_steps)
     try:
         preprocess(run_id, run_dir, lineage, config, env, db_url)
         extra = ("--resume-from-checkpoint", resume_from) if resume_from else ()
@@ -344,11 +366,14 @@ def execute(
         status, error = "completed", None
     except KeyboardInterrupt:
         status, error = (
-            "interrupted",
-            "stopped by a signal; `just resume RUN` goes on from the last checkpoint",
+            ("cancelled", "cancelled on request (the last checkpoint is kept)")
+            if (run_dir / CANCEL_FILE).exists()
+            else ("interrupted", "stopped by a signal; `just resume RUN` goes on from the last checkpoint")
         )
     except RunError as exc:
         status, error = "failed", str(exc)
+    finally:
+        (run_dir / PID_FILE).unlink(missing_ok=True)
     hours = (time.time() - started) / 3600
     gpus = profiles.hardware["gpu_count"] if profiles.hardware["gpu_type"] != "none" else 0
     price = profiles.hardware["price_per_hour"]["on_demand"]
@@ -367,10 +392,34 @@ def execute(
         fields["artifact_path"] = str(run_dir / "output")
     write_json(run_dir / "run.json", lineage)
     registry.update_job(run_id, db_url, **fields)
+    job = registry.get_job(run_id, db_url)
+    final = {"error": error} if error else {"artifact_path": fields["artifact_path"]}
+    webhooks.emit(
+        run_dir,
+        run_id,
+        status,
+        step=job.step,
+        total_steps=job.total_steps,
+        metrics=final_metrics(run_dir, job),
+        **final,
+    )
     print(f"run {run_id}: {status}" + (f" ({error})" if error else ""), file=sys.stderr)
     if status == "completed":
         return results(run_id, runs_dir, db_url) if evaluate else 0
     return {"interrupted": 130}.get(status, 1)
+
+
+def final_metrics(run_dir: Path, job) -> dict:
+    """The last logged numbers, and the held-out losses when training computed them (eval.json)."""
+    numbers = {k: v for k, v in (job.metrics or {}).items() if isinstance(v, int | float)}
+    if (run_dir / "eval.json").is_file():
+        result = json.loads((run_dir / "eval.json").read_text())
+        numbers |= {
+            "heldout_base_loss": result["base"]["loss"],
+            "heldout_adapter_loss": result["adapter"]["loss"],
+            "heldout_adapter_perplexity": result["adapter"]["perplexity"],
+        }
+    return numbers
 
 
 def results(run_id: str, runs_dir: str = "runs", db_url: str | None = None, recompute: bool = False) -> int:
@@ -465,12 +514,111 @@ def resume(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> in
     run_dir = Path(runs_dir) / run_id
     job = registry.get_job(run_id, db_url)
     if job is None or not (run_dir / "run.json").is_file():
-        raise ConfigError(f"no run {run_id!r} (see `just runs`)")
-    if job.status == "completed":
-        raise ConfigError(f"run {run_id} is already completed")
+        raise NotFound(f"no run {run_id!r} (see `just runs`)")
+    if job.status in ("completed", "cancelled"):
+        raise Conflict(f"run {run_id} is {job.status}; start a new run")
     checkpoint = last_checkpoint(run_dir)
     if checkpoint is None:
         raise ConfigError(f"run {run_id} has no checkpoint to resume from; start a new run")
     registry.update_job(run_id, db_url, retry_count=job.retry_count + 1)
     print(f"resuming {run_id} from {checkpoint.name}", file=sys.stderr)
     return execute(run_id, runs_dir, db_url, resume_from=str(checkpoint))
+
+
+def launcher_alive(run_dir: Path) -> int | None:
+    """The pid of the launcher running this run, if one is alive."""
+    try:
+        pid = int((run_dir / PID_FILE).read_text())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+def cancel(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> str:
+    """Stop a run for good: its launcher gets SIGTERM (the trainer saves and stops) and marks it
+    cancelled; a run with no live launcher (queued, interrupted) is marked cancelled here."""
+    run_dir = Path(runs_dir) / run_id
+    job = registry.get_job(run_id, db_url)
+    if job is None:
+        raise NotFound(f"no run {run_id!r} (see `just runs`)")
+    if job.status in registry.TERMINAL:
+        raise Conflict(f"run {run_id} is already {job.status}")
+    if run_dir.is_dir():
+        (run_dir / CANCEL_FILE).touch()
+        pid = launcher_alive(run_dir)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            return "cancelling"
+    message = "cancelled on request"
+    registry.update_job(
+        run_id, db_url, status="cancelled", error_message=message, completed_at=registry.now()
+    )
+    webhooks.emit(run_dir, run_id, "cancelled", step=job.step, total_steps=job.total_steps, error=message)
+    return "cancelled"
+
+
+def start_service_run(
+    preset: str,
+    model: str,
+    input_file: str | None = None,
+    data_dir: str | None = None,
+    hardware: str | None = None,
+    overrides: list[str] | None = None,
+    runs_dir: str = "runs",
+    db_url: str | None = None,
+    heldout_eval: bool = True,
+) -> str:
+    """A run started through the service: checked here (a long-lived process imports Axolotl once),
+    registered as queued, then launched as `python -m jobs execute RUN` in its own session."""
+    from axolotl_configs import validate
+
+    runs_dir = str(Path(runs_dir).resolve())  # the launcher runs from the repo root
+
+    run_id = prepare(
+        preset,
+        model,
+        input_file or DEFAULT_INPUT,
+        data_dir,
+        hardware,
+        overrides,
+        runs_dir=runs_dir,
+        db_url=db_url,
+        heldout_eval=heldout_eval,
+    )
+    run_dir = Path(runs_dir) / run_id
+    config = yaml_load(run_dir / "config.yaml")
+    try:
+        validate.check(dict(config))
+    except ConfigError:
+        shutil.rmtree(run_dir)
+        raise
+    lineage = json.loads((run_dir / "run.json").read_text())
+    register(run_id, run_dir, lineage, config, db_url, status="queued")
+    env = {**os.environ, "DATABASE_URL": registry.database_url(db_url)}
+    with (run_dir / "logs" / "launcher.log").open("a") as log:
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jobs",
+                "--runs-dir",
+                str(runs_dir),
+                "execute",
+                run_id,
+                *([] if heldout_eval else ["--no-eval"]),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return run_id
+
+
+def yaml_load(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text("utf-8"))

@@ -138,7 +138,7 @@ def test_runs_show_compare_serve(smoke_run):
     assert shown.returncode == 0 and "Metrics history" in shown.stdout
     compared = jobs_cli("--runs-dir", runs, "compare", run_dir.name, run_dir.name, env=env)
     assert compared.returncode == 0 and "held-out loss, adapter" in compared.stdout
-    served = jobs_cli("--runs-dir", runs, "serve", run_dir.name, env=env)
+    served = jobs_cli("--runs-dir", runs, "serve-adapter", run_dir.name, env=env)
     assert served.returncode == 0
     assert f"--lora-modules brightrun-{run_dir.name}={run_dir}/output --max-lora-rank 16" in served.stdout
     assert jobs_cli("--runs-dir", runs, "show", "no-such-run", env=env).returncode == 2

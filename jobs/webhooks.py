@@ -1,0 +1,271 @@
+"""Signed status events to WEBHOOK_URL: the sender inside every run, and the replay of what it missed.
+
+An event is a compact JSON body:
+  {"event_id": "<32 hex>", "sequence": 7, "job_id": "<run id>", "status": "training", "step": 40,
+   "total_steps": 120, "metrics": {"loss": 1.93, ...}, "occurred_at": 1795650000, "timestamp": 1795650002}
+with `artifact_path` on `completed`, `error` on `failed`/`interrupted`/`cancelled` and `job` (preset,
+model, hardware, estimated cost) on `queued`. `occurred_at` is when it happened, `timestamp` when this
+delivery attempt was signed (the receiver's freshness window checks it). It is signed as the
+customer's receiver checks it: header X-Webhook-Signature = hex HMAC-SHA256 of the raw body under
+TRAINING_WEBHOOK_SECRET.
+
+Nothing is lost: each event is first appended to runs/<id>/events.jsonl (the spool; a file lock also
+hands out `sequence`, since the launcher and the training process both send), then delivered by a
+background thread from a bounded queue, retried with exponential backoff and full jitter (the
+`backoff` library). Delivered ids go to events-delivered.txt. What is still undelivered when a process
+ends (receiver down, queue full, retries spent) stays in the spool for `just webhooks-replay RUN` or
+the run's next start. Training never waits on the network: emit() writes one line and enqueues.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import queue
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+SPOOL = "events.jsonl"
+DELIVERED = "events-delivered.txt"
+SEQUENCE = "events.seq"
+LOCK = "events.lock"
+SIGNATURE_HEADER = "X-Webhook-Signature"
+QUEUE_SIZE = 1000
+RETRY_SECONDS = 60.0  # per event in the background; then it waits in the spool
+FLUSH_SECONDS = 5.0  # what a finishing process gives its queue before leaving the rest to replay
+
+
+class ConfigMissing(Exception):
+    pass
+
+
+def sign(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def encode(event: dict) -> bytes:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def settings() -> tuple[str, str] | None:
+    """(url, secret) when sending is on; None when WEBHOOK_URL is unset."""
+    url = os.environ.get("WEBHOOK_URL")
+    if not url:
+        return None
+    secret = os.environ.get("TRAINING_WEBHOOK_SECRET")
+    if not secret:
+        raise ConfigMissing("WEBHOOK_URL is set but TRAINING_WEBHOOK_SECRET is not: events would go unsigned")
+    return url, secret
+
+
+@contextmanager
+def locked(run_dir: Path):
+    with (run_dir / LOCK).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def spool(run_dir: Path, job_id: str, status: str, **fields) -> dict:
+    """Number the event and append it to the run's spool; returns it."""
+    run_dir = Path(run_dir)
+    with locked(run_dir):
+        seq_file = run_dir / SEQUENCE
+        sequence = int(seq_file.read_text() or 0) + 1 if seq_file.is_file() else 1
+        seq_file.write_text(str(sequence))
+        event = {
+            "event_id": uuid.uuid4().hex,
+            "sequence": sequence,
+            "job_id": job_id,
+            "status": status,
+            "step": fields.pop("step", None),
+            "total_steps": fields.pop("total_steps", None),
+            "metrics": fields.pop("metrics", None) or {},
+            "occurred_at": int(time.time()),
+            **fields,
+        }
+        with (run_dir / SPOOL).open("a", encoding="utf-8") as out:
+            out.write(json.dumps(event, ensure_ascii=False) + "\n")
+    return event
+
+
+def mark_delivered(run_dir: Path, event_id: str) -> None:
+    with locked(run_dir), (run_dir / DELIVERED).open("a") as out:
+        out.write(event_id + "\n")
+
+
+def pending(run_dir: Path) -> list[dict]:
+    """Spooled events not yet delivered, oldest first."""
+    run_dir = Path(run_dir)
+    if not (run_dir / SPOOL).is_file():
+        return []
+    done = set((run_dir / DELIVERED).read_text().split()) if (run_dir / DELIVERED).is_file() else set()
+    events = [json.loads(line) for line in (run_dir / SPOOL).read_text("utf-8").splitlines() if line.strip()]
+    return sorted((e for e in events if e["event_id"] not in done), key=lambda e: e["sequence"])
+
+
+class Retryable(Exception):
+    """A 5xx, 408 or 429: the receiver may take it later."""
+
+
+class Rejected(Exception):
+    """Another 4xx: sending the same bytes again cannot help (wrong secret, unknown job...)."""
+
+
+def post(client, url: str, secret: str, event: dict) -> None:
+    """One delivery attempt. 2xx, or 409 (the receiver has this event_id already), is delivered."""
+    import httpx
+
+    # `timestamp` is when this attempt is sent, so a replay hours later passes the receiver's 5-minute
+    # window; the event_id stays the same, so a captured body replayed by someone else is refused.
+    body = encode({**event, "timestamp": int(time.time())})
+    try:
+        response = client.post(
+            url,
+            content=body,
+            headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body)},
+        )
+    except httpx.TransportError as exc:
+        raise Retryable(f"{type(exc).__name__}: {exc}") from None
+    if response.is_success or response.status_code == 409:
+        return
+    if response.status_code >= 500 or response.status_code in (408, 429):
+        raise Retryable(f"HTTP {response.status_code}")
+    raise Rejected(f"HTTP {response.status_code}: {response.text[:200]}")
+
+
+def deliver(client, url: str, secret: str, event: dict, max_time: float) -> None:
+    import backoff
+
+    retrying = backoff.on_exception(
+        backoff.expo, Retryable, max_time=max_time, jitter=backoff.full_jitter, factor=0.5, max_value=10
+    )(post)
+    retrying(client, url, secret, event)
+
+
+class Sender:
+    """The background delivery thread of one process."""
+
+    def __init__(self, url: str, secret: str, max_time: float = RETRY_SECONDS):
+        import httpx
+
+        self.url, self.secret, self.max_time = url, secret, max_time
+        self.client = httpx.Client(timeout=10.0)
+        self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self.counts = {"sent": 0, "failed": 0, "queue_full": 0}
+        self.warned = False
+        self.thread = threading.Thread(target=self.work, name="webhooks", daemon=True)
+        self.thread.start()
+
+    def submit(self, run_dir: Path, event: dict) -> None:
+        try:
+            self.queue.put_nowait((Path(run_dir), event))
+        except queue.Full:
+            self.counts["queue_full"] += 1  # it stays in the spool: replay delivers it
+
+    def work(self) -> None:
+        while True:
+            run_dir, event = self.queue.get()
+            try:
+                deliver(self.client, self.url, self.secret, event, self.max_time)
+                mark_delivered(run_dir, event["event_id"])
+                self.counts["sent"] += 1
+            except (Retryable, Rejected) as exc:
+                self.counts["failed"] += 1
+                if not self.warned:  # once per process: the rest are counted at the end
+                    self.warned = True
+                    print(
+                        f"webhook: {event['status']} event not delivered ({exc}); kept in {run_dir / SPOOL}",
+                        file=sys.stderr,
+                    )
+            except Exception as exc:  # noqa: BLE001 -- a sender bug must never end training
+                self.counts["failed"] += 1
+                print(f"webhook: sender error {type(exc).__name__}: {exc}", file=sys.stderr)
+            finally:
+                self.queue.task_done()
+
+    def flush(self, seconds: float = FLUSH_SECONDS) -> None:
+        deadline = time.monotonic() + seconds
+        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = self.queue.unfinished_tasks
+        missed = self.counts["failed"] + left + self.counts["queue_full"]
+        if missed:
+            print(
+                f"webhook: {self.counts['sent']} sent, {missed} "
+                "undelivered (kept in the run's events.jsonl; `just webhooks-replay RUN` sends them)",
+                file=sys.stderr,
+            )
+
+
+_sender: Sender | None = None
+_sender_lock = threading.Lock()
+
+
+def sender() -> Sender | None:
+    global _sender
+    config = settings()
+    if config is None:
+        return None
+    with _sender_lock:
+        if _sender is None:
+            _sender = Sender(*config)
+            atexit.register(_sender.flush)
+        return _sender
+
+
+def emit(run_dir: Path | str, job_id: str, status: str, **fields) -> dict | None:
+    """Spool and send one status event when WEBHOOK_URL is set; a no-op otherwise. Never raises
+    for the network: what cannot be sent now is replayed later."""
+    out = sender()
+    if out is None:
+        return None
+    event = spool(Path(run_dir), job_id, status, **fields)
+    out.submit(Path(run_dir), event)
+    return event
+
+
+def resend_pending(run_dir: Path | str) -> int:
+    """At a run's next start: queue what an earlier process left undelivered (oldest first)."""
+    out = sender()
+    if out is None:
+        return 0
+    events = pending(Path(run_dir))
+    for event in events:
+        out.submit(Path(run_dir), event)
+    return len(events)
+
+
+def replay(run_dir: Path | str, max_time: float = 30.0) -> tuple[int, int]:
+    """Deliver the run's undelivered events in order, now; returns (delivered, still pending)."""
+    import httpx
+
+    config = settings()
+    if config is None:
+        raise ConfigMissing("WEBHOOK_URL is not set: nowhere to replay to")
+    run_dir = Path(run_dir)
+    events = pending(run_dir)
+    delivered = 0
+    with httpx.Client(timeout=10.0) as client:
+        for event in events:
+            try:
+                deliver(client, *config, event, max_time)
+            except (Retryable, Rejected) as exc:
+                print(
+                    f"webhook: event {event['sequence']} ({event['status']}) not delivered: {exc}",
+                    file=sys.stderr,
+                )
+                break  # keep the order: later events wait for this one
+            mark_delivered(run_dir, event["event_id"])
+            delivered += 1
+    return delivered, len(events) - delivered
