@@ -83,6 +83,18 @@ resume RUN:
 runs:
     @{{python}} -m jobs runs
 
+# Stop a run for good (its launcher saves a checkpoint and marks it cancelled)
+cancel RUN:
+    @{{python}} -m jobs cancel {{RUN}}
+
+# Deliver a run's status events that WEBHOOK_URL did not receive (kept in runs/RUN/events.jsonl)
+webhooks-replay RUN:
+    @{{python}} -m jobs webhooks-replay {{RUN}}
+
+# The jobs service: signed webhook receiver, REST API (JOBS_API_TOKEN) and dashboard on http://HOST:PORT/
+serve-jobs HOST="127.0.0.1" PORT="8000":
+    {{python}} -m jobs serve --host {{HOST}} --port {{PORT}}
+
 # One run: status, hyperparameters, metrics history
 show RUN:
     @{{python}} -m jobs show {{RUN}}
@@ -106,3 +118,7 @@ serve RUN:
 # What `just train` costs over bare `axolotl preprocess` + `axolotl train` on the smoke job (ratio)
 bench-train-overhead:
     {{python}} bench/train_overhead.py
+
+# 50 concurrent senders x 200 signed events into `jobs serve` on PostgreSQL: events/s, p50/p99, 0 lost
+bench-webhooks *ARGS:
+    {{python}} bench/webhooks.py {{ARGS}}

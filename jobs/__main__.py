@@ -18,7 +18,7 @@ Settings from the environment only: DATABASE_URL (registry), WEBHOOK_URL + TRAIN
 (signed status events), JOBS_API_TOKEN (the service's API).
 
 Exit codes: 0 done; 1 the run failed (its row says why); 2 bad input (unknown preset, model or key,
-missing data): nothing is created; 130 interrupted (resume it).
+missing data): nothing is created; 130 interrupted (resume it) or cancelled.
 """
 
 from __future__ import annotations

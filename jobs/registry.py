@@ -1,7 +1,8 @@
 """The job registry: three tables that mirror the customer's schema (training_jobs, model_artifacts,
-training_metrics_history). SQLite file by default (runs/registry.db); PostgreSQL when DATABASE_URL
-says so. The schema is created and upgraded by Alembic migrations (jobs/migrations), never by
-create_all, so a database made by an older version upgrades in place.
+training_metrics_history), and webhook_events, the events the jobs service has applied. SQLite file
+by default (runs/registry.db); PostgreSQL when DATABASE_URL says so. The schema is created and
+upgraded by Alembic migrations (jobs/migrations), never by create_all, so a database made by an older
+version upgrades in place.
 """
 
 from __future__ import annotations

@@ -406,7 +406,7 @@ def execute(
     print(f"run {run_id}: {status}" + (f" ({error})" if error else ""), file=sys.stderr)
     if status == "completed":
         return results(run_id, runs_dir, db_url) if evaluate else 0
-    return {"interrupted": 130}.get(status, 1)
+    return {"interrupted": 130, "cancelled": 130}.get(status, 1)
 
 
 def final_metrics(run_dir: Path, job) -> dict:
