@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import math
 import os
 import queue
 import sys
@@ -79,6 +80,11 @@ def locked(run_dir: Path):
 def spool(run_dir: Path, job_id: str, status: str, **fields) -> dict:
     """Number the event and append it to the run's spool; returns it."""
     run_dir = Path(run_dir)
+    metrics = fields.pop("metrics", None) or {}
+    # JSON has no NaN or Infinity (and PostgreSQL's JSON refuses them): a diverged loss is named, not sent.
+    nonfinite = sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
+    if nonfinite:
+        fields["nonfinite_metrics"] = nonfinite
     with locked(run_dir):
         seq_file = run_dir / SEQUENCE
         sequence = int(seq_file.read_text() or 0) + 1 if seq_file.is_file() else 1
@@ -90,7 +96,7 @@ def spool(run_dir: Path, job_id: str, status: str, **fields) -> dict:
             "status": status,
             "step": fields.pop("step", None),
             "total_steps": fields.pop("total_steps", None),
-            "metrics": fields.pop("metrics", None) or {},
+            "metrics": {k: v for k, v in metrics.items() if k not in nonfinite},
             "occurred_at": int(time.time()),
             **fields,
         }

@@ -1,0 +1,274 @@
+"""The jobs service: the webhook receiver, the bearer-token REST API over the registry, the dashboard.
+
+Secrets (JOBS_API_TOKEN, TRAINING_WEBHOOK_SECRET) are read from the environment once, here, and kept
+in this closure only: never logged, stored or answered. Every error is {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+from starlette.exceptions import HTTPException
+
+from axolotl_configs.profiles import ConfigError
+from jobs import registry, webhooks
+from jobs import run as run_mod
+from jobs.service import receiver, views
+from jobs.service.db import make_engine
+
+STATIC = Path(__file__).resolve().parent / "static"
+log = logging.getLogger("jobs.service")
+# Module level: annotations are strings here (PEP 563), resolved against this module's names.
+BEARER = HTTPBearer(auto_error=False, description="JOBS_API_TOKEN")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class StartRun(BaseModel):
+    """POST /api/training/jobs: what `python -m jobs train` takes on its command line."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, max_length=64)
+    data: str | None = Field(default=None, description="an already converted data folder")
+    input: str | None = Field(default=None, description="a brightrun-v4 file (converted if needed)")
+    hardware: str | None = Field(default=None, max_length=64)
+    overrides: list[str] = Field(default_factory=list, description='Axolotl "key=value" overrides')
+    heldout_eval: bool = True
+
+
+class BodyLimit:
+    """ASGI middleware: no request body over `limit` bytes on any route. FastAPI reads a JSON body
+    whole before a route's dependencies (the bearer check) run, so without this a client with no token
+    could make the service hold any amount. The webhook also caps its own read (receiver.read_body)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_big = f"body over {self.limit} bytes"
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await error(413, too_big)(scope, receive, send)
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, too_big)  # FastAPI and our handler turn it into the answer
+            return message
+
+        await self.app(scope, limited, send)
+
+
+@functools.cache
+def gpus() -> dict:
+    """GPUs as the driver lists them; not torch (seconds to import, and a CPU build sees none)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return {"present": False, "count": 0}
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {"present": False, "count": 0}
+    count = sum(1 for line in out.splitlines() if line.startswith("GPU "))
+    return {"present": count > 0, "count": count}
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(runs_dir: str | Path = "runs", db_url: str | None = None) -> FastAPI:
+    token = os.environ.get("JOBS_API_TOKEN")
+    secret = os.environ.get("TRAINING_WEBHOOK_SECRET")
+    if not token or not secret:
+        raise RuntimeError("JOBS_API_TOKEN and TRAINING_WEBHOOK_SECRET must both be set in the environment")
+    # Absolute: the launcher subprocess of a started run works from the repo root, not from our cwd.
+    runs = Path(runs_dir).resolve()
+    registry.use_runs_dir(runs)
+    url = registry.database_url(db_url)
+    engine = make_engine(url)
+
+    app = FastAPI(
+        title="BrightRun LoRA jobs",
+        version="1",
+        description="Training jobs: signed webhook events in, the registry out (bearer token).",
+    )
+    app.add_middleware(BodyLimit, limit=receiver.MAX_BODY)
+    app.state.engine = engine  # for tests and tools; the secrets are deliberately not on app.state
+
+    def authorized(credentials: Credentials) -> None:
+        given = credentials.credentials.encode() if credentials else b""
+        if not hmac.compare_digest(given, token.encode()):
+            raise ServiceError(401, "missing or invalid bearer token")
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return error(exc.status, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        # 400, not FastAPI's 422, and without echoing the input back.
+        parts = [
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()
+        ]
+        return error(400, "invalid request: " + "; ".join(parts[:5]))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        # Starlette re-raises it after this answer, and uvicorn logs the traceback: one line here.
+        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+        return error(500, "internal error")
+
+    @app.get("/health", tags=["service"])
+    def health():
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            reachable = True
+        except Exception as exc:  # noqa: BLE001 -- a health check reports, it does not fail
+            log.warning("health: database unreachable (%s)", type(exc).__name__)
+            reachable = False
+        body = {"ok": reachable, "database": engine.dialect.name, "gpu": dict(gpus())}
+        return JSONResponse(body, status_code=200 if reachable else 503)
+
+    @app.post(
+        "/api/training/webhook",
+        tags=["webhook"],
+        summary="Receive a signed training status event",
+        openapi_extra={
+            "parameters": [
+                {
+                    "name": webhooks.SIGNATURE_HEADER,
+                    "in": "header",
+                    "required": True,
+                    "description": "hex HMAC-SHA256 of the raw body under TRAINING_WEBHOOK_SECRET",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": receiver.inline_schema(receiver.Event)}},
+            },
+            "responses": {
+                str(code): {"description": why}
+                for code, why in [
+                    (400, "malformed JSON or wrong shape"),
+                    (401, "bad signature, or a stale or future timestamp"),
+                    (404, "unknown job_id"),
+                    (409, "replayed event_id (already delivered)"),
+                    (413, "body over 1 MB"),
+                    (415, "not application/json"),
+                ]
+            },
+        },
+    )
+    async def webhook(request: Request):
+        # async for the capped body read; the database work goes to the threadpool.
+        try:
+            body = await receiver.read_body(request)
+            event = receiver.verify(
+                request.headers.get("content-type"),
+                request.headers.get(webhooks.SIGNATURE_HEADER),
+                body,
+                secret,
+            )
+            applied = await run_in_threadpool(receiver.apply, engine, event)
+        except receiver.Rejected as exc:
+            log.info("webhook rejected (%d): %s", exc.status, exc.message)
+            return error(exc.status, exc.message)
+        return {"ok": True, "applied": applied}
+
+    @app.get("/api/training/jobs", tags=["jobs"], dependencies=[Depends(authorized)])
+    def list_jobs(status: str | None = Query(default=None, description=" | ".join(registry.STATUSES))):
+        if status is not None and status not in registry.STATUSES:
+            raise ServiceError(400, f"unknown status; one of {', '.join(registry.STATUSES)}")
+        return {"jobs": views.list_jobs(engine, status)}
+
+    @app.get("/api/training/jobs/{job_id}", tags=["jobs"], dependencies=[Depends(authorized)])
+    def get_job(job_id: str):
+        job = views.job_detail(engine, job_id) if receiver.valid_job_id(job_id) else None
+        if job is None:
+            raise ServiceError(404, "no such job")
+        return job
+
+    @app.post("/api/training/jobs", tags=["jobs"], status_code=202, dependencies=[Depends(authorized)])
+    def start_job(request: StartRun):
+        # A sync endpoint: the threadpool absorbs the first in-process Axolotl check (~10 s).
+        if request.data and request.input:
+            raise ServiceError(400, "give input (a brightrun file) or data (a converted folder), not both")
+        try:
+            run_id = run_mod.start_service_run(
+                request.preset,
+                request.model,
+                request.input,
+                request.data,
+                request.hardware,
+                request.overrides,
+                str(runs),
+                url,
+                request.heldout_eval,
+            )
+        except ConfigError as exc:
+            raise ServiceError(400, str(exc)) from None
+        log.info("started run %s", run_id)
+        return {"id": run_id, "status": "queued"}
+
+    @app.delete(
+        "/api/training/jobs/{job_id}", tags=["jobs"], status_code=202, dependencies=[Depends(authorized)]
+    )
+    def cancel_job(job_id: str):
+        if not receiver.valid_job_id(job_id):
+            raise ServiceError(404, "no such job")
+        try:
+            status = run_mod.cancel(job_id, str(runs), url)
+        except run_mod.NotFound:
+            raise ServiceError(404, "no such job") from None
+        except run_mod.Conflict as exc:
+            raise ServiceError(409, str(exc)) from None
+        except ConfigError as exc:
+            raise ServiceError(400, str(exc)) from None
+        log.info("cancel %s: %s", job_id, status)
+        return {"id": job_id, "status": status}
+
+    # The dashboard: public files; the page asks for the token and sends it with each API call.
+    @app.get("/", include_in_schema=False)
+    def index():
+        page = STATIC / "index.html"
+        if not page.is_file():
+            raise ServiceError(404, "no dashboard installed")
+        return FileResponse(page)
+
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    return app
