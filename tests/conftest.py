@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,33 @@ def start_smoke_job(runs: Path, url: str, data: Path, *overrides: str, **popen) 
         env=jobs_env(url),
         **popen,
     )
+
+
+def start_service(args: list[str], env: dict, log: Path, port: int, timeout: float = 60) -> subprocess.Popen:
+    """`python ARGS` (the jobs service) in the background, returned once its /health answers 200."""
+    import httpx
+
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the service did not start:\n" + log.read_text()[-3000:])
+        time.sleep(0.1)
+
+
+def stop_process(proc: subprocess.Popen, seconds: float = 15) -> None:
+    proc.terminate()
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

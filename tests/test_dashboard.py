@@ -13,13 +13,13 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import start_service, stop_process
 
 from jobs import webhooks
 
@@ -53,35 +53,12 @@ def service(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "WEBHOOK_URL")}
     env |= {"JOBS_API_TOKEN": TOKEN, "TRAINING_WEBHOOK_SECRET": SECRET}
-    log = (tmp_path / "service.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs", "--runs-dir", str(tmp_path / "runs"), "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the service did not start:\n" + (tmp_path / "service.log").read_text()[-3000:])
-        time.sleep(0.2)
+    args = ["-m", "jobs", "--runs-dir", str(tmp_path / "runs"), "serve", "--port", str(port)]
+    proc = start_service(args, env, tmp_path / "service.log", port)
     try:
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_process(proc)
 
 
 def send(client: httpx.Client, base: str, event: dict, timestamp: int | None = None) -> None:

@@ -13,8 +13,6 @@ import json
 import os
 import secrets
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import start_service, stop_process
 from sqlalchemy import create_engine, text
 
 from jobs import registry, webhooks
@@ -127,32 +126,11 @@ def service(request, tmp_path_factory):
     env |= {"JOBS_API_TOKEN": token, "TRAINING_WEBHOOK_SECRET": secret}
     port = free_port()
     log = work / "service.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", BOOT, str(port), str(work / "runs"), db_url, str(work / "started.json")],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    boot = ["-c", BOOT, str(port), str(work / "runs"), db_url, str(work / "started.json")]
+    proc = start_service(boot, env, log, port)
     svc = Service(f"http://127.0.0.1:{port}", db_url, token, secret, log, work)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(svc.base + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the service did not start:\n" + log.read_text()[-3000:])
-        time.sleep(0.1)
     yield svc
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
     svc.client.close()
     svc.engine.dispose()
     if schema:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import TINY_MODEL_DIR, jobs_env
+from conftest import TINY_MODEL_DIR, jobs_env, start_service, stop_process
 from sqlalchemy import func, select
 from test_dashboard import Elements, browser, free_port, headless  # noqa: F401 -- browser is a fixture
 
@@ -23,46 +23,22 @@ TOKEN = "run-token-41d2"
 SECRET = "whsec-run-8a7f"
 
 
-def start_service(tmp_path: Path, port: int, log_name: str) -> subprocess.Popen:
+def start_jobs_service(tmp_path: Path, port: int, log_name: str) -> subprocess.Popen:
     env = {k: v for k, v in jobs_env().items() if k != "DATABASE_URL"}
     env |= {
         "JOBS_API_TOKEN": TOKEN,
         "TRAINING_WEBHOOK_SECRET": SECRET,
         "WEBHOOK_URL": f"http://127.0.0.1:{port}/api/training/webhook",  # its runs report back to it
     }
-    log = (tmp_path / log_name).open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs", "--runs-dir", str(tmp_path / "runs"), "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / log_name).read_text()[-3000:]
-        time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    args = ["-m", "jobs", "--runs-dir", str(tmp_path / "runs"), "serve", "--port", str(port)]
+    return start_service(args, env, tmp_path / log_name, port)
 
 
 def test_a_run_started_by_the_api_reaches_the_service_through_an_outage(browser, tmp_path, sample_out):  # noqa: F811
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    service = start_service(tmp_path, port, "service-1.log")
+    service = start_jobs_service(tmp_path, port, "service-1.log")
     try:
         started = httpx.post(
             base + "/api/training/jobs",
@@ -80,7 +56,7 @@ def test_a_run_started_by_the_api_reaches_the_service_through_an_outage(browser,
         run_id = started.json()["id"]
         assert httpx.get(f"{base}/api/training/jobs/{run_id}", headers=auth).json()["status"] == "queued"
     finally:
-        stop(service)  # down from here to the end of the run; the run goes on in its own session
+        stop_process(service)  # down from here to the end of the run; the run goes on in its own session
 
     run_dir = tmp_path / "runs" / run_id
     url = f"sqlite:///{(tmp_path / 'runs' / 'registry.db').resolve()}"
@@ -95,7 +71,7 @@ def test_a_run_started_by_the_api_reaches_the_service_through_an_outage(browser,
     missed = webhooks.pending(run_dir)
     assert {e["status"] for e in missed} >= {"model_loaded", "training", "completed"}  # sent while down
 
-    service = start_service(tmp_path, port, "service-2.log")
+    service = start_jobs_service(tmp_path, port, "service-2.log")
     try:
         env = jobs_env() | {"WEBHOOK_URL": f"{base}/api/training/webhook", "TRAINING_WEBHOOK_SECRET": SECRET}
         replay = subprocess.run(
@@ -147,7 +123,7 @@ def test_a_run_started_by_the_api_reaches_the_service_through_an_outage(browser,
             Path(keep).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(shot, Path(keep).with_name(Path(keep).stem + "-run.png"))
     finally:
-        stop(service)
+        stop_process(service)
 
     # Neither secret reached the run's files, its logs, the service's logs or the registry.
     texts = [p.read_bytes().decode("utf-8", "replace") for p in (tmp_path / "runs").rglob("*") if p.is_file()]
