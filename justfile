@@ -122,3 +122,7 @@ bench-train-overhead:
 # 50 concurrent senders x 200 signed events into `jobs serve` on PostgreSQL: events/s, p50/p99, 0 lost
 bench-webhooks *ARGS:
     {{python}} bench/webhooks.py {{ARGS}}
+
+# GPU benchmark (bench/gpu): tokens/s, peak memory, hours and dollars of 8b and 70b-qlora; --smoke on CPU
+bench-gpu *ARGS:
+    {{python}} bench/gpu/run.py {{ARGS}}

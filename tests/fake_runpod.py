@@ -1,0 +1,657 @@
+"""A fake RunPod GraphQL API on 127.0.0.1: the operations jobs/runpod.py uses, with RunPod's request and
+response shapes, pods whose state moves on by itself, and switches to make it fail.
+
+Usage:
+    with FakeRunPod(workspace=tmp_path / "workspace") as fake:
+        monkeypatch.setenv("RUNPOD_API_URL", fake.url)
+        monkeypatch.setenv("RUNPOD_API_KEY", fake.api_key)
+        ...
+        fake.rate_limit(2)                 # the next 2 requests answer HTTP 429
+        fake.fail_next(fake.NO_INSTANCES)  # the next pod create answers this GraphQL error
+        fake.preempt(pod_id)               # RunPod takes a spot pod back: EXITED, then gone
+        fake.calls[-1]                     # (field, args) exactly as the client sent them
+
+Shapes, copied (the same sources as jobs/runpod.py):
+  SDK  = github.com/runpod/runpod-python @ 07fc6e2: runpod/api/graphql.py (POST {"query"}, 401 = bad key,
+         {"errors": [{"message"}]}), api/mutations/pods.py, api/queries/gpus.py, api/queries/pods.py
+  DOCS = docs.runpod.io/sdks/graphql/manage-pods (github.com/runpod/docs sdks/graphql/manage-pods.mdx):
+         the JSON each operation answers, env as ["KEY=value"], lowestPrice, runtime.uptimeInSeconds
+  SKY  = github.com/skypilot-org/skypilot sky/provision/runpod/api/pods.py (podRentInterruptable's inputs)
+Made up here (RunPod does not publish them): the prices, the wording of errors other than
+NO_INSTANCES, the status of a pod whose container is still starting (CREATED; RunPod itself may already
+say RUNNING with runtime null), and how long a reclaimed spot pod stays listed before it is gone.
+
+A pod can run a real local command: `command(env, volume) -> argv`, called when the pod starts, with the
+env the pod's process gets (add to it what the image itself would set) and the directory standing in
+for its volumeMountPath (`workspace`, shared by every pod like a network volume). podStop, podTerminate
+and preempt() send that process SIGTERM, then SIGKILL after `stop_grace` seconds, as `docker stop` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+# RunPod's own message when the capacity is gone (seen in RunPod's answers quoted across public code).
+NO_INSTANCES = "There are no longer any instances available with the requested specifications. Please refresh and try again."
+
+# Made-up prices, USD per GPU-hour. maxGpuCount: how many fit one pod now (0 = out of stock).
+GPU_TYPES = [
+    {"id": "NVIDIA H100 PCIe", "displayName": "H100 PCIe", "memoryInGb": 80, "securePrice": 2.39,
+     "communityPrice": 1.99, "secureSpotPrice": 1.25, "communitySpotPrice": 0.99, "maxGpuCount": 8},
+    {"id": "NVIDIA H100 80GB HBM3", "displayName": "H100 SXM", "memoryInGb": 80, "securePrice": 2.99,
+     "communityPrice": 2.69, "secureSpotPrice": 1.75, "communitySpotPrice": 1.29, "maxGpuCount": 8},
+    {"id": "NVIDIA RTX A6000", "displayName": "RTX A6000", "memoryInGb": 48, "securePrice": 0.49,
+     "communityPrice": 0.33, "secureSpotPrice": 0.25, "communitySpotPrice": 0.17, "maxGpuCount": 0},
+]  # fmt: skip
+
+# The input fields RunPod takes (SDK mutations/pods.py; DOCS "Create spot Pod" adds bidPerGpu).
+DEPLOY_INPUT = set(
+    "name imageName gpuTypeId cloudType gpuCount volumeInGb containerDiskInGb minVcpuCount minMemoryInGb "
+    "dockerArgs ports volumeMountPath env networkVolumeId templateId dataCenterId countryCode "
+    "supportPublicIp startSsh allowedCudaVersions minDownload minUpload".split()
+)
+SPOT_INPUT = DEPLOY_INPUT | {"bidPerGpu"}
+# Environment a pod's command inherits from this process: enough to find programs, nothing secret.
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+
+
+# -- just enough GraphQL to read what the client sends -----------------------------------------------------
+
+
+class GraphQLError(Exception):
+    """Answered as {"errors": [{"message"}]}; `status` 200 for a resolver's refusal, 400 for a document
+    the server cannot run (graphql-js's own wording is used for those)."""
+
+    def __init__(self, message: str, status: int = 200):
+        super().__init__(message)
+        self.status = status
+
+
+class Enum(str):
+    """A bare GraphQL enum value (cloudType: SECURE), kept apart from the string "SECURE"."""
+
+
+@dataclass
+class Field:
+    name: str
+    args: dict
+    selection: list[Field] | None
+
+
+TOKEN = re.compile(
+    r"""(?P<skip>[\s,\ufeff]+|\#[^\n]*)
+      | (?P<string>"(?:[^"\\\n]|\\.)*")
+      | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
+      | (?P<name>[_A-Za-z][_0-9A-Za-z]*)
+      | (?P<punct>[{}()\[\]:!$=@])""",
+    re.VERBOSE,
+)
+
+
+def tokenize(text: str) -> list[tuple[str, str]]:
+    tokens, at = [], 0
+    while at < len(text):
+        match = TOKEN.match(text, at)
+        if not match:
+            raise GraphQLError(f"Syntax Error: Unexpected character: {text[at]!r}.", 400)
+        if match.lastgroup != "skip":
+            tokens.append((match.lastgroup, match.group()))
+        at = match.end()
+    return tokens
+
+
+class Reader:
+    """An operation: [query|mutation [Name]] { field(arg: value) { subfields } ... }. No variables,
+    fragments, aliases or directives: the client sends none, so the fake refuses them."""
+
+    def __init__(self, text: str):
+        self.tokens, self.at = tokenize(text), 0
+
+    def peek(self) -> tuple[str, str]:
+        return self.tokens[self.at] if self.at < len(self.tokens) else ("end", "<EOF>")
+
+    def take(self, value: str | None = None, kind: str | None = None) -> str:
+        got_kind, got = self.peek()
+        if (value and got != value) or (kind and got_kind != kind):
+            raise GraphQLError(f"Syntax Error: Expected {value or kind}, found {got}.", 400)
+        self.at += 1
+        return got
+
+    def operation(self) -> tuple[str, list[Field]]:
+        kind = "query"
+        if self.peek()[0] == "name":
+            kind = self.take(kind="name")
+            if kind not in ("query", "mutation"):
+                raise GraphQLError(f'Syntax Error: Unexpected Name "{kind}".', 400)
+            if self.peek()[0] == "name":
+                self.take(kind="name")  # the operation's name, e.g. GpuTypes
+        if self.peek()[1] != "{":
+            raise GraphQLError(
+                f"Syntax Error: Expected {{, found {self.peek()[1]} (the fake reads no variables).", 400
+            )
+        selection = self.selection_set()
+        self.take(kind="end")
+        return kind, selection
+
+    def selection_set(self) -> list[Field]:
+        self.take("{")
+        fields = []
+        while self.peek()[1] != "}":
+            name = self.take(kind="name")
+            args = {}
+            if self.peek()[1] == "(":
+                self.take("(")
+                while self.peek()[1] != ")":
+                    key = self.take(kind="name")
+                    self.take(":")
+                    args[key] = self.value()
+                self.take(")")
+            fields.append(Field(name, args, self.selection_set() if self.peek()[1] == "{" else None))
+        self.take("}")
+        if not fields:
+            raise GraphQLError("Syntax Error: Expected Name, found }.", 400)
+        return fields
+
+    def value(self):
+        kind, token = self.peek()
+        if token == "[":
+            self.take("[")
+            items = []
+            while self.peek()[1] != "]":
+                items.append(self.value())
+            self.take("]")
+            return items
+        if token == "{":
+            self.take("{")
+            obj = {}
+            while self.peek()[1] != "}":
+                key = self.take(kind="name")
+                self.take(":")
+                obj[key] = self.value()
+            self.take("}")
+            return obj
+        self.take()
+        if kind == "string":
+            return json.loads(token)  # GraphQL's string escapes are JSON's
+        if kind == "number":
+            return float(token) if any(c in token for c in ".eE") else int(token)
+        if kind == "name":
+            return {"true": True, "false": False, "null": None}.get(token, Enum(token))
+        raise GraphQLError(f"Syntax Error: Unexpected {token}.", 400)
+
+
+def project(value, selection: list[Field] | None, where: str):
+    """Answer only the fields asked for, as GraphQL does; a field the schema lacks is refused, so the
+    client's selection sets are checked against RunPod's types. A callable value is a field that takes
+    arguments (lowestPrice(input: {...}))."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [project(item, selection, where) for item in value]
+    if not isinstance(value, dict):
+        if selection is not None:
+            raise GraphQLError(
+                f'Field "{where}" must not have a selection since its type has no subfields.', 400
+            )
+        return value
+    if selection is None:
+        raise GraphQLError(
+            f'Field "{where}" of type "{value["__typename"]}" must have a selection of subfields.', 400
+        )
+    out = {}
+    for item in selection:
+        if item.name not in value:
+            raise GraphQLError(f'Cannot query field "{item.name}" on type "{value["__typename"]}".', 400)
+        found = value[item.name]
+        if callable(found):
+            found = found(**item.args)
+        elif item.args:
+            raise GraphQLError(f'Unknown argument "{next(iter(item.args))}" on field "{item.name}".', 400)
+        out[item.name] = project(found, item.selection, item.name)
+    return out
+
+
+# -- pods ---------------------------------------------------------------------------------------------------
+
+
+def _id(length: int) -> str:
+    return "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(length))
+
+
+def _stamp(what: str) -> str:
+    # RunPod's lastStatusChange is prose like this ("Rented by User: <date>"): to show, not to parse.
+    return f"{what}: {datetime.now(UTC):%a %b %d %Y %H:%M:%S} GMT+0000 (Coordinated Universal Time)"
+
+
+@dataclass
+class FakePod:
+    id: str
+    input: dict
+    gpu: dict
+    cost_per_hr: float
+    interruptible: bool
+    status: str = "CREATED"
+    last_status_change: str = ""
+    started: float | None = None
+    exit_code: int | None = None
+    proc: subprocess.Popen | None = None
+    halt: threading.Event = field(default_factory=threading.Event)
+    machine_id: str = field(default_factory=lambda: _id(12))
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {pair["key"]: pair["value"] for pair in self.input.get("env") or []}
+
+
+class FakeRunPod:
+    """The server and its state. Times are real seconds; `speed` makes uptime run faster (a cost cap
+    test can see an hour's uptime in seconds)."""
+
+    NO_INSTANCES = NO_INSTANCES
+
+    def __init__(
+        self,
+        api_key: str = "rp_fake_key_0123456789",
+        workspace: Path | None = None,
+        command: Callable[[dict, Path], list[str]] | None = None,
+        start_after: float = 0.2,
+        run_for: float | None = None,
+        speed: float = 1.0,
+        stop_grace: float = 10.0,
+        vanish_after: float | None = 0.3,
+    ):
+        self.api_key = api_key
+        self.workspace = Path(workspace or tempfile.mkdtemp(prefix="fake-runpod-"))
+        self.command, self.start_after, self.run_for, self.speed = command, start_after, run_for, speed
+        self.stop_grace, self.vanish_after = stop_grace, vanish_after
+        self.gpus = {gpu["id"]: dict(gpu) for gpu in GPU_TYPES}  # a test may change a price or the stock
+        self.pods: dict[str, FakePod] = {}
+        self.gone: dict[str, FakePod] = {}  # terminated or reclaimed: RunPod answers pod = null for these
+        self.requests: list[dict] = []  # every HTTP request: path, headers, how the key came
+        self.calls: list[tuple[str, dict]] = []  # every root field run, with its arguments as parsed
+        self.lock = threading.RLock()
+        self._limited = 0
+        self._server_errors = 0
+        self._failures: list[str] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- switches for tests --------------------------------------------------------------------------------
+
+    def rate_limit(self, n: int) -> None:
+        """The next n requests answer HTTP 429."""
+        with self.lock:
+            self._limited = n
+
+    def server_error(self, n: int) -> None:
+        """The next n requests answer HTTP 502 (a gateway in front of the API)."""
+        with self.lock:
+            self._server_errors = n
+
+    def fail_next(self, message: str = NO_INSTANCES) -> None:
+        """The next pod create answers this GraphQL error (HTTP 200, data null), as RunPod does."""
+        with self.lock:
+            self._failures.append(message)
+
+    def preempt(self, pod_id: str) -> None:
+        """RunPod takes an interruptible pod back: SIGTERM, EXITED, then gone after `vanish_after` seconds
+        (None: it stays EXITED, as a stopped pod with its volume)."""
+        with self.lock:
+            pod = self.pods[pod_id]
+            if not pod.interruptible:
+                raise ValueError(f"{pod_id} is on-demand: RunPod does not reclaim those")
+            self._halt(pod, "Interrupted")
+        if self.vanish_after is not None:
+            timer = threading.Timer(self.vanish_after, self._forget, (pod_id,))
+            timer.daemon = True
+            timer.start()
+
+    # -- server --------------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self._server, "start() first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}/graphql"
+
+    def start(self) -> FakeRunPod:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.fake = self
+        # A short poll, so shutdown() in each test's teardown takes milliseconds, not half a second.
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        with self.lock:
+            pods = list(self.pods.values()) + list(self.gone.values())
+        for pod in pods:
+            pod.halt.set()
+            if pod.proc and pod.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pod.proc.pid, signal.SIGKILL)  # no orphans left behind by a test
+                pod.proc.wait()
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> FakeRunPod:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def answer(self, path: str, headers: dict, body: bytes) -> tuple[int, dict]:
+        """One HTTP request to (status, JSON body)."""
+        query_key = parse_qs(urlparse(path).query).get("api_key", [None])[0]  # DOCS' curl examples
+        auth = headers.get("authorization", "")
+        header_key = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None  # SDK graphql.py
+        with self.lock:
+            self.requests.append(
+                {
+                    "path": path,
+                    "headers": headers,
+                    "key_in": "header" if header_key else "query" if query_key else None,
+                }
+            )
+            if self._limited:
+                self._limited -= 1
+                return 429, {"errors": [{"message": "Too Many Requests"}]}
+            if self._server_errors:
+                self._server_errors -= 1
+                return 502, {"errors": [{"message": "Bad Gateway"}]}
+        if (header_key or query_key) != self.api_key:
+            return 401, {"errors": [{"message": "Unauthorized"}]}  # SDK graphql.py: 401 = bad key
+        try:
+            document = json.loads(body)["query"]
+            kind, selection = Reader(document).operation()
+        except (ValueError, KeyError, TypeError) as exc:
+            return 400, {"errors": [{"message": f"Bad request: {exc}"}]}
+        except GraphQLError as exc:
+            return exc.status, {"errors": [{"message": str(exc)}]}
+        roots = self._mutations if kind == "mutation" else self._queries
+        data, errors = {}, []
+        for item in selection:
+            if item.name not in roots:
+                root = "Mutation" if kind == "mutation" else "Query"
+                return 400, {"errors": [{"message": f'Cannot query field "{item.name}" on type "{root}".'}]}
+            with self.lock:
+                self.calls.append((item.name, item.args))
+            try:
+                try:
+                    inspect.signature(roots[item.name]).bind(**item.args)
+                except TypeError:  # an argument the field does not take, or a missing one
+                    raise GraphQLError(
+                        f'Wrong arguments {sorted(item.args)} on field "{item.name}".', 400
+                    ) from None
+                # Checked against a full sample first, as a GraphQL server validates before it runs: a
+                # selection is refused even when the answer would be null (a gone pod).
+                project(self._sample(item.name), item.selection, item.name)
+                data[item.name] = project(roots[item.name](**item.args), item.selection, item.name)
+            except GraphQLError as exc:
+                if exc.status != 200:
+                    return exc.status, {"errors": [{"message": str(exc)}]}
+                data[item.name] = None
+                errors.append({"message": str(exc), "path": [item.name]})
+        return 200, ({"errors": errors, "data": data} if errors else {"data": data})
+
+    @property
+    def _queries(self) -> dict[str, Callable]:
+        return {"gpuTypes": self._gpu_types, "pod": self._pod, "myself": self._myself}
+
+    @property
+    def _mutations(self) -> dict[str, Callable]:
+        return {
+            "podFindAndDeployOnDemand": lambda input: self._deploy(input, interruptible=False),
+            "podRentInterruptable": lambda input: self._deploy(input, interruptible=True),
+            "podStop": self._stop,
+            "podTerminate": self._terminate,
+        }
+
+    def _sample(self, root: str):
+        """A full answer of the root field's type, every list non-empty, to check selections against."""
+        gpu = next(iter(GPU_TYPES))
+        pod = FakePod(
+            "sample", {"name": "s", "imageName": "i", "ports": "22/tcp"}, gpu, 0.0, False, "RUNNING"
+        )
+        pod.started = time.monotonic()
+        pod_view = self._pod_view(pod)
+        return {
+            "gpuTypes": [self._gpu_view(gpu)],
+            "pod": pod_view,
+            "myself": {"__typename": "User", "id": "user_fake", "pods": [pod_view]},
+            "podFindAndDeployOnDemand": pod_view,
+            "podRentInterruptable": pod_view,
+            "podStop": pod_view,
+            "podTerminate": "void",  # a scalar (it answers null): no selection set allowed
+        }[root]
+
+    # -- resolvers -------------------------------------------------------------------------------------------
+
+    def _gpu_types(self, input: dict | None = None) -> list[dict]:
+        """SDK queries/gpus.py: gpuTypes, or gpuTypes(input: {id}) answering [] for an unknown id."""
+        with self.lock:
+            gpus = [g for g in self.gpus.values() if not input or g["id"] == input.get("id")]
+            return [self._gpu_view(g) for g in gpus]
+
+    def _gpu_view(self, gpu: dict) -> dict:
+        def lowest_price(input: dict) -> dict:
+            # DOCS "Check GPU type availability": per-GPU prices for gpuCount; secureCloud picks the cloud.
+            count, secure = input.get("gpuCount", 1), input.get("secureCloud")
+            free = count <= gpu["maxGpuCount"]
+            clouds = {
+                True: ("secureSpotPrice", "securePrice"),
+                False: ("communitySpotPrice", "communityPrice"),
+            }
+            picked = [clouds[secure]] if secure is not None else list(clouds.values())
+            return {
+                "__typename": "LowestPrice",
+                "minimumBidPrice": min(gpu[spot] for spot, _ in picked) if free else None,
+                "uninterruptablePrice": min(gpu[demand] for _, demand in picked) if free else None,
+            }
+
+        view = {k: v for k, v in gpu.items() if k != "maxGpuCount"}
+        return {
+            "__typename": "GpuType",
+            **view,
+            "maxGpuCount": gpu["maxGpuCount"],
+            "lowestPrice": lowest_price,
+        }
+
+    def _pod(self, input: dict) -> dict | None:
+        with self.lock:
+            pod = self.pods.get(input["podId"])
+            return self._pod_view(pod) if pod else None
+
+    def _myself(self) -> dict:
+        with self.lock:
+            return {
+                "__typename": "User",
+                "id": "user_fake",
+                "pods": [self._pod_view(p) for p in self.pods.values()],
+            }
+
+    def _deploy(self, input: dict, interruptible: bool) -> dict:
+        """DOCS "Create on-demand Pod" / "Create spot Pod"; checks what graphql-js and RunPod would."""
+        allowed = SPOT_INPUT if interruptible else DEPLOY_INPUT
+        type_name = "PodRentInterruptableInput" if interruptible else "PodFindAndDeployOnDemandInput"
+        for key in input:
+            if key not in allowed:
+                raise GraphQLError(f'Field "{key}" is not defined by type "{type_name}".', 400)
+        cloud = input.get("cloudType", Enum("ALL"))
+        if not isinstance(cloud, Enum) or cloud not in ("ALL", "SECURE", "COMMUNITY"):
+            raise GraphQLError(
+                f'Enum "CloudTypeEnum" cannot represent non-enum value: {json.dumps(cloud)}.', 400
+            )
+        for pair in input.get("env") or []:
+            if set(pair) != {"key", "value"} or not all(isinstance(v, str) for v in pair.values()):
+                raise GraphQLError(f"env items are {{key: String, value: String}}, got {pair}", 400)
+        with self.lock:
+            if self._failures:
+                raise GraphQLError(self._failures.pop(0))
+            for key in ("name", "imageName", "gpuTypeId"):
+                if not input.get(key):
+                    raise GraphQLError(f"{key} is required")  # wording made up
+            gpu = self.gpus.get(input["gpuTypeId"])
+            if gpu is None:
+                raise GraphQLError(f"Invalid gpuTypeId {input['gpuTypeId']}")  # wording made up
+            count = input.get("gpuCount", 1)
+            prices = self._gpu_view(gpu)["lowestPrice"](
+                {"gpuCount": count, **({"secureCloud": cloud == "SECURE"} if cloud != "ALL" else {})}
+            )
+            if prices["uninterruptablePrice"] is None:
+                raise GraphQLError(NO_INSTANCES)
+            if interruptible:
+                bid = input.get("bidPerGpu")
+                if not isinstance(bid, int | float) or bid < prices["minimumBidPrice"]:
+                    raise GraphQLError(f"bidPerGpu must be at least {prices['minimumBidPrice']}")  # made up
+                per_gpu = float(bid)
+            else:
+                per_gpu = prices["uninterruptablePrice"]
+            pod = FakePod(_id(14), input, gpu, round(per_gpu * count, 4), interruptible)
+            pod.last_status_change = _stamp("Rented by User")
+            self.pods[pod.id] = pod
+        threading.Thread(target=self._live, args=(pod,), daemon=True).start()
+        return self._pod_view(pod)
+
+    def _stop(self, input: dict) -> dict:
+        """SDK mutations/pods.py podStop: the container stops, the pod and its volume stay (EXITED)."""
+        with self.lock:
+            pod = self.pods.get(input["podId"])
+            if pod is None:
+                raise GraphQLError(f"Pod {input['podId']} not found")  # wording made up
+            self._halt(pod, "Stopped by User")
+            return self._pod_view(pod)
+
+    def _terminate(self, input: dict) -> None:
+        """SDK mutations/pods.py podTerminate: returns nothing; afterwards pod(...) is null."""
+        with self.lock:
+            pod = self.pods.get(input["podId"])
+            if pod is None:
+                raise GraphQLError(f"Pod {input['podId']} not found")  # wording made up
+            self._halt(pod, "Terminated by User")
+        self._forget(pod.id)
+
+    def _pod_view(self, pod: FakePod) -> dict:
+        """The Pod type: SDK queries/pods.py's fields; runtime as DOCS "Get Pod by ID" answers it."""
+        spec = pod.input
+        runtime = None
+        if pod.status == "RUNNING" and pod.started is not None:
+            runtime = {
+                "__typename": "PodRuntime",
+                "uptimeInSeconds": int((time.monotonic() - pod.started) * self.speed),
+                "ports": [
+                    {"__typename": "PodRuntimePorts", "ip": "100.65.0.101", "isIpPublic": False,
+                     "privatePort": int(port), "publicPort": 60000 + int(port) % 5000, "type": kind}
+                    for port, _, kind in (p.partition("/") for p in spec.get("ports", "").split(",") if p)
+                ],
+                "gpus": [{"__typename": "PodRuntimeGpus", "id": f"GPU-{pod.machine_id}-{i}", "gpuUtilPercent": 0,
+                          "memoryUtilPercent": 0} for i in range(spec.get("gpuCount", 1))],
+                "container": {"__typename": "PodRuntimeContainer", "cpuPercent": 0, "memoryPercent": 0},
+            }  # fmt: skip
+        return {
+            "__typename": "Pod",
+            "id": pod.id,
+            "name": spec["name"],
+            "desiredStatus": pod.status,
+            "lastStatusChange": pod.last_status_change,
+            "costPerHr": pod.cost_per_hr,
+            "gpuCount": spec.get("gpuCount", 1),
+            "imageName": spec["imageName"],
+            "dockerArgs": spec.get("dockerArgs", ""),
+            "env": [f"{k}={v}" for k, v in pod.env.items()],  # DOCS' create answer; values included
+            "machineId": pod.machine_id,
+            "machine": {
+                "__typename": "Machine",
+                "podHostId": f"{pod.id}-64410065",
+                "gpuDisplayName": pod.gpu["displayName"],
+            },
+            "volumeInGb": spec.get("volumeInGb", 0),
+            "containerDiskInGb": spec.get("containerDiskInGb", 0),
+            "volumeMountPath": spec.get("volumeMountPath", "/workspace"),
+            "ports": spec.get("ports", ""),
+            "runtime": runtime,
+        }
+
+    # -- a pod's life ---------------------------------------------------------------------------------------
+
+    def _live(self, pod: FakePod) -> None:
+        """CREATED for start_after s, then RUNNING (the command, or run_for s, or until stopped), then EXITED."""
+        if pod.halt.wait(self.start_after):
+            return
+        argv = None
+        if self.command:
+            env = (
+                {k: os.environ[k] for k in BASE_ENV if k in os.environ} | pod.env | {"RUNPOD_POD_ID": pod.id}
+            )
+            self.workspace.mkdir(parents=True, exist_ok=True)
+            argv = self.command(env, self.workspace)
+        with self.lock:
+            if pod.halt.is_set():
+                return
+            pod.status, pod.started = "RUNNING", time.monotonic()
+            if argv:
+                # Its own session, so close() can kill what it started; signals still go to it alone.
+                pod.proc = subprocess.Popen(argv, env=env, cwd=self.workspace, start_new_session=True)
+        if pod.proc:
+            code = pod.proc.wait()
+            with self.lock:
+                pod.exit_code = code
+                if pod.status == "RUNNING":
+                    pod.status, pod.last_status_change = "EXITED", _stamp("Exited")
+        elif self.run_for is not None and not pod.halt.wait(self.run_for):
+            with self.lock:
+                pod.status, pod.last_status_change = "EXITED", _stamp("Exited")
+
+    def _halt(self, pod: FakePod, why: str) -> None:
+        """SIGTERM to the pod's process, SIGKILL after stop_grace s; the pod reads EXITED at once."""
+        pod.halt.set()
+        if pod.status != "EXITED":
+            pod.status, pod.last_status_change = "EXITED", _stamp(why)
+        proc = pod.proc
+        if proc and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+            def kill():
+                try:
+                    proc.wait(self.stop_grace)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+            threading.Thread(target=kill, daemon=True).start()
+
+    def _forget(self, pod_id: str) -> None:
+        with self.lock:
+            pod = self.pods.pop(pod_id, None)
+            if pod:
+                self.gone[pod_id] = pod
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 -- http.server's naming
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, payload = self.server.fake.answer(self.path, headers, body)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
