@@ -45,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--no-eval", action="store_true", help="skip the held-out comparison (`just eval RUN` later)"
     )
+    t.add_argument("--run-id", default=None, help="name the run (default: time-preset-model-random)")
     r = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     r.add_argument("run")
     x = sub.add_parser("cancel", help="stop a run for good (status cancelled)")
@@ -110,6 +111,7 @@ def run(args) -> int:
             args.allow_drop,
             args.runs_dir,
             heldout_eval=not args.no_eval,
+            run_id=args.run_id,
         )
         return run_mod.execute(run_id, args.runs_dir, evaluate=not args.no_eval)
     if args.command == "resume":

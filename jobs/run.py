@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -49,6 +50,7 @@ class Conflict(ConfigError):
     """The run is in a state that does not allow this (the API answers 409)."""
 
 
+RUN_ID = re.compile(r"(?!\.{1,2}$)[0-9A-Za-z._-]{1,64}")  # a folder name: not . or ..
 CANCEL_FILE = "cancel-requested"
 PID_FILE = "launcher.pid"
 
@@ -132,6 +134,7 @@ def prepare(
     runs_dir: str = "runs",
     db_url: str | None = None,
     heldout_eval: bool = True,
+    run_id: str | None = None,
 ) -> str:
     """Everything before Axolotl: our checks (exit 2), the estimate, the run folder. No row yet.
 
@@ -140,10 +143,14 @@ def prepare(
     """
     from axolotl_configs import estimate, render
 
+    if run_id is not None and not RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"--run-id {run_id!r}: 1-64 characters of 0-9 A-Z a-z . _ - (a folder name)")
     profiles = Profiles.load(preset, model, hardware)
     data_dir = ensure_converted(input_file, data_dir) if not data_dir else data_dir
-    run_id = new_run_id(preset, model)
+    run_id = run_id or new_run_id(preset, model)
     run_dir = Path(runs_dir) / run_id
+    if run_dir.exists():
+        raise ConfigError(f"{run_dir} exists: `jobs resume {run_id}` continues it; pick another --run-id")
     plugins = list(profiles.model["axolotl"].get("plugins") or []) + [PLUGIN]
     ours = [
         f"output_dir={run_dir}/output",

@@ -91,6 +91,7 @@ def test_adapter_loads_with_peft_and_generates(smoke_run):
         (("train", "balanced", "smoke", "lora_rr=8"), "lora_rr: unknown key (did you mean lora_r?)"),
         (("train", "balanced", "smoke", "learning_rate=fast"), "Axolotl rejects the config"),
         (("train", "balanced", "smoke", "micro_batch_size=two"), "expected a whole number >= 1"),
+        (("train", "balanced", "smoke", "--run-id", "../escape"), "--run-id '../escape': 1-64 characters"),
         (
             ("train", "balanced", "smoke", "--input", "/nonexistent.json"),
             "/nonexistent.json: input file not found",
