@@ -79,11 +79,23 @@ train PRESET MODEL *ARGS:
 resume RUN:
     {{python}} -m jobs resume {{RUN}}
 
+# Train on a RunPod pod: `just launch balanced 8b --input customer.json --max-cost 20 [--spot]` (RUNPOD_API_KEY)
+launch PRESET MODEL *ARGS:
+    {{python}} -m jobs launch {{PRESET}} {{MODEL}} {{ARGS}}
+
+# A run's status, pod, step and cost so far
+status RUN:
+    @{{python}} -m jobs status {{RUN}}
+
+# A run's logs (a pod run: from its volume)
+logs RUN:
+    @{{python}} -m jobs logs {{RUN}}
+
 # List runs (registry: runs/registry.db, or DATABASE_URL)
 runs:
     @{{python}} -m jobs runs
 
-# Stop a run for good (its launcher saves a checkpoint and marks it cancelled)
+# Stop a run for good (its launcher saves a checkpoint and marks it cancelled; a pod run: pod terminated)
 cancel RUN:
     @{{python}} -m jobs cancel {{RUN}}
 

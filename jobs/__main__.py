@@ -3,7 +3,11 @@
 Usage:
   python -m jobs train PRESET MODEL [--input FILE | --data DIR] [--hardware H] [--allow-drop] [key=value ...]
   python -m jobs resume RUN
-  python -m jobs cancel RUN
+  python -m jobs cancel RUN           (a pod run: its pod is terminated)
+  python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu ID] [--gpus N] [--spot [--bid X]]
+                        [--max-cost USD] [--max-retries 3] [--network-volume ID] [key=value ...]
+  python -m jobs status RUN
+  python -m jobs logs RUN
   python -m jobs execute RUN           (a prepared run; what the service starts)
   python -m jobs runs
   python -m jobs show RUN
@@ -50,6 +54,28 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("run")
     x = sub.add_parser("cancel", help="stop a run for good (status cancelled)")
     x.add_argument("run")
+    la = sub.add_parser("launch", help="train on a RunPod pod: live price, cost cap, relaunch on preemption")
+    la.add_argument("preset")
+    la.add_argument("model")
+    la.add_argument("overrides", nargs="*", metavar="key=value")
+    la.add_argument("--input", default=None, help="brightrun-v4 file (default: the repo's demo data)")
+    la.add_argument("--data", default=None, help="an already converted folder instead of --input")
+    la.add_argument("--gpu", default=None, help='RunPod gpuTypeId, e.g. "NVIDIA H100 PCIe"')
+    la.add_argument("--gpus", type=int, default=None, help="GPUs in the pod (a hardware profile must match)")
+    la.add_argument("--hardware", default=None, help="hardware profile name instead of --gpu/--gpus")
+    la.add_argument("--spot", action="store_true", help="an interruptible pod (relaunched when taken back)")
+    la.add_argument("--bid", type=float, default=None, help="spot bid per GPU-hour (default: the minimum)")
+    la.add_argument("--max-cost", type=float, default=None, help="refuse above, stop the pod at (USD)")
+    la.add_argument("--max-retries", type=int, default=3, help="relaunches after preemption (default 3)")
+    la.add_argument("--cloud", default="SECURE", choices=["SECURE", "COMMUNITY", "ALL"])
+    la.add_argument("--network-volume", default=None, help="RunPod network volume id holding the data")
+    la.add_argument("--poll", type=float, default=30.0, help="seconds between polls (default 30)")
+    la.add_argument("--run-id", default=None)
+    la.add_argument("--allow-drop", action="store_true")
+    st = sub.add_parser("status", help="a run's status, pod, step and cost so far")
+    st.add_argument("run")
+    lg = sub.add_parser("logs", help="a run's logs (a pod run: from its volume)")
+    lg.add_argument("run")
     x = sub.add_parser("execute", help="preprocess and train a prepared run (the service uses it)")
     x.add_argument("run")
     x.add_argument("--no-eval", action="store_true")
@@ -93,7 +119,7 @@ def run(args) -> int:
     from jobs import run as run_mod
 
     registry.use_runs_dir(args.runs_dir)
-    if args.command in ("train", "resume", "execute"):
+    if args.command in ("train", "resume", "execute", "launch"):
         try:
             webhooks.settings()  # WEBHOOK_URL without its secret is bad input, before anything starts
         except webhooks.ConfigMissing as exc:
@@ -120,7 +146,50 @@ def run(args) -> int:
         if registry.get_job(args.run) is None:
             raise ConfigError(f"no run {args.run!r} (see `just runs`)")
         return run_mod.execute(args.run, args.runs_dir, evaluate=not args.no_eval)
+    if args.command == "launch":
+        from jobs import launch
+
+        if args.input and args.data:
+            raise ConfigError("give --input FILE or --data DIR, not both")
+        from jobs.runpod import RunPodError
+
+        try:
+            return launch.launch(
+                args.preset,
+                args.model,
+                args.input,
+                args.data,
+                gpu=args.gpu,
+                gpus=args.gpus,
+                hardware=args.hardware,
+                spot=args.spot,
+                bid=args.bid,
+                max_cost=args.max_cost,
+                max_retries=args.max_retries,
+                overrides=args.overrides,
+                runs_dir=args.runs_dir,
+                poll=args.poll,
+                cloud=args.cloud,
+                network_volume=args.network_volume,
+                allow_drop=args.allow_drop,
+                run_id=args.run_id,
+            )
+        except RunPodError as exc:  # RunPod still failing after its retries: the pod may still run
+            print(
+                f"error: {exc}\n(`jobs status RUN`, `jobs cancel RUN` once RunPod answers)", file=sys.stderr
+            )
+            return 1
+    if args.command in ("status", "logs"):
+        from jobs import launch
+
+        return getattr(launch, args.command)(args.run, args.runs_dir)
     if args.command == "cancel":
+        job = registry.get_job(args.run)
+        if job is not None and job.pod_id and job.status not in registry.TERMINAL:
+            from jobs import launch
+
+            print(f"run {args.run}: {launch.cancel(args.run, args.runs_dir)}", file=sys.stderr)
+            return 0
         print(f"run {args.run}: {run_mod.cancel(args.run, args.runs_dir)}", file=sys.stderr)
         return 0
     if args.command == "webhooks-replay":

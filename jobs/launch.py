@@ -1,0 +1,663 @@
+"""One training run on a RunPod GPU pod: estimate at the live price, create the pod, follow it, keep the
+cost under a cap, relaunch after a preemption, record the outcome.
+
+    python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu "NVIDIA H100 PCIe"] [--gpus N]
+                          [--spot [--bid X]] [--max-cost USD] [--max-retries 3] [key=value ...]
+    python -m jobs status RUN | logs RUN | cancel RUN
+
+The volume. The pod trains on a persistent volume mounted at /workspace/data (docker/entrypoint.sh's
+BRIGHTRUN_VOLUME): the converted data in datasets/NAME, the run in runs/ID with its own registry
+(runs/registry.db). Two cases:
+  * BRIGHTRUN_VOLUME_DIR set: a local directory that *is* the pod's volume (tests/fake_runpod.py's
+    workspace; a mounted network filesystem). The launcher copies the data there, tells the pod that
+    path, and reads the pod's progress from it (its registry, metrics, checkpoints, logs).
+  * otherwise `--network-volume ID` (a RunPod network volume, mounted at /workspace with the data under
+    /workspace/data): the data must be uploaded first (`runpodctl send data/converted/NAME` on this
+    machine, `runpodctl receive CODE` in a pod on the volume, or rsync over the pod's SSH). This module
+    does not upload, and without a local view of the volume it follows the pod only (status from
+    RunPod; step and loss arrive through WEBHOOK_URL at the jobs service).
+
+Cost so far is the launcher's own sum of each pod's uptime × costPerHr, taken at every poll: RunPod's
+runtime goes null once a pod stops, so it cannot be asked afterwards.
+
+The local run folder runs/ID/ holds the rendered config (for the GPU profile), the data manifest and
+run.json, whose `launch` says where and how it ran and whose `attempts` lists one entry per pod.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from axolotl_configs.profiles import ConfigError, Profiles
+from axolotl_configs.profiles import load as load_profile
+from axolotl_configs.profiles import names as profile_names
+from jobs import registry, runpod
+from jobs import run as run_mod
+
+SECRETS = ("TRAINING_WEBHOOK_SECRET", "HF_TOKEN", "WANDB_API_KEY")  # sent by name; values read at create
+POD_VOLUME = "/workspace/data"  # BRIGHTRUN_VOLUME on a real pod (docker/entrypoint.sh)
+ACTIVE = ("queued", "preprocessing", "model_loaded", "training")
+CLOUDS = {"SECURE": True, "COMMUNITY": False, "ALL": None}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def pick_hardware(gpu: str | None, gpus: int | None, hardware: str | None, model: str) -> str:
+    """A hardware profile: named, or the one whose gpu_type and gpu_count match --gpu/--gpus."""
+    if hardware:
+        return hardware
+    if gpu is None and gpus is None:
+        hw = load_profile("model", model)["default_hardware"]
+        if load_profile("hardware", hw)["gpu_type"] != "none":
+            return hw
+        gpu = "NVIDIA H100 PCIe"
+    found = []
+    for name in profile_names("hardware"):
+        hw = load_profile("hardware", name)
+        if (
+            (gpu is None or hw["gpu_type"] == gpu)
+            and hw["gpu_count"] == (gpus or 1)
+            and hw["gpu_type"] != "none"
+        ):
+            found.append(name)
+    if not found:
+        raise ConfigError(
+            f"no hardware profile for {gpus or 1} × {gpu!r} in axolotl_configs/hardware/ "
+            f"({', '.join(profile_names('hardware'))}); add one or pass --hardware"
+        )
+    return found[0]
+
+
+def client() -> runpod.Client:
+    try:
+        return runpod.Client()
+    except runpod.AuthError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+# -- the pod's volume, seen from here -----------------------------------------------------------------------
+
+
+def volume_state(volume: str | None, vrun: str) -> dict | None:
+    """The pod's own registry row for the run (read-only, no migrations), or None."""
+    if not volume:
+        return None
+    db = Path(volume) / "runs" / "registry.db"
+    if not db.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute(
+                "SELECT status, step, total_steps, metrics, error_message FROM training_jobs WHERE id = ?",
+                (vrun,),
+            ).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None  # not created or migrated yet
+    if row is None:
+        return None
+    metrics = json.loads(row[3]) if row[3] else {}
+    return {"status": row[0], "step": row[1] or 0, "total_steps": row[2], "metrics": metrics, "error": row[4]}
+
+
+def checkpoint_step(volume: str | None, vrun: str) -> int | None:
+    if not volume:
+        return None
+    found = run_mod.last_checkpoint(Path(volume) / "runs" / vrun)
+    return int(found.name.split("-")[1]) if found else None
+
+
+# -- launch --------------------------------------------------------------------------------------------------
+
+
+def launch(
+    preset: str,
+    model: str,
+    input_file: str | None = None,
+    data_dir: str | None = None,
+    gpu: str | None = None,
+    gpus: int | None = None,
+    hardware: str | None = None,
+    spot: bool = False,
+    bid: float | None = None,
+    max_cost: float | None = None,
+    max_retries: int = 3,
+    overrides: list[str] | None = None,
+    runs_dir: str = "runs",
+    poll: float = 30.0,
+    cloud: str = "SECURE",
+    network_volume: str | None = None,
+    volume_gb: int = 50,
+    allow_drop: bool = False,
+    run_id: str | None = None,
+    follow_run: bool = True,
+) -> int:
+    from axolotl_configs import estimate, render
+
+    overrides = list(overrides or [])
+    for kv in overrides:
+        if any(c.isspace() for c in kv):
+            raise ConfigError(
+                f"override {kv!r}: no spaces inside a value (BRIGHTRUN_OVERRIDES splits on them)"
+            )
+    if cloud not in CLOUDS:
+        raise ConfigError(f"--cloud must be one of {', '.join(CLOUDS)}")
+    if run_id is not None and not run_mod.RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"--run-id {run_id!r}: 1-64 characters of 0-9 A-Z a-z . _ - (a folder name)")
+    volume = os.environ.get("BRIGHTRUN_VOLUME_DIR") or None
+    if not volume and not network_volume:
+        raise ConfigError(
+            "the pod needs its data on a volume: --network-volume ID (upload the converted folder there "
+            "first with `runpodctl send`, see jobs/launch.py), or BRIGHTRUN_VOLUME_DIR=<local dir that is "
+            "the pod's volume>"
+        )
+    hw_name = pick_hardware(gpu, gpus, hardware, model)
+    profiles = Profiles.load(preset, model, hw_name)
+    hw = profiles.hardware
+    if hw["gpu_type"] == "none":
+        raise ConfigError(f"hardware {hw_name!r} is this machine's CPU: `jobs train` runs it, not launch")
+    gpu_id, gpu_count = hw["gpu_type"], int(hw["gpu_count"])
+    data_dir = data_dir or run_mod.ensure_converted(input_file or run_mod.DEFAULT_INPUT, None)
+    rendered = render.render(
+        preset, model, data_dir, hw_name, overrides, check=False, allow_drop=allow_drop
+    )  # our keys and numbers; Axolotl's own check runs on the pod (jobs/preprocess.py)
+    est = estimate.estimate(preset, model, data_dir, hw_name, rendered=rendered)
+
+    # The live price: the first call to RunPod, so a wrong key stops everything here.
+    api = client()
+    try:
+        price = api.price(gpu_id, gpu_count, spot=spot, secure_cloud=CLOUDS[cloud])
+    except runpod.AuthError as exc:
+        raise ConfigError(f"{exc} (nothing was created)") from None
+    except runpod.NoInstances as exc:
+        raise ConfigError(f"{exc} (nothing was created)") from None
+    if spot:
+        if bid is None:
+            bid = price
+        elif bid < price:
+            raise ConfigError(f"--bid {bid} is below RunPod's minimum bid {price} per GPU-hour for {gpu_id}")
+        price = bid
+    kind = "spot bid" if spot else "on-demand"
+    hours = sum(est.hours.values())
+    live_cost = hours * gpu_count * price
+    est.hardware = {**hw, "price_per_hour": {**hw["price_per_hour"], f"live {kind}": price}}
+    est.costs = {**est.costs, f"live {kind}": live_cost}
+    estimate.show(est)
+    say(f"live price: ${price:.2f}/GPU-h ({kind}, RunPod now) x {gpu_count} GPU(s) -> ${live_cost:.2f}")
+    if max_cost is not None and live_cost > max_cost:
+        raise ConfigError(
+            f"the estimate ${live_cost:.2f} exceeds --max-cost ${max_cost:.2f}; nothing was created"
+        )
+
+    # The data on the volume, the run folder here.
+    manifest_path = Path(data_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_sha = run_mod.sha256_file(manifest_path)
+    data_name = f"{Path(data_dir).resolve().name}-{manifest_sha[:8]}"
+    pod_volume = str(Path(volume).resolve()) if volume else POD_VOLUME
+    pod_data = f"{pod_volume}/datasets/{data_name}"
+    if volume:
+        dest = Path(volume) / "datasets" / data_name
+        if not (dest / "manifest.json").is_file():
+            shutil.copytree(data_dir, dest, dirs_exist_ok=True)
+        say(f"data: {data_dir} -> {dest}/ (the pod's volume)")
+    else:
+        say(
+            f"data: expected on network volume {network_volume} at {pod_data} "
+            f"(upload {data_dir}/ first: `runpodctl send {data_dir}`, then `runpodctl receive CODE` into "
+            f"{pod_data} on a pod with that volume)"
+        )
+    run_id = run_id or run_mod.new_run_id(preset, model)
+    run_dir = Path(runs_dir) / run_id
+    if run_dir.exists():
+        raise ConfigError(f"{run_dir} exists; pick another --run-id")
+    secrets = [name for name in SECRETS if os.environ.get(name)]
+    env = {
+        "BRIGHTRUN_PRESET": preset,
+        "BRIGHTRUN_MODEL": model,
+        "BRIGHTRUN_DATA": pod_data,
+        "BRIGHTRUN_HARDWARE": hw_name,
+        "BRIGHTRUN_OVERRIDES": " ".join(overrides),
+        "BRIGHTRUN_RUN_ID": run_id,
+        "BRIGHTRUN_VOLUME": pod_volume,
+    }
+    if os.environ.get("WEBHOOK_URL"):
+        env["WEBHOOK_URL"] = os.environ["WEBHOOK_URL"]
+    pod_spec = {
+        "name": run_id,
+        "imageName": hw["image"],
+        "gpuTypeId": gpu_id,
+        "gpuCount": gpu_count,
+        "cloudType": cloud,
+        "containerDiskInGb": 40,
+        "volumeMountPath": hw.get("volume_path") or "/workspace",
+    }
+    if network_volume:
+        pod_spec["networkVolumeId"] = network_volume
+    else:
+        pod_spec["volumeInGb"] = volume_gb
+    launch_info = {
+        "gpu": gpu_id,
+        "gpus": gpu_count,
+        "cloud": cloud,
+        "spot": spot,
+        "bid_per_gpu": bid if spot else None,
+        "price_per_gpu_hour": price,
+        "max_cost": max_cost,
+        "max_retries": max_retries,
+        "volume_dir": str(Path(volume).resolve()) if volume else None,
+        "network_volume": network_volume,
+        "pod": {k: v for k, v in pod_spec.items() if k != "name"},
+        "env": env,  # names, paths and overrides only; secrets go by name:
+        "secrets": secrets,
+    }
+    lineage = {
+        "run_id": run_id,
+        "preset": preset,
+        "model": model,
+        "hardware": hw_name,
+        "overrides": overrides,
+        "input": {"path": manifest["input"]["path"], "sha256": manifest["input"]["sha256"]},
+        "data": {
+            "dir": data_dir,
+            "pod_dir": pod_data,
+            "manifest_sha256": manifest_sha,
+            "files": {k: v["sha256"] for k, v in manifest["outputs"].items()},
+        },
+        "config": {"path": str(run_dir / "config.yaml")},
+        "lines_dropped_for_length": rendered.derived.get("lines_dropped", 0),
+        "estimate": {
+            "hours": hours,
+            "cost_on_demand": est.costs["on_demand"],
+            "cost_live": live_cost,
+            "peak_memory_gb": est.peak_gb,
+        },
+        "launch": launch_info,
+        "adapter": None,
+        "attempts": [],
+    }
+    (run_dir / "logs").mkdir(parents=True)
+    render.write(rendered, run_dir / "config.yaml")
+    lineage["config"]["sha256"] = run_mod.sha256_file(run_dir / "config.yaml")
+    shutil.copyfile(manifest_path, run_dir / "data-manifest.json")
+    run_mod.write_json(run_dir / "run.json", lineage)
+    try:
+        pod = create_pod(api, spot, bid, pod_spec, env, secrets)
+    except (runpod.RunPodError, ValueError) as exc:
+        shutil.rmtree(run_dir)
+        raise ConfigError(f"{exc} (nothing was created)") from None
+    lineage["attempts"].append(new_attempt(pod, run_id))
+    run_mod.write_json(run_dir / "run.json", lineage)
+    run_mod.register(
+        run_id,
+        run_dir,
+        lineage,
+        rendered.values,
+        None,
+        status="queued",
+        pod_id=pod["id"],
+        started_at=registry.now(),
+    )
+    registry.update_job(run_id, estimated_cost=live_cost)
+    say(f"run {run_id}: pod {pod['id']} ({gpu_count} × {gpu_id}, {kind} ${pod.get('costPerHr')}/h)")
+    if not follow_run:
+        return 0
+    return follow(run_id, runs_dir, api, poll)
+
+
+def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, env: dict, secrets: list[str]):
+    if spot:
+        return api.rent_interruptable(bid, env=env, secrets=secrets, **spec)
+    return api.deploy_on_demand(env=env, secrets=secrets, **spec)
+
+
+def new_attempt(pod: dict, vrun: str) -> dict:
+    return {
+        "pod_id": pod["id"],
+        "volume_run_id": vrun,
+        "started": now_iso(),
+        "cost_per_hr": float(pod.get("costPerHr") or 0),
+        "uptime_s": 0,
+        "cost": 0.0,
+        "outcome": None,
+    }
+
+
+# -- follow --------------------------------------------------------------------------------------------------
+
+
+def follow(
+    run_id: str, runs_dir: str, api: runpod.Client, poll: float = 30.0, settle_s: float = 120.0
+) -> int:
+    """Poll the pod and the volume until the run ends; returns the exit code (0 done, 1 failed or capped,
+    130 cancelled or detached)."""
+    run_dir = Path(runs_dir) / run_id
+    lineage = json.loads((run_dir / "run.json").read_text())
+    info = lineage["launch"]
+    volume, gpus, max_cost = info["volume_dir"], info["gpus"], info["max_cost"]
+    attempts = lineage["attempts"]
+    shown = None
+    last_step = 0
+
+    def save():
+        run_mod.write_json(run_dir / "run.json", lineage)
+
+    def cost_so_far() -> float:
+        return sum(a["cost"] for a in attempts)
+
+    def with_lost(metrics: dict) -> dict:
+        """The pod's latest numbers plus ours: work and money lost to preemptions."""
+        if not any("lost_steps" in a for a in attempts):
+            return metrics
+        lost = sum(a.get("lost_steps") or 0 for a in attempts)
+        return {**metrics, "lost_steps": lost, "lost_cost": sum(a.get("lost_cost") or 0 for a in attempts)}
+
+    def gpu_hours() -> float:
+        return sum(a["uptime_s"] for a in attempts) / 3600 * gpus
+
+    def finish(status: str, error: str | None, code: int, **fields) -> int:
+        attempts[-1]["ended"] = attempts[-1].get("ended") or now_iso()
+        attempts[-1]["outcome"] = attempts[-1]["outcome"] or status
+        save()
+        registry.update_job(
+            run_id,
+            status=status,
+            error_message=error,
+            completed_at=registry.now(),
+            actual_cost=cost_so_far(),
+            gpu_hours=gpu_hours(),
+            **fields,
+        )
+        say(f"run {run_id}: {status}" + (f" ({error})" if error else "") + f"; cost ${cost_so_far():.4f}")
+        return code
+
+    def terminate(pod_id: str) -> None:
+        try:
+            api.terminate(pod_id)
+        except runpod.RunPodError as exc:
+            if "not found" not in str(exc).lower():
+                say(f"warning: could not terminate pod {pod_id}: {exc}")
+
+    def settle(vrun: str) -> dict | None:
+        """After a stop or preemption the trainer saves a checkpoint: wait until the run says it stopped."""
+        deadline = time.monotonic() + settle_s
+        state = volume_state(volume, vrun)
+        while volume and time.monotonic() < deadline and (state is None or state["status"] in ACTIVE):
+            time.sleep(max(poll, 0.2))
+            state = volume_state(volume, vrun)
+        return state
+
+    try:
+        while True:
+            attempt = attempts[-1]
+            pod_id, vrun = attempt["pod_id"], attempt["volume_run_id"]
+            try:
+                pod = api.pod(pod_id)
+            except runpod.RateLimited as exc:
+                say(f"warning: {exc}")
+                time.sleep(poll)
+                continue
+            runtime = (pod or {}).get("runtime") or {}
+            if runtime.get("uptimeInSeconds") is not None:
+                attempt["uptime_s"] = max(attempt["uptime_s"], int(runtime["uptimeInSeconds"]))
+            if pod and pod.get("costPerHr") is not None:
+                attempt["cost_per_hr"] = float(pod["costPerHr"])
+            attempt["cost"] = attempt["uptime_s"] / 3600 * attempt["cost_per_hr"]
+            state = volume_state(volume, vrun)
+            job = registry.get_job(run_id)
+            if job.status == "cancelled":  # `jobs cancel RUN` terminated the pod
+                attempt["outcome"] = "cancelled"
+                attempt["ended"] = now_iso()
+                save()
+                registry.update_job(run_id, actual_cost=cost_so_far(), gpu_hours=gpu_hours())
+                say(f"run {run_id}: cancelled; cost ${cost_so_far():.4f}")
+                return 130
+            fields = {"actual_cost": cost_so_far(), "gpu_hours": gpu_hours()}
+            if state:
+                last_step = max(last_step, state["step"]) if state["status"] in ACTIVE else state["step"]
+                fields |= {
+                    "step": state["step"],
+                    "total_steps": state["total_steps"],
+                    "metrics": with_lost(state["metrics"]),
+                }
+                if state["status"] in ACTIVE:
+                    fields["status"] = state["status"]
+            mirror(run_id, fields)
+            desired = pod["desiredStatus"] if pod else "GONE"
+            loss = (state or {}).get("metrics", {}).get("loss")
+            line = (
+                f"pod {pod_id} {desired} | run {(state or {}).get('status', '-')} "
+                f"step {(state or {}).get('step', 0)}/{(state or {}).get('total_steps') or '?'}"
+                + (f" loss {loss:.4f}" if isinstance(loss, int | float) else "")
+                + f" | ${cost_so_far():.4f}"
+                + (f" of ${max_cost:.2f}" if max_cost is not None else "")
+            )
+            if line != shown:
+                say(line)
+                shown = line
+
+            if max_cost is not None and cost_so_far() >= max_cost:
+                say(
+                    f"cost cap ${max_cost:.2f} reached: stopping pod {pod_id} "
+                    "(the trainer saves a checkpoint)"
+                )
+                if pod and desired != "EXITED":
+                    api.stop(pod_id)
+                state = settle(vrun)
+                attempt["ended"] = now_iso()
+                attempt["outcome"] = "stopped: cost cap"
+                attempt["checkpoint_step"] = checkpoint_step(volume, vrun)
+                step_fields = {"step": state["step"]} if state else {}
+                return finish(
+                    "interrupted",
+                    f"cost cap ${max_cost:.2f} reached (${cost_so_far():.2f} spent); the pod is stopped "
+                    f"with its volume, the last checkpoint is kept",
+                    1,
+                    **step_fields,
+                )
+
+            if pod is not None and desired not in ("EXITED", "TERMINATED"):
+                time.sleep(poll)
+                continue
+
+            # The pod is down: finished, failed, or taken back.
+            if state and state["status"] in ACTIVE and volume:
+                state = settle(vrun)
+            status = (state or {}).get("status")
+            attempt["ended"] = now_iso()
+            if status == "completed":
+                attempt["outcome"] = "completed"
+                if pod is not None:
+                    terminate(pod_id)
+                return finish(
+                    "completed",
+                    None,
+                    0,
+                    step=state["step"],
+                    total_steps=state["total_steps"],
+                    metrics=with_lost(state["metrics"]),
+                    artifact_path=f"{volume or POD_VOLUME}/runs/{vrun}/output",
+                )
+            if status == "failed":
+                attempt["outcome"] = "failed"
+                if pod is not None:
+                    terminate(pod_id)
+                return finish("failed", f"the run failed on the pod: {state['error']}", 1)
+            if status == "cancelled":
+                attempt["outcome"] = "cancelled"
+                return finish("cancelled", state["error"] or "cancelled on the pod", 130)
+            # Preempted (or the container died): lost work and its cost, then a new pod on the volume.
+            ckpt = checkpoint_step(volume, vrun)
+            seen = max(last_step, (state or {}).get("step", 0))
+            attempt_steps = seen - (attempt.get("resumed_from_step") or 0)
+            lost = max(0, seen - (ckpt or 0))
+            attempt |= {
+                "outcome": "preempted"
+                if pod is None or "Interrupted" in str(pod.get("lastStatusChange"))
+                else "exited",
+                "checkpoint_step": ckpt,
+                "lost_steps": lost,
+                "lost_cost": attempt["cost"] * lost / attempt_steps if attempt_steps > 0 else attempt["cost"],
+            }
+            if pod is not None:
+                terminate(pod_id)
+            job = registry.get_job(run_id)
+            registry.update_job(run_id, metrics=with_lost(job.metrics or {}))
+            say(
+                f"pod {pod_id} is gone before the run finished (step {seen}, last checkpoint "
+                f"{ckpt if ckpt is not None else 'none'}): {lost} step(s) lost, ${attempt['lost_cost']:.4f}"
+            )
+            if job.retry_count >= info["max_retries"]:
+                return finish(
+                    "failed",
+                    f"gave up after {job.retry_count} relaunch(es) (--max-retries {info['max_retries']}): "
+                    f"pod {pod_id} ended at step {seen} with the run {status or 'not started'}",
+                    1,
+                )
+            if volume and ckpt is None and (Path(volume) / "runs" / vrun).exists():
+                # The entrypoint resumes only from a checkpoint; without one it would refuse the existing
+                # folder, so the retry starts over under a fresh id on the volume.
+                vrun = f"{run_id}.r{job.retry_count + 1}"
+            env = {**info["env"], "BRIGHTRUN_RUN_ID": vrun}
+            spec = {"name": run_id, **info["pod"]}
+            bid = info["bid_per_gpu"]
+            if info["spot"]:
+                bid = max(
+                    bid, api.price(info["gpu"], info["gpus"], spot=True, secure_cloud=CLOUDS[info["cloud"]])
+                )
+            try:
+                pod = create_pod(api, info["spot"], bid, spec, env, info["secrets"])
+            except runpod.RunPodError as exc:
+                return finish("failed", f"could not relaunch after pod {pod_id} ended: {exc}", 1)
+            new = new_attempt(pod, vrun)
+            new["resumed_from_step"] = ckpt if vrun == attempt["volume_run_id"] else 0
+            attempts.append(new)
+            save()
+            registry.update_job(run_id, pod_id=pod["id"], retry_count=job.retry_count + 1, status="queued")
+            say(f"relaunch {job.retry_count + 1}/{info['max_retries']}: pod {pod['id']} on the same volume")
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        save()
+        say(
+            f"\nstopped following; the pod keeps running (and billing): `jobs status {run_id}`, "
+            f"`jobs cancel {run_id}`"
+        )
+        return 130
+
+
+def mirror(run_id: str, fields: dict) -> None:
+    """The pod's progress onto our row, never over a final status (`jobs cancel` may have just set one)."""
+    with registry.session() as s:
+        job = s.get(registry.TrainingJob, run_id)
+        if job.status in registry.TERMINAL:
+            fields = {k: v for k, v in fields.items() if k != "status"}
+        for key, value in fields.items():
+            setattr(job, key, value)
+        s.commit()
+
+
+# -- status, logs, cancel ---------------------------------------------------------------------------------
+
+
+def _lineage(run_id: str, runs_dir: str) -> dict:
+    path = Path(runs_dir) / run_id / "run.json"
+    if registry.get_job(run_id) is None or not path.is_file():
+        raise run_mod.NotFound(f"no run {run_id!r} (see `just runs`)")
+    return json.loads(path.read_text())
+
+
+def status(run_id: str, runs_dir: str = "runs") -> int:
+    job = registry.get_job(run_id)
+    if job is None:
+        raise run_mod.NotFound(f"no run {run_id!r} (see `just runs`)")
+    path = Path(runs_dir) / run_id / "run.json"
+    lineage = json.loads(path.read_text()) if path.is_file() else {}
+    info = lineage.get("launch")
+    print(f"run       {run_id}")
+    print(f"status    {job.status}" + (f" ({job.error_message})" if job.error_message else ""))
+    step, total = job.step, job.total_steps
+    loss = (job.metrics or {}).get("loss")
+    if info and lineage["attempts"] and job.status not in registry.TERMINAL:
+        state = volume_state(info["volume_dir"], lineage["attempts"][-1]["volume_run_id"])
+        if state:
+            step, total, loss = state["step"], state["total_steps"], state["metrics"].get("loss", loss)
+    print(
+        f"step      {step}/{total or '?'}" + (f"  loss {loss:.4f}" if isinstance(loss, int | float) else "")
+    )
+    if info:
+        pod_line = job.pod_id or "-"
+        if job.pod_id and os.environ.get("RUNPOD_API_KEY"):
+            try:
+                pod = runpod.Client().pod(job.pod_id)
+                pod_line += f" ({pod['desiredStatus'] if pod else 'gone'})"
+            except runpod.RunPodError as exc:
+                pod_line += f" (RunPod: {exc})"
+        print(f"pod       {pod_line}  {info['gpus']} × {info['gpu']}" + (" spot" if info["spot"] else ""))
+        print(f"retries   {job.retry_count}/{info['max_retries']}")
+    cost = job.actual_cost or 0.0
+    cap = f" of cap ${info['max_cost']:.2f}" if info and info.get("max_cost") is not None else ""
+    est = f" (estimate ${job.estimated_cost:.2f})" if job.estimated_cost is not None else ""
+    print(f"cost      ${cost:.4f}{cap}{est}; {job.gpu_hours or 0:.4f} GPU-h")
+    return 0
+
+
+def logs(run_id: str, runs_dir: str = "runs") -> int:
+    lineage = _lineage(run_id, runs_dir)
+    info = lineage.get("launch")
+    if not info:  # a local run
+        folders = [Path(runs_dir) / run_id / "logs"]
+    elif not info["volume_dir"]:
+        raise ConfigError(
+            f"run {run_id}'s logs are on network volume {info['network_volume']} (runs/<id>/logs/): read "
+            "them over the pod's SSH or from a pod with that volume"
+        )
+    else:
+        vruns = dict.fromkeys(a["volume_run_id"] for a in lineage["attempts"])
+        folders = [Path(info["volume_dir"]) / "runs" / v / "logs" for v in vruns]
+    for folder in folders:
+        for log in sorted(folder.glob("*.log")):
+            print(f"==> {log} <==")
+            print(log.read_text("utf-8", errors="replace"), end="")
+    return 0
+
+
+def cancel(run_id: str, runs_dir: str = "runs") -> str:
+    """A pod run: terminate its pod (the volume stays) and mark the run cancelled; the launcher following
+    it sees the status and exits."""
+    job = registry.get_job(run_id)
+    if job is None:
+        raise run_mod.NotFound(f"no run {run_id!r} (see `just runs`)")
+    if job.status in registry.TERMINAL:
+        raise run_mod.Conflict(f"run {run_id} is already {job.status}")
+    api = client()
+    try:
+        api.terminate(job.pod_id)
+    except runpod.AuthError as exc:
+        raise ConfigError(str(exc)) from None
+    except runpod.RunPodError as exc:
+        if "not found" not in str(exc).lower():
+            raise
+    message = f"cancelled on request (pod {job.pod_id} terminated)"
+    registry.update_job(run_id, status="cancelled", error_message=message, completed_at=registry.now())
+    run_dir = Path(runs_dir) / run_id
+    if run_dir.is_dir():
+        (run_dir / run_mod.CANCEL_FILE).touch()
+        from jobs import webhooks
+
+        webhooks.emit(run_dir, run_id, "cancelled", step=job.step, total_steps=job.total_steps, error=message)
+    return "cancelled"

@@ -1,0 +1,190 @@
+"""`python -m jobs launch` against the fake RunPod API on loopback (tests/fake_runpod.py); nothing here
+reaches RunPod. A fake pod runs the real docker/entrypoint.sh on this machine's CPU, with the fake's
+workspace as the pod's volume (BRIGHTRUN_VOLUME_DIR), so training, checkpoints and resume are real.
+
+The pod is told BRIGHTRUN_HARDWARE=h100-pcie (what the launcher rendered and priced); the pod command
+below swaps in `cpu`, as the fake's pod is this CPU: the CPU profile trains without accelerate and
+without bf16, which an H100 profile would ask for."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY_MODEL_DIR, jobs_cli, jobs_env
+
+from jobs import registry
+from tests.fake_runpod import FakeRunPod
+
+BIN = Path(sys.executable).parent
+
+
+def pod_command(env: dict, volume: Path) -> list[str]:
+    """What the image would run, on this machine: the real entrypoint with the venv's Python."""
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        BRIGHTRUN_HARDWARE="cpu",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        AXOLOTL_DO_NOT_TRACK="1",
+        WANDB_DISABLED="true",
+    )
+    return ["bash", str(ROOT / "docker" / "entrypoint.sh")]
+
+
+def sleeper(env: dict, volume: Path) -> list[str]:
+    return ["sleep", "600"]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    fakes = []
+
+    def make(command=pod_command, **kw):
+        fake = FakeRunPod(workspace=tmp_path / "volume", command=command, stop_grace=120, **kw).start()
+        fakes.append(fake)
+        env = {
+            "RUNPOD_API_URL": fake.url,
+            "RUNPOD_API_KEY": fake.api_key,
+            "BRIGHTRUN_VOLUME_DIR": str(fake.workspace),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
+        }
+        for name in ("HF_TOKEN", "WANDB_API_KEY", "TRAINING_WEBHOOK_SECRET", "WEBHOOK_URL"):
+            env[name] = ""
+        return fake, env
+
+    yield make
+    for fake in fakes:
+        fake.close()
+
+
+def launch(runs: Path, data: Path, env: dict, *args: str, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "launch", "balanced", "smoke"]
+    cmd += ["--data", str(data), "--poll", "0.2", f"base_model={TINY_MODEL_DIR}", *args]
+    out = log.open("w")
+    return subprocess.Popen(cmd, cwd=ROOT, env=jobs_env() | env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(check, seconds: float, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the launcher exited {proc.returncode}:\n" + log.read_text()[-4000:])
+        time.sleep(0.2)
+    pytest.fail("not true in time" + (":\n" + log.read_text()[-4000:] if log else ""))
+
+
+def the_run(url: str):
+    """The launcher's row, once it exists. Read with sqlite3 first: the registry's own engine would run
+    the migrations here at the same moment as the launcher does (two CREATE TABLEs)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{url.removeprefix('sqlite:///')}?mode=ro", uri=True) as con:
+            row = con.execute("SELECT id FROM training_jobs").fetchone()
+    except sqlite3.Error:
+        return None
+    return registry.get_job(row[0], url) if row else None
+
+
+def test_spot_preempted_after_a_checkpoint_is_relaunched_and_completes(tmp_path, sample_out, setup):
+    fake, env = setup()
+    runs, log = tmp_path / "runs", tmp_path / "launch.log"
+    proc = launch(runs, sample_out, env, "--spot", "max_steps=3", "save_steps=1", log=log)
+    job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
+    run_id = job.id
+    assert job.status == "queued" and job.pod_id in fake.pods and job.hardware == "h100-pcie"
+    first = job.pod_id
+    ckpt = fake.workspace / "runs" / run_id / "output" / "checkpoint-1" / "trainer_state.json"
+    wait_for(ckpt.is_file, 600, proc, log)
+    fake.preempt(first)
+    assert proc.wait(600) == 0, log.read_text()[-4000:]
+
+    job = registry.get_job(run_id, env["DATABASE_URL"])
+    assert (job.status, job.step, job.total_steps, job.retry_count) == ("completed", 3, 3, 1)
+    assert job.pod_id != first and job.pod_id not in fake.pods  # terminated when done
+    lineage = json.loads((runs / run_id / "run.json").read_text())
+    attempts = lineage["attempts"]
+    assert [a["outcome"] for a in attempts] == ["preempted", "completed"]
+    assert attempts[0]["checkpoint_step"] >= 1 and attempts[0]["lost_steps"] >= 0
+    assert {a["volume_run_id"] for a in attempts} == {run_id}  # the same run, resumed on the volume
+    # Cost = uptime × costPerHr, summed by the launcher; costPerHr is the bid (secure spot minimum).
+    assert all(a["cost_per_hr"] == fake.gone[a["pod_id"]].cost_per_hr == 1.25 for a in attempts)
+    expected = sum(a["uptime_s"] * a["cost_per_hr"] / 3600 for a in attempts)
+    assert expected > 0 and job.actual_cost == pytest.approx(expected)
+    assert job.gpu_hours == pytest.approx(sum(a["uptime_s"] for a in attempts) / 3600)
+    assert "lost_steps" in job.metrics and job.estimated_cost == pytest.approx(
+        lineage["estimate"]["cost_live"]
+    )
+    # The pod's own run resumed from its checkpoint and logged each step once.
+    logged = (fake.workspace / "runs" / run_id / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in logged if "loss" in json.loads(x)] == [1, 2, 3]
+    creates = [args["input"] for name, args in fake.calls if name == "podRentInterruptable"]
+    assert len(creates) == 2 and all(c["name"] == run_id and c["bidPerGpu"] >= 1.25 for c in creates)
+    pod_env = {p["key"]: p["value"] for p in creates[0]["env"]}
+    assert pod_env["BRIGHTRUN_RUN_ID"] == run_id and pod_env["BRIGHTRUN_HARDWARE"] == "h100-pcie"
+    assert Path(pod_env["BRIGHTRUN_DATA"], "manifest.json").is_file()  # the data went onto the volume
+
+    status = jobs_cli("--runs-dir", str(runs), "status", run_id, env=env)
+    assert status.returncode == 0 and "completed" in status.stdout and "3/3" in status.stdout
+    logs = jobs_cli("--runs-dir", str(runs), "logs", run_id, env=env)
+    assert logs.returncode == 0 and "train.log" in logs.stdout
+
+
+def test_the_cost_cap_stops_the_pod_and_keeps_a_checkpoint(tmp_path, sample_out, setup):
+    fake, env = setup()
+    runs, log = tmp_path / "runs", tmp_path / "launch.log"
+    proc = launch(runs, sample_out, env, "--max-cost", "1", "max_steps=40", "save_steps=40", log=log)
+    run_id = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log).id
+    # Training has begun (the pod's registry says so; the launcher mirrors it): a stop now makes the
+    # trainer finish its step and save a checkpoint.
+    wait_for(lambda: registry.get_job(run_id, env["DATABASE_URL"]).status == "training", 600, proc, log)
+    fake.speed = 2000.0  # an hour of uptime every 1.8 s: $2.39/h reaches $1 at once
+    assert proc.wait(300) == 1, log.read_text()[-4000:]
+    job = registry.get_job(run_id, env["DATABASE_URL"])
+    assert job.status == "interrupted" and "cost cap $1.00 reached" in job.error_message
+    assert job.actual_cost >= 1.0
+    assert any(name == "podStop" for name, _ in fake.calls)
+    assert list((fake.workspace / "runs" / run_id / "output").glob("checkpoint-*/trainer_state.json"))
+    assert "cost cap $1.00 reached" in log.read_text()
+
+
+def test_cancel_terminates_the_pod(tmp_path, sample_out, setup):
+    fake, env = setup(command=sleeper)
+    runs, log = tmp_path / "runs", tmp_path / "launch.log"
+    proc = launch(runs, sample_out, env, "max_steps=4", log=log)
+    job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
+    wait_for(lambda: fake.pods[job.pod_id].status == "RUNNING", 10, proc, log)
+    status = jobs_cli("--runs-dir", str(runs), "status", job.id, env=env)
+    assert status.returncode == 0 and job.pod_id in status.stdout and "RUNNING" in status.stdout
+    done = jobs_cli("--runs-dir", str(runs), "cancel", job.id, env=env)
+    assert done.returncode == 0 and "cancelled" in done.stderr, done.stderr
+    assert proc.wait(60) == 130, log.read_text()[-4000:]
+    assert job.pod_id in fake.gone and any(name == "podTerminate" for name, _ in fake.calls)
+    job = registry.get_job(job.id, env["DATABASE_URL"])
+    assert job.status == "cancelled" and "terminated" in job.error_message
+
+
+def test_wrong_key_or_estimate_over_the_cap_creates_nothing(tmp_path, sample_out, setup):
+    fake, env = setup(command=sleeper)
+    runs = tmp_path / "runs"
+    base = ["--runs-dir", str(runs), "launch", "balanced", "smoke", "--data", str(sample_out)]
+    wrong = jobs_cli(*base, env=env | {"RUNPOD_API_KEY": "rp_wrong"})
+    assert wrong.returncode == 2 and "refused the API key" in wrong.stderr, wrong.stderr
+    assert "rp_wrong" not in wrong.stderr
+    over = jobs_cli(*base, "--max-cost", "0.000001", env=env)
+    assert over.returncode == 2 and "exceeds --max-cost" in over.stderr, over.stderr
+    assert "live price: $2.39/GPU-h" in over.stderr
+    assert not fake.pods and not fake.gone
+    assert not list(runs.glob("*/run.json")) if runs.exists() else True
+    db = tmp_path / "registry.db"
+    assert not db.exists() or registry.list_jobs(env["DATABASE_URL"]) == []
