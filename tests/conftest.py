@@ -191,3 +191,13 @@ def stop_process(proc: subprocess.Popen, seconds: float = 15) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def postgres_url() -> str:
+    """The PostgreSQL that .ci/run starts; a skip locally without one, a failure in CI."""
+    url = os.environ.get("TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide TEST_POSTGRES_URL (.ci/run starts PostgreSQL)")
+        pytest.skip("no TEST_POSTGRES_URL: run .ci/postgres.sh to start a local PostgreSQL")
+    return url

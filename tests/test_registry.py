@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
+from conftest import postgres_url
 from sqlalchemy import inspect
 
 from jobs import registry
@@ -15,12 +15,7 @@ from jobs import registry
 def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'registry.db'}"
-    url = os.environ.get("TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide TEST_POSTGRES_URL (.ci/run starts PostgreSQL)")
-        pytest.skip("no TEST_POSTGRES_URL: run .ci/postgres.sh to start a local PostgreSQL")
-    return url
+    return postgres_url()
 
 
 def new_job(url: str) -> str:

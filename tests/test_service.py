@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_service, stop_process
+from conftest import postgres_url, start_service, stop_process
 from sqlalchemy import create_engine, text
 
 from jobs import registry, webhooks
@@ -96,15 +96,6 @@ class Service:
         response = self.api("GET", f"/api/training/jobs/{job_id}")
         assert response.status_code == 200, response.text
         return response.json()
-
-
-def postgres_url() -> str:
-    url = os.environ.get("TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide TEST_POSTGRES_URL (.ci/run starts PostgreSQL)")
-        pytest.skip("no TEST_POSTGRES_URL: run .ci/postgres.sh to start a local PostgreSQL")
-    return url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
