@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -161,6 +162,13 @@ def start_smoke_job(runs: Path, url: str, data: Path, *overrides: str, **popen) 
         env=jobs_env(url),
         **popen,
     )
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start_service(args: list[str], env: dict, log: Path, port: int, timeout: float = 60) -> subprocess.Popen:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from html.parser import HTMLParser
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_service, stop_process
+from conftest import free_port, start_service, stop_process
 
 from jobs import webhooks
 
@@ -28,12 +27,6 @@ STATIC = ROOT / "jobs" / "service" / "static"
 TOKEN = "dash-token-7c1e"
 SECRET = "whsec-dash-2b9d"
 HTML_ERROR = '<img src=x onerror="document.title=1"> CUDA out of memory & more'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

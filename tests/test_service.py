@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import threading
 import time
 import uuid
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import postgres_url, start_service, stop_process
+from conftest import free_port, postgres_url, start_service, stop_process
 from sqlalchemy import create_engine, text
 
 from jobs import registry, webhooks
@@ -47,12 +46,6 @@ run.start_service_run = start
 import jobs.service
 sys.exit(jobs.service.main(host="127.0.0.1", port=int(sys.argv[1]), runs_dir=sys.argv[2], db_url=sys.argv[3]))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Service:

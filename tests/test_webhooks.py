@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,18 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port
 
 from jobs import webhooks
 
 ROOT = Path(__file__).resolve().parent.parent
 RECEIVER = ROOT / "tests" / "receivers" / "customer_receiver.mjs"
 SECRET = "whsec-test-5f3c9a"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_customer_receiver(accepted: Path, port: int = 0) -> tuple[subprocess.Popen, int]:
