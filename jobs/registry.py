@@ -7,12 +7,15 @@ version upgrades in place.
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, delete, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 DEFAULT_DB = Path("runs") / "registry.db"  # beside the runs it describes (use_runs_dir moves it)
@@ -123,6 +126,29 @@ def use_runs_dir(runs_dir: str | Path) -> None:
     DEFAULT_DB = Path(runs_dir) / "registry.db"
 
 
+# Processes that open a new registry at the same moment (the service and job runs starting together)
+# must not both run the migrations: the second fails with "table already exists". So migrations run
+# one process at a time, and each reads the applied revision only once it holds the lock (Alembic's
+# upgrade reads alembic_version itself, inside it), so the later ones find "head" and do nothing.
+# SQLite: Alembic runs its DDL outside a transaction there, so an exclusive flock on a file beside the
+# database. PostgreSQL: the migrations run in one transaction, but two such transactions do not wait
+# for each other before reading alembic_version, so env.py takes this transaction-level advisory lock
+# first (released at commit or rollback).
+PG_MIGRATE_LOCK = 0x62_72_72_67  # any constant; the same one in every process
+
+
+@contextmanager
+def sqlite_migrate_lock(url: str) -> Iterator[None]:
+    """Holds an exclusive lock on `<db>.migrate.lock` for a SQLite file URL; nothing for others."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        yield
+        return
+    with open(f"{parsed.database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or the process dies
+        yield
+
+
 def migrate(url: str) -> None:
     from alembic import command
     from alembic.config import Config
@@ -130,7 +156,8 @@ def migrate(url: str) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    with sqlite_migrate_lock(url):
+        command.upgrade(cfg, "head")
 
 
 _engines: dict[str, Engine] = {}

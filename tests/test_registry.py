@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import uuid
 
 import pytest
-from conftest import postgres_url
-from sqlalchemy import inspect
+from conftest import ROOT, postgres_url
+from sqlalchemy import create_engine, inspect, text
 
 from jobs import registry
 
@@ -83,3 +86,65 @@ def test_job_updates_and_listing(db_url):
 def test_postgres_urls_use_psycopg3():
     assert registry.database_url("postgres://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
     assert registry.database_url("postgresql://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
+
+
+# One process of the race below: imports done, it says it is ready, then waits for the go file.
+MIGRATE_AT_GO = """
+import sys, time
+from pathlib import Path
+from alembic import command  # noqa: F401  (imported before the start, so all start together)
+from jobs import registry
+url, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+ready.touch()
+while not go.exists():
+    time.sleep(0.001)
+registry.migrate(url)
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_db_url(request, tmp_path):
+    """A registry nothing has migrated yet: a new SQLite file, or a new schema in the test PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'registry.db'}"
+        return
+    url = registry.database_url(postgres_url())
+    schema = f"migrate_race_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    # Every connection of this URL (Alembic's included) creates and finds its tables in that schema.
+    yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+def test_processes_migrating_a_fresh_registry_at_once_all_succeed(fresh_db_url, tmp_path):
+    """Six processes (a service and job runs starting together) open the same new registry."""
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE_AT_GO, fresh_db_url, str(tmp_path / f"ready-{i}"), str(go)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(6)
+    ]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{i}").exists() for i in range(6)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a process died early"
+        time.sleep(0.01)
+    go.touch()
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, "\n".join(outputs)[-3000:]
+    db = create_engine(fresh_db_url)
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+        tables = set(inspect(conn).get_table_names())
+        columns = {c["name"] for c in inspect(conn).get_columns("training_jobs")}
+    db.dispose()
+    assert {"training_jobs", "model_artifacts", "training_metrics_history", "webhook_events"} <= tables
+    assert "last_event_sequence" in columns  # 0002 applied once, on top of 0001

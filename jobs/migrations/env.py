@@ -1,9 +1,9 @@
 """Alembic environment: the URL comes from the caller (jobs.registry.migrate), never from a file."""
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import engine_from_config, pool, text
 
-from jobs.registry import Base
+from jobs.registry import PG_MIGRATE_LOCK, Base
 
 config = context.config
 connectable = engine_from_config(
@@ -12,4 +12,6 @@ connectable = engine_from_config(
 with connectable.connect() as connection:
     context.configure(connection=connection, target_metadata=Base.metadata)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":  # one migrating process at a time: see jobs.registry
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATE_LOCK})
         context.run_migrations()
