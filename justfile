@@ -79,7 +79,7 @@ train PRESET MODEL *ARGS:
 resume RUN:
     {{python}} -m jobs resume {{RUN}}
 
-# Train on a RunPod pod: `just launch balanced 8b --input customer.json --max-cost 20 [--spot]` (RUNPOD_API_KEY)
+# Train on a RunPod pod: `just launch balanced 70b-qlora --input customer.json --network-volume ID --max-cost 10 [--spot]` (README: RunPod)
 launch PRESET MODEL *ARGS:
     {{python}} -m jobs launch {{PRESET}} {{MODEL}} {{ARGS}}
 
@@ -90,6 +90,14 @@ status RUN:
 # A run's logs (a pod run: from its volume)
 logs RUN:
     @{{python}} -m jobs logs {{RUN}}
+
+# Follow a pod run again (after Ctrl-C or `launch --detach`): status, step, loss, cost so far
+follow RUN:
+    {{python}} -m jobs follow {{RUN}}
+
+# A pod run's adapter, logs and metrics from its volume into runs/RUN/ (`--checkpoints` for those too)
+fetch RUN *ARGS:
+    {{python}} -m jobs fetch {{RUN}} {{ARGS}}
 
 # List runs (registry: runs/registry.db, or DATABASE_URL)
 runs:

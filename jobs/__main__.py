@@ -5,9 +5,11 @@ Usage:
   python -m jobs resume RUN
   python -m jobs cancel RUN           (a pod run: its pod is terminated)
   python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu ID] [--gpus N] [--spot [--bid X]]
-                        [--max-cost USD] [--max-retries 3] [--network-volume ID] [key=value ...]
+                        [--max-cost USD] [--max-retries 3] [--network-volume ID] [--detach] [key=value ...]
   python -m jobs status RUN
   python -m jobs logs RUN
+  python -m jobs follow RUN            (a pod run: follow it again after Ctrl-C or --detach)
+  python -m jobs fetch RUN [--checkpoints]  (a pod run: its adapter, logs, metrics from the volume)
   python -m jobs execute RUN           (a prepared run; what the service starts)
   python -m jobs runs
   python -m jobs show RUN
@@ -68,7 +70,10 @@ def parser() -> argparse.ArgumentParser:
     la.add_argument("--max-cost", type=float, default=None, help="refuse above, stop the pod at (USD)")
     la.add_argument("--max-retries", type=int, default=3, help="relaunches after preemption (default 3)")
     la.add_argument("--cloud", default="SECURE", choices=["SECURE", "COMMUNITY", "ALL"])
-    la.add_argument("--network-volume", default=None, help="RunPod network volume id holding the data")
+    la.add_argument("--network-volume", default=None, help="RunPod network volume id (data goes up by S3)")
+    la.add_argument("--datacenter", default=None, help="checked against the network volume's datacenter")
+    la.add_argument("--detach", action="store_true", help="create the pod and return (`jobs follow RUN`)")
+    la.add_argument("--image", default=None, help="the pushed image of this repo (default $BRIGHTRUN_IMAGE)")
     la.add_argument("--poll", type=float, default=30.0, help="seconds between polls (default 30)")
     la.add_argument("--run-id", default=None)
     la.add_argument("--allow-drop", action="store_true")
@@ -76,6 +81,12 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("run")
     lg = sub.add_parser("logs", help="a run's logs (a pod run: from its volume)")
     lg.add_argument("run")
+    fo = sub.add_parser("follow", help="follow a pod run again (after Ctrl-C or --detach)")
+    fo.add_argument("run")
+    fo.add_argument("--poll", type=float, default=30.0, help="seconds between polls (default 30)")
+    fe = sub.add_parser("fetch", help="a pod run's adapter, logs and metrics from its volume into runs/RUN/")
+    fe.add_argument("run")
+    fe.add_argument("--checkpoints", action="store_true", help="the checkpoint-N/ folders too")
     x = sub.add_parser("execute", help="preprocess and train a prepared run (the service uses it)")
     x.add_argument("run")
     x.add_argument("--no-eval", action="store_true")
@@ -171,8 +182,11 @@ def run(args) -> int:
                 poll=args.poll,
                 cloud=args.cloud,
                 network_volume=args.network_volume,
+                datacenter=args.datacenter,
                 allow_drop=args.allow_drop,
                 run_id=args.run_id,
+                follow_run=not args.detach,
+                image=args.image,
             )
         except RunPodError as exc:  # RunPod still failing after its retries: the pod may still run
             print(
@@ -183,6 +197,14 @@ def run(args) -> int:
         from jobs import launch
 
         return getattr(launch, args.command)(args.run, args.runs_dir)
+    if args.command == "follow":
+        from jobs import launch
+
+        return launch.reattach(args.run, args.runs_dir, args.poll)
+    if args.command == "fetch":
+        from jobs import launch
+
+        return launch.fetch(args.run, args.runs_dir, args.checkpoints)
     if args.command == "cancel":
         job = registry.get_job(args.run)
         if job is not None and job.pod_id and job.status not in registry.TERMINAL:

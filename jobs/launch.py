@@ -3,19 +3,18 @@ cost under a cap, relaunch after a preemption, record the outcome.
 
     python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu "NVIDIA H100 PCIe"] [--gpus N]
                           [--spot [--bid X]] [--max-cost USD] [--max-retries 3] [key=value ...]
-    python -m jobs status RUN | logs RUN | cancel RUN
+    python -m jobs status RUN | logs RUN | cancel RUN | follow RUN | fetch RUN
 
 The volume. The pod trains on a persistent volume mounted at /workspace/data (docker/entrypoint.sh's
-BRIGHTRUN_VOLUME): the converted data in datasets/NAME, the run in runs/ID with its own registry
-(runs/registry.db). Two cases:
+BRIGHTRUN_VOLUME; Axolotl's cloud image keeps its own environment under /workspace): the converted data
+in datasets/NAME-<manifest hash>, the run in runs/ID with its own registry (runs/registry.db). Two cases
+(jobs/volume.py):
+  * `--network-volume ID`: a RunPod network volume. The launcher uploads the data through RunPod's
+    S3-compatible API (RUNPOD_S3_ACCESS_KEY / RUNPOD_S3_SECRET_KEY), creates the pod in the volume's
+    datacenter, reads the run's progress from the volume the same way, and downloads the adapter at the
+    end (`jobs fetch RUN` again at any time).
   * BRIGHTRUN_VOLUME_DIR set: a local directory that *is* the pod's volume (tests/fake_runpod.py's
-    workspace; a mounted network filesystem). The launcher copies the data there, tells the pod that
-    path, and reads the pod's progress from it (its registry, metrics, checkpoints, logs).
-  * otherwise `--network-volume ID` (a RunPod network volume, mounted at /workspace with the data under
-    /workspace/data): the data must be uploaded first (`runpodctl send data/converted/NAME` on this
-    machine, `runpodctl receive CODE` in a pod on the volume, or rsync over the pod's SSH). This module
-    does not upload, and without a local view of the volume it follows the pod only (status from
-    RunPod; step and loss arrive through WEBHOOK_URL at the jobs service).
+    workspace; a network filesystem mounted here). Pods see the same path.
 
 Cost so far is the launcher's own sum of each pod's uptime × costPerHr, taken at every poll: RunPod's
 runtime goes null once a pod stops, so it cannot be asked afterwards.
@@ -29,8 +28,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +39,7 @@ from axolotl_configs.profiles import load as load_profile
 from axolotl_configs.profiles import names as profile_names
 from jobs import registry, runpod
 from jobs import run as run_mod
+from jobs import volume as vol
 
 SECRETS = ("TRAINING_WEBHOOK_SECRET", "HF_TOKEN", "WANDB_API_KEY")  # sent by name; values read at create
 POD_VOLUME = "/workspace/data"  # BRIGHTRUN_VOLUME on a real pod (docker/entrypoint.sh)
@@ -91,35 +91,25 @@ def client() -> runpod.Client:
 # -- the pod's volume, seen from here -----------------------------------------------------------------------
 
 
-def volume_state(volume: str | None, vrun: str) -> dict | None:
-    """The pod's own registry row for the run (read-only, no migrations), or None."""
-    if not volume:
-        return None
-    db = Path(volume) / "runs" / "registry.db"
-    if not db.is_file():
-        return None
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+def volume_of(info: dict) -> vol.Volume | None:
+    """The volume a launched run trains on, from run.json's `launch`; None when it cannot be read from
+    here (a network volume without the S3 keys in this environment: then only the pod is followed)."""
+    if info.get("volume_dir"):
+        return vol.LocalVolume(info["volume_dir"])
+    if info.get("network_volume") and info.get("datacenter"):
         try:
-            row = con.execute(
-                "SELECT status, step, total_steps, metrics, error_message FROM training_jobs WHERE id = ?",
-                (vrun,),
-            ).fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None  # not created or migrated yet
-    if row is None:
-        return None
-    metrics = json.loads(row[3]) if row[3] else {}
-    return {"status": row[0], "step": row[1] or 0, "total_steps": row[2], "metrics": metrics, "error": row[4]}
+            return vol.S3Volume(info["network_volume"], info["datacenter"], info.get("s3_endpoint"))
+        except vol.VolumeError as exc:
+            say(f"warning: {exc}")
+    return None
 
 
-def checkpoint_step(volume: str | None, vrun: str) -> int | None:
-    if not volume:
-        return None
-    found = run_mod.last_checkpoint(Path(volume) / "runs" / vrun)
-    return int(found.name.split("-")[1]) if found else None
+def volume_state(volume: vol.Volume | None, vrun: str) -> dict | None:
+    return vol.registry_row(volume, vrun) if volume else None
+
+
+def checkpoint_step(volume: vol.Volume | None, vrun: str) -> int | None:
+    return vol.checkpoint_step(volume, vrun) if volume else None
 
 
 # -- launch --------------------------------------------------------------------------------------------------
@@ -142,10 +132,12 @@ def launch(
     poll: float = 30.0,
     cloud: str = "SECURE",
     network_volume: str | None = None,
+    datacenter: str | None = None,
     volume_gb: int = 50,
     allow_drop: bool = False,
     run_id: str | None = None,
     follow_run: bool = True,
+    image: str | None = None,
 ) -> int:
     from axolotl_configs import estimate, render
 
@@ -159,12 +151,14 @@ def launch(
         raise ConfigError(f"--cloud must be one of {', '.join(CLOUDS)}")
     if run_id is not None and not run_mod.RUN_ID.fullmatch(run_id):
         raise ConfigError(f"--run-id {run_id!r}: 1-64 characters of 0-9 A-Z a-z . _ - (a folder name)")
-    volume = os.environ.get("BRIGHTRUN_VOLUME_DIR") or None
-    if not volume and not network_volume:
+    volume_dir = os.environ.get("BRIGHTRUN_VOLUME_DIR") or None
+    if volume_dir and network_volume:
+        raise ConfigError("--network-volume and BRIGHTRUN_VOLUME_DIR both name the pod's volume: pick one")
+    if not volume_dir and not network_volume:
         raise ConfigError(
-            "the pod needs its data on a volume: --network-volume ID (upload the converted folder there "
-            "first with `runpodctl send`, see jobs/launch.py), or BRIGHTRUN_VOLUME_DIR=<local dir that is "
-            "the pod's volume>"
+            "the pod needs its data on a volume: --network-volume ID (a RunPod network volume in a "
+            "datacenter with the S3 API; the launcher uploads the data there), or "
+            "BRIGHTRUN_VOLUME_DIR=<local dir that is the pod's volume>"
         )
     hw_name = pick_hardware(gpu, gpus, hardware, model)
     profiles = Profiles.load(preset, model, hw_name)
@@ -172,6 +166,13 @@ def launch(
     if hw["gpu_type"] == "none":
         raise ConfigError(f"hardware {hw_name!r} is this machine's CPU: `jobs train` runs it, not launch")
     gpu_id, gpu_count = hw["gpu_type"], int(hw["gpu_count"])
+    image = image or os.environ.get("BRIGHTRUN_IMAGE") or hw["image"]
+    if "/" not in image:
+        raise ConfigError(
+            f"image {image!r}: RunPod must pull it from a registry. Build this repo's Dockerfile, push it "
+            "(docker build -t REGISTRY/brightrun-lora:0.1.0 . && docker push REGISTRY/brightrun-lora:0.1.0) "
+            "and pass --image REGISTRY/brightrun-lora:0.1.0 or set BRIGHTRUN_IMAGE"
+        )
     data_dir = data_dir or run_mod.ensure_converted(input_file or run_mod.DEFAULT_INPUT, None)
     rendered = render.render(
         preset, model, data_dir, hw_name, overrides, check=False, allow_drop=allow_drop
@@ -192,6 +193,9 @@ def launch(
         elif bid < price:
             raise ConfigError(f"--bid {bid} is below RunPod's minimum bid {price} per GPU-hour for {gpu_id}")
         price = bid
+    volume = open_volume(api, volume_dir, network_volume, datacenter)
+    if isinstance(volume, vol.S3Volume):
+        datacenter = volume.datacenter
     kind = "spot bid" if spot else "on-demand"
     hours = sum(est.hours.values())
     live_cost = hours * gpu_count * price
@@ -209,23 +213,16 @@ def launch(
     manifest = json.loads(manifest_path.read_text())
     manifest_sha = run_mod.sha256_file(manifest_path)
     data_name = f"{Path(data_dir).resolve().name}-{manifest_sha[:8]}"
-    pod_volume = str(Path(volume).resolve()) if volume else POD_VOLUME
+    pod_volume = volume.pod_root or POD_VOLUME
     pod_data = f"{pod_volume}/datasets/{data_name}"
-    if volume:
-        dest = Path(volume) / "datasets" / data_name
-        if not (dest / "manifest.json").is_file():
-            shutil.copytree(data_dir, dest, dirs_exist_ok=True)
-        say(f"data: {data_dir} -> {dest}/ (the pod's volume)")
-    else:
-        say(
-            f"data: expected on network volume {network_volume} at {pod_data} "
-            f"(upload {data_dir}/ first: `runpodctl send {data_dir}`, then `runpodctl receive CODE` into "
-            f"{pod_data} on a pod with that volume)"
-        )
     run_id = run_id or run_mod.new_run_id(preset, model)
     run_dir = Path(runs_dir) / run_id
     if run_dir.exists():
         raise ConfigError(f"{run_dir} exists; pick another --run-id")
+    try:
+        vol.put_dir(volume, Path(data_dir), f"datasets/{data_name}", say=say)
+    except (vol.VolumeError, OSError) as exc:
+        raise ConfigError(f"uploading {data_dir}: {exc} (no pod was created)") from None
     secrets = [name for name in SECRETS if os.environ.get(name)]
     env = {
         "BRIGHTRUN_PRESET": preset,
@@ -240,15 +237,16 @@ def launch(
         env["WEBHOOK_URL"] = os.environ["WEBHOOK_URL"]
     pod_spec = {
         "name": run_id,
-        "imageName": hw["image"],
+        "imageName": image,
         "gpuTypeId": gpu_id,
         "gpuCount": gpu_count,
         "cloudType": cloud,
         "containerDiskInGb": 40,
-        "volumeMountPath": hw.get("volume_path") or "/workspace",
+        "volumeMountPath": hw.get("volume_path") or POD_VOLUME,
     }
     if network_volume:
         pod_spec["networkVolumeId"] = network_volume
+        pod_spec["dataCenterId"] = datacenter  # a pod mounts only a volume of its own datacenter
     else:
         pod_spec["volumeInGb"] = volume_gb
     launch_info = {
@@ -260,8 +258,10 @@ def launch(
         "price_per_gpu_hour": price,
         "max_cost": max_cost,
         "max_retries": max_retries,
-        "volume_dir": str(Path(volume).resolve()) if volume else None,
+        "volume_dir": str(volume.root) if isinstance(volume, vol.LocalVolume) else None,
         "network_volume": network_volume,
+        "datacenter": datacenter,
+        "s3_endpoint": volume.endpoint if isinstance(volume, vol.S3Volume) else None,
         "pod": {k: v for k, v in pod_spec.items() if k != "name"},
         "env": env,  # names, paths and overrides only; secrets go by name:
         "secrets": secrets,
@@ -320,6 +320,30 @@ def launch(
     return follow(run_id, runs_dir, api, poll)
 
 
+def open_volume(
+    api: runpod.Client, volume_dir: str | None, network_volume: str | None, datacenter: str | None
+) -> vol.Volume:
+    """The local directory, or the network volume (its datacenter from the account's volumes)."""
+    if volume_dir:
+        return vol.LocalVolume(volume_dir)
+    try:
+        found = {v["id"]: v for v in api.network_volumes()}
+    except runpod.RunPodError as exc:
+        raise ConfigError(f"{exc} (nothing was created)") from None
+    if network_volume not in found:
+        mine = ", ".join(f"{v['id']} ({v['name']}, {v['dataCenterId']})" for v in found.values()) or "none"
+        raise ConfigError(f"--network-volume {network_volume}: not on this RunPod account (yours: {mine})")
+    home = found[network_volume]["dataCenterId"]
+    if datacenter and datacenter != home:
+        raise ConfigError(f"--datacenter {datacenter}: network volume {network_volume} is in {home}")
+    try:
+        volume = vol.S3Volume(network_volume, home)
+        volume.folders("")  # the keys and the endpoint work, before anything is created
+    except vol.VolumeError as exc:
+        raise ConfigError(f"{exc} (nothing was created)") from None
+    return volume
+
+
 def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, env: dict, secrets: list[str]):
     if spot:
         return api.rent_interruptable(bid, env=env, secrets=secrets, **spec)
@@ -349,7 +373,8 @@ def follow(
     run_dir = Path(runs_dir) / run_id
     lineage = json.loads((run_dir / "run.json").read_text())
     info = lineage["launch"]
-    volume, gpus, max_cost = info["volume_dir"], info["gpus"], info["max_cost"]
+    volume = volume_of(info)
+    gpus, max_cost = info["gpus"], info["max_cost"]
     attempts = lineage["attempts"]
     shown = None
     last_step = 0
@@ -484,6 +509,7 @@ def follow(
                 attempt["outcome"] = "completed"
                 if pod is not None:
                     terminate(pod_id)
+                fetched = fetch_adapter(volume, vrun, run_dir)
                 return finish(
                     "completed",
                     None,
@@ -491,7 +517,7 @@ def follow(
                     step=state["step"],
                     total_steps=state["total_steps"],
                     metrics=with_lost(state["metrics"]),
-                    artifact_path=f"{volume or POD_VOLUME}/runs/{vrun}/output",
+                    artifact_path=fetched or f"{info['volume_dir'] or POD_VOLUME}/runs/{vrun}/output",
                 )
             if status == "failed":
                 attempt["outcome"] = "failed"
@@ -529,7 +555,7 @@ def follow(
                     f"pod {pod_id} ended at step {seen} with the run {status or 'not started'}",
                     1,
                 )
-            if volume and ckpt is None and (Path(volume) / "runs" / vrun).exists():
+            if volume and ckpt is None and vol.run_exists(volume, vrun):
                 # The entrypoint resumes only from a checkpoint; without one it would refuse the existing
                 # folder, so the retry starts over under a fresh id on the volume.
                 vrun = f"{run_id}.r{job.retry_count + 1}"
@@ -554,10 +580,23 @@ def follow(
     except KeyboardInterrupt:
         save()
         say(
-            f"\nstopped following; the pod keeps running (and billing): `jobs status {run_id}`, "
-            f"`jobs cancel {run_id}`"
+            f"\nstopped following; the pod keeps running (and billing): `jobs follow {run_id}` picks it up "
+            f"again, `jobs status {run_id}`, `jobs cancel {run_id}`"
         )
         return 130
+
+
+def fetch_adapter(volume: vol.Volume | None, vrun: str, run_dir: Path) -> str | None:
+    """The finished run's adapter, logs and metrics into the local run folder (checkpoints stay on the
+    volume); the local output/ path, or None when the volume cannot be read from here."""
+    if volume is None:
+        return None
+    try:
+        vol.fetch_run(volume, vrun, run_dir, say=say)
+    except (vol.VolumeError, OSError) as exc:
+        say(f"warning: could not fetch the adapter ({exc}); `jobs fetch {run_dir.name}` tries again")
+        return None
+    return str((run_dir / "output").resolve())
 
 
 def mirror(run_id: str, fields: dict) -> None:
@@ -593,7 +632,7 @@ def status(run_id: str, runs_dir: str = "runs") -> int:
     step, total = job.step, job.total_steps
     loss = (job.metrics or {}).get("loss")
     if info and lineage["attempts"] and job.status not in registry.TERMINAL:
-        state = volume_state(info["volume_dir"], lineage["attempts"][-1]["volume_run_id"])
+        state = volume_state(volume_of(info), lineage["attempts"][-1]["volume_run_id"])
         if state:
             step, total, loss = state["step"], state["total_steps"], state["metrics"].get("loss", loss)
     print(
@@ -620,20 +659,61 @@ def logs(run_id: str, runs_dir: str = "runs") -> int:
     lineage = _lineage(run_id, runs_dir)
     info = lineage.get("launch")
     if not info:  # a local run
-        folders = [Path(runs_dir) / run_id / "logs"]
-    elif not info["volume_dir"]:
-        raise ConfigError(
-            f"run {run_id}'s logs are on network volume {info['network_volume']} (runs/<id>/logs/): read "
-            "them over the pod's SSH or from a pod with that volume"
-        )
-    else:
-        vruns = dict.fromkeys(a["volume_run_id"] for a in lineage["attempts"])
-        folders = [Path(info["volume_dir"]) / "runs" / v / "logs" for v in vruns]
-    for folder in folders:
-        for log in sorted(folder.glob("*.log")):
+        for log in sorted((Path(runs_dir) / run_id / "logs").glob("*.log")):
             print(f"==> {log} <==")
             print(log.read_text("utf-8", errors="replace"), end="")
+        return 0
+    volume = volume_of(info)
+    if volume is None:
+        raise ConfigError(
+            f"run {run_id}'s logs are on network volume {info['network_volume']} (runs/<id>/logs/): set "
+            "RUNPOD_S3_ACCESS_KEY and RUNPOD_S3_SECRET_KEY to read them from here"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        for vrun in dict.fromkeys(a["volume_run_id"] for a in lineage["attempts"]):
+            folder = f"runs/{vrun}/logs"
+            try:
+                for name in volume.files(folder):
+                    if not name.endswith(".log"):
+                        continue
+                    local = Path(tmp) / vrun / name
+                    volume.get(f"{folder}/{name}", local)
+                    print(f"==> {volume} {folder}/{name} <==")
+                    print(local.read_text("utf-8", errors="replace"), end="")
+            except vol.VolumeError as exc:
+                raise ConfigError(str(exc)) from None
     return 0
+
+
+def fetch(run_id: str, runs_dir: str = "runs", checkpoints: bool = False) -> int:
+    """`jobs fetch RUN`: the run's files from its volume into runs/RUN/ (again)."""
+    lineage = _lineage(run_id, runs_dir)
+    info = lineage.get("launch")
+    if not info:
+        raise ConfigError(f"run {run_id} ran on this machine: its files are in {Path(runs_dir) / run_id}/")
+    volume = volume_of(info)
+    if volume is None:
+        raise ConfigError(
+            f"run {run_id}: set RUNPOD_S3_ACCESS_KEY and RUNPOD_S3_SECRET_KEY to read its volume"
+        )
+    vrun = lineage["attempts"][-1]["volume_run_id"]
+    try:
+        count = vol.fetch_run(volume, vrun, Path(runs_dir) / run_id, say=say, checkpoints=checkpoints)
+    except vol.VolumeError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0 if count else 1
+
+
+def reattach(run_id: str, runs_dir: str = "runs", poll: float = 30.0) -> int:
+    """`jobs follow RUN`: follow a launched run again (after Ctrl-C, or from another shell)."""
+    lineage = _lineage(run_id, runs_dir)
+    if not lineage.get("launch"):
+        raise ConfigError(f"run {run_id} ran on this machine, not on a pod: `jobs show {run_id}`")
+    job = registry.get_job(run_id)
+    if job.status in registry.TERMINAL:
+        say(f"run {run_id} is already {job.status}")
+        return 0 if job.status == "completed" else 1
+    return follow(run_id, runs_dir, client(), poll)
 
 
 def cancel(run_id: str, runs_dir: str = "runs") -> str:

@@ -199,6 +199,14 @@ class Client:
         me = self._call("myself", f"query Pods {{ myself {{ pods {{ {POD_FIELDS} }} }} }}") or {}
         return me.get("pods") or []
 
+    def network_volumes(self) -> list[dict]:
+        """The account's network volumes (id, name, size in GB, dataCenterId): where a volume lives decides
+        the pod's datacenter and the S3 endpoint of its files. SDK queries/user.py QUERY_USER
+        (myself { networkVolumes { id name size dataCenterId } })."""
+        document = "query NetworkVolumes { myself { networkVolumes { id name size dataCenterId } } }"
+        me = self._call("myself", document) or {}
+        return me.get("networkVolumes") or []
+
     def stop(self, pod_id: str) -> dict:
         """podStop: the container gets SIGTERM (then SIGKILL); billing for the GPU stops, the pod's volume
         is kept (and still billed). SDK mutations/pods.py generate_pod_stop_mutation; DOCS "Stop Pods"."""

@@ -239,6 +239,47 @@ def _stamp(what: str) -> str:
     return f"{what}: {datetime.now(UTC):%a %b %d %Y %H:%M:%S} GMT+0000 (Coordinated Universal Time)"
 
 
+class VolumeSync:
+    """A RunPod network volume seen both ways: pods mount it (here: the fake's `workspace`) and RunPod's
+    S3-compatible API serves its files (here: `bucket` on an S3 server on loopback, tests use moto's).
+    A pod pulls the bucket into the workspace when it starts and pushes what changed back every `every`
+    seconds while it runs and once more when it ends, so the launcher sees the pod's files only through
+    S3, a little late, as over the real API. `client` is a boto3 S3 client."""
+
+    def __init__(self, client, bucket: str, every: float = 0.5):
+        self.client, self.bucket, self.every = client, bucket, every
+        self.sent: dict[str, tuple[int, int]] = {}  # key -> (size, mtime_ns) last pushed
+        self.lock = threading.Lock()
+
+    def pull(self, workspace: Path) -> None:
+        with self.lock:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+                for obj in page.get("Contents") or []:
+                    dest = workspace / obj["Key"]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    self.client.download_file(self.bucket, obj["Key"], str(dest))
+                    st = dest.stat()
+                    self.sent[obj["Key"]] = (st.st_size, st.st_mtime_ns)
+
+    def push(self, workspace: Path) -> None:
+        with self.lock:
+            for path in sorted(p for p in workspace.rglob("*") if p.is_file()):
+                key = path.relative_to(workspace).as_posix()
+                try:
+                    st = path.stat()
+                    if self.sent.get(key) == (st.st_size, st.st_mtime_ns):
+                        continue
+                    self.client.upload_file(str(path), self.bucket, key)
+                except FileNotFoundError:  # a temporary file the trainer renamed meanwhile
+                    continue
+                self.sent[key] = (st.st_size, st.st_mtime_ns)
+
+    def while_running(self, workspace: Path, proc: subprocess.Popen) -> None:
+        while proc.poll() is None:
+            self.push(workspace)
+            time.sleep(self.every)
+
+
 @dataclass
 class FakePod:
     id: str
@@ -275,11 +316,16 @@ class FakeRunPod:
         speed: float = 1.0,
         stop_grace: float = 10.0,
         vanish_after: float | None = 0.3,
+        network_volumes: list[dict] | None = None,
+        volume_sync: VolumeSync | None = None,
     ):
         self.api_key = api_key
         self.workspace = Path(workspace or tempfile.mkdtemp(prefix="fake-runpod-"))
         self.command, self.start_after, self.run_for, self.speed = command, start_after, run_for, speed
         self.stop_grace, self.vanish_after = stop_grace, vanish_after
+        # SDK queries/user.py: myself { networkVolumes { id name size dataCenterId } }
+        self.network_volumes = list(network_volumes or [])
+        self.volume_sync = volume_sync
         self.gpus = {gpu["id"]: dict(gpu) for gpu in GPU_TYPES}  # a test may change a price or the stock
         self.pods: dict[str, FakePod] = {}
         self.gone: dict[str, FakePod] = {}  # terminated or reclaimed: RunPod answers pod = null for these
@@ -433,7 +479,12 @@ class FakeRunPod:
         return {
             "gpuTypes": [self._gpu_view(gpu)],
             "pod": pod_view,
-            "myself": {"__typename": "User", "id": "user_fake", "pods": [pod_view]},
+            "myself": {
+                "__typename": "User",
+                "id": "user_fake",
+                "pods": [pod_view],
+                "networkVolumes": [{"id": "v", "name": "n", "size": 1, "dataCenterId": "EU-RO-1"}],
+            },
             "podFindAndDeployOnDemand": pod_view,
             "podRentInterruptable": pod_view,
             "podStop": pod_view,
@@ -483,6 +534,7 @@ class FakeRunPod:
                 "__typename": "User",
                 "id": "user_fake",
                 "pods": [self._pod_view(p) for p in self.pods.values()],
+                "networkVolumes": [dict(v) for v in self.network_volumes],
             }
 
     def _deploy(self, input: dict, interruptible: bool) -> dict:
@@ -599,6 +651,14 @@ class FakeRunPod:
                 {k: os.environ[k] for k in BASE_ENV if k in os.environ} | pod.env | {"RUNPOD_POD_ID": pod.id}
             )
             self.workspace.mkdir(parents=True, exist_ok=True)
+            mount = pod.input.get("volumeMountPath")
+            if self.volume_sync and mount:
+                # The pod sees its network volume at volumeMountPath; on this machine that is the workspace.
+                env = {
+                    k: str(self.workspace) + v[len(mount) :] if v.startswith(mount) else v
+                    for k, v in env.items()
+                }
+                self.volume_sync.pull(self.workspace)
             argv = self.command(env, self.workspace)
         with self.lock:
             if pod.halt.is_set():
@@ -608,6 +668,9 @@ class FakeRunPod:
                 # Its own session, so close() can kill what it started; signals still go to it alone.
                 pod.proc = subprocess.Popen(argv, env=env, cwd=self.workspace, start_new_session=True)
         if pod.proc:
+            if self.volume_sync:
+                self.volume_sync.while_running(self.workspace, pod.proc)
+                self.volume_sync.push(self.workspace)
             code = pod.proc.wait()
             with self.lock:
                 pod.exit_code = code

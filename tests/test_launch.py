@@ -19,7 +19,8 @@ import pytest
 from conftest import ROOT, TINY_MODEL_DIR, jobs_cli, jobs_env
 
 from jobs import registry
-from tests.fake_runpod import FakeRunPod
+from tests.fake_runpod import FakeRunPod, VolumeSync
+from tests.s3_server import DATACENTER, s3_server
 
 BIN = Path(sys.executable).parent
 
@@ -54,6 +55,7 @@ def setup(tmp_path):
             "RUNPOD_API_KEY": fake.api_key,
             "BRIGHTRUN_VOLUME_DIR": str(fake.workspace),
             "DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
+            "BRIGHTRUN_IMAGE": "registry.example/brightrun-lora:test",
         }
         for name in ("HF_TOKEN", "WANDB_API_KEY", "TRAINING_WEBHOOK_SECRET", "WEBHOOK_URL"):
             env[name] = ""
@@ -188,3 +190,88 @@ def test_wrong_key_or_estimate_over_the_cap_creates_nothing(tmp_path, sample_out
     assert not list(runs.glob("*/run.json")) if runs.exists() else True
     db = tmp_path / "registry.db"
     assert not db.exists() or registry.list_jobs(env["DATABASE_URL"]) == []
+
+
+def test_network_volume_upload_detach_follow_and_fetch(tmp_path, sample_out, setup):
+    """A RunPod network volume, seen by the launcher only through the S3 API: the data goes up before the
+    pod is created, the launcher returns (--detach), `jobs follow` picks the run up, reads its progress
+    from the volume's registry over S3 and brings the adapter home."""
+    with s3_server() as s3:
+        bucket = "x7k2volume"
+        client = s3.volume(bucket)
+        fake, env = setup(
+            network_volumes=[{"id": bucket, "name": "brightrun", "size": 50, "dataCenterId": DATACENTER}],
+            volume_sync=VolumeSync(s3.client(), bucket, every=0.3),
+        )
+        env = {k: v for k, v in env.items() if k != "BRIGHTRUN_VOLUME_DIR"} | s3.env
+        runs, log = tmp_path / "runs", tmp_path / "launch.log"
+        proc = launch(runs, sample_out, env, "--network-volume", bucket, "--detach", "max_steps=2", log=log)
+        assert proc.wait(300) == 0, log.read_text()[-4000:]
+        job = registry.get_job(the_run(env["DATABASE_URL"]).id, env["DATABASE_URL"])
+        create = next(args["input"] for name, args in fake.calls if name == "podFindAndDeployOnDemand")
+        assert (create["networkVolumeId"], create["dataCenterId"], create["volumeMountPath"]) == (
+            bucket,
+            DATACENTER,
+            "/workspace/data",
+        )
+        assert "volumeInGb" not in create and create["imageName"] == "registry.example/brightrun-lora:test"
+        pod_env = {p["key"]: p["value"] for p in create["env"]}
+        data_key = pod_env["BRIGHTRUN_DATA"].removeprefix("/workspace/data/")
+        assert pod_env["BRIGHTRUN_DATA"].startswith("/workspace/data/datasets/")
+        assert pod_env["BRIGHTRUN_VOLUME"] == "/workspace/data"
+        # The data was on the volume before the pod was asked for, every file byte for byte.
+        for path in sample_out.rglob("*"):
+            if path.is_file():
+                key = f"{data_key}/{path.relative_to(sample_out).as_posix()}"
+                assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == path.read_bytes()
+        names = [name for name, _ in fake.calls]
+        assert names.index("myself") < names.index("podFindAndDeployOnDemand")
+
+        followed = jobs_cli("--runs-dir", str(runs), "follow", job.id, "--poll", "0.3", env=env, timeout=600)
+        assert followed.returncode == 0, followed.stderr[-4000:]
+        job = registry.get_job(job.id, env["DATABASE_URL"])
+        assert (job.status, job.step, job.total_steps) == ("completed", 2, 2)
+        assert job.actual_cost > 0 and job.pod_id not in fake.pods
+        home = runs / job.id
+        assert job.artifact_path == str((home / "output").resolve())
+        assert (home / "output" / "adapter_model.safetensors").stat().st_size > 0
+        assert (home / "output" / "adapter_config.json").is_file() and (home / "pod-run.json").is_file()
+        assert not list((home / "output").glob("checkpoint-*"))  # they stay on the volume
+        assert json.loads((home / "run.json").read_text())["launch"]["network_volume"] == bucket
+
+        logs = jobs_cli("--runs-dir", str(runs), "logs", job.id, env=env)
+        assert (
+            logs.returncode == 0 and f"network volume {bucket}" in logs.stdout and "train.log" in logs.stdout
+        )
+        again = jobs_cli("--runs-dir", str(runs), "follow", job.id, env=env)
+        assert again.returncode == 0 and "already completed" in again.stderr
+
+
+def test_network_volume_errors_create_nothing(tmp_path, sample_out, setup):
+    with s3_server() as s3:
+        s3.volume("realvol")
+        fake, env = setup(
+            command=sleeper,
+            network_volumes=[{"id": "realvol", "name": "b", "size": 50, "dataCenterId": DATACENTER}],
+        )
+        env = {k: v for k, v in env.items() if k != "BRIGHTRUN_VOLUME_DIR"} | s3.env
+        base = [
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "launch",
+            "balanced",
+            "smoke",
+            "--data",
+            str(sample_out),
+        ]
+        unknown = jobs_cli(*base, "--network-volume", "nope", env=env)
+        assert unknown.returncode == 2, unknown.stderr
+        assert (
+            "--network-volume nope: not on this RunPod account (yours: realvol (b, EU-RO-1))"
+            in unknown.stderr
+        )
+        no_keys = jobs_cli(*base, "--network-volume", "realvol", env=env | {"RUNPOD_S3_SECRET_KEY": ""})
+        assert no_keys.returncode == 2 and "set RUNPOD_S3_SECRET_KEY" in no_keys.stderr, no_keys.stderr
+        bare = jobs_cli(*base, "--network-volume", "realvol", env=env | {"BRIGHTRUN_IMAGE": ""})
+        assert bare.returncode == 2 and "RunPod must pull it from a registry" in bare.stderr, bare.stderr
+        assert not fake.pods and not fake.gone

@@ -1,0 +1,279 @@
+"""The pod's volume, seen from the launcher's machine: the converted data goes up before the pod starts,
+the pod's progress (its registry row, its checkpoints) is read while it runs, the adapter comes down after.
+
+Two kinds, one set of functions:
+  * LocalVolume: a directory here that *is* the pod's volume (BRIGHTRUN_VOLUME_DIR: tests/fake_runpod.py's
+    workspace, or a network filesystem mounted on this machine). Pods see the same path.
+  * S3Volume: a RunPod network volume through RunPod's S3-compatible API (docs.runpod.io/storage/s3-api):
+    one endpoint per datacenter, https://s3api-<datacenter>.runpod.io/, the volume id as the bucket, keys
+    = paths under the volume's root, path-style addressing, the datacenter (lower case) as the region
+    (github.com/runpod/examples s3-api-downloader/downloader_boto.py). Credentials are the account's S3
+    API keys (console → Settings → S3 API Keys), not the RunPod API key: RUNPOD_S3_ACCESS_KEY
+    (user_...) and RUNPOD_S3_SECRET_KEY (rps_...), from the environment only. RUNPOD_S3_ENDPOINT
+    overrides the endpoint (tests: an S3 server on loopback). Pods mount the volume at
+    /workspace/data (launch.POD_VOLUME), so key `datasets/x/train.jsonl` is the pod's
+    /workspace/data/datasets/x/train.jsonl.
+
+Listings go one folder level at a time (Delimiter="/"): RunPod's S3 API has repeated a continuation token
+on deep recursive listings ("The same next token was received twice", runpod/examples
+s3-api-downloader/readme.md), and one level of a run folder is small.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+ENDPOINT = "https://s3api-{datacenter}.runpod.io/"
+KEY_VARS = ("RUNPOD_S3_ACCESS_KEY", "RUNPOD_S3_SECRET_KEY")
+DONE_MARKER = "manifest.json"  # the converter's manifest goes up last: present = the upload is complete
+
+
+class VolumeError(Exception):
+    """A volume could not be read or written; the message names the volume and the path."""
+
+
+class LocalVolume:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.pod_root = str(self.root)  # a pod on this machine sees the same path
+
+    def __str__(self) -> str:
+        return f"{self.root}/"
+
+    def has(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def folders(self, prefix: str) -> list[str]:
+        folder = self.root / prefix
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def files(self, prefix: str) -> list[str]:
+        folder = self.root / prefix
+        return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
+    def get(self, key: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.root / key, dest)
+
+    def put(self, src: Path, key: str) -> None:
+        dest = self.root / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dest)  # a reader never sees half a file
+
+    def sqlite_path(self, key: str) -> Path | None:
+        """The registry read in place, read-only: no copy needed on a local volume."""
+        path = self.root / key
+        return path if path.is_file() else None
+
+
+class S3Volume:
+    def __init__(self, volume_id: str, datacenter: str, endpoint: str | None = None):
+        import boto3
+        from botocore.config import Config
+
+        missing = [name for name in KEY_VARS if not os.environ.get(name)]
+        if missing:
+            raise VolumeError(
+                f"network volume {volume_id}: set {' and '.join(missing)} (RunPod console → Settings → "
+                "S3 API Keys; they are not the RunPod API key) so the launcher can put the data on the "
+                "volume and read the run's progress from it"
+            )
+        self.volume_id, self.datacenter = volume_id, datacenter
+        self.endpoint = (
+            endpoint or os.environ.get("RUNPOD_S3_ENDPOINT") or ENDPOINT.format(datacenter=datacenter.lower())
+        )
+        self.pod_root = None  # pods mount it wherever the pod spec says (launch.POD_VOLUME)
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=datacenter.lower(),
+            aws_access_key_id=os.environ[KEY_VARS[0]],
+            aws_secret_access_key=os.environ[KEY_VARS[1]],
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 6, "mode": "standard"},  # 5xx, throttling, dropped connections
+                connect_timeout=10,
+                read_timeout=60,
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"network volume {self.volume_id} ({self.datacenter}, {self.endpoint})"
+
+    def _call(self, what: str, fn: Callable, **kw):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.volume_id, **kw)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchKey", "404") or (status == 404 and code != "NoSuchBucket"):
+                raise FileNotFoundError(f"{self}: {kw.get('Key') or kw.get('Prefix')}") from None
+            if code == "NoSuchBucket":
+                raise VolumeError(
+                    f"{self}: no such volume at this endpoint (is {self.datacenter} its datacenter?)"
+                ) from None
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied") or status == 403:
+                raise VolumeError(
+                    f"{self}: the S3 API refused RUNPOD_S3_ACCESS_KEY/RUNPOD_S3_SECRET_KEY ({code or status})"
+                ) from None
+            raise VolumeError(f"{self}: {what} failed: {code or status} {exc}") from None
+        except BotoCoreError as exc:
+            raise VolumeError(f"{self}: {what} failed: {exc}") from None
+
+    def _level(self, prefix: str) -> tuple[list[str], list[str]]:
+        """(folders, files) directly under prefix, names only."""
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        folders, files, token = [], [], None
+        while True:
+            kw = {"Prefix": prefix, "Delimiter": "/", **({"ContinuationToken": token} if token else {})}
+            page = self._call(f"listing {prefix}", self.client.list_objects_v2, **kw)
+            folders += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes") or []]
+            files += [o["Key"][len(prefix) :] for o in page.get("Contents") or [] if o["Key"] != prefix]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return sorted(folders), sorted(files)
+
+    def has(self, key: str) -> bool:
+        try:
+            self._call(f"checking {key}", self.client.head_object, Key=key)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def folders(self, prefix: str) -> list[str]:
+        return self._level(prefix)[0]
+
+    def files(self, prefix: str) -> list[str]:
+        return self._level(prefix)[1]
+
+    def get(self, key: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        self._call(f"downloading {key}", lambda Bucket: self.client.download_file(Bucket, key, str(tmp)))
+        tmp.replace(dest)
+
+    def put(self, src: Path, key: str) -> None:
+        self._call(f"uploading {key}", lambda Bucket: self.client.upload_file(str(src), Bucket, key))
+
+    def sqlite_path(self, key: str) -> Path | None:
+        """A private copy of the pod's registry: SQLite cannot read over S3; a copy never blocks the pod."""
+        tmp = Path(tempfile.mkdtemp(prefix="brightrun-volume-")) / "registry.db"
+        try:
+            self.get(key, tmp)
+        except FileNotFoundError:
+            return None
+        return tmp
+
+
+Volume = LocalVolume | S3Volume
+
+
+def put_dir(volume: Volume, local: Path, prefix: str, say: Callable[[str], None] = print) -> int:
+    """Upload a converted data folder; the manifest last, so its presence means complete. A folder whose
+    manifest is already there (same content: the name carries the manifest's hash) is not sent again.
+    Returns the number of files sent."""
+    if volume.has(f"{prefix}/{DONE_MARKER}"):
+        say(f"data: already on {volume} at {prefix}/")
+        return 0
+    files = sorted(p for p in Path(local).rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.name == DONE_MARKER)
+    total = sum(p.stat().st_size for p in files)
+    sent = 0
+    for i, path in enumerate(files, 1):
+        volume.put(path, f"{prefix}/{path.relative_to(local).as_posix()}")
+        sent += path.stat().st_size
+        say(f"data: {i}/{len(files)} files, {sent / 1e6:.1f}/{total / 1e6:.1f} MB -> {volume} {prefix}/")
+    return len(files)
+
+
+def registry_row(volume: Volume, vrun: str) -> dict | None:
+    """The pod's own registry row for the run (read-only, no migrations), or None (not there yet, or
+    caught mid-write: the next poll reads it)."""
+    import json
+
+    try:
+        db = volume.sqlite_path("runs/registry.db")
+    except VolumeError:
+        return None
+    if db is None:
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute(
+                "SELECT status, step, total_steps, metrics, error_message FROM training_jobs WHERE id = ?",
+                (vrun,),
+            ).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    finally:
+        if isinstance(volume, S3Volume):
+            shutil.rmtree(db.parent, ignore_errors=True)
+    if row is None:
+        return None
+    metrics = json.loads(row[3]) if row[3] else {}
+    return {"status": row[0], "step": row[1] or 0, "total_steps": row[2], "metrics": metrics, "error": row[4]}
+
+
+def checkpoint_step(volume: Volume, vrun: str) -> int | None:
+    """The newest complete checkpoint-N (its trainer_state.json written) of the run on the volume."""
+    out = f"runs/{vrun}/output"
+    try:
+        steps = sorted(
+            (int(name.split("-")[1]) for name in volume.folders(out) if name.split("-")[-1].isdigit()),
+            reverse=True,
+        )
+        for step in steps:
+            if volume.has(f"{out}/checkpoint-{step}/trainer_state.json"):
+                return step
+    except VolumeError:
+        return None
+    return None
+
+
+def run_exists(volume: Volume, vrun: str) -> bool:
+    try:
+        return bool(volume.files(f"runs/{vrun}") or volume.folders(f"runs/{vrun}"))
+    except VolumeError:
+        return True  # unknown: assume it is there (a retry then starts under a fresh id)
+
+
+# The pod's copies of what the launcher keeps itself are saved beside ours under a pod- prefix.
+POD_COPIES = {"run.json", "config.yaml", "data-manifest.json"}
+
+
+def fetch_run(
+    volume: Volume, vrun: str, dest: Path, say: Callable[[str], None] = print, checkpoints: bool = False
+) -> int:
+    """Bring the pod's run folder home: the adapter (output/, without checkpoint-N/ unless asked), logs,
+    metrics. Returns the number of files fetched."""
+    count = 0
+
+    def walk(prefix: str, rel: str) -> None:
+        nonlocal count
+        folders, files = volume.folders(prefix), volume.files(prefix)
+        for name in files:
+            if name.startswith(".") and name.endswith(".part"):
+                continue  # a file the pod is still writing
+            local = f"pod-{name}" if not rel and name in POD_COPIES else name
+            volume.get(f"{prefix}/{name}", dest / rel / local)
+            count += 1
+        for name in folders:
+            if rel == "output" and name.startswith("checkpoint-") and not checkpoints:
+                continue
+            walk(f"{prefix}/{name}", f"{rel}/{name}" if rel else name)
+
+    walk(f"runs/{vrun}", "")
+    say(f"fetched {count} file(s) of runs/{vrun}/ from {volume} into {dest}/")
+    return count
