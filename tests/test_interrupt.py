@@ -1,20 +1,17 @@
-"""SIGTERM during training, or `jobs cancel RUN`: the trainer saves a checkpoint and stops; the run is
-marked interrupted (resumable) or cancelled (final)."""
+"""`jobs cancel RUN` during training: the trainer saves a checkpoint and stops; the run is cancelled (final).
+(SIGTERM, which marks it interrupted and resumable, is tests/test_resume.py, with the resume.)"""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 
-import pytest
 from conftest import jobs_cli, start_smoke_job
 
 from jobs import registry
 
 
-@pytest.mark.parametrize("how", ["sigterm", "cancel"])
-def test_a_stop_saves_a_checkpoint_and_marks_the_run(tmp_path, sample_out, how):
+def test_cancel_saves_a_checkpoint_and_the_run_is_final(tmp_path, sample_out):
     runs = tmp_path / "runs"
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     proc = start_smoke_job(
@@ -37,22 +34,16 @@ def test_a_stop_saves_a_checkpoint_and_marks_the_run(tmp_path, sample_out, how):
             run_id = jobs[0].id
             break
     assert run_id, "training did not reach step 1 within 10 minutes"
-    if how == "sigterm":
-        proc.send_signal(signal.SIGTERM)
-    else:
-        cancelled = jobs_cli("--runs-dir", str(runs), "cancel", run_id, env={"DATABASE_URL": url})
-        assert cancelled.returncode == 0 and "cancelling" in cancelled.stderr, cancelled.stderr
+    cancelled = jobs_cli("--runs-dir", str(runs), "cancel", run_id, env={"DATABASE_URL": url})
+    assert cancelled.returncode == 0 and "cancelling" in cancelled.stderr, cancelled.stderr
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr[-2000:]
     job = registry.get_job(run_id, url)
-    if how == "sigterm":
-        assert job.status == "interrupted" and "resume" in job.error_message
-    else:
-        assert job.status == "cancelled" and not (runs / run_id / "launcher.pid").exists()
-        again = jobs_cli("--runs-dir", str(runs), "cancel", run_id, env={"DATABASE_URL": url})
-        assert again.returncode == 2 and "already cancelled" in again.stderr
-        resumed = jobs_cli("--runs-dir", str(runs), "resume", run_id, env={"DATABASE_URL": url})
-        assert resumed.returncode == 2 and "is cancelled" in resumed.stderr
+    assert job.status == "cancelled" and not (runs / run_id / "launcher.pid").exists()
+    again = jobs_cli("--runs-dir", str(runs), "cancel", run_id, env={"DATABASE_URL": url})
+    assert again.returncode == 2 and "already cancelled" in again.stderr
+    resumed = jobs_cli("--runs-dir", str(runs), "resume", run_id, env={"DATABASE_URL": url})
+    assert resumed.returncode == 2 and "is cancelled" in resumed.stderr
     assert 1 <= job.step < 40
     # The plugin asked the trainer for a checkpoint at the end of the step it was in: resumable.
     checkpoints = list((runs / run_id / "output").glob("checkpoint-*/trainer_state.json"))

@@ -98,48 +98,96 @@ def the_run(url: str):
     return registry.get_job(row[0], url) if row else None
 
 
-def test_spot_preempted_after_a_checkpoint_is_relaunched_and_completes(tmp_path, sample_out, setup):
-    fake, env = setup()
-    runs, log = tmp_path / "runs", tmp_path / "launch.log"
-    proc = launch(runs, sample_out, env, "--spot", "max_steps=3", "save_steps=1", log=log)
-    job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
-    run_id = job.id
-    assert job.status == "queued" and job.pod_id in fake.pods and job.hardware == "h100-pcie"
-    first = job.pod_id
-    ckpt = fake.workspace / "runs" / run_id / "output" / "checkpoint-1" / "trainer_state.json"
-    wait_for(ckpt.is_file, 600, proc, log)
-    fake.preempt(first)
-    assert proc.wait(600) == 0, log.read_text()[-4000:]
+def test_spot_on_a_network_volume_preempted_relaunched_followed_again_and_fetched(
+    tmp_path, sample_out, setup
+):
+    """The real-account path end to end. A RunPod network volume, seen by the launcher only through the
+    S3 API: the data goes up before the pod is created, the launcher returns (--detach), `jobs follow`
+    picks the run up and reads its progress from the volume's registry over S3; the spot pod is taken
+    back after checkpoint-1, a second pod on the same volume resumes and completes; the adapter comes home
+    and the cost is the sum of both pods' uptime × bid."""
+    with s3_server() as s3:
+        bucket = "x7k2volume"
+        client = s3.volume(bucket)
+        fake, env = setup(
+            network_volumes=[{"id": bucket, "name": "brightrun", "size": 50, "dataCenterId": DATACENTER}],
+            volume_sync=VolumeSync(s3.client(), bucket, every=0.3),
+        )
+        env = {k: v for k, v in env.items() if k != "BRIGHTRUN_VOLUME_DIR"} | s3.env
+        runs, log = tmp_path / "runs", tmp_path / "launch.log"
+        args = ("--spot", "--network-volume", bucket, "--detach", "max_steps=3", "save_steps=1")
+        assert launch(runs, sample_out, env, *args, log=log).wait(300) == 0, log.read_text()[-4000:]
+        job = the_run(env["DATABASE_URL"])
+        run_id, first = job.id, job.pod_id
+        assert job.status == "queued" and first in fake.pods and job.hardware == "h100-pcie"
+        create = next(args["input"] for name, args in fake.calls if name == "podRentInterruptable")
+        assert (create["networkVolumeId"], create["dataCenterId"], create["volumeMountPath"]) == (
+            bucket,
+            DATACENTER,
+            "/workspace/data",
+        )
+        assert "volumeInGb" not in create and create["imageName"] == "registry.example/brightrun-lora:test"
+        pod_env = {p["key"]: p["value"] for p in create["env"]}
+        assert pod_env["BRIGHTRUN_RUN_ID"] == run_id and pod_env["BRIGHTRUN_HARDWARE"] == "h100-pcie"
+        assert pod_env["BRIGHTRUN_VOLUME"] == "/workspace/data"
+        assert pod_env["BRIGHTRUN_DATA"].startswith("/workspace/data/datasets/")
+        # The data was on the volume before the pod was asked for, every file byte for byte.
+        data_key = pod_env["BRIGHTRUN_DATA"].removeprefix("/workspace/data/")
+        for path in sample_out.rglob("*"):
+            if path.is_file():
+                key = f"{data_key}/{path.relative_to(sample_out).as_posix()}"
+                assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == path.read_bytes()
+        names = [name for name, _ in fake.calls]
+        assert names.index("myself") < names.index("podRentInterruptable")
 
-    job = registry.get_job(run_id, env["DATABASE_URL"])
-    assert (job.status, job.step, job.total_steps, job.retry_count) == ("completed", 3, 3, 1)
-    assert job.pod_id != first and job.pod_id not in fake.pods  # terminated when done
-    lineage = json.loads((runs / run_id / "run.json").read_text())
-    attempts = lineage["attempts"]
-    assert [a["outcome"] for a in attempts] == ["preempted", "completed"]
-    assert attempts[0]["checkpoint_step"] >= 1 and attempts[0]["lost_steps"] >= 0
-    assert {a["volume_run_id"] for a in attempts} == {run_id}  # the same run, resumed on the volume
-    # Cost = uptime × costPerHr, summed by the launcher; costPerHr is the bid (secure spot minimum).
-    assert all(a["cost_per_hr"] == fake.gone[a["pod_id"]].cost_per_hr == 1.25 for a in attempts)
-    expected = sum(a["uptime_s"] * a["cost_per_hr"] / 3600 for a in attempts)
-    assert expected > 0 and job.actual_cost == pytest.approx(expected)
-    assert job.gpu_hours == pytest.approx(sum(a["uptime_s"] for a in attempts) / 3600)
-    assert "lost_steps" in job.metrics and job.estimated_cost == pytest.approx(
-        lineage["estimate"]["cost_live"]
-    )
-    # The pod's own run resumed from its checkpoint and logged each step once.
-    logged = (fake.workspace / "runs" / run_id / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["step"] for x in logged if "loss" in json.loads(x)] == [1, 2, 3]
-    creates = [args["input"] for name, args in fake.calls if name == "podRentInterruptable"]
-    assert len(creates) == 2 and all(c["name"] == run_id and c["bidPerGpu"] >= 1.25 for c in creates)
-    pod_env = {p["key"]: p["value"] for p in creates[0]["env"]}
-    assert pod_env["BRIGHTRUN_RUN_ID"] == run_id and pod_env["BRIGHTRUN_HARDWARE"] == "h100-pcie"
-    assert Path(pod_env["BRIGHTRUN_DATA"], "manifest.json").is_file()  # the data went onto the volume
+        # Follow again from another process, as after Ctrl-C; take the pod back after a checkpoint.
+        follow_log = tmp_path / "follow.log"
+        cmd = [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "follow", run_id, "--poll", "0.3"]
+        out = follow_log.open("w")
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=jobs_env() | env, stdout=out, stderr=subprocess.STDOUT)
+        ckpt = fake.workspace / "runs" / run_id / "output" / "checkpoint-1" / "trainer_state.json"
+        wait_for(ckpt.is_file, 600, proc, follow_log)
+        fake.preempt(first)
+        assert proc.wait(600) == 0, follow_log.read_text()[-4000:]
 
-    status = jobs_cli("--runs-dir", str(runs), "status", run_id, env=env)
-    assert status.returncode == 0 and "completed" in status.stdout and "3/3" in status.stdout
-    logs = jobs_cli("--runs-dir", str(runs), "logs", run_id, env=env)
-    assert logs.returncode == 0 and "train.log" in logs.stdout
+        job = registry.get_job(run_id, env["DATABASE_URL"])
+        assert (job.status, job.step, job.total_steps, job.retry_count) == ("completed", 3, 3, 1)
+        assert job.pod_id != first and job.pod_id not in fake.pods  # terminated when done
+        lineage = json.loads((runs / run_id / "run.json").read_text())
+        attempts = lineage["attempts"]
+        assert [a["outcome"] for a in attempts] == ["preempted", "completed"]
+        assert attempts[0]["checkpoint_step"] >= 1 and attempts[0]["lost_steps"] >= 0
+        assert {a["volume_run_id"] for a in attempts} == {run_id}  # the same run, resumed on the volume
+        # Cost = uptime × costPerHr, summed by the launcher; costPerHr is the bid (secure spot minimum).
+        assert all(a["cost_per_hr"] == fake.gone[a["pod_id"]].cost_per_hr == 1.25 for a in attempts)
+        expected = sum(a["uptime_s"] * a["cost_per_hr"] / 3600 for a in attempts)
+        assert expected > 0 and job.actual_cost == pytest.approx(expected)
+        assert job.gpu_hours == pytest.approx(sum(a["uptime_s"] for a in attempts) / 3600)
+        assert "lost_steps" in job.metrics and job.estimated_cost == pytest.approx(
+            lineage["estimate"]["cost_live"]
+        )
+        creates = [args["input"] for name, args in fake.calls if name == "podRentInterruptable"]
+        assert len(creates) == 2 and all(c["name"] == run_id and c["bidPerGpu"] >= 1.25 for c in creates)
+        assert all(c["networkVolumeId"] == bucket for c in creates)
+
+        # The adapter came home; checkpoints stay on the volume. The pod's run resumed from its checkpoint
+        # and logged each step once.
+        home = runs / run_id
+        assert job.artifact_path == str((home / "output").resolve())
+        assert (home / "output" / "adapter_model.safetensors").stat().st_size > 0
+        assert (home / "output" / "adapter_config.json").is_file() and (home / "pod-run.json").is_file()
+        assert not list((home / "output").glob("checkpoint-*"))
+        logged = (home / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(x)["step"] for x in logged if "loss" in json.loads(x)] == [1, 2, 3]
+
+        status = jobs_cli("--runs-dir", str(runs), "status", run_id, env=env)
+        assert status.returncode == 0 and "completed" in status.stdout and "3/3" in status.stdout
+        logs = jobs_cli("--runs-dir", str(runs), "logs", run_id, env=env)
+        assert (
+            logs.returncode == 0 and f"network volume {bucket}" in logs.stdout and "train.log" in logs.stdout
+        )
+        again = jobs_cli("--runs-dir", str(runs), "follow", run_id, env=env)
+        assert again.returncode == 0 and "already completed" in again.stderr
 
 
 def test_the_cost_cap_stops_the_pod_and_keeps_a_checkpoint(tmp_path, sample_out, setup):
@@ -190,61 +238,6 @@ def test_wrong_key_or_estimate_over_the_cap_creates_nothing(tmp_path, sample_out
     assert not list(runs.glob("*/run.json")) if runs.exists() else True
     db = tmp_path / "registry.db"
     assert not db.exists() or registry.list_jobs(env["DATABASE_URL"]) == []
-
-
-def test_network_volume_upload_detach_follow_and_fetch(tmp_path, sample_out, setup):
-    """A RunPod network volume, seen by the launcher only through the S3 API: the data goes up before the
-    pod is created, the launcher returns (--detach), `jobs follow` picks the run up, reads its progress
-    from the volume's registry over S3 and brings the adapter home."""
-    with s3_server() as s3:
-        bucket = "x7k2volume"
-        client = s3.volume(bucket)
-        fake, env = setup(
-            network_volumes=[{"id": bucket, "name": "brightrun", "size": 50, "dataCenterId": DATACENTER}],
-            volume_sync=VolumeSync(s3.client(), bucket, every=0.3),
-        )
-        env = {k: v for k, v in env.items() if k != "BRIGHTRUN_VOLUME_DIR"} | s3.env
-        runs, log = tmp_path / "runs", tmp_path / "launch.log"
-        proc = launch(runs, sample_out, env, "--network-volume", bucket, "--detach", "max_steps=2", log=log)
-        assert proc.wait(300) == 0, log.read_text()[-4000:]
-        job = registry.get_job(the_run(env["DATABASE_URL"]).id, env["DATABASE_URL"])
-        create = next(args["input"] for name, args in fake.calls if name == "podFindAndDeployOnDemand")
-        assert (create["networkVolumeId"], create["dataCenterId"], create["volumeMountPath"]) == (
-            bucket,
-            DATACENTER,
-            "/workspace/data",
-        )
-        assert "volumeInGb" not in create and create["imageName"] == "registry.example/brightrun-lora:test"
-        pod_env = {p["key"]: p["value"] for p in create["env"]}
-        data_key = pod_env["BRIGHTRUN_DATA"].removeprefix("/workspace/data/")
-        assert pod_env["BRIGHTRUN_DATA"].startswith("/workspace/data/datasets/")
-        assert pod_env["BRIGHTRUN_VOLUME"] == "/workspace/data"
-        # The data was on the volume before the pod was asked for, every file byte for byte.
-        for path in sample_out.rglob("*"):
-            if path.is_file():
-                key = f"{data_key}/{path.relative_to(sample_out).as_posix()}"
-                assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == path.read_bytes()
-        names = [name for name, _ in fake.calls]
-        assert names.index("myself") < names.index("podFindAndDeployOnDemand")
-
-        followed = jobs_cli("--runs-dir", str(runs), "follow", job.id, "--poll", "0.3", env=env, timeout=600)
-        assert followed.returncode == 0, followed.stderr[-4000:]
-        job = registry.get_job(job.id, env["DATABASE_URL"])
-        assert (job.status, job.step, job.total_steps) == ("completed", 2, 2)
-        assert job.actual_cost > 0 and job.pod_id not in fake.pods
-        home = runs / job.id
-        assert job.artifact_path == str((home / "output").resolve())
-        assert (home / "output" / "adapter_model.safetensors").stat().st_size > 0
-        assert (home / "output" / "adapter_config.json").is_file() and (home / "pod-run.json").is_file()
-        assert not list((home / "output").glob("checkpoint-*"))  # they stay on the volume
-        assert json.loads((home / "run.json").read_text())["launch"]["network_volume"] == bucket
-
-        logs = jobs_cli("--runs-dir", str(runs), "logs", job.id, env=env)
-        assert (
-            logs.returncode == 0 and f"network volume {bucket}" in logs.stdout and "train.log" in logs.stdout
-        )
-        again = jobs_cli("--runs-dir", str(runs), "follow", job.id, env=env)
-        assert again.returncode == 0 and "already completed" in again.stderr
 
 
 def test_network_volume_errors_create_nothing(tmp_path, sample_out, setup):

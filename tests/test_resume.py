@@ -1,4 +1,7 @@
-"""Kill -9 after a checkpoint, resume, finish at the planned step: for real, on CPU.
+"""One run through both ways a run stops, for real on CPU: SIGTERM (a pod's stop, a spot reclaim: the
+trainer saves a checkpoint, the run is `interrupted`), resume; then kill -9 after a checkpoint (the
+machine dies: nobody records anything), resume again; it finishes at the planned step with every step
+logged once. (`jobs cancel` is tests/test_interrupt.py.)
 
 Runs on PostgreSQL when TEST_POSTGRES_URL is set (CI), so the whole path is exercised on both
 backends (test_jobs.py uses SQLite).
@@ -10,56 +13,91 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import psutil
-from conftest import jobs_cli, start_smoke_job
+from conftest import ROOT, jobs_cli, jobs_env, start_smoke_job
 from safetensors import safe_open
 
 from jobs import registry
 
+STEPS = 6
 
-def test_kill_9_then_resume_finishes_at_the_planned_step(tmp_path, sample_out):
+
+def wait(check, what: str, proc: subprocess.Popen, seconds: float = 600):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        assert proc.poll() is None, f"the run ended before {what}"
+        time.sleep(0.5)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+def checkpoints(run_dir) -> list[int]:
+    done = run_dir.glob("output/checkpoint-*/trainer_state.json")
+    return sorted(int(p.parent.name.split("-")[1]) for p in done)
+
+
+def test_sigterm_resume_kill_9_resume_finishes_at_the_planned_step(tmp_path, sample_out):
     runs = tmp_path / "runs"
     url = os.environ.get("TEST_POSTGRES_URL") or f"sqlite:///{tmp_path / 'registry.db'}"
-    parent = start_smoke_job(
+    first = start_smoke_job(
         runs,
         url,
         sample_out,
-        "max_steps=4",
+        f"max_steps={STEPS}",
         "save_steps=1",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    # 1. SIGTERM once training has logged a step: checkpoint, exit 130, `interrupted`.
+    def training():
+        jobs = [j for j in registry.list_jobs(url) if (runs / j.id).is_dir()] if runs.is_dir() else []
+        return jobs[0].id if jobs and jobs[0].status == "training" and jobs[0].step >= 1 else None
+
+    run_id = wait(training, "step 1", first)
+    run_dir = runs / run_id
+    first.send_signal(signal.SIGTERM)
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 130, stderr[-2000:]
+    job = registry.get_job(run_id, url)
+    assert job.status == "interrupted" and "resume" in job.error_message
+    stopped_at = checkpoints(run_dir)[-1]
+    assert 1 <= job.step <= stopped_at < STEPS  # the step it was in, checkpointed on the way out
+
+    # 2. Resume; once it has saved a checkpoint of its own, the machine dies: every process at once.
+    second = subprocess.Popen(
+        [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "resume", run_id],
+        cwd=ROOT,
+        env=jobs_env(url),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 600
-    checkpoint = None
-    while time.time() < deadline and checkpoint is None:
-        time.sleep(1)
-        found = list(runs.glob("*/output/checkpoint-2/trainer_state.json"))
-        checkpoint = found[0].parent if found else None
-        assert parent.poll() is None, "the run ended before it could be killed"
-    assert checkpoint is not None, "no checkpoint-2 within 10 minutes"
-    # The machine dies: every process of the run, at once, with no chance to clean up.
-    procs = [psutil.Process(parent.pid), *psutil.Process(parent.pid).children(recursive=True)]
+    wait(lambda: checkpoints(run_dir)[-1] > stopped_at, "a checkpoint after the resume", second)
+    procs = [psutil.Process(second.pid), *psutil.Process(second.pid).children(recursive=True)]
     for p in procs:
         p.send_signal(signal.SIGKILL)
-    parent.wait()
-    run_dir = checkpoint.parent.parent
-    run_id = run_dir.name
+    second.wait()
     assert registry.get_job(run_id, url).status in ("training", "model_loaded")  # nobody could say otherwise
 
+    # 3. Resume again: from the newest checkpoint, to the planned step.
     proc = jobs_cli("--runs-dir", str(runs), "resume", run_id, env={"DATABASE_URL": url})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "resuming" in proc.stderr and "from checkpoint-" in proc.stderr
     resumed_from = int(proc.stderr.split("from checkpoint-")[1].split()[0])
-    assert resumed_from >= 2
+    assert resumed_from > stopped_at  # the second attempt's own checkpoint
 
     job = registry.get_job(run_id, url)
-    assert (job.status, job.step, job.total_steps, job.retry_count) == ("completed", 4, 4, 1)
+    assert (job.status, job.step, job.total_steps, job.retry_count) == ("completed", STEPS, STEPS, 2)
     steps = [p.step for p in registry.metrics(run_id, url) if p.loss is not None]
-    assert steps == [1, 2, 3, 4]  # each step once: nothing duplicated by the resume
+    assert steps == list(range(1, STEPS + 1))  # each step once: nothing duplicated by either resume
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in logged if "loss" in m] == [1, 2, 3, 4]
+    assert [m["step"] for m in logged if "loss" in m] == list(range(1, STEPS + 1))
     lineage = json.loads((run_dir / "run.json").read_text())
     assert lineage["attempts"][-1]["resume_from"].endswith(f"checkpoint-{resumed_from}")
     # The LoRA weights are loaded from the checkpoint, not stacked on top of a fresh adapter.
