@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -98,14 +99,14 @@ def the_run(url: str):
     return registry.get_job(row[0], url) if row else None
 
 
-def test_spot_on_a_network_volume_preempted_relaunched_followed_again_and_fetched(
+def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_adapter(
     tmp_path, sample_out, setup
 ):
-    """The real-account path end to end. A RunPod network volume, seen by the launcher only through the
-    S3 API: the data goes up before the pod is created, the launcher returns (--detach), `jobs follow`
-    picks the run up and reads its progress from the volume's registry over S3; the spot pod is taken
-    back after checkpoint-1, a second pod on the same volume resumes and completes; the adapter comes home
-    and the cost is the sum of both pods' uptime × bid."""
+    """The real-account path end to end, in one command. A RunPod network volume, seen by the launcher
+    only through the S3 API: the data goes up before the pod is created; the launcher reads the run's
+    progress from the volume's registry over S3; the spot pod is taken back after checkpoint-1, a second
+    pod on the same volume resumes and completes; the adapter comes home and the cost is the sum of both
+    pods' uptime × bid."""
     with s3_server() as s3:
         bucket = "x7k2volume"
         client = s3.volume(bucket)
@@ -115,9 +116,9 @@ def test_spot_on_a_network_volume_preempted_relaunched_followed_again_and_fetche
         )
         env = {k: v for k, v in env.items() if k != "BRIGHTRUN_VOLUME_DIR"} | s3.env
         runs, log = tmp_path / "runs", tmp_path / "launch.log"
-        args = ("--spot", "--network-volume", bucket, "--detach", "max_steps=3", "save_steps=1")
-        assert launch(runs, sample_out, env, *args, log=log).wait(300) == 0, log.read_text()[-4000:]
-        job = the_run(env["DATABASE_URL"])
+        args = ("--spot", "--network-volume", bucket, "max_steps=3", "save_steps=1")
+        proc = launch(runs, sample_out, env, *args, log=log)
+        job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
         run_id, first = job.id, job.pod_id
         assert job.status == "queued" and first in fake.pods and job.hardware == "h100-pcie"
         create = next(args["input"] for name, args in fake.calls if name == "podRentInterruptable")
@@ -140,15 +141,11 @@ def test_spot_on_a_network_volume_preempted_relaunched_followed_again_and_fetche
         names = [name for name, _ in fake.calls]
         assert names.index("myself") < names.index("podRentInterruptable")
 
-        # Follow again from another process, as after Ctrl-C; take the pod back after a checkpoint.
-        follow_log = tmp_path / "follow.log"
-        cmd = [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "follow", run_id, "--poll", "0.3"]
-        out = follow_log.open("w")
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=jobs_env() | env, stdout=out, stderr=subprocess.STDOUT)
+        # RunPod takes the pod back once it has written a checkpoint (seen here on the pod's side).
         ckpt = fake.workspace / "runs" / run_id / "output" / "checkpoint-1" / "trainer_state.json"
-        wait_for(ckpt.is_file, 600, proc, follow_log)
+        wait_for(ckpt.is_file, 600, proc, log)
         fake.preempt(first)
-        assert proc.wait(600) == 0, follow_log.read_text()[-4000:]
+        assert proc.wait(600) == 0, log.read_text()[-4000:]
 
         job = registry.get_job(run_id, env["DATABASE_URL"])
         assert (job.status, job.step, job.total_steps, job.retry_count) == ("completed", 3, 3, 1)
@@ -190,14 +187,29 @@ def test_spot_on_a_network_volume_preempted_relaunched_followed_again_and_fetche
         assert again.returncode == 0 and "already completed" in again.stderr
 
 
-def test_the_cost_cap_stops_the_pod_and_keeps_a_checkpoint(tmp_path, sample_out, setup):
+def follow(runs: Path, run_id: str, env: dict, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "follow", run_id, "--poll", "0.2"]
+    out = log.open("w")
+    return subprocess.Popen(cmd, cwd=ROOT, env=jobs_env() | env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, sample_out, setup):
     fake, env = setup()
     runs, log = tmp_path / "runs", tmp_path / "launch.log"
     proc = launch(runs, sample_out, env, "--max-cost", "1", "max_steps=40", "save_steps=40", log=log)
-    run_id = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log).id
+    job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
+    run_id = job.id
     # Training has begun (the pod's registry says so; the launcher mirrors it): a stop now makes the
     # trainer finish its step and save a checkpoint.
     wait_for(lambda: registry.get_job(run_id, env["DATABASE_URL"]).status == "training", 600, proc, log)
+    # Ctrl-C stops following, not the pod; `jobs follow` takes over from another process.
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 130, log.read_text()[-4000:]
+    assert f"`jobs follow {run_id}` picks it up again" in log.read_text()
+    assert fake.pods[job.pod_id].status == "RUNNING"
+    log = tmp_path / "follow.log"
+    proc = follow(runs, run_id, env, log)
+    wait_for(lambda: "step" in log.read_text(), 60, proc, log)
     fake.speed = 2000.0  # an hour of uptime every 1.8 s: $2.39/h reaches $1 at once
     assert proc.wait(300) == 1, log.read_text()[-4000:]
     job = registry.get_job(run_id, env["DATABASE_URL"])
@@ -208,11 +220,14 @@ def test_the_cost_cap_stops_the_pod_and_keeps_a_checkpoint(tmp_path, sample_out,
     assert "cost cap $1.00 reached" in log.read_text()
 
 
-def test_cancel_terminates_the_pod(tmp_path, sample_out, setup):
+def test_detach_follow_and_cancel_terminates_the_pod(tmp_path, sample_out, setup):
     fake, env = setup(command=sleeper)
     runs, log = tmp_path / "runs", tmp_path / "launch.log"
-    proc = launch(runs, sample_out, env, "max_steps=4", log=log)
-    job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
+    assert launch(runs, sample_out, env, "--detach", "max_steps=4", log=log).wait(120) == 0, log.read_text()
+    job = the_run(env["DATABASE_URL"])
+    assert job.status == "queued" and job.pod_id in fake.pods  # created, then the launcher returned
+    log = tmp_path / "follow.log"
+    proc = follow(runs, job.id, env, log)
     wait_for(lambda: fake.pods[job.pod_id].status == "RUNNING", 10, proc, log)
     status = jobs_cli("--runs-dir", str(runs), "status", job.id, env=env)
     assert status.returncode == 0 and job.pod_id in status.stdout and "RUNNING" in status.stdout
