@@ -313,7 +313,13 @@ def launch(
         pod_id=pod["id"],
         started_at=registry.now(),
     )
-    registry.update_job(run_id, estimated_cost=live_cost)
+    registry.update_job(
+        run_id,
+        estimated_cost=live_cost,
+        gpu_type=gpu_id,
+        gpu_count=gpu_count,
+        price_per_hour=float(pod.get("costPerHr") or price * gpu_count),
+    )
     say(f"run {run_id}: pod {pod['id']} ({gpu_count} × {gpu_id}, {kind} ${pod.get('costPerHr')}/h)")
     if not follow_run:
         return 0
@@ -510,6 +516,8 @@ def follow(
                 if pod is not None:
                     terminate(pod_id)
                 fetched = fetch_adapter(volume, vrun, run_dir)
+                if fetched:
+                    record_adapter(run_id, run_dir, lineage)
                 return finish(
                     "completed",
                     None,
@@ -574,7 +582,13 @@ def follow(
             new["resumed_from_step"] = ckpt if vrun == attempt["volume_run_id"] else 0
             attempts.append(new)
             save()
-            registry.update_job(run_id, pod_id=pod["id"], retry_count=job.retry_count + 1, status="queued")
+            registry.update_job(
+                run_id,
+                pod_id=pod["id"],
+                retry_count=job.retry_count + 1,
+                status="queued",
+                price_per_hour=new["cost_per_hr"],
+            )
             say(f"relaunch {job.retry_count + 1}/{info['max_retries']}: pod {pod['id']} on the same volume")
             time.sleep(poll)
     except KeyboardInterrupt:
@@ -597,6 +611,17 @@ def fetch_adapter(volume: vol.Volume | None, vrun: str, run_dir: Path) -> str | 
         say(f"warning: could not fetch the adapter ({exc}); `jobs fetch {run_dir.name}` tries again")
         return None
     return str((run_dir / "output").resolve())
+
+
+def record_adapter(run_id: str, run_dir: Path, lineage: dict) -> None:
+    """The fetched adapter as the run's artifact (path, size, sha256, LoRA settings), as a local run does."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    try:
+        run_mod.record_adapter(run_id, run_dir, lineage, config, None)
+    except run_mod.RunError as exc:
+        say(f"warning: {exc}")
 
 
 def mirror(run_id: str, fields: dict) -> None:
@@ -651,7 +676,8 @@ def status(run_id: str, runs_dir: str = "runs") -> int:
     cost = job.actual_cost or 0.0
     cap = f" of cap ${info['max_cost']:.2f}" if info and info.get("max_cost") is not None else ""
     est = f" (estimate ${job.estimated_cost:.2f})" if job.estimated_cost is not None else ""
-    print(f"cost      ${cost:.4f}{cap}{est}; {job.gpu_hours or 0:.4f} GPU-h")
+    price = f"; ${job.price_per_hour:.2f}/h now" if job.price_per_hour is not None else ""
+    print(f"cost      ${cost:.4f}{cap}{est}; {job.gpu_hours or 0:.4f} GPU-h{price}")
     return 0
 
 

@@ -64,6 +64,10 @@ class TrainingJob(Base):
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     last_event_sequence: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Pod runs (jobs launch): the GPU, how many, and the current pod's price per hour (migration 0003).
+    gpu_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    gpu_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    price_per_hour: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ModelArtifact(Base):

@@ -61,6 +61,9 @@ def show_run(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> 
         "log_path",
         "error_message",
         "retry_count",
+        "gpu_type",
+        "gpu_count",
+        "price_per_hour",
     ):
         t.add_row(key, str(getattr(job, key)))
     t.add_row("hyperparameters", json.dumps(job.hyperparameters))

@@ -8,6 +8,7 @@ without bf16, which an H100 profile would ask for."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY_MODEL_DIR, jobs_cli, jobs_env
+from sqlalchemy import select
 
 from jobs import registry
 from tests.fake_runpod import FakeRunPod, VolumeSync
@@ -149,6 +151,7 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
 
         job = registry.get_job(run_id, env["DATABASE_URL"])
         assert (job.status, job.step, job.total_steps, job.retry_count) == ("completed", 3, 3, 1)
+        assert (job.gpu_type, job.gpu_count, job.price_per_hour) == ("NVIDIA H100 PCIe", 1, 1.25)
         assert job.pod_id != first and job.pod_id not in fake.pods  # terminated when done
         lineage = json.loads((runs / run_id / "run.json").read_text())
         attempts = lineage["attempts"]
@@ -174,6 +177,11 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
         assert (home / "output" / "adapter_model.safetensors").stat().st_size > 0
         assert (home / "output" / "adapter_config.json").is_file() and (home / "pod-run.json").is_file()
         assert not list((home / "output").glob("checkpoint-*"))
+        with registry.session(env["DATABASE_URL"]) as db:
+            [artifact] = db.scalars(select(registry.ModelArtifact).filter_by(job_id=run_id)).all()
+        weights = home / "output" / "adapter_model.safetensors"
+        assert (artifact.artifact_type, artifact.size_bytes) == ("adapter", weights.stat().st_size)
+        assert artifact.sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
         logged = (home / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(x)["step"] for x in logged if "loss" in json.loads(x)] == [1, 2, 3]
 

@@ -28,6 +28,9 @@ JOB_FIELDS = (
     "artifact_path",
     "error_message",
     "retry_count",
+    "gpu_type",
+    "gpu_count",
+    "price_per_hour",
     "hyperparameters",
     "metrics",
 )
