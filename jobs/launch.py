@@ -518,7 +518,7 @@ def follow(
                 fetched = fetch_adapter(volume, vrun, run_dir)
                 if fetched:
                     record_adapter(run_id, run_dir, lineage)
-                return finish(
+                code = finish(
                     "completed",
                     None,
                     0,
@@ -527,6 +527,9 @@ def follow(
                     metrics=with_lost(state["metrics"]),
                     artifact_path=fetched or f"{info['volume_dir'] or POD_VOLUME}/runs/{vrun}/output",
                 )
+                if fetched:
+                    write_report(run_dir)
+                return code
             if status == "failed":
                 attempt["outcome"] = "failed"
                 if pod is not None:
@@ -622,6 +625,16 @@ def record_adapter(run_id: str, run_dir: Path, lineage: dict) -> None:
         run_mod.record_adapter(run_id, run_dir, lineage, config, None)
     except run_mod.RunError as exc:
         say(f"warning: {exc}")
+
+
+def write_report(run_dir: Path) -> None:
+    """runs/RUN/report.html from our side: the pod's own report cannot know what its pods cost."""
+    from jobs import report
+
+    try:
+        say(f"report: {report.write(run_dir)}")
+    except (OSError, ValueError, KeyError) as exc:
+        say(f"warning: no report ({exc})")
 
 
 def mirror(run_id: str, fields: dict) -> None:

@@ -49,6 +49,24 @@ def _table(rows: list[tuple], header: tuple | None = None) -> str:
     return f"<table>{head}{body}</table>"
 
 
+def pod_rows(job, lineage: dict) -> list[tuple]:
+    """A RunPod run's extra cost lines: the pod, its price, and what preemptions cost."""
+    if not lineage.get("launch") or job is None:
+        return []
+    info = lineage["launch"]
+    rows = [
+        ("GPU", f"{info['gpus']} × {info['gpu']}" + (" (spot)" if info["spot"] else "")),
+        ("price per hour (last pod)", "?" if job.price_per_hour is None else f"${job.price_per_hour:.2f}"),
+        ("pods", ", ".join(f"{a['pod_id']}: {a['outcome']}" for a in lineage["attempts"])),
+    ]
+    lost = [a for a in lineage["attempts"] if "lost_steps" in a]
+    if lost:
+        steps = sum(a["lost_steps"] or 0 for a in lost)
+        money = sum(a["lost_cost"] or 0 for a in lost)
+        rows.append(("lost to preemptions", f"{steps} step(s), ${money:.2f}"))
+    return rows
+
+
 def write(run_dir: Path, db_url: str | None = None) -> Path:
     run_id = run_dir.name
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
@@ -100,6 +118,7 @@ def write(run_dir: Path, db_url: str | None = None) -> Path:
                 ("actual", f"${cost:.2f}"),
                 ("GPU hours", f"{(job.gpu_hours or 0) if job else 0:.3f}"),
                 ("attempts", len(lineage["attempts"])),
+                *pod_rows(job, lineage),
             ]
         ),
         "<h2>Lineage</h2>",

@@ -182,6 +182,8 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
         weights = home / "output" / "adapter_model.safetensors"
         assert (artifact.artifact_type, artifact.size_bytes) == ("adapter", weights.stat().st_size)
         assert artifact.sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
+        page = (home / "report.html").read_text()
+        assert f"${job.actual_cost:.2f}" in page and "lost to preemptions" in page and first in page
         logged = (home / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(x)["step"] for x in logged if "loss" in json.loads(x)] == [1, 2, 3]
 
