@@ -45,6 +45,7 @@ SECRETS = ("TRAINING_WEBHOOK_SECRET", "HF_TOKEN", "WANDB_API_KEY")  # sent by na
 POD_VOLUME = "/workspace/data"  # BRIGHTRUN_VOLUME on a real pod (docker/entrypoint.sh)
 ACTIVE = ("queued", "preprocessing", "model_loaded", "training")
 CLOUDS = {"SECURE": True, "COMMUNITY": False, "ALL": None}
+ALERT = 0.8  # share of --max-cost at which the launcher warns, once
 
 
 def now_iso() -> str:
@@ -482,6 +483,14 @@ def follow(
                 say(line)
                 shown = line
 
+            if max_cost is not None and cost_so_far() >= ALERT * max_cost and not lineage.get("budget_alert"):
+                # Once per run (run.json remembers it across `jobs follow`), before the cap stops the pod.
+                lineage["budget_alert"] = now_iso()
+                save()
+                say(
+                    f"budget alert: ${cost_so_far():.2f} spent, {cost_so_far() / max_cost:.0%} of the "
+                    f"${max_cost:.2f} cap; the pod is stopped at the cap"
+                )
             if max_cost is not None and cost_so_far() >= max_cost:
                 say(
                     f"cost cap ${max_cost:.2f} reached: stopping pod {pod_id} "

@@ -182,6 +182,12 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
         weights = home / "output" / "adapter_model.safetensors"
         assert (artifact.artifact_type, artifact.size_bytes) == ("adapter", weights.stat().st_size)
         assert artifact.sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
+        for path in home.rglob("*"):  # neither key is written anywhere in the run folder
+            if path.is_file():
+                body = path.read_bytes()
+                assert (
+                    s3.env["RUNPOD_S3_SECRET_KEY"].encode() not in body and fake.api_key.encode() not in body
+                )
         page = (home / "report.html").read_text()
         assert f"${job.actual_cost:.2f}" in page and "lost to preemptions" in page and first in page
         logged = (home / "metrics.jsonl").read_text().splitlines()
@@ -228,6 +234,8 @@ def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, samp
     assert any(name == "podStop" for name, _ in fake.calls)
     assert list((fake.workspace / "runs" / run_id / "output").glob("checkpoint-*/trainer_state.json"))
     assert "cost cap $1.00 reached" in log.read_text()
+    assert log.read_text().count("budget alert: $") == 1  # once, before the cap
+    assert json.loads((runs / run_id / "run.json").read_text())["budget_alert"]
 
 
 def test_detach_follow_and_cancel_terminates_the_pod(tmp_path, sample_out, setup):
@@ -293,3 +301,5 @@ def test_network_volume_errors_create_nothing(tmp_path, sample_out, setup):
         bare = jobs_cli(*base, "--network-volume", "realvol", env=env | {"BRIGHTRUN_IMAGE": ""})
         assert bare.returncode == 2 and "RunPod must pull it from a registry" in bare.stderr, bare.stderr
         assert not fake.pods and not fake.gone
+        for out in (unknown, no_keys, bare):
+            assert s3.env["RUNPOD_S3_SECRET_KEY"] not in out.stderr + out.stdout
