@@ -124,125 +124,198 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+# One function per verb, looked up in VERBS. Imports stay inside them: `--help` and the quick verbs do
+# not pay for Axolotl, torch or the service.
+
+
+def _train(args) -> int:
+    from axolotl_configs.profiles import ConfigError
+    from jobs import run as run_mod
+
+    if args.input and args.data:
+        raise ConfigError("give --input FILE or --data DIR, not both")
+    run_id = run_mod.prepare(
+        args.preset,
+        args.model,
+        args.input or run_mod.DEFAULT_INPUT,
+        args.data,
+        args.hardware,
+        args.overrides,
+        args.allow_drop,
+        args.runs_dir,
+        heldout_eval=not args.no_eval,
+        run_id=args.run_id,
+    )
+    return run_mod.execute(run_id, args.runs_dir, evaluate=not args.no_eval)
+
+
+def _resume(args) -> int:
+    from jobs import run as run_mod
+
+    return run_mod.resume(args.run, args.runs_dir)
+
+
+def _execute(args) -> int:
+    from axolotl_configs.profiles import ConfigError
+    from jobs import registry
+    from jobs import run as run_mod
+
+    if registry.get_job(args.run) is None:
+        raise ConfigError(f"no run {args.run!r} (see `just runs`)")
+    return run_mod.execute(args.run, args.runs_dir, evaluate=not args.no_eval)
+
+
+def _launch(args) -> int:
+    from axolotl_configs.profiles import ConfigError
+    from jobs import launch
+    from jobs.runpod import RunPodError
+
+    if args.input and args.data:
+        raise ConfigError("give --input FILE or --data DIR, not both")
+    try:
+        return launch.launch(
+            args.preset,
+            args.model,
+            args.input,
+            args.data,
+            gpu=args.gpu,
+            gpus=args.gpus,
+            hardware=args.hardware,
+            spot=args.spot,
+            bid=args.bid,
+            max_cost=args.max_cost,
+            max_retries=args.max_retries,
+            overrides=args.overrides,
+            runs_dir=args.runs_dir,
+            poll=args.poll,
+            cloud=args.cloud,
+            network_volume=args.network_volume,
+            datacenter=args.datacenter,
+            allow_drop=args.allow_drop,
+            run_id=args.run_id,
+            follow_run=not args.detach,
+            image=args.image,
+        )
+    except RunPodError as exc:  # RunPod still failing after its retries: the pod may still run
+        print(f"error: {exc}\n(`jobs status RUN`, `jobs cancel RUN` once RunPod answers)", file=sys.stderr)
+        return 1
+
+
+def _pod_verb(args) -> int:
+    """status, logs, follow, fetch: jobs/launch.py's."""
+    from jobs import launch
+
+    if args.command == "follow":
+        return launch.reattach(args.run, args.runs_dir, args.poll)
+    if args.command == "fetch":
+        return launch.fetch(args.run, args.runs_dir, args.checkpoints)
+    return getattr(launch, args.command)(args.run, args.runs_dir)
+
+
+def _cancel(args) -> int:
+    from jobs import registry
+    from jobs import run as run_mod
+
+    job = registry.get_job(args.run)
+    if job is not None and job.pod_id and job.status not in registry.TERMINAL:
+        from jobs import launch
+
+        print(f"run {args.run}: {launch.cancel(args.run, args.runs_dir)}", file=sys.stderr)
+        return 0
+    print(f"run {args.run}: {run_mod.cancel(args.run, args.runs_dir)}", file=sys.stderr)
+    return 0
+
+
+def _webhooks_replay(args) -> int:
+    from axolotl_configs.profiles import ConfigError
+    from jobs import webhooks
+
+    if not (Path(args.runs_dir) / args.run).is_dir():
+        raise ConfigError(f"no run folder {args.runs_dir}/{args.run}")
+    try:
+        sent, left = webhooks.replay(Path(args.runs_dir) / args.run)
+    except webhooks.ConfigMissing as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"run {args.run}: {sent} event(s) delivered, {left} still pending", file=sys.stderr)
+    return 0 if left == 0 else 1
+
+
+def _serve(args) -> int:
+    from jobs import service
+
+    return service.main(host=args.host, port=args.port, runs_dir=args.runs_dir)
+
+
+def _eval(args) -> int:
+    from jobs import run as run_mod
+
+    return run_mod.results(args.run, args.runs_dir, recompute=True)
+
+
+def _merge(args) -> int:
+    from jobs import serve
+
+    return serve.merge(args.run, args.runs_dir)
+
+
+def _serve_adapter(args) -> int:
+    from jobs import serve
+
+    return serve.serve(args.run, args.runs_dir, execute=args.execute)
+
+
+def _compare(args) -> int:
+    from jobs import show
+
+    return show.compare(args.run_a, args.run_b, args.runs_dir)
+
+
+def _runs(args) -> int:
+    from jobs import show
+
+    show.runs_table()
+    return 0
+
+
+def _show(args) -> int:
+    from jobs import show
+
+    return show.show_run(args.run, args.runs_dir)
+
+
+VERBS = {
+    "train": _train,
+    "resume": _resume,
+    "execute": _execute,
+    "launch": _launch,
+    "status": _pod_verb,
+    "logs": _pod_verb,
+    "follow": _pod_verb,
+    "fetch": _pod_verb,
+    "cancel": _cancel,
+    "webhooks-replay": _webhooks_replay,
+    "serve": _serve,
+    "eval": _eval,
+    "merge": _merge,
+    "serve-adapter": _serve_adapter,
+    "compare": _compare,
+    "runs": _runs,
+    "show": _show,
+}
+STARTS_A_RUN = ("train", "resume", "execute", "launch")
+
+
 def run(args) -> int:
     from axolotl_configs.profiles import ConfigError
     from jobs import registry, webhooks
-    from jobs import run as run_mod
 
     registry.use_runs_dir(args.runs_dir)
-    if args.command in ("train", "resume", "execute", "launch"):
+    if args.command in STARTS_A_RUN:
         try:
             webhooks.settings()  # WEBHOOK_URL without its secret is bad input, before anything starts
         except webhooks.ConfigMissing as exc:
             raise ConfigError(str(exc)) from None
-    if args.command == "train":
-        if args.input and args.data:
-            raise ConfigError("give --input FILE or --data DIR, not both")
-        run_id = run_mod.prepare(
-            args.preset,
-            args.model,
-            args.input or run_mod.DEFAULT_INPUT,
-            args.data,
-            args.hardware,
-            args.overrides,
-            args.allow_drop,
-            args.runs_dir,
-            heldout_eval=not args.no_eval,
-            run_id=args.run_id,
-        )
-        return run_mod.execute(run_id, args.runs_dir, evaluate=not args.no_eval)
-    if args.command == "resume":
-        return run_mod.resume(args.run, args.runs_dir)
-    if args.command == "execute":
-        if registry.get_job(args.run) is None:
-            raise ConfigError(f"no run {args.run!r} (see `just runs`)")
-        return run_mod.execute(args.run, args.runs_dir, evaluate=not args.no_eval)
-    if args.command == "launch":
-        from jobs import launch
-
-        if args.input and args.data:
-            raise ConfigError("give --input FILE or --data DIR, not both")
-        from jobs.runpod import RunPodError
-
-        try:
-            return launch.launch(
-                args.preset,
-                args.model,
-                args.input,
-                args.data,
-                gpu=args.gpu,
-                gpus=args.gpus,
-                hardware=args.hardware,
-                spot=args.spot,
-                bid=args.bid,
-                max_cost=args.max_cost,
-                max_retries=args.max_retries,
-                overrides=args.overrides,
-                runs_dir=args.runs_dir,
-                poll=args.poll,
-                cloud=args.cloud,
-                network_volume=args.network_volume,
-                datacenter=args.datacenter,
-                allow_drop=args.allow_drop,
-                run_id=args.run_id,
-                follow_run=not args.detach,
-                image=args.image,
-            )
-        except RunPodError as exc:  # RunPod still failing after its retries: the pod may still run
-            print(
-                f"error: {exc}\n(`jobs status RUN`, `jobs cancel RUN` once RunPod answers)", file=sys.stderr
-            )
-            return 1
-    if args.command in ("status", "logs"):
-        from jobs import launch
-
-        return getattr(launch, args.command)(args.run, args.runs_dir)
-    if args.command == "follow":
-        from jobs import launch
-
-        return launch.reattach(args.run, args.runs_dir, args.poll)
-    if args.command == "fetch":
-        from jobs import launch
-
-        return launch.fetch(args.run, args.runs_dir, args.checkpoints)
-    if args.command == "cancel":
-        job = registry.get_job(args.run)
-        if job is not None and job.pod_id and job.status not in registry.TERMINAL:
-            from jobs import launch
-
-            print(f"run {args.run}: {launch.cancel(args.run, args.runs_dir)}", file=sys.stderr)
-            return 0
-        print(f"run {args.run}: {run_mod.cancel(args.run, args.runs_dir)}", file=sys.stderr)
-        return 0
-    if args.command == "webhooks-replay":
-        if not (Path(args.runs_dir) / args.run).is_dir():
-            raise ConfigError(f"no run folder {args.runs_dir}/{args.run}")
-        try:
-            sent, left = webhooks.replay(Path(args.runs_dir) / args.run)
-        except webhooks.ConfigMissing as exc:
-            raise ConfigError(str(exc)) from None
-        print(f"run {args.run}: {sent} event(s) delivered, {left} still pending", file=sys.stderr)
-        return 0 if left == 0 else 1
-    if args.command == "serve":
-        from jobs import service
-
-        return service.main(host=args.host, port=args.port, runs_dir=args.runs_dir)
-    if args.command == "eval":
-        return run_mod.results(args.run, args.runs_dir, recompute=True)
-    if args.command in ("merge", "serve-adapter"):
-        from jobs import serve
-
-        if args.command == "merge":
-            return serve.merge(args.run, args.runs_dir)
-        return serve.serve(args.run, args.runs_dir, execute=args.execute)
-    from jobs import show
-
-    if args.command == "compare":
-        return show.compare(args.run_a, args.run_b, args.runs_dir)
-    if args.command == "runs":
-        show.runs_table()
-        return 0
-    return show.show_run(args.run, args.runs_dir)
+    return VERBS[args.command](args)
 
 
 if __name__ == "__main__":
