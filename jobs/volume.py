@@ -127,7 +127,10 @@ class S3Volume:
                 ) from None
             raise VolumeError(f"{self}: {what} failed: {code or status} {exc}") from None
         except BotoCoreError as exc:
-            raise VolumeError(f"{self}: {what} failed: {exc}") from None
+            raise VolumeError(
+                f"{self}: {what} failed: {exc} (RunPod's S3 API exists only in some datacenters: "
+                "docs.runpod.io/storage/s3-api)"
+            ) from None
 
     def _level(self, prefix: str) -> tuple[list[str], list[str]]:
         """(folders, files) directly under prefix, names only."""
