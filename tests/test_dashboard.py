@@ -20,7 +20,7 @@ import httpx
 import pytest
 from conftest import free_port, start_service, stop_process
 
-from jobs import webhooks
+from jobs import registry, webhooks
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "jobs" / "service" / "static"
@@ -149,6 +149,9 @@ def test_dashboard_shows_jobs_and_loss_curves_in_headless_chromium(browser, serv
         listed = client.get(service + "/api/training/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
         assert listed.status_code == 200, listed.text
         assert [j["id"] for j in listed.json()["jobs"]] == ["dash-ok", "dash-failed", "dash-live"]
+    # A pod run's GPU and price, as `jobs launch` records them in the same registry.
+    url = f"sqlite:///{tmp_path / 'runs' / 'registry.db'}"
+    registry.update_job("dash-ok", url, gpu_type="NVIDIA H100 PCIe", gpu_count=1, price_per_hour=2.39)
 
     page = f"{service}/#token={TOKEN}"
     dumped = headless(browser, tmp_path / "profile-dom", "--dump-dom", page)
@@ -164,6 +167,7 @@ def test_dashboard_shows_jobs_and_loss_curves_in_headless_chromium(browser, serv
     assert rows["dash-live"]["data-status"] == "training"
     assert dom.find("span", id="live", **{"data-live": "true"}), "a training job: the page should refresh"
     assert "selected" in rows["dash-ok"]["class"]
+    assert "1 × NVIDIA H100 PCIe · $2.39/h" in dumped.stdout
 
     # The newest job's chart: 10 train-loss points and 1 eval point, drawn by uPlot on a canvas.
     (chart,) = dom.find("div", id="loss-chart")

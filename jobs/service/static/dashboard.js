@@ -196,6 +196,10 @@
     const facts = el("dl", { attrs: { id: "detail-facts" } });
     fact(facts, "Preset · model", `${job.preset || DASH} · ${job.model || DASH}`);
     fact(facts, "Hardware", job.hardware || DASH);
+    if (job.gpu_type) {
+      const price = job.price_per_hour == null ? "" : ` · ${fmtCost(job.price_per_hour)}/h`;
+      fact(facts, "GPU", `${job.gpu_count || 1} × ${job.gpu_type}${price}`);
+    }
     fact(facts, "Steps", fmtSteps(job));
     fact(facts, "Epoch", fmtNum(job.epoch, 2));
     fact(facts, "Created", fmtTime(job.created_at));
