@@ -34,34 +34,39 @@ import sys
 from pathlib import Path
 
 
+def job_args(p: argparse.ArgumentParser) -> None:
+    """What a training job is, the same for `train` (here) and `launch` (on a pod)."""
+    p.add_argument("preset")
+    p.add_argument("model")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--input", default=None, help="brightrun-v4 file (default: the repo's demo data)")
+    p.add_argument("--data", default=None, help="an already converted folder instead of --input")
+    p.add_argument(
+        "--allow-drop", action="store_true", help="train even if lines exceed sequence_len (counted)"
+    )
+    p.add_argument("--run-id", default=None, help="name the run (default: time-preset-model-random)")
+
+
+def poll_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--poll", type=float, default=30.0, help="seconds between polls (default 30)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs", description=__doc__.split("\n")[0])
     p.add_argument("--runs-dir", default="runs", help="where run folders live (default runs/)")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="convert if needed, render, preprocess and train one run")
-    t.add_argument("preset")
-    t.add_argument("model")
-    t.add_argument("overrides", nargs="*", metavar="key=value")
-    t.add_argument("--input", default=None, help="brightrun-v4 file (default: the repo's demo data)")
-    t.add_argument("--data", default=None, help="an already converted folder instead of --input")
+    job_args(t)
     t.add_argument("--hardware", default=None)
-    t.add_argument(
-        "--allow-drop", action="store_true", help="train even if lines exceed sequence_len (counted)"
-    )
     t.add_argument(
         "--no-eval", action="store_true", help="skip the held-out comparison (`just eval RUN` later)"
     )
-    t.add_argument("--run-id", default=None, help="name the run (default: time-preset-model-random)")
     r = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     r.add_argument("run")
     x = sub.add_parser("cancel", help="stop a run for good (status cancelled)")
     x.add_argument("run")
     la = sub.add_parser("launch", help="train on a RunPod pod: live price, cost cap, relaunch on preemption")
-    la.add_argument("preset")
-    la.add_argument("model")
-    la.add_argument("overrides", nargs="*", metavar="key=value")
-    la.add_argument("--input", default=None, help="brightrun-v4 file (default: the repo's demo data)")
-    la.add_argument("--data", default=None, help="an already converted folder instead of --input")
+    job_args(la)
     la.add_argument("--gpu", default=None, help='RunPod gpuTypeId, e.g. "NVIDIA H100 PCIe"')
     la.add_argument("--gpus", type=int, default=None, help="GPUs in the pod (a hardware profile must match)")
     la.add_argument("--hardware", default=None, help="hardware profile name instead of --gpu/--gpus")
@@ -74,16 +79,14 @@ def parser() -> argparse.ArgumentParser:
     la.add_argument("--datacenter", default=None, help="checked against the network volume's datacenter")
     la.add_argument("--detach", action="store_true", help="create the pod and return (`jobs follow RUN`)")
     la.add_argument("--image", default=None, help="the pushed image of this repo (default $BRIGHTRUN_IMAGE)")
-    la.add_argument("--poll", type=float, default=30.0, help="seconds between polls (default 30)")
-    la.add_argument("--run-id", default=None)
-    la.add_argument("--allow-drop", action="store_true")
+    poll_arg(la)
     st = sub.add_parser("status", help="a run's status, pod, step and cost so far")
     st.add_argument("run")
     lg = sub.add_parser("logs", help="a run's logs (a pod run: from its volume)")
     lg.add_argument("run")
     fo = sub.add_parser("follow", help="follow a pod run again (after Ctrl-C or --detach)")
     fo.add_argument("run")
-    fo.add_argument("--poll", type=float, default=30.0, help="seconds between polls (default 30)")
+    poll_arg(fo)
     fe = sub.add_parser("fetch", help="a pod run's adapter, logs and metrics from its volume into runs/RUN/")
     fe.add_argument("run")
     fe.add_argument("--checkpoints", action="store_true", help="the checkpoint-N/ folders too")
@@ -129,11 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
-    from axolotl_configs.profiles import ConfigError
     from jobs import run as run_mod
 
-    if args.input and args.data:
-        raise ConfigError("give --input FILE or --data DIR, not both")
     run_id = run_mod.prepare(
         args.preset,
         args.model,
@@ -166,12 +166,9 @@ def _execute(args) -> int:
 
 
 def _launch(args) -> int:
-    from axolotl_configs.profiles import ConfigError
     from jobs import launch
     from jobs.runpod import RunPodError
 
-    if args.input and args.data:
-        raise ConfigError("give --input FILE or --data DIR, not both")
     try:
         return launch.launch(
             args.preset,
@@ -310,6 +307,8 @@ def run(args) -> int:
     from jobs import registry, webhooks
 
     registry.use_runs_dir(args.runs_dir)
+    if getattr(args, "input", None) and getattr(args, "data", None):  # train, launch (job_args)
+        raise ConfigError("give --input FILE or --data DIR, not both")
     if args.command in STARTS_A_RUN:
         try:
             webhooks.settings()  # WEBHOOK_URL without its secret is bad input, before anything starts

@@ -150,8 +150,7 @@ def launch(
             )
     if cloud not in CLOUDS:
         raise ConfigError(f"--cloud must be one of {', '.join(CLOUDS)}")
-    if run_id is not None and not run_mod.RUN_ID.fullmatch(run_id):
-        raise ConfigError(f"--run-id {run_id!r}: 1-64 characters of 0-9 A-Z a-z . _ - (a folder name)")
+    run_mod.check_run_id(run_id)
     volume_dir = os.environ.get("BRIGHTRUN_VOLUME_DIR") or None
     if volume_dir and network_volume:
         raise ConfigError("--network-volume and BRIGHTRUN_VOLUME_DIR both name the pod's volume: pick one")

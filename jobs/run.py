@@ -51,6 +51,14 @@ class Conflict(ConfigError):
 
 
 RUN_ID = re.compile(r"(?!\.{1,2}$)[0-9A-Za-z._-]{1,64}")  # a folder name: not . or ..
+
+
+def check_run_id(run_id: str | None) -> None:
+    """--run-id names a folder (here, and on a pod's volume): refuse anything else before any work."""
+    if run_id is not None and not RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"--run-id {run_id!r}: 1-64 characters of 0-9 A-Z a-z . _ - (a folder name)")
+
+
 CANCEL_FILE = "cancel-requested"
 PID_FILE = "launcher.pid"
 
@@ -143,8 +151,7 @@ def prepare(
     """
     from axolotl_configs import estimate, render
 
-    if run_id is not None and not RUN_ID.fullmatch(run_id):
-        raise ConfigError(f"--run-id {run_id!r}: 1-64 characters of 0-9 A-Z a-z . _ - (a folder name)")
+    check_run_id(run_id)
     profiles = Profiles.load(preset, model, hardware)
     data_dir = ensure_converted(input_file, data_dir) if not data_dir else data_dir
     run_id = run_id or new_run_id(preset, model)

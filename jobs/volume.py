@@ -21,6 +21,7 @@ s3-api-downloader/readme.md), and one level of a run folder is small.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -201,8 +202,6 @@ def put_dir(volume: Volume, local: Path, prefix: str, say: Callable[[str], None]
 def registry_row(volume: Volume, vrun: str) -> dict | None:
     """The pod's own registry row for the run (read-only, no migrations), or None (not there yet, or
     caught mid-write: the next poll reads it)."""
-    import json
-
     try:
         db = volume.sqlite_path("runs/registry.db")
     except VolumeError:

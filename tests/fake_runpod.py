@@ -580,21 +580,24 @@ class FakeRunPod:
         threading.Thread(target=self._live, args=(pod,), daemon=True).start()
         return self._pod_view(pod)
 
+    def _live_pod(self, pod_id: str) -> FakePod:
+        """The pod podStop / podTerminate act on (call with the lock held)."""
+        pod = self.pods.get(pod_id)
+        if pod is None:
+            raise GraphQLError(f"Pod {pod_id} not found")  # wording made up
+        return pod
+
     def _stop(self, input: dict) -> dict:
         """SDK mutations/pods.py podStop: the container stops, the pod and its volume stay (EXITED)."""
         with self.lock:
-            pod = self.pods.get(input["podId"])
-            if pod is None:
-                raise GraphQLError(f"Pod {input['podId']} not found")  # wording made up
+            pod = self._live_pod(input["podId"])
             self._halt(pod, "Stopped by User")
             return self._pod_view(pod)
 
     def _terminate(self, input: dict) -> None:
         """SDK mutations/pods.py podTerminate: returns nothing; afterwards pod(...) is null."""
         with self.lock:
-            pod = self.pods.get(input["podId"])
-            if pod is None:
-                raise GraphQLError(f"Pod {input['podId']} not found")  # wording made up
+            pod = self._live_pod(input["podId"])
             self._halt(pod, "Terminated by User")
         self._forget(pod.id)
 
