@@ -26,7 +26,8 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ENDPOINT = "https://s3api-{datacenter}.runpod.io/"
@@ -68,10 +69,11 @@ class LocalVolume:
         shutil.copyfile(src, tmp)
         tmp.replace(dest)  # a reader never sees half a file
 
-    def sqlite_path(self, key: str) -> Path | None:
+    @contextmanager
+    def sqlite_path(self, key: str) -> Iterator[Path | None]:
         """The registry read in place, read-only: no copy needed on a local volume."""
         path = self.root / key
-        return path if path.is_file() else None
+        yield path if path.is_file() else None
 
 
 class S3Volume:
@@ -168,14 +170,17 @@ class S3Volume:
     def put(self, src: Path, key: str) -> None:
         self._call(f"uploading {key}", lambda Bucket: self.client.upload_file(str(src), Bucket, key))
 
-    def sqlite_path(self, key: str) -> Path | None:
-        """A private copy of the pod's registry: SQLite cannot read over S3; a copy never blocks the pod."""
-        tmp = Path(tempfile.mkdtemp(prefix="brightrun-volume-")) / "registry.db"
-        try:
-            self.get(key, tmp)
-        except FileNotFoundError:
-            return None
-        return tmp
+    @contextmanager
+    def sqlite_path(self, key: str) -> Iterator[Path | None]:
+        """A private copy of the pod's registry, removed afterwards: SQLite cannot read over S3, and a
+        copy never blocks the pod."""
+        with tempfile.TemporaryDirectory(prefix="brightrun-volume-") as tmp:
+            copy: Path | None = Path(tmp) / "registry.db"
+            try:
+                self.get(key, copy)
+            except FileNotFoundError:
+                copy = None
+            yield copy
 
 
 Volume = LocalVolume | S3Volume
@@ -199,29 +204,23 @@ def put_dir(volume: Volume, local: Path, prefix: str, say: Callable[[str], None]
     return len(files)
 
 
+ROW_QUERY = "SELECT status, step, total_steps, metrics, error_message FROM training_jobs WHERE id = ?"
+
+
 def registry_row(volume: Volume, vrun: str) -> dict | None:
     """The pod's own registry row for the run (read-only, no migrations), or None (not there yet, or
     caught mid-write: the next poll reads it)."""
     try:
-        db = volume.sqlite_path("runs/registry.db")
-    except VolumeError:
+        with volume.sqlite_path("runs/registry.db") as db:
+            if db is None:
+                return None
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                row = con.execute(ROW_QUERY, (vrun,)).fetchone()
+            finally:
+                con.close()
+    except (VolumeError, sqlite3.Error):
         return None
-    if db is None:
-        return None
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            row = con.execute(
-                "SELECT status, step, total_steps, metrics, error_message FROM training_jobs WHERE id = ?",
-                (vrun,),
-            ).fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None
-    finally:
-        if isinstance(volume, S3Volume):
-            shutil.rmtree(db.parent, ignore_errors=True)
     if row is None:
         return None
     metrics = json.loads(row[3]) if row[3] else {}
