@@ -19,7 +19,9 @@ from axolotl.integrations.base import BasePlugin
 from pydantic import BaseModel
 from transformers import TrainerCallback
 
-from jobs import registry, webhooks
+from jobs import registry
+from jobs.status import emit as emit_status
+from jobs.status import set_status
 
 
 class RegistryArgs(BaseModel):
@@ -65,11 +67,8 @@ class RegistryCallback(TrainerCallback):
                 ]
             self.metrics_path.write_text("".join(f"{line}\n" for line in kept), "utf-8")
             registry.truncate_metrics(self.run_id, state.global_step)
-            registry.update_job(
-                self.run_id, status="training", total_steps=state.max_steps, step=state.global_step
-            )
-            webhooks.emit(
-                self.run_dir, self.run_id, "training", step=state.global_step, total_steps=state.max_steps
+            set_status(
+                self.run_dir, self.run_id, "training", total_steps=state.max_steps, step=state.global_step
             )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -89,14 +88,7 @@ class RegistryCallback(TrainerCallback):
             epoch=point.get("epoch", job.epoch),
             metrics={**(job.metrics or {}), **latest},
         )
-        webhooks.emit(
-            self.run_dir,
-            self.run_id,
-            "training",
-            step=state.global_step,
-            total_steps=state.max_steps,
-            metrics=latest,
-        )
+        emit_status(self.run_dir, registry.get_job(self.run_id), "training", metrics=latest)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.stop_requested:
@@ -141,7 +133,7 @@ class RegistryPlugin(BasePlugin):
         if cfg.brightrun_run_id:
             registry.update_job(cfg.brightrun_run_id, status="model_loaded")
             if os.environ.get("RANK", "0") == "0":  # every rank loads; one event
-                webhooks.emit(cfg.brightrun_run_dir, cfg.brightrun_run_id, "model_loaded")
+                emit_status(cfg.brightrun_run_dir, registry.get_job(cfg.brightrun_run_id), "model_loaded")
 
     def add_callbacks_post_trainer(self, cfg, trainer):
         if not cfg.brightrun_run_id:

@@ -40,6 +40,7 @@ from axolotl_configs.profiles import names as profile_names
 from jobs import registry, runpod
 from jobs import run as run_mod
 from jobs import volume as vol
+from jobs.status import set_status
 
 SECRETS = ("TRAINING_WEBHOOK_SECRET", "HF_TOKEN", "WANDB_API_KEY")  # sent by name; values read at create
 POD_VOLUME = "/workspace/data"  # BRIGHTRUN_VOLUME on a real pod (docker/entrypoint.sh)
@@ -232,6 +233,10 @@ def launch(
         "BRIGHTRUN_OVERRIDES": " ".join(overrides),
         "BRIGHTRUN_RUN_ID": run_id,
         "BRIGHTRUN_VOLUME": pod_volume,
+        # The customer knows one job id, whatever folder a retry trains in; and an interruption on the
+        # pod is this launcher's to resolve (relaunch or give up), not a failure yet (jobs/payload.py).
+        "BRIGHTRUN_JOB_ID": run_id,
+        "BRIGHTRUN_FOLLOWED": "1",
     }
     if os.environ.get("WEBHOOK_URL"):
         env["WEBHOOK_URL"] = os.environ["WEBHOOK_URL"]
@@ -401,13 +406,17 @@ def follow(
     def gpu_hours() -> float:
         return sum(a["uptime_s"] for a in attempts) / 3600 * gpus
 
-    def finish(status: str, error: str | None, code: int, **fields) -> int:
+    def finish(status: str, error: str | None, code: int, event: dict | None = None, **fields) -> int:
+        """The run's end as this launcher sees it, with what only it knows (cost, the fetched adapter),
+        to the registry and as an event: the customer hears of a give-up or a cost cap too."""
         attempts[-1]["ended"] = attempts[-1].get("ended") or now_iso()
         attempts[-1]["outcome"] = attempts[-1]["outcome"] or status
         save()
-        registry.update_job(
+        set_status(
+            run_dir,
             run_id,
-            status=status,
+            status,
+            event=event,
             error_message=error,
             completed_at=registry.now(),
             actual_cost=cost_so_far(),
@@ -507,6 +516,7 @@ def follow(
                     f"cost cap ${max_cost:.2f} reached (${cost_so_far():.2f} spent); the pod is stopped "
                     f"with its volume, the last checkpoint is kept",
                     1,
+                    event={"resumable": False},
                     **step_fields,
                 )
 
@@ -526,14 +536,16 @@ def follow(
                 fetched = fetch_adapter(volume, vrun, run_dir)
                 if fetched:
                     record_adapter(run_id, run_dir, lineage)
+                path = fetched or f"{info['volume_dir'] or POD_VOLUME}/runs/{vrun}/output"
                 code = finish(
                     "completed",
                     None,
                     0,
+                    event={"lora_artifact_path": path, "metrics": with_lost(state["metrics"])},
                     step=state["step"],
                     total_steps=state["total_steps"],
                     metrics=with_lost(state["metrics"]),
-                    artifact_path=fetched or f"{info['volume_dir'] or POD_VOLUME}/runs/{vrun}/output",
+                    artifact_path=path,
                 )
                 if fetched:
                     write_report(run_dir)
@@ -593,14 +605,19 @@ def follow(
             new["resumed_from_step"] = ckpt if vrun == attempt["volume_run_id"] else 0
             attempts.append(new)
             save()
-            registry.update_job(
+            message = (
+                f"relaunch {job.retry_count + 1}/{info['max_retries']}: pod {pod['id']} on the same volume"
+            )
+            set_status(
+                run_dir,
                 run_id,
+                "queued",
+                event={"relaunch": True, "message": f"{message} after pod {pod_id} ended at step {seen}"},
                 pod_id=pod["id"],
                 retry_count=job.retry_count + 1,
-                status="queued",
                 price_per_hour=new["cost_per_hr"],
             )
-            say(f"relaunch {job.retry_count + 1}/{info['max_retries']}: pod {pod['id']} on the same volume")
+            say(message)
             time.sleep(poll)
     except KeyboardInterrupt:
         save()
@@ -779,12 +796,9 @@ def cancel(run_id: str, runs_dir: str = "runs") -> str:
     except runpod.RunPodError as exc:
         if "not found" not in str(exc).lower():
             raise
-    message = f"cancelled on request (pod {job.pod_id} terminated)"
-    registry.update_job(run_id, status="cancelled", error_message=message, completed_at=registry.now())
     run_dir = Path(runs_dir) / run_id
     if run_dir.is_dir():
         (run_dir / run_mod.CANCEL_FILE).touch()
-        from jobs import webhooks
-
-        webhooks.emit(run_dir, run_id, "cancelled", step=job.step, total_steps=job.total_steps, error=message)
+    message = f"cancelled on request (pod {job.pod_id} terminated)"
+    set_status(run_dir, run_id, "cancelled", error_message=message, completed_at=registry.now())
     return "cancelled"

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from axolotl_configs.profiles import ConfigError, Profiles
 from jobs import registry, webhooks
+from jobs.status import emit as emit_status
+from jobs.status import set_status
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INPUT = "data/demo/brightrun-demo.json"
@@ -245,7 +247,7 @@ def register(run_id: str, run_dir: Path, lineage: dict, config: dict, db_url: st
         s.commit()
     job = {k: lineage[k] for k in ("preset", "model", "hardware")}
     job |= {"estimated_cost": lineage["estimate"]["cost_on_demand"], "hyperparameters": hyperparameters}
-    webhooks.emit(run_dir, run_id, "queued", job=job)
+    emit_status(run_dir, registry.get_job(run_id, db_url), "queued", job=job)
 
 
 def write_json(path: Path, obj) -> None:
@@ -274,7 +276,7 @@ def preprocess(
     def create_row() -> None:
         nonlocal pending
         register(run_id, run_dir, lineage, config, db_url, status="preprocessing", started_at=registry.now())
-        webhooks.emit(run_dir, run_id, "preprocessing")
+        emit_status(run_dir, registry.get_job(run_id, db_url), "preprocessing")
         pending = False
         print(f"run {run_id}: {run_dir}/ (config accepted; preprocessing)", file=sys.stderr)
 
@@ -355,15 +357,17 @@ def execute(
     (run_dir / PID_FILE).write_text(str(os.getpid()))
     job = registry.get_job(run_id, db_url)
     if job is not None:  # a resume or a service run; a CLI run gets its row once Axolotl accepts it
-        registry.update_job(
+        # A resume's first event clears the stop's error text on the customer's row too.
+        set_status(
+            run_dir,
             run_id,
+            "preprocessing",
             db_url,
+            event={"error_message": None},
             started_at=job.started_at or registry.now(),
-            status="preprocessing",
             completed_at=None,
             error_message=None,
         )
-        webhooks.emit(run_dir, run_id, "preprocessing", step=job.step, total_steps=job.total_steps)
     try:
         preprocess(run_id, run_dir, lineage, config, env, db_url)
         extra = ("--resume-from-checkpoint", resume_from) if resume_from else ()
@@ -405,18 +409,13 @@ def execute(
         record_adapter(run_id, run_dir, lineage, config, db_url)
         fields["artifact_path"] = str(run_dir / "output")
     write_json(run_dir / "run.json", lineage)
-    registry.update_job(run_id, db_url, **fields)
-    job = registry.get_job(run_id, db_url)
-    final = {"error": error} if error else {"artifact_path": fields["artifact_path"]}
-    webhooks.emit(
-        run_dir,
-        run_id,
-        status,
-        step=job.step,
-        total_steps=job.total_steps,
-        metrics=final_metrics(run_dir, job),
-        **final,
-    )
+    fields.pop("status")
+    final = {"metrics": final_metrics(run_dir, registry.get_job(run_id, db_url))}
+    if status == "completed":
+        final["lora_artifact_path"] = fields["artifact_path"]
+    # On a pod that a launcher follows, an interruption is the launcher's to resolve (relaunch or give up).
+    final["relaunch"] = status == "interrupted" and os.environ.get("BRIGHTRUN_FOLLOWED") == "1"
+    set_status(run_dir, run_id, status, db_url, event=final, **fields)
     print(f"run {run_id}: {status}" + (f" ({error})" if error else ""), file=sys.stderr)
     if status == "completed":
         return results(run_id, runs_dir, db_url) if evaluate else 0
@@ -564,11 +563,14 @@ def cancel(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> st
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
             return "cancelling"
-    message = "cancelled on request"
-    registry.update_job(
-        run_id, db_url, status="cancelled", error_message=message, completed_at=registry.now()
+    set_status(
+        run_dir,
+        run_id,
+        "cancelled",
+        db_url,
+        error_message="cancelled on request",
+        completed_at=registry.now(),
     )
-    webhooks.emit(run_dir, run_id, "cancelled", step=job.step, total_steps=job.total_steps, error=message)
     return "cancelled"
 
 

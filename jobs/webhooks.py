@@ -1,13 +1,16 @@
 """Signed status events to WEBHOOK_URL: the sender inside every run, and the replay of what it missed.
 
-An event is a compact JSON body:
-  {"event_id": "<32 hex>", "sequence": 7, "job_id": "<run id>", "status": "training", "step": 40,
-   "total_steps": 120, "metrics": {"loss": 1.93, ...}, "occurred_at": 1795650000, "timestamp": 1795650002}
-with `artifact_path` on `completed`, `error` on `failed`/`interrupted`/`cancelled` and `job` (preset,
-model, hardware, estimated cost) on `queued`. `occurred_at` is when it happened, `timestamp` when this
-delivery attempt was signed (the receiver's freshness window checks it). It is signed as the
-customer's receiver checks it: header X-Webhook-Signature = hex HMAC-SHA256 of the raw body under
-TRAINING_WEBHOOK_SECRET.
+An event is a compact JSON body in the customer's names (jobs/payload.py builds it; docs/webhook-contract.md
+shows one of each kind):
+  {"event_id": "<32 hex>", "sequence": 7, "job_id": "<their job id>", "status": "training",
+   "brightrun_status": "training", "step": 40, "total_steps": 120,
+   "metrics": {"loss": 1.93, "learning_rate": 0.0002, "grad_norm": 0.8, "epoch": 0.5},
+   "occurred_at": "2026-12-01T10:30:00.120Z", "timestamp": "2026-12-01T10:30:02.480Z", ...}
+`occurred_at` is when it happened, `timestamp` when this delivery attempt was signed (the receiver's
+freshness window checks it). It is signed as the customer's receiver checks it: header
+X-Webhook-Signature = hex HMAC-SHA256 of the raw body under TRAINING_WEBHOOK_SECRET. `job_id` is the
+run id, or BRIGHTRUN_JOB_ID when set (a pod's retry may train under another folder name: the customer
+knows one id).
 
 Nothing is lost: each event is first appended to runs/<id>/events.jsonl (the spool; a file lock also
 hands out `sequence`, since the launcher and the training process both send), then delivered by a
@@ -24,7 +27,6 @@ import fcntl
 import hashlib
 import hmac
 import json
-import math
 import os
 import queue
 import sys
@@ -33,6 +35,8 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+
+from jobs import payload
 
 SPOOL = "events.jsonl"
 DELIVERED = "events-delivered.txt"
@@ -77,29 +81,15 @@ def locked(run_dir: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def spool(run_dir: Path, job_id: str, status: str, **fields) -> dict:
+def spool(run_dir: Path, job_id: str, status: str, row=None, **fields) -> dict:
     """Number the event and append it to the run's spool; returns it."""
     run_dir = Path(run_dir)
-    metrics = fields.pop("metrics", None) or {}
-    # JSON has no NaN or Infinity (and PostgreSQL's JSON refuses them): a diverged loss is named, not sent.
-    nonfinite = sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
-    if nonfinite:
-        fields["nonfinite_metrics"] = nonfinite
+    body = payload.build(os.environ.get("BRIGHTRUN_JOB_ID") or job_id, status, fields, row)
     with locked(run_dir):
         seq_file = run_dir / SEQUENCE
         sequence = int(seq_file.read_text() or 0) + 1 if seq_file.is_file() else 1
         seq_file.write_text(str(sequence))
-        event = {
-            "event_id": uuid.uuid4().hex,
-            "sequence": sequence,
-            "job_id": job_id,
-            "status": status,
-            "step": fields.pop("step", None),
-            "total_steps": fields.pop("total_steps", None),
-            "metrics": {k: v for k, v in metrics.items() if k not in nonfinite},
-            "occurred_at": int(time.time()),
-            **fields,
-        }
+        event = {"event_id": uuid.uuid4().hex, "sequence": sequence, **body}
         with (run_dir / SPOOL).open("a", encoding="utf-8") as out:
             out.write(json.dumps(event, ensure_ascii=False) + "\n")
     return event
@@ -134,7 +124,7 @@ def post(client, url: str, secret: str, event: dict) -> None:
 
     # `timestamp` is when this attempt is sent, so a replay hours later passes the receiver's 5-minute
     # window; the event_id stays the same, so a captured body replayed by someone else is refused.
-    body = encode({**event, "timestamp": int(time.time())})
+    body = encode({**event, "timestamp": payload.iso()})
     try:
         response = client.post(
             url,
@@ -230,13 +220,14 @@ def sender() -> Sender | None:
         return _sender
 
 
-def emit(run_dir: Path | str, job_id: str, status: str, **fields) -> dict | None:
-    """Spool and send one status event when WEBHOOK_URL is set; a no-op otherwise. Never raises
+def emit(run_dir: Path | str, job_id: str, status: str, row=None, **fields) -> dict | None:
+    """Spool and send one status event when WEBHOOK_URL is set; a no-op otherwise. `row`, the job's
+    registry row, adds what their training_jobs row can hold (pod, cost, retries...). Never raises
     for the network: what cannot be sent now is replayed later."""
     out = sender()
     if out is None:
         return None
-    event = spool(Path(run_dir), job_id, status, **fields)
+    event = spool(Path(run_dir), job_id, status, row, **fields)
     out.submit(Path(run_dir), event)
     return event
 

@@ -209,3 +209,23 @@ def postgres_url() -> str:
             pytest.fail("CI must provide TEST_POSTGRES_URL (.ci/run starts PostgreSQL)")
         pytest.skip("no TEST_POSTGRES_URL: run .ci/postgres.sh to start a local PostgreSQL")
     return url
+
+
+CUSTOMER_SECRET = "whsec-customer-7d41"
+
+
+@pytest.fixture
+def customer_app(tmp_path):
+    """The customer's receiver over their tables (tests/customer_app.py), on loopback for this test."""
+    from tests.customer_app import CustomerApp
+
+    with CustomerApp(tmp_path, CUSTOMER_SECRET) as app:
+        yield app
+
+
+def no_loss(tally: dict) -> None:
+    """What every run must give the customer's receiver: nothing refused, nothing lost, one history row
+    per metrics event."""
+    assert tally["refused"] == 0, tally
+    assert tally["lost_writes"] == [], tally["lost_writes"]
+    assert len(tally["history"]) == tally["metrics_events"], tally

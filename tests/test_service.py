@@ -279,6 +279,48 @@ def test_terminal_states_stay_terminal_and_later_events_still_record_metrics(ser
     assert [p["step"] for p in job["metrics_history"]] == [10, 12]
 
 
+def test_the_customer_compatible_payload_is_applied_as_the_old_one_was(service, tmp_path):
+    """What jobs/webhooks.py sends now (the customer's names, ISO times, our status in brightrun_status,
+    evaluation numbers under `eval`) moves our registry exactly as the older payload did."""
+    from jobs import payload
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    job_id = new_id()
+
+    def send(status, sent=None, **fields):
+        spooled = webhooks.spool(run_dir, job_id, status, **fields)
+        return service.send({**spooled, "timestamp": sent or payload.iso()})
+
+    job = {"preset": "balanced", "model": "smoke", "hardware": "cpu", "estimated_cost": 0.25}
+    assert send("queued", job=job).status_code == 200
+    train = {"loss": 1.5, "learning_rate": 1e-4, "grad_norm": 0.5, "epoch": 0.25}
+    assert send("training", step=1, total_steps=4, metrics=train).status_code == 200
+    assert (
+        send("training", step=1, total_steps=4, metrics={"eval_loss": 1.4, "epoch": 0.25}).status_code == 200
+    )
+    assert send("interrupted", step=1, error_message="stopped by a signal").status_code == 200
+    got = service.job(job_id)
+    assert (got["status"], got["error_message"]) == ("interrupted", "stopped by a signal")
+    assert send("preprocessing", step=1, total_steps=4, error_message=None, retry_count=1).status_code == 200
+    got = service.job(job_id)
+    assert (got["status"], got["error_message"], got["retry_count"]) == ("preprocessing", None, 1)
+    done = {"heldout_base_loss": 2.6, "heldout_adapter_loss": 2.2, "loss": 1.3}
+    finished = send("completed", step=4, total_steps=4, metrics=done, lora_artifact_path="runs/x/output")
+    assert finished.status_code == 200
+    got = service.job(job_id)
+    assert (got["status"], got["step"], got["artifact_path"]) == ("completed", 4, "runs/x/output")
+    assert got["metrics"]["heldout_adapter_loss"] == 2.2 and got["metrics"]["loss"] == 1.3
+    assert [(p["step"], p["loss"], p["eval_loss"]) for p in got["metrics_history"]] == [
+        (1, 1.5, None),
+        (1, None, 1.4),
+    ]
+    # The replay window is checked on the ISO time as it was on unix seconds.
+    stale = payload.iso(time.time() - 600)
+    assert send("training", sent=stale, step=4).status_code == 401
+    assert send("training", sent="2026-12-01T10:30:00", step=4).status_code == 400  # no zone
+
+
 def test_a_replayed_event_keeps_when_it_happened(service):
     """`timestamp` is the sending time (checked against the 5-minute window); `occurred_at` dates the job."""
     job_id = new_id()

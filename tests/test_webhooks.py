@@ -61,12 +61,12 @@ def test_the_customers_node_check_accepts_our_events_and_refuses_a_tampered_body
         webhooks.emit(run_dir, "run-1", "queued", job={"preset": "balanced", "model": "smoke"})
         webhooks.emit(run_dir, "run-1", "training", step=3, total_steps=9, metrics={"loss": 1.25})
         # Non-ASCII text: the route hashes request.text(), so the UTF-8 round trip must be exact.
-        webhooks.emit(run_dir, "run-1", "failed", error="Planificación — “quoted” ✓ failed")
+        webhooks.emit(run_dir, "run-1", "failed", error_message="Planificación — “quoted” ✓ failed")
         webhooks._sender.flush(20)
         events = received(accepted)
         assert [e["status"] for e in events] == ["queued", "training", "failed"]
         assert [e["sequence"] for e in events] == [1, 2, 3]
-        assert events[2]["error"] == "Planificación — “quoted” ✓ failed"
+        assert events[2]["error_message"] == "Planificación — “quoted” ✓ failed"
         assert {"job_id", "status", "step", "total_steps", "metrics", "timestamp", "event_id"} <= set(
             events[1]
         )

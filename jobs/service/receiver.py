@@ -1,5 +1,11 @@
 """The webhook receiver: check a signed status event (jobs/webhooks.py sends them), then apply it once.
 
+Two payload shapes are accepted while senders move over: the customer-compatible one (jobs/payload.py:
+their seven statuses with ours in `brightrun_status`, `lora_artifact_path`, `error_message`, ISO-8601
+times, evaluation numbers under `eval`) and the one before it (our eight statuses, `artifact_path`,
+`error`, unix-second times, everything under `metrics`). The replay window is checked on `timestamp`
+either way.
+
 Checks run cheapest and least trusting first, and every rejection writes nothing: size (413), content
 type (415), signature over the raw bytes (401), shape (400), timestamp window (401), replayed event_id
 (409), unknown job (404). An accepted event is applied in one transaction: its event_id is stored
@@ -23,7 +29,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect, Request
 
-from jobs import registry, webhooks
+from jobs import payload, registry, webhooks
 from jobs.registry import MetricPoint, TrainingJob, WebhookEvent
 from jobs.service.db import write_session
 
@@ -35,6 +41,9 @@ ACTIVE = ("preprocessing", "model_loaded", "training")
 ATTEMPTS = 3
 
 Number = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+# A time: unix seconds (payloads before ISO) or an ISO-8601 string with its zone.
+Moment = Annotated[StrictInt, Field(ge=0, le=253402300799)] | Annotated[str, Field(max_length=40)]
+Status = Literal[registry.STATUSES]  # type: ignore[valid-type]
 
 
 class Rejected(Exception):
@@ -74,17 +83,64 @@ class Event(BaseModel):
     event_id: str = Field(pattern=r"^[0-9a-zA-Z_-]{1,64}$")
     sequence: StrictInt = Field(ge=1, le=2**31 - 1)
     job_id: str = Field(min_length=1, max_length=64)
-    status: Literal[registry.STATUSES]  # type: ignore[valid-type]
+    status: Status  # the customer's seven (new payloads) or our eight (older ones)
+    brightrun_status: Status | None = None  # ours, when `status` is the customer's
     step: StrictInt | None = Field(default=None, ge=0, le=2**31 - 1)
     total_steps: StrictInt | None = Field(default=None, ge=0, le=2**31 - 1)
     metrics: dict[str, Number] = Field(default_factory=dict)
-    timestamp: StrictInt  # when this delivery was sent: the replay window is checked on it
+    eval: dict[str, Number] = Field(default_factory=dict)
+    other_metrics: dict[str, Number] = Field(default_factory=dict)
+    timestamp: Moment  # when this delivery was sent: the replay window is checked on it
     # When it happened (a replay hours later keeps it); the job's dates come from it. Older senders
     # have only `timestamp`.
-    occurred_at: StrictInt | None = Field(default=None, ge=0, le=253402300799)
-    artifact_path: str | None = Field(default=None, max_length=4096)
-    error: str | None = Field(default=None, max_length=65536)
+    occurred_at: Moment | None = None
+    lora_artifact_path: str | None = Field(default=None, max_length=4096)
+    artifact_path: str | None = Field(default=None, max_length=4096)  # before lora_artifact_path
+    error_message: str | None = Field(default=None, max_length=65536)
+    error: str | None = Field(default=None, max_length=65536)  # before error_message
+    retry_count: StrictInt | None = Field(default=None, ge=0, le=10_000)
+    runpod_pod_id: str | None = Field(default=None, max_length=64)
+    actual_cost_usd: Number | None = None
+    gpu_hours: Number | None = None
     job: JobInfo | None = None
+
+    @field_validator("timestamp", "occurred_at")
+    @classmethod
+    def _moment(cls, value):
+        if isinstance(value, str):
+            try:
+                payload.parse_time(value)
+            except ValueError:
+                raise ValueError(
+                    "an ISO-8601 UTC time such as 2026-12-01T10:30:00Z, or unix seconds"
+                ) from None
+        return value
+
+    @property
+    def ours(self) -> str:
+        """Our status: what the registry records."""
+        return self.brightrun_status or self.status
+
+    @property
+    def sent_at(self) -> float:
+        return payload.parse_time(self.timestamp)
+
+    @property
+    def happened_at(self) -> float:
+        return payload.parse_time(self.occurred_at) if self.occurred_at is not None else self.sent_at
+
+    @property
+    def artifact(self) -> str | None:
+        return self.lora_artifact_path or self.artifact_path
+
+    @property
+    def error_text(self) -> str | None:
+        return self.error_message if self.error_message is not None else self.error
+
+    @property
+    def numbers(self) -> dict:
+        """Every number the event carries, under our names (older payloads put them all in metrics)."""
+        return {**self.other_metrics, **self.metrics, **self.eval}
 
     @field_validator("job_id")
     @classmethod
@@ -147,7 +203,7 @@ def verify(content_type: str | None, signature: str | None, body: bytes, secret:
         event = Event.model_validate_json(body)
     except ValidationError as exc:
         raise Rejected(400, describe(exc)) from None
-    if abs(time.time() - event.timestamp) > MAX_SKEW_SECONDS:
+    if abs(time.time() - event.sent_at) > MAX_SKEW_SECONDS:
         raise Rejected(401, "stale or future timestamp")
     return event
 
@@ -205,7 +261,7 @@ def apply_in(s: Session, event: Event) -> bool:
     # take turns, so each compares its sequence with the one committed before it.
     job = s.get(TrainingJob, event.job_id, with_for_update=True)
     if job is None:
-        if event.status != "queued" or event.job is None:
+        if event.ours != "queued" or event.job is None:
             raise Rejected(404, "unknown job_id")
         job = register(s, event)
     s.add(
@@ -213,8 +269,8 @@ def apply_in(s: Session, event: Event) -> bool:
             event_id=event.event_id,
             job_id=event.job_id,
             sequence=event.sequence,
-            status=event.status,
-            sent_at=event.timestamp,
+            status=event.ours,
+            sent_at=int(event.sent_at),
         )
     )
     s.flush()  # a duplicate event_id fails here, before anything else is changed
@@ -226,9 +282,10 @@ def apply_in(s: Session, event: Event) -> bool:
             update_job(job, event)
     # The latest numbers on the row, as the run's own process keeps them; a completed event's held-out
     # losses always (they come last and belong to the job whatever stopped it).
-    if event.metrics and ((newer and not final) or event.status == "completed"):
-        job.metrics = {**(job.metrics or {}), **event.metrics}  # a new dict: JSON columns track assignment
-    if event.status == "training" and event.step is not None:
+    numbers = event.numbers
+    if numbers and ((newer and not final) or event.ours == "completed"):
+        job.metrics = {**(job.metrics or {}), **numbers}  # a new dict: JSON columns track assignment
+    if event.ours == "training" and event.step is not None:
         record_point(s, event, stale=not newer)
     return newer
 
@@ -253,36 +310,46 @@ def register(s: Session, event: Event) -> TrainingJob:
 
 
 def when(event: Event) -> datetime:
-    happened = event.occurred_at if event.occurred_at is not None else event.timestamp
-    return datetime.fromtimestamp(happened, UTC).replace(tzinfo=None)  # the registry's naive UTC
+    return datetime.fromtimestamp(event.happened_at, UTC).replace(tzinfo=None)  # the registry's naive UTC
 
 
 def update_job(job: TrainingJob, event: Event) -> None:
-    job.status = event.status
+    status = event.ours
+    job.status = status
     if event.step is not None:
         job.step = event.step
     if event.total_steps is not None:
         job.total_steps = event.total_steps
     if "epoch" in event.metrics:
         job.epoch = float(event.metrics["epoch"])
-    if event.artifact_path is not None:
-        job.artifact_path = event.artifact_path
-    if event.error is not None:
-        job.error_message = event.error
-    if event.status in registry.TERMINAL:
+    if event.artifact is not None:
+        job.artifact_path = event.artifact
+    if event.error_text is not None:
+        job.error_message = event.error_text
+    # What the sender's registry knows of pods, cost and retries (new payloads).
+    for ours, theirs in (
+        ("pod_id", "runpod_pod_id"),
+        ("retry_count", "retry_count"),
+        ("actual_cost", "actual_cost_usd"),
+        ("gpu_hours", "gpu_hours"),
+    ):
+        if getattr(event, theirs) is not None:
+            setattr(job, ours, getattr(event, theirs))
+    if status in registry.TERMINAL:
         job.completed_at = when(event)
-    elif event.status in ACTIVE:
+    elif status in ACTIVE:
         job.started_at = job.started_at or when(event)
         # Running again (a resume after an interruption): the earlier stop no longer describes it.
         job.completed_at = None
-        if event.error is None:
+        if event.error_text is None:
             job.error_message = None
 
 
 def record_point(s: Session, event: Event, stale: bool) -> None:
     """As registry.record_metric: one row per (step, train|eval), a step logged again replaces it.
     A late older event only fills a gap: it never replaces what a newer event recorded."""
-    point = {k: float(event.metrics[k]) for k in POINT_FIELDS if k in event.metrics}
+    numbers = event.numbers
+    point = {k: float(numbers[k]) for k in POINT_FIELDS if k in numbers}
     if not point:
         return
     kind = MetricPoint.eval_loss.is_not(None) if "eval_loss" in point else MetricPoint.eval_loss.is_(None)
@@ -290,7 +357,7 @@ def record_point(s: Session, event: Event, stale: bool) -> None:
     if stale and s.scalar(select(MetricPoint.id).where(*same).limit(1)) is not None:
         return
     s.execute(delete(MetricPoint).where(*same))
-    epoch = event.metrics.get("epoch")
+    epoch = numbers.get("epoch")
     s.add(
         MetricPoint(
             job_id=event.job_id,
