@@ -5,6 +5,7 @@ Each is a small YAML file; a name that does not exist is an error that lists the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 KINDS = {"preset": "presets", "model": "models", "hardware": "hardware"}
+# A profile is named, never pathed: no "/", no "..", nothing that leaves its folder (CLI and API alike).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class ConfigError(Exception):
@@ -22,8 +25,23 @@ def names(kind: str) -> list[str]:
     return sorted(p.stem for p in (HERE / KINDS[kind]).glob("*.yaml"))
 
 
+def shown(value, limit: int = 64) -> str:
+    """A caller's value in a message: quoted, and cut, never echoed whole."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def check_name(kind: str, name) -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(
+            f"{kind} {shown(name)}: a name is 1-64 letters, digits, '-' or '_' (not a path); "
+            f"choose one of: {', '.join(names(kind))}"
+        )
+    return name
+
+
 def load(kind: str, name: str) -> dict:
-    path = HERE / KINDS[kind] / f"{name}.yaml"
+    path = HERE / KINDS[kind] / f"{check_name(kind, name)}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown {kind} {name!r}; choose one of: {', '.join(names(kind))}")
     data = yaml.safe_load(path.read_text("utf-8"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,9 @@ import yaml
 
 from axolotl_configs import data as data_mod
 from axolotl_configs import validate
-from axolotl_configs.profiles import HERE, ConfigError, Profiles
+from axolotl_configs.profiles import HERE, ConfigError, Profiles, shown
+
+KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
 
 # Values every render shares; a profile or an override may replace any of them.
 BASE = {
@@ -77,12 +80,31 @@ def dataset_block(entries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plain_yaml(key: str, raw: str) -> None:
+    """An override value is one YAML value, never a document: no control characters (a newline would
+    break the config's header line), no anchors, aliases or tags (aliases nested a few deep expand to
+    gigabytes; tags construct objects)."""
+    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in raw):
+        raise ConfigError(f"override {key}: control characters (a newline, say) are not allowed in a value")
+    try:
+        tokens = list(yaml.scan(raw))
+    except yaml.YAMLError:
+        return  # not YAML at all: taken as a plain string below
+    if any(isinstance(t, yaml.AliasToken | yaml.AnchorToken | yaml.TagToken) for t in tokens):
+        raise ConfigError(f"override {key}: YAML anchors, aliases and tags (&, *, !) are not allowed")
+
+
 def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
     out = []
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key=value (e.g. learning_rate=1e-4)")
+            raise ConfigError(f"override {shown(item)}: expected key=value (e.g. learning_rate=1e-4)")
+        if len(key) > 128 or not KEY.fullmatch(key):
+            raise ConfigError(
+                f"override {shown(key)}: a key is letters, digits and _, dotted (datasets.0.path)"
+            )
+        plain_yaml(key, raw)
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -103,11 +125,11 @@ WHOLE_NUMBER_KEYS = ("sequence_len", "micro_batch_size", "gradient_accumulation_
 
 def check_numbers(parsed: list[tuple[str, object]]) -> None:
     for key, value in parsed:
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if key in WHOLE_NUMBER_KEYS and not (number and value == int(value) and value >= 1):
-            raise ConfigError(f"override {key}={value!r}: expected a whole number >= 1")
+        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if key in WHOLE_NUMBER_KEYS and not (number and value == int(value) and 1 <= value <= 2**31 - 1):
+            raise ConfigError(f"override {key}={shown(value)}: expected a whole number from 1 to 2^31-1")
         if key == "num_epochs" and not (number and value > 0):
-            raise ConfigError(f"override {key}={value!r}: expected a number > 0")
+            raise ConfigError(f"override {key}={shown(value)}: expected a number > 0")
 
 
 def set_dotted(target: dict, key: str, value) -> None:
@@ -261,9 +283,31 @@ def render(
 ) -> Rendered:
     p = Profiles.load(preset, model, hardware)
     info = data_mod.read(data_dir)
-    name = run_name(p)
     parsed = parse_overrides(overrides or [])
     check_numbers(parsed)
+    try:
+        return render_parsed(p, info, parsed, preset, model, out_path, check, allow_drop)
+    except (IndexError, AttributeError, OverflowError, TypeError, ValueError, KeyError) as exc:
+        if not parsed:
+            raise  # no override to blame: a bug of ours, with its traceback
+        # An override that breaks the structure (datasets.5.path past the list, datasets.0=5): bad input.
+        keys = ", ".join(shown(k, 40) for k, _ in parsed)
+        raise ConfigError(
+            f"the overrides ({keys}) cannot be rendered: {type(exc).__name__}: {shown(str(exc), 160)}"
+        ) from None
+
+
+def render_parsed(
+    p: Profiles,
+    info: data_mod.DataInfo,
+    parsed: list[tuple[str, object]],
+    preset: str,
+    model: str,
+    out_path: str,
+    check: bool,
+    allow_drop: bool,
+) -> Rendered:
+    name = run_name(p)
 
     # Overrides apply before deriving, so that e.g. sequence_len=8192 re-derives the batch.
     v = merged_values(p, info, name)

@@ -93,20 +93,35 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check_out_dir(out_dir: Path) -> None:
-    """Replace only what a conversion wrote: `--out .` or `--out data` must never wipe a folder."""
+def check_out_dir(out_dir: Path, input_path: Path | None = None) -> None:
+    """Replace only what a conversion wrote: `--out .` or `--out data` must never wipe a folder, and
+    the input is never inside what gets replaced."""
+    if input_path is not None and out_dir.resolve() in Path(input_path).resolve().parents:
+        raise load.InputError(
+            out_dir, ["--out holds the input file, and a conversion replaces --out: choose another folder"]
+        )
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
         raise load.InputError(out_dir, ["--out exists and is not a folder"])
-    if any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
+    if any(out_dir.iterdir()) and set(p.name for p in out_dir.iterdir()) - written_before(out_dir):
         raise load.InputError(
             out_dir,
             [
-                "--out is a folder that holds files but no manifest.json, so it is not a converter output; "
-                "refusing to replace it (choose a new or empty folder)"
+                "--out is a folder that holds files a conversion did not write (its manifest.json does not "
+                "list them), so it is not a converter output; refusing to replace it (choose a new or empty "
+                "folder)"
             ],
         )
+
+
+def written_before(out_dir: Path) -> set[str]:
+    """The names an earlier conversion wrote into out_dir, as its manifest lists them (none without one)."""
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text("utf-8"))
+        return {"manifest.json", *manifest["outputs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
 
 
 def write_atomically(out_dir: Path, files: dict[str, bytes]) -> None:
@@ -146,7 +161,7 @@ def convert(input_path: Path | str, out_dir: Path | str, opts: Options | None = 
     input_path, out_dir = Path(input_path), Path(out_dir)
 
     # 1. Load and validate: nothing below runs on a file with problems.
-    check_out_dir(out_dir)  # before the work, so a wrong --out fails fast
+    check_out_dir(out_dir, input_path)  # before the work, so a wrong --out fails fast
     loaded = load.load(input_path)
 
     # 2. Repair text, counted.
@@ -177,6 +192,15 @@ def convert(input_path: Path | str, out_dir: Path | str, opts: Options | None = 
             records[side].append(line_record(ln, conv))
             token_inputs[side].append([(r, c) for r, c, _ in ln.messages])
         naive_inputs[side].extend(merge.naive_lines(conv.pairs))
+
+    if not records["train"]:
+        raise load.InputError(
+            input_path,
+            [
+                "no training pair has a target response to learn (all null, blank or filtered by "
+                f"--min-quality); nothing to train on ({sum(c['pairs'] for c in counts.values())} pairs read)"
+            ],
+        )
 
     # 5. Tokens, when a tokenizer is given.
     token_stats = None

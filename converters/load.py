@@ -8,6 +8,8 @@ a time, so a person fixing a hand-edited file sees all of them at once (up to MA
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,9 @@ from converters import schema
 MAX_SHOWN = 20
 BOM = "\ufeff"
 FORMAT_SPEC = "brightrun-lora-v4"
+# The customer's first real file is about 8-10 MB; 32x that is still a training file, anything larger
+# (or a device, a pipe) is refused before it is read.
+MAX_BYTES = 256 * 1024 * 1024
 
 
 class InputError(Exception):
@@ -46,13 +51,26 @@ class Loaded:
 
 def read_text(path: Path) -> tuple[str, bytes, bool]:
     try:
-        raw = path.read_bytes()
+        info = os.stat(path)  # follows a link: what counts is what it points at
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(path, ["is a directory, expected a brightrun-v4 JSON file"])
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO would block the read forever, /dev/zero never ends: only regular files.
+            raise InputError(path, ["is not a regular file (a device, pipe or socket), expected a JSON file"])
+        if info.st_size > MAX_BYTES:
+            raise InputError(path, [f"is {info.st_size:,} bytes, over the {MAX_BYTES:,}-byte limit"])
+        # O_NONBLOCK: if it was swapped for a FIFO since the stat, the open does not hang.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise InputError(path, ["is not a regular file, expected a JSON file"])
+            raw = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise InputError(path, ["file not found"]) from None
-    except IsADirectoryError:
-        raise InputError(path, ["is a directory, expected a brightrun-v4 JSON file"]) from None
     except OSError as exc:
         raise InputError(path, [f"cannot be read: {exc.strerror}"]) from None
+    if len(raw) > MAX_BYTES:
+        raise InputError(path, [f"is over the {MAX_BYTES:,}-byte limit"])
     if not raw.strip():
         raise InputError(path, ["the file is empty, expected a brightrun-v4 JSON document"])
     try:
@@ -73,6 +91,9 @@ def read_text(path: Path) -> tuple[str, bytes, bool]:
 def parse_json(path: Path, text: str):
     try:
         return json.loads(text)
+    except RecursionError:
+        deep = "JSON nested too deep to read (a brightrun-v4 file nests about 6 levels)"
+        raise InputError(path, [deep]) from None
     except json.JSONDecodeError as exc:
         # Cut off mid-write: the error sits at the very end, or a string opened there never closes.
         truncated = exc.pos >= len(text.rstrip()) - 1 or (

@@ -111,6 +111,11 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve", help="the jobs service: webhook receiver, REST API, dashboard")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
+    v.add_argument(
+        "--data-dir",
+        default="data",
+        help="the folder API requests' input/data paths resolve in (default: data)",
+    )
     return p
 
 
@@ -240,7 +245,7 @@ def _webhooks_replay(args) -> int:
 def _serve(args) -> int:
     from jobs import service
 
-    return service.main(host=args.host, port=args.port, runs_dir=args.runs_dir)
+    return service.main(host=args.host, port=args.port, runs_dir=args.runs_dir, data_dir=args.data_dir)
 
 
 def _eval(args) -> int:

@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from transformers import TrainerCallback
 
 from jobs import registry
+from jobs.status import Cancelled, set_status
 from jobs.status import emit as emit_status
-from jobs.status import set_status
 
 
 class RegistryArgs(BaseModel):
@@ -67,9 +67,12 @@ class RegistryCallback(TrainerCallback):
                 ]
             self.metrics_path.write_text("".join(f"{line}\n" for line in kept), "utf-8")
             registry.truncate_metrics(self.run_id, state.global_step)
-            set_status(
-                self.run_dir, self.run_id, "training", total_steps=state.max_steps, step=state.global_step
-            )
+            try:
+                set_status(
+                    self.run_dir, self.run_id, "training", total_steps=state.max_steps, step=state.global_step
+                )
+            except Cancelled:
+                self.stop_requested = True  # cancelled while it loaded: stop after the first step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -130,10 +133,11 @@ class RegistryPlugin(BasePlugin):
         evaluate.write(run_dir, evaluate.compare_loaded(model, evaluate.load_tokenizer(eval_cfg), eval_cfg))
 
     def post_model_load(self, cfg, model):
-        if cfg.brightrun_run_id:
-            registry.update_job(cfg.brightrun_run_id, status="model_loaded")
-            if os.environ.get("RANK", "0") == "0":  # every rank loads; one event
-                emit_status(cfg.brightrun_run_dir, registry.get_job(cfg.brightrun_run_id), "model_loaded")
+        if cfg.brightrun_run_id and os.environ.get("RANK", "0") == "0":  # every rank loads; one change
+            try:
+                set_status(cfg.brightrun_run_dir, cfg.brightrun_run_id, "model_loaded")
+            except Cancelled:
+                pass  # training stops at its first step (on_train_begin sees the same)
 
     def add_callbacks_post_trainer(self, cfg, trainer):
         if not cfg.brightrun_run_id:

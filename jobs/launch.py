@@ -37,10 +37,10 @@ from pathlib import Path
 from axolotl_configs.profiles import ConfigError, Profiles
 from axolotl_configs.profiles import load as load_profile
 from axolotl_configs.profiles import names as profile_names
-from jobs import registry, runpod
+from jobs import registry, runpod, webhooks
 from jobs import run as run_mod
 from jobs import volume as vol
-from jobs.status import set_status
+from jobs.status import Cancelled, set_status
 
 SECRETS = ("TRAINING_WEBHOOK_SECRET", "HF_TOKEN", "WANDB_API_KEY")  # sent by name; values read at create
 POD_VOLUME = "/workspace/data"  # BRIGHTRUN_VOLUME on a real pod (docker/entrypoint.sh)
@@ -356,6 +356,12 @@ def open_volume(
 
 
 def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, env: dict, secrets: list[str]):
+    if webhooks.run_keys_required() and "TRAINING_WEBHOOK_SECRET" in secrets:
+        # The pod gets its own job's key, never the master secret (jobs/webhooks.py, run_key); made here
+        # at each create, so it is never written into run.json with the rest of the pod's env.
+        key = webhooks.run_key(os.environ["TRAINING_WEBHOOK_SECRET"], spec["name"])
+        env = {**env, "TRAINING_WEBHOOK_SECRET": key}
+        secrets = [name for name in secrets if name != "TRAINING_WEBHOOK_SECRET"]
     if spot:
         return api.rent_interruptable(bid, env=env, secrets=secrets, **spec)
     return api.deploy_on_demand(env=env, secrets=secrets, **spec)
@@ -412,17 +418,21 @@ def follow(
         attempts[-1]["ended"] = attempts[-1].get("ended") or now_iso()
         attempts[-1]["outcome"] = attempts[-1]["outcome"] or status
         save()
-        set_status(
-            run_dir,
-            run_id,
-            status,
-            event=event,
-            error_message=error,
-            completed_at=registry.now(),
-            actual_cost=cost_so_far(),
-            gpu_hours=gpu_hours(),
-            **fields,
-        )
+        try:
+            set_status(
+                run_dir,
+                run_id,
+                status,
+                event=event,
+                error_message=error,
+                completed_at=registry.now(),
+                actual_cost=cost_so_far(),
+                gpu_hours=gpu_hours(),
+                **fields,
+            )
+        except Cancelled:  # `jobs cancel` got there first: it stays cancelled, with what it cost
+            registry.update_job(run_id, actual_cost=cost_so_far(), gpu_hours=gpu_hours())
+            status, code = "cancelled", 130
         say(f"run {run_id}: {status}" + (f" ({error})" if error else "") + f"; cost ${cost_so_far():.4f}")
         return code
 

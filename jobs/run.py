@@ -30,8 +30,8 @@ from pathlib import Path
 
 from axolotl_configs.profiles import ConfigError, Profiles
 from jobs import registry, webhooks
+from jobs.status import Cancelled, set_status
 from jobs.status import emit as emit_status
-from jobs.status import set_status
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INPUT = "data/demo/brightrun-demo.json"
@@ -59,6 +59,18 @@ def check_run_id(run_id: str | None) -> None:
     """--run-id names a folder (here, and on a pod's volume): refuse anything else before any work."""
     if run_id is not None and not RUN_ID.fullmatch(run_id):
         raise ConfigError(f"--run-id {run_id!r}: 1-64 characters of 0-9 A-Z a-z . _ - (a folder name)")
+
+
+# Secrets a started run never needs; the webhook secret is handled on its own (below).
+NOT_FOR_RUNS = (
+    "JOBS_API_TOKEN",
+    "RUNPOD_API_KEY",
+    "RUNPOD_S3_ACCESS_KEY",
+    "RUNPOD_S3_SECRET_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "JUDGE_API_KEY",
+)
 
 
 CANCEL_FILE = "cancel-requested"
@@ -110,7 +122,7 @@ def environment_record() -> dict:
 
 
 def child_env(config: dict, db_url: str) -> dict:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in NOT_FOR_RUNS}
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"  # the launcher looks for `accelerate` there
     env["DATABASE_URL"] = db_url
@@ -358,16 +370,21 @@ def execute(
     job = registry.get_job(run_id, db_url)
     if job is not None:  # a resume or a service run; a CLI run gets its row once Axolotl accepts it
         # A resume's first event clears the stop's error text on the customer's row too.
-        set_status(
-            run_dir,
-            run_id,
-            "preprocessing",
-            db_url,
-            event={"error_message": None},
-            started_at=job.started_at or registry.now(),
-            completed_at=None,
-            error_message=None,
-        )
+        try:
+            set_status(
+                run_dir,
+                run_id,
+                "preprocessing",
+                db_url,
+                event={"error_message": None},
+                started_at=job.started_at or registry.now(),
+                completed_at=None,
+                error_message=None,
+            )
+        except Cancelled:
+            (run_dir / PID_FILE).unlink(missing_ok=True)
+            print(f"run {run_id}: cancelled before it started", file=sys.stderr)
+            return 130
     try:
         preprocess(run_id, run_dir, lineage, config, env, db_url)
         extra = ("--resume-from-checkpoint", resume_from) if resume_from else ()
@@ -415,7 +432,11 @@ def execute(
         final["lora_artifact_path"] = fields["artifact_path"]
     # On a pod that a launcher follows, an interruption is the launcher's to resolve (relaunch or give up).
     final["relaunch"] = status == "interrupted" and os.environ.get("BRIGHTRUN_FOLLOWED") == "1"
-    set_status(run_dir, run_id, status, db_url, event=final, **fields)
+    try:
+        set_status(run_dir, run_id, status, db_url, event=final, **fields)
+    except Cancelled:  # cancelled while it ran: that stays the outcome (the costs are still recorded)
+        registry.update_job(run_id, db_url, gpu_hours=fields["gpu_hours"], actual_cost=fields["actual_cost"])
+        status = "cancelled"
     print(f"run {run_id}: {status}" + (f" ({error})" if error else ""), file=sys.stderr)
     if status == "completed":
         return results(run_id, runs_dir, db_url) if evaluate else 0
@@ -557,6 +578,11 @@ def cancel(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> st
         raise NotFound(f"no run {run_id!r} (see `just runs`)")
     if job.status in registry.TERMINAL:
         raise Conflict(f"run {run_id} is already {job.status}")
+    if not (run_dir / "run.json").is_file():
+        raise Conflict(
+            f"run {run_id} is known here only from its webhook events: it runs elsewhere, and nothing "
+            "here can stop it; cancel it where it runs (`jobs cancel` there, or the pod's launcher)"
+        )
     if run_dir.is_dir():
         (run_dir / CANCEL_FILE).touch()
         pid = launcher_alive(run_dir)
@@ -572,66 +598,6 @@ def cancel(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> st
         completed_at=registry.now(),
     )
     return "cancelled"
-
-
-def start_service_run(
-    preset: str,
-    model: str,
-    input_file: str | None = None,
-    data_dir: str | None = None,
-    hardware: str | None = None,
-    overrides: list[str] | None = None,
-    runs_dir: str = "runs",
-    db_url: str | None = None,
-    heldout_eval: bool = True,
-) -> str:
-    """A run started through the service: checked here (a long-lived process imports Axolotl once),
-    registered as queued, then launched as `python -m jobs execute RUN` in its own session."""
-    from axolotl_configs import validate
-
-    runs_dir = str(Path(runs_dir).resolve())  # the launcher runs from the repo root
-
-    run_id = prepare(
-        preset,
-        model,
-        input_file or DEFAULT_INPUT,
-        data_dir,
-        hardware,
-        overrides,
-        runs_dir=runs_dir,
-        db_url=db_url,
-        heldout_eval=heldout_eval,
-    )
-    run_dir = Path(runs_dir) / run_id
-    config = yaml_load(run_dir / "config.yaml")
-    try:
-        validate.check(dict(config))
-    except ConfigError:
-        shutil.rmtree(run_dir)
-        raise
-    lineage = json.loads((run_dir / "run.json").read_text())
-    register(run_id, run_dir, lineage, config, db_url, status="queued")
-    env = {**os.environ, "DATABASE_URL": registry.database_url(db_url)}
-    with (run_dir / "logs" / "launcher.log").open("a") as log:
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jobs",
-                "--runs-dir",
-                str(runs_dir),
-                "execute",
-                run_id,
-                *([] if heldout_eval else ["--no-eval"]),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return run_id
 
 
 def yaml_load(path: Path) -> dict:

@@ -12,13 +12,27 @@ from pathlib import Path
 from jobs import registry, webhooks
 
 
+class Cancelled(Exception):
+    """The run was cancelled: nothing moves it out of that status (cancel wins, whatever the timing)."""
+
+
 def set_status(
     run_dir: Path | str, run_id: str, status: str, db_url: str | None = None, event: dict | None = None, **row
 ) -> registry.TrainingJob:
     """Write `status` and the other `row` columns, then emit the event (`event`: what only the event
-    says: step, metrics, lora_artifact_path, error_message, message, relaunch, job). Returns the row."""
-    registry.update_job(run_id, db_url, status=status, **row)
-    job = registry.get_job(run_id, db_url)
+    says: step, metrics, lora_artifact_path, error_message, message, relaunch, job). Returns the row.
+    Raises Cancelled, writing and sending nothing, when the run is cancelled and `status` is another."""
+    with registry.session(db_url) as s:
+        # FOR UPDATE on PostgreSQL: a cancel committing now is seen here, not overwritten.
+        job = s.get(registry.TrainingJob, run_id, with_for_update=True)
+        if job is None:
+            raise KeyError(run_id)
+        if job.status == "cancelled" and status != "cancelled":
+            raise Cancelled(f"run {run_id} is cancelled")
+        job.status = status
+        for key, value in row.items():
+            setattr(job, key, value)
+        s.commit()
     emit(run_dir, job, status, **(event or {}))
     return job
 

@@ -56,6 +56,23 @@ def sign(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
+RUN_KEY_LABEL = "brightrun-run-key:"
+
+
+def run_key(secret: str, job_id: str) -> str:
+    """One job's signing key, derived from the master secret: a run holding it can sign its own job's
+    events and no other's, and never holds the master. The customer's receiver needs one line to check
+    it (README, "Per-run signing keys"): key = hex HMAC-SHA256(secret, "brightrun-run-key:" + job_id)."""
+    return hmac.new(
+        secret.encode("utf-8"), (RUN_KEY_LABEL + job_id).encode("utf-8"), hashlib.sha256
+    ).hexdigest()
+
+
+def run_keys_required() -> bool:
+    """WEBHOOK_RUN_KEYS=required: runs get per-run keys, and our receiver accepts only those."""
+    return os.environ.get("WEBHOOK_RUN_KEYS", "").strip().lower() == "required"
+
+
 def encode(event: dict) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 

@@ -154,12 +154,14 @@ def smoke_job_args(runs: Path, data: Path, *overrides: str) -> list[str]:
     ]
 
 
-def start_smoke_job(runs: Path, url: str, data: Path, *overrides: str, **popen) -> subprocess.Popen:
-    """A smoke training run in the background, for tests that interrupt it."""
+def start_smoke_job(
+    runs: Path, url: str, data: Path, *overrides: str, env: dict | None = None, **popen
+) -> subprocess.Popen:
+    """A smoke training run in the background, for tests that interrupt it (`env`: added to ours)."""
     return subprocess.Popen(
         [sys.executable, "-m", "jobs", *smoke_job_args(runs, data, *overrides)],
         cwd=ROOT,
-        env=jobs_env(url),
+        env=jobs_env(url) | (env or {}),
         **popen,
     )
 

@@ -6,20 +6,24 @@ from __future__ import annotations
 import subprocess
 import time
 
-from conftest import jobs_cli, start_smoke_job
+from conftest import jobs_cli, no_loss, start_smoke_job
 
-from jobs import registry
+from jobs import registry, webhooks
 
 
-def test_cancel_saves_a_checkpoint_and_the_run_is_final(tmp_path, sample_out):
+def test_cancel_saves_a_checkpoint_and_the_run_is_final(tmp_path, sample_out, customer_app):
     runs = tmp_path / "runs"
     url = f"sqlite:///{tmp_path / 'registry.db'}"
+    job_id = customer_app.new_job()
     proc = start_smoke_job(
         runs,
         url,
         sample_out,
         "max_steps=40",
         "save_steps=40",
+        "--run-id",
+        job_id,
+        env=customer_app.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -48,3 +52,12 @@ def test_cancel_saves_a_checkpoint_and_the_run_is_final(tmp_path, sample_out):
     # The plugin asked the trainer for a checkpoint at the end of the step it was in: resumable.
     checkpoints = list((runs / run_id / "output").glob("checkpoint-*/trainer_state.json"))
     assert checkpoints, "no checkpoint saved on SIGTERM"
+
+    # The customer's receiver (their job id): cancelled, with the reason, nothing lost on the way.
+    assert run_id == job_id and webhooks.pending(runs / run_id) == []
+    print(customer_app.summary("cancelled", job_id))
+    tally = customer_app.tally(job_id)
+    no_loss(tally)
+    assert tally["statuses"][-1] == "cancelled" and tally["row"]["status"] == "cancelled"
+    assert tally["row"]["error_message"].startswith("cancelled on request")
+    assert tally["row"]["current_step"] == job.step and len(tally["history"]) == job.step

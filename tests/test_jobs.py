@@ -5,20 +5,49 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SAMPLE, TINY_MODEL_DIR, jobs_cli, smoke_job_args
+from conftest import CUSTOMER_SECRET, SAMPLE, TINY_MODEL_DIR, jobs_cli, no_loss, smoke_job_args
 
-from jobs import registry
+from jobs import registry, webhooks
 from jobs.run import sha256_file
+from tests.customer_app import CustomerApp
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, sample_out):
+def customer_run(tmp_path_factory, sample_out):
+    """One smoke run, started as the customer's app starts one (their job id, their receiver): the run
+    folder, the registry URL, the finished process and what their receiver made of its events."""
     runs = tmp_path_factory.mktemp("runs")
     url = f"sqlite:///{runs / 'registry.db'}"
-    proc = jobs_cli(*smoke_job_args(runs, sample_out, "max_steps=2"), env={"DATABASE_URL": url})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    [run_dir] = [p for p in runs.iterdir() if p.is_dir()]
-    return run_dir, url, proc
+    with CustomerApp(runs, CUSTOMER_SECRET) as app:
+        job_id = app.new_job()
+        args = smoke_job_args(runs, sample_out, "max_steps=2", "--run-id", job_id)
+        proc = jobs_cli(*args, env={"DATABASE_URL": url, **app.env()})
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        print(app.summary("completed", job_id))
+        tally = app.tally(job_id)
+    return runs / job_id, url, proc, tally
+
+
+@pytest.fixture(scope="module")
+def smoke_run(customer_run):
+    return customer_run[:3]
+
+
+def test_the_customers_receiver_applies_every_event_of_a_completed_run(customer_run):
+    run_dir, url, _, tally = customer_run
+    no_loss(tally)
+    assert webhooks.pending(run_dir) == []  # every event delivered
+    job = registry.get_job(run_dir.name, url)
+    row = tally["row"]
+    assert (row["status"], row["current_step"], row["total_steps"]) == ("completed", 2, 2)
+    assert row["lora_artifact_path"] == job.artifact_path and row["error_message"] is None
+    assert row["completed_at"] is not None
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in tally["history"]] == [m["step"] for m in logged if "loss" in m] == [1, 2]
+    assert tally["statuses"][:3] == ["queued", "preprocessing", "model_loaded"]
+    assert tally["statuses"][-1] == "completed" and set(tally["statuses"][3:-1]) == {"training"}
+    sent = [json.loads(line) for line in (run_dir / webhooks.SPOOL).read_text().splitlines()]
+    assert any("eval_loss" in e.get("eval", {}) for e in sent)  # the eval numbers went, under `eval`
 
 
 def test_run_folder_holds_everything(smoke_run, sample_out):

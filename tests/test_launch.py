@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_MODEL_DIR, jobs_cli, jobs_env
+from conftest import ROOT, TINY_MODEL_DIR, jobs_cli, jobs_env, no_loss
 from sqlalchemy import select
 
 from jobs import registry
@@ -102,13 +102,13 @@ def the_run(url: str):
 
 
 def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_adapter(
-    tmp_path, sample_out, setup
+    tmp_path, sample_out, setup, customer_app
 ):
     """The real-account path end to end, in one command. A RunPod network volume, seen by the launcher
     only through the S3 API: the data goes up before the pod is created; the launcher reads the run's
     progress from the volume's registry over S3; the spot pod is taken back after checkpoint-1, a second
     pod on the same volume resumes and completes; the adapter comes home and the cost is the sum of both
-    pods' uptime × bid."""
+    pods' uptime × bid. The customer's app started it (their job id) and hears all of it, losing nothing."""
     with s3_server() as s3:
         bucket = "x7k2volume"
         client = s3.volume(bucket)
@@ -116,9 +116,10 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
             network_volumes=[{"id": bucket, "name": "brightrun", "size": 50, "dataCenterId": DATACENTER}],
             volume_sync=VolumeSync(s3.client(), bucket, every=0.3),
         )
-        env = {k: v for k, v in env.items() if k != "BRIGHTRUN_VOLUME_DIR"} | s3.env
+        env = {k: v for k, v in env.items() if k != "BRIGHTRUN_VOLUME_DIR"} | s3.env | customer_app.env()
         runs, log = tmp_path / "runs", tmp_path / "launch.log"
-        args = ("--spot", "--network-volume", bucket, "max_steps=3", "save_steps=1")
+        job_id = customer_app.new_job()
+        args = ("--spot", "--network-volume", bucket, "--run-id", job_id, "max_steps=3", "save_steps=1")
         proc = launch(runs, sample_out, env, *args, log=log)
         job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
         run_id, first = job.id, job.pod_id
@@ -202,6 +203,18 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
         again = jobs_cli("--runs-dir", str(runs), "follow", run_id, env=env)
         assert again.returncode == 0 and "already completed" in again.stderr
 
+        # The customer's receiver: the pods' events and the launcher's, under their one job id.
+        assert run_id == job_id
+        wait_for(lambda: customer_app.tally(job_id)["row"]["lora_artifact_path"] == job.artifact_path, 30)
+        print(customer_app.summary("preempted and relaunched (fake RunPod)", job_id))
+        tally = customer_app.tally(job_id)
+        no_loss(tally)
+        row = tally["row"]
+        assert (row["status"], row["current_step"], row["total_steps"]) == ("completed", 3, 3)
+        assert row["error_message"] is None and row["completed_at"] is not None
+        assert "failed" not in tally["statuses"]  # a preemption with a relaunch is not a failure for them
+        assert [h["step"] for h in tally["history"]][-1] == 3 and tally["metrics_events"] >= 3
+
 
 def follow(runs: Path, run_id: str, env: dict, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "follow", run_id, "--poll", "0.2"]
@@ -209,10 +222,13 @@ def follow(runs: Path, run_id: str, env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=jobs_env() | env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, sample_out, setup):
+def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, sample_out, setup, customer_app):
     fake, env = setup()
+    env |= customer_app.env()
     runs, log = tmp_path / "runs", tmp_path / "launch.log"
-    proc = launch(runs, sample_out, env, "--max-cost", "1", "max_steps=40", "save_steps=40", log=log)
+    job_id = customer_app.new_job()
+    args = ("--run-id", job_id, "--max-cost", "1", "max_steps=40", "save_steps=40")
+    proc = launch(runs, sample_out, env, *args, log=log)
     job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
     run_id = job.id
     # Training has begun (the pod's registry says so; the launcher mirrors it): a stop now makes the
@@ -236,6 +252,12 @@ def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, samp
     assert "cost cap $1.00 reached" in log.read_text()
     assert log.read_text().count("budget alert: $") == 1  # once, before the cap
     assert json.loads((runs / run_id / "run.json").read_text())["budget_alert"]
+    # The customer hears the cap from the launcher: failed, with why (nothing will resume it by itself).
+    wait_for(lambda: customer_app.tally(job_id)["row"]["status"] == "failed", 30)
+    print(customer_app.summary("cost cap (fake RunPod)", job_id))
+    tally = customer_app.tally(job_id)
+    no_loss(tally)
+    assert "cost cap $1.00 reached" in tally["row"]["error_message"]
 
 
 def test_detach_follow_and_cancel_terminates_the_pod(tmp_path, sample_out, setup):

@@ -17,10 +17,10 @@ import sys
 import time
 
 import psutil
-from conftest import ROOT, jobs_cli, jobs_env, start_smoke_job
+from conftest import ROOT, jobs_cli, jobs_env, no_loss, start_smoke_job
 from safetensors import safe_open
 
-from jobs import registry
+from jobs import registry, webhooks
 
 STEPS = 6
 
@@ -41,15 +41,20 @@ def checkpoints(run_dir) -> list[int]:
     return sorted(int(p.parent.name.split("-")[1]) for p in done)
 
 
-def test_sigterm_resume_kill_9_resume_finishes_at_the_planned_step(tmp_path, sample_out):
+def test_sigterm_resume_kill_9_resume_finishes_at_the_planned_step(tmp_path, sample_out, customer_app):
     runs = tmp_path / "runs"
     url = os.environ.get("TEST_POSTGRES_URL") or f"sqlite:///{tmp_path / 'registry.db'}"
+    job_id = customer_app.new_job()  # the customer's app started it, and hears every event
+    hears = customer_app.env()
     first = start_smoke_job(
         runs,
         url,
         sample_out,
         f"max_steps={STEPS}",
         "save_steps=1",
+        "--run-id",
+        job_id,
+        env=hears,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -57,8 +62,8 @@ def test_sigterm_resume_kill_9_resume_finishes_at_the_planned_step(tmp_path, sam
 
     # 1. SIGTERM once training has logged a step: checkpoint, exit 130, `interrupted`.
     def training():
-        jobs = [j for j in registry.list_jobs(url) if (runs / j.id).is_dir()] if runs.is_dir() else []
-        return jobs[0].id if jobs and jobs[0].status == "training" and jobs[0].step >= 1 else None
+        job = registry.get_job(job_id, url) if (runs / job_id).is_dir() else None
+        return job_id if job and job.status == "training" and job.step >= 1 else None
 
     run_id = wait(training, "step 1", first)
     run_dir = runs / run_id
@@ -69,12 +74,15 @@ def test_sigterm_resume_kill_9_resume_finishes_at_the_planned_step(tmp_path, sam
     assert job.status == "interrupted" and "resume" in job.error_message
     stopped_at = checkpoints(run_dir)[-1]
     assert 1 <= job.step <= stopped_at < STEPS  # the step it was in, checkpointed on the way out
+    # Nothing will resume it by itself: for the customer it failed, with how to resume it.
+    row = customer_app.tally(job_id)["row"]
+    assert row["status"] == "failed" and "just resume" in row["error_message"]
 
     # 2. Resume; once it has saved a checkpoint of its own, the machine dies: every process at once.
     second = subprocess.Popen(
         [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "resume", run_id],
         cwd=ROOT,
-        env=jobs_env(url),
+        env=jobs_env(url) | hears,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -86,7 +94,7 @@ def test_sigterm_resume_kill_9_resume_finishes_at_the_planned_step(tmp_path, sam
     assert registry.get_job(run_id, url).status in ("training", "model_loaded")  # nobody could say otherwise
 
     # 3. Resume again: from the newest checkpoint, to the planned step.
-    proc = jobs_cli("--runs-dir", str(runs), "resume", run_id, env={"DATABASE_URL": url})
+    proc = jobs_cli("--runs-dir", str(runs), "resume", run_id, env={"DATABASE_URL": url, **hears})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "resuming" in proc.stderr and "from checkpoint-" in proc.stderr
     resumed_from = int(proc.stderr.split("from checkpoint-")[1].split()[0])
@@ -105,3 +113,15 @@ def test_sigterm_resume_kill_9_resume_finishes_at_the_planned_step(tmp_path, sam
         keys = list(f.keys())
     assert len(keys) == 2 * 7 * 2  # 2 layers × 7 projections × (A, B)
     assert all(k.startswith("base_model.model.model.layers.") and k.count("lora_") == 1 for k in keys)
+
+    # The customer's row: completed at the planned step, the adapter's path, the stop's error cleared;
+    # every event applied. The kill -9 left some undelivered in the spool: the next start sent them first.
+    assert webhooks.pending(run_dir) == []
+    print(customer_app.summary("interrupted, killed, resumed twice", job_id))
+    tally = customer_app.tally(job_id)
+    no_loss(tally)
+    row = tally["row"]
+    assert (row["status"], row["current_step"], row["total_steps"]) == ("completed", STEPS, STEPS)
+    assert row["lora_artifact_path"] == job.artifact_path and row["error_message"] is None
+    assert "failed" in tally["statuses"] and tally["statuses"][-1] == "completed"
+    assert {h["step"] for h in tally["history"]} == set(range(1, STEPS + 1))

@@ -29,20 +29,20 @@ from jobs.service.receiver import MAX_BODY
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("training_jobs", "webhook_events", "training_metrics_history")
 
-# The server process: the real jobs.service.main, with jobs.run.start_service_run wrapped so that the
+# The server process: the real jobs.service.main, with jobs.service.start.start_run wrapped so that the
 # preset "fake-ok" records its arguments instead of launching a training run (the real function runs
 # for anything else, e.g. an unknown preset).
 BOOT = """
 import json, sys
 from pathlib import Path
-from jobs import run
-real = run.start_service_run
-def start(preset, *args):
+from jobs.service import start as start_mod
+real = start_mod.start_run
+def start(preset, *args, **kw):
     if preset != "fake-ok":
-        return real(preset, *args)
-    Path(sys.argv[4]).write_text(json.dumps([preset, *args]))
+        return real(preset, *args, **kw)
+    Path(sys.argv[4]).write_text(json.dumps([preset, *args, {k: str(v) for k, v in kw.items()}]))
     return "fake-run-id"
-run.start_service_run = start
+start_mod.start_run = start
 import jobs.service
 sys.exit(jobs.service.main(host="127.0.0.1", port=int(sys.argv[1]), runs_dir=sys.argv[2], db_url=sys.argv[3]))
 """
@@ -276,7 +276,9 @@ def test_terminal_states_stay_terminal_and_later_events_still_record_metrics(ser
     assert (job["status"], job["step"], job["total_steps"]) == ("completed", 10, 10)
     assert job["artifact_path"] == "runs/x/output" and job["error_message"] is None and job["completed_at"]
     assert job["metrics"]["heldout_adapter_loss"] == 2.4 and job["eval_loss"] == 2.4
-    assert [p["step"] for p in job["metrics_history"]] == [10, 12]
+    # Nothing merges into a job that has ended (issue 13): the later step is not recorded, its loss not
+    # merged. (This test asserted the opposite, [10, 12], before.)
+    assert [p["step"] for p in job["metrics_history"]] == [10] and job["metrics"].get("loss") == 1.2
 
 
 def test_the_customer_compatible_payload_is_applied_as_the_old_one_was(service, tmp_path):
@@ -555,6 +557,7 @@ def test_start_job_validates_and_passes_the_request_on(service):
     assert args[:6] == ["fake-ok", "smoke", None, "d", None, ["max_steps=2"]]
     assert args[6] == str(service.workdir / "runs") and Path(args[6]).is_absolute()
     assert args[7] == registry.database_url(service.db_url) and args[8] is False
+    assert args[9] == {"data_root": str(Path("data").resolve())}
 
 
 def test_unknown_route_and_method_answer_json(service):

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import TINY_MODEL_DIR, jobs_env, start_service, stop_process
+from conftest import jobs_env, start_service, stop_process
 from sqlalchemy import func, select
 from test_dashboard import Elements, browser, free_port, headless  # noqa: F401 -- browser is a fixture
 
@@ -31,6 +31,7 @@ def start_jobs_service(tmp_path: Path, port: int, log_name: str) -> subprocess.P
         "WEBHOOK_URL": f"http://127.0.0.1:{port}/api/training/webhook",  # its runs report back to it
     }
     args = ["-m", "jobs", "--runs-dir", str(tmp_path / "runs"), "serve", "--port", str(port)]
+    args += ["--data-dir", str(tmp_path / "data")]  # API paths resolve in here, nowhere else
     return start_service(args, env, tmp_path / log_name, port)
 
 
@@ -38,15 +39,16 @@ def test_a_run_started_by_the_api_reaches_the_service_through_an_outage(browser,
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
+    shutil.copytree(sample_out, tmp_path / "data" / "sample")
     service = start_jobs_service(tmp_path, port, "service-1.log")
     try:
         started = httpx.post(
             base + "/api/training/jobs",
             json={
                 "preset": "balanced",
-                "model": "smoke",
-                "data": str(sample_out),
-                "overrides": [f"base_model={TINY_MODEL_DIR}", "max_steps=3"],
+                "model": "smoke",  # its base model is the repo's tiny Llama: no path travels in the request
+                "data": "sample",
+                "overrides": ["max_steps=3"],
                 "heldout_eval": False,
             },
             headers=auth,

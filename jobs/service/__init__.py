@@ -27,7 +27,18 @@ def log_config() -> dict:
     return config
 
 
-def main(host: str = "127.0.0.1", port: int = 8000, runs_dir: str = "runs", db_url: str | None = None) -> int:
+# Connections served at once (more get 503 at once, not a queue), and how long a request's body may take
+# to arrive: a client that trickles bytes holds a slot only that long (jobs/service/app.py, BodyLimit).
+MAX_CONNECTIONS = 64
+
+
+def main(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    runs_dir: str = "runs",
+    db_url: str | None = None,
+    data_dir: str = "data",
+) -> int:
     missing = [name for name in REQUIRED if not os.environ.get(name)]
     if missing:
         print(
@@ -42,12 +53,20 @@ def main(host: str = "127.0.0.1", port: int = 8000, runs_dir: str = "runs", db_u
     from jobs.service.app import create_app
 
     try:
-        app = create_app(runs_dir, db_url)
+        app = create_app(runs_dir, db_url, data_dir)
     except SQLAlchemyError as exc:
         # The driver's own message (host, port, why); never the URL, which may hold a password.
         reason = getattr(exc, "orig", None) or exc
         print(f"error: the registry database is unreachable: {reason}", file=sys.stderr)
         return 1
     # server_header off: no version banner for scanners; proxy headers are not trusted by default.
-    uvicorn.run(app, host=host, port=port, log_config=log_config(), server_header=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=log_config(),
+        server_header=False,
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_keep_alive=5,
+    )
     return 0

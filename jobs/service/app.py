@@ -6,12 +6,15 @@ in this closure only: never logged, stored or answered. Every error is {"error":
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import logging
 import os
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -23,12 +26,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from axolotl_configs.profiles import ConfigError
 from jobs import registry, webhooks
 from jobs import run as run_mod
-from jobs.service import receiver, views
+from jobs.service import receiver, start, views
 from jobs.service.db import make_engine
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -57,13 +61,29 @@ class StartRun(BaseModel):
     heldout_eval: bool = True
 
 
-class BodyLimit:
-    """ASGI middleware: no request body over `limit` bytes on any route. FastAPI reads a JSON body
-    whole before a route's dependencies (the bearer check) run, so without this a client with no token
-    could make the service hold any amount. The webhook also caps its own read (receiver.read_body)."""
+BODY_SECONDS = 10.0  # a whole request body must arrive within this; a trickling client is cut off
+SECURITY_HEADERS = [
+    # The dashboard loads only its own files (jobs/service/static: no inline script or style).
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        b"frame-ancestors 'none'; form-action 'self'",
+    ),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+
+class BodyLimit:
+    """ASGI middleware: no request body over `limit` bytes, nor slower than `seconds` in all, on any
+    route; security headers on every answer. FastAPI reads a JSON body whole before a route's
+    dependencies (the bearer check) run, so without this a client with no token could make the
+    service hold any amount, or hold a connection open by sending a byte now and then. The webhook
+    also caps its own read (receiver.read_body)."""
+
+    def __init__(self, app, limit: int, seconds: float = BODY_SECONDS):
+        self.app, self.limit, self.seconds = app, limit, seconds
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -73,17 +93,26 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > self.limit:
             return await error(413, too_big)(scope, receive, send)
         received = 0
+        deadline = time.monotonic() + self.seconds
 
         async def limited():
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise HTTPException(408, f"request body not received within {self.seconds:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     raise HTTPException(413, too_big)  # FastAPI and our handler turn it into the answer
             return message
 
-        await self.app(scope, limited, send)
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, limited, with_headers)
 
 
 @functools.cache
@@ -104,13 +133,28 @@ def error(status: int, message: str, headers: dict | None = None) -> JSONRespons
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def create_app(runs_dir: str | Path = "runs", db_url: str | None = None) -> FastAPI:
+ABSOLUTE = re.compile(r"(?<![\w.])/(?:[^\s'\"/:]+/)+")  # a directory part of an absolute path
+
+
+def public(message: str, places: dict[Path, str], limit: int = 2000) -> str:
+    """An error for a caller: the server's own folders by their names, no other absolute path, bounded."""
+    for path, name in sorted(places.items(), key=lambda kv: -len(str(kv[0]))):
+        message = message.replace(str(path), name)
+    message = ABSOLUTE.sub("…/", message)
+    return message if len(message) <= limit else message[:limit] + " …"
+
+
+def create_app(
+    runs_dir: str | Path = "runs", db_url: str | None = None, data_dir: str | Path = "data"
+) -> FastAPI:
     token = os.environ.get("JOBS_API_TOKEN")
     secret = os.environ.get("TRAINING_WEBHOOK_SECRET")
     if not token or not secret:
         raise RuntimeError("JOBS_API_TOKEN and TRAINING_WEBHOOK_SECRET must both be set in the environment")
     # Absolute: the launcher subprocess of a started run works from the repo root, not from our cwd.
     runs = Path(runs_dir).resolve()
+    data_root = Path(data_dir).resolve()
+    places = {runs: "runs", data_root: "data", run_mod.ROOT: "."}
     registry.use_runs_dir(runs)
     url = registry.database_url(db_url)
     engine = make_engine(url)
@@ -203,6 +247,7 @@ def create_app(runs_dir: str | Path = "runs", db_url: str | None = None) -> Fast
                 request.headers.get(webhooks.SIGNATURE_HEADER),
                 body,
                 secret,
+                per_run=webhooks.run_keys_required(),
             )
             applied = await run_in_threadpool(receiver.apply, engine, event)
         except receiver.Rejected as exc:
@@ -229,7 +274,7 @@ def create_app(runs_dir: str | Path = "runs", db_url: str | None = None) -> Fast
         if request.data and request.input:
             raise ServiceError(400, "give input (a brightrun file) or data (a converted folder), not both")
         try:
-            run_id = run_mod.start_service_run(
+            run_id = start.start_run(
                 request.preset,
                 request.model,
                 request.input,
@@ -239,9 +284,18 @@ def create_app(runs_dir: str | Path = "runs", db_url: str | None = None) -> Fast
                 str(runs),
                 url,
                 request.heldout_eval,
+                data_root=data_root,
             )
         except ConfigError as exc:
-            raise ServiceError(400, str(exc)) from None
+            raise ServiceError(400, public(str(exc), places)) from None
+        except SQLAlchemyError as exc:
+            log.error("start: database error %s", type(exc).__name__)
+            raise ServiceError(503, "the registry database is unavailable; try again") from None
+        except Exception as exc:  # noqa: BLE001 -- whatever a request made fail is its answer, not a 500
+            log.exception("start: %s", type(exc).__name__)
+            raise ServiceError(
+                400, f"the job could not be prepared from this request ({type(exc).__name__})"
+            ) from None
         log.info("started run %s", run_id)
         return {"id": run_id, "status": "queued"}
 
@@ -258,7 +312,7 @@ def create_app(runs_dir: str | Path = "runs", db_url: str | None = None) -> Fast
         except run_mod.Conflict as exc:
             raise ServiceError(409, str(exc)) from None
         except ConfigError as exc:
-            raise ServiceError(400, str(exc)) from None
+            raise ServiceError(400, public(str(exc), places)) from None
         log.info("cancel %s: %s", job_id, status)
         return {"id": job_id, "status": status}
 

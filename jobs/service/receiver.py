@@ -22,7 +22,16 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -44,6 +53,12 @@ Number = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
 # A time: unix seconds (payloads before ISO) or an ISO-8601 string with its zone.
 Moment = Annotated[StrictInt, Field(ge=0, le=253402300799)] | Annotated[str, Field(max_length=40)]
 Status = Literal[registry.STATUSES]  # type: ignore[valid-type]
+# Numbers per event and per job are bounded: a job's metrics are read on every dashboard poll.
+MAX_EVENT_NUMBERS = 64
+MAX_JOB_NUMBERS = 256
+Numbers = Annotated[
+    dict[Annotated[str, Field(min_length=1, max_length=64)], Number], Field(max_length=MAX_EVENT_NUMBERS)
+]
 
 
 class Rejected(Exception):
@@ -87,9 +102,9 @@ class Event(BaseModel):
     brightrun_status: Status | None = None  # ours, when `status` is the customer's
     step: StrictInt | None = Field(default=None, ge=0, le=2**31 - 1)
     total_steps: StrictInt | None = Field(default=None, ge=0, le=2**31 - 1)
-    metrics: dict[str, Number] = Field(default_factory=dict)
-    eval: dict[str, Number] = Field(default_factory=dict)
-    other_metrics: dict[str, Number] = Field(default_factory=dict)
+    metrics: Numbers = Field(default_factory=dict)
+    eval: Numbers = Field(default_factory=dict)
+    other_metrics: Numbers = Field(default_factory=dict)
     timestamp: Moment  # when this delivery was sent: the replay window is checked on it
     # When it happened (a replay hours later keeps it); the job's dates come from it. Older senders
     # have only `timestamp`.
@@ -115,6 +130,12 @@ class Event(BaseModel):
                     "an ISO-8601 UTC time such as 2026-12-01T10:30:00Z, or unix seconds"
                 ) from None
         return value
+
+    @model_validator(mode="after")
+    def _step_within_total(self):
+        if self.step is not None and self.total_steps is not None and self.step > self.total_steps:
+            raise ValueError("step is past total_steps")
+        return self
 
     @property
     def ours(self) -> str:
@@ -192,11 +213,24 @@ def is_json(content_type: str | None) -> bool:
     return (content_type or "").split(";", 1)[0].strip().lower() == "application/json"
 
 
-def verify(content_type: str | None, signature: str | None, body: bytes, secret: str) -> Event:
-    """Steps 2-5: content type, signature (constant time, over the raw bytes), shape, timestamp."""
+def verify(
+    content_type: str | None, signature: str | None, body: bytes, secret: str, per_run: bool = False
+) -> Event:
+    """Steps 2-5: content type, signature (constant time, over the raw bytes), shape, timestamp.
+    per_run: the body must be signed with its own job's key (webhooks.run_key), not the master."""
     if not is_json(content_type):
         raise Rejected(415, "Content-Type must be application/json")
-    expected = webhooks.sign(secret, body)
+    key = secret
+    if per_run:
+        # The job id names the key, so it is read before the signature is checked (the body is capped).
+        try:
+            job_id = json.loads(body).get("job_id")
+        except (ValueError, RecursionError, AttributeError):
+            job_id = None
+        if not isinstance(job_id, str) or not valid_job_id(job_id):
+            raise Rejected(401, f"missing or invalid {webhooks.SIGNATURE_HEADER}")
+        key = webhooks.run_key(secret, job_id)
+    expected = webhooks.sign(key, body)
     if not signature or not hmac.compare_digest(signature.strip().lower().encode(), expected.encode()):
         raise Rejected(401, f"missing or invalid {webhooks.SIGNATURE_HEADER}")
     try:
@@ -282,10 +316,11 @@ def apply_in(s: Session, event: Event) -> bool:
             update_job(job, event)
     # The latest numbers on the row, as the run's own process keeps them; a completed event's held-out
     # losses always (they come last and belong to the job whatever stopped it).
+    # Nothing merges into a job that had ended before this event: its numbers are the ones it ended with.
     numbers = event.numbers
-    if numbers and ((newer and not final) or event.ours == "completed"):
-        job.metrics = {**(job.metrics or {}), **numbers}  # a new dict: JSON columns track assignment
-    if event.ours == "training" and event.step is not None:
+    if numbers and not final and (newer or event.ours == "completed"):
+        job.metrics = merged(job.metrics or {}, numbers)  # a new dict: JSON columns track assignment
+    if event.ours == "training" and event.step is not None and not final:
         record_point(s, event, stale=not newer)
     return newer
 
@@ -313,8 +348,21 @@ def when(event: Event) -> datetime:
     return datetime.fromtimestamp(event.happened_at, UTC).replace(tzinfo=None)  # the registry's naive UTC
 
 
+def merged(metrics: dict, numbers: dict) -> dict:
+    """Known keys updated, new ones added while the job holds fewer than MAX_JOB_NUMBERS."""
+    out = dict(metrics)
+    for key, value in numbers.items():
+        if key in out or len(out) < MAX_JOB_NUMBERS:
+            out[key] = value
+    return out
+
+
 def update_job(job: TrainingJob, event: Event) -> None:
     status = event.ours
+    if status == "queued" and job.status != "queued":
+        # Statuses move forward: a queued event after the job started is a relaunch (RunPod launcher),
+        # which is still the same job under way; its retry count and pod come below.
+        status = job.status
     job.status = status
     if event.step is not None:
         job.step = event.step

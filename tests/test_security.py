@@ -1,0 +1,316 @@
+"""A holder of the API token, and hostile files, against the start route and the CLIs (issue 13).
+
+Each numbered repro of the issue is a test here (the numbers are the issue's); the webhook receiver's and
+the service's own limits (slow bodies, headers, metrics caps, per-run keys) are in test_service.py. The
+start route runs in-process (FastAPI's TestClient over the real app): names, paths, overrides,
+conversion, render and Axolotl's own check are all real; only the final `python -m jobs execute` spawn
+is recorded instead of started where a test says so, since a training run is not what is under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SAMPLE, jobs_cli, run_cli
+
+from jobs import registry, webhooks
+from jobs.service import start as start_mod
+
+TOKEN, SECRET = "tok-security-1", "whsec-security-1"
+
+
+@pytest.fixture
+def api(tmp_path, monkeypatch, sample_out):
+    """The real app in-process over a data folder holding one converted set and one brightrun file."""
+    from fastapi.testclient import TestClient
+
+    from jobs.service.app import create_app
+
+    monkeypatch.setenv("JOBS_API_TOKEN", TOKEN)
+    monkeypatch.setenv("TRAINING_WEBHOOK_SECRET", SECRET)
+    monkeypatch.delenv("WEBHOOK_URL", raising=False)
+    data = tmp_path / "data"
+    shutil.copytree(sample_out, data / "sample")
+    (data / "files").mkdir()
+    shutil.copyfile(SAMPLE, data / "files" / "sample.json")
+    runs = tmp_path / "runs"
+    app = create_app(runs, f"sqlite:///{tmp_path / 'registry.db'}", data)
+    client = TestClient(app, raise_server_exceptions=False)
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    client.tmp, client.data, client.runs = tmp_path, data, runs
+    return client
+
+
+@pytest.fixture
+def spawned(monkeypatch):
+    """Record the run's launch instead of starting training (see the module's docstring)."""
+    calls = []
+    monkeypatch.setattr(start_mod, "spawn", lambda argv, run_dir, env: calls.append((argv, {"env": env})))
+    return calls
+
+
+def everything(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.exists() else set()
+
+
+def start(api, **body):
+    return api.post("/api/training/jobs", json={"preset": "balanced", "model": "smoke", **body})
+
+
+# 1. Names are names -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("preset", "../../../x/P/evil"),
+        ("preset", "/etc/passwd"),
+        ("preset", "../models/smoke"),  # a model file read as a preset was a KeyError (500)
+        ("model", "../presets/balanced"),
+        ("hardware", "/tmp/evil"),
+    ],
+)
+def test_1_a_path_as_a_profile_name_is_refused_without_a_trace(api, field, value):
+    before = everything(api.tmp)
+    r = start(api, data="sample", **{field: value})
+    assert (
+        r.status_code == 400
+        and r.json()["error"].startswith(f"{field} ")
+        and "not a path" in r.json()["error"]
+    )
+    assert everything(api.tmp) == before  # no run folder, here or anywhere above
+
+
+def test_1_existing_and_missing_files_elsewhere_get_the_same_answer(api, tmp_path):
+    (tmp_path / "real.yaml").write_text("lora_r: 8\n")
+    exists = start(api, data="sample", preset=str(tmp_path / "real")).json()["error"]
+    missing = start(api, data="sample", preset=str(tmp_path / "nothing")).json()["error"]
+    assert exists.replace("real", "X") == missing.replace("nothing", "X")
+
+
+def test_1_the_cli_refuses_a_path_as_a_name_too(tmp_path):
+    (tmp_path / "evil.yaml").write_text("lora_r: 8\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "axolotl_configs", "render", str(tmp_path / "evil"), "smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "not a path" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("field,value", [("data", "/etc"), ("data", "../.."), ("input", "/etc/hostname")])
+def test_1_api_paths_stay_in_the_data_folder(api, field, value):
+    r = start(api, **{field: value})
+    assert r.status_code == 400 and r.json()["error"].startswith(field), r.text
+    assert "/etc" not in r.json()["error"].replace(value, "")
+
+
+# 2. Overrides through the API are an allow-list ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "dataset_prepared_path=/elsewhere",
+        "datasets.0.path=/etc/hostname",
+        "hub_model_id=someone/else",
+        "trust_remote_code=true",
+        "base_model=/tmp/model",
+        "plugins=[evil.Plugin]",
+        "output_dir=/tmp/out",
+        "deepspeed=/nowhere.json",  # a missing file left a run folder with no row (item 7)
+        "learning_rate=&a [1]",
+        "micro_batch_size=1e308",  # an OverflowError (500) before (item 7)
+        "max_steps=2\nbase_model: /x",  # a newline broke the config's header (item 7)
+        "lora_r=1.5",
+        "lora_dropout=nan",
+    ],
+)
+def test_2_an_override_off_the_list_or_out_of_bounds_is_refused_and_writes_nothing(api, spawned, override):
+    before = everything(api.tmp)
+    r = start(api, data="sample", overrides=[override])
+    assert r.status_code == 400 and r.json()["error"].startswith("override "), r.text
+    assert len(r.text) < 1000 and everything(api.tmp) == before and not spawned
+
+
+def test_2_allowed_overrides_start_a_run_with_a_minimal_environment(api, spawned, monkeypatch):
+    monkeypatch.setenv("RUNPOD_API_KEY", "rp-secret")
+    r = start(api, data="sample", overrides=["learning_rate=1e-4", "max_steps=2", "lr_scheduler=linear"])
+    assert r.status_code == 202, r.text
+    [(argv, kw)] = spawned
+    env = kw["env"]
+    assert argv[-1] == r.json()["id"] and "JOBS_API_TOKEN" not in env and "RUNPOD_API_KEY" not in env
+    assert "TRAINING_WEBHOOK_SECRET" not in env  # it sends no webhooks: it needs no key
+    config = (api.runs / r.json()["id"] / "config.yaml").read_text()
+    assert "learning_rate: 0.0001" in config and "lr_scheduler: linear" in config
+    # With WEBHOOK_URL: the customer's receiver checks one shared secret, so by default the run holds it;
+    # per-run keys, opted in, give the run its own key and never the master.
+    monkeypatch.setenv("WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    assert start_mod.run_env("job-1", "sqlite://")["TRAINING_WEBHOOK_SECRET"] == SECRET
+    monkeypatch.setenv("WEBHOOK_RUN_KEYS", "required")
+    env = start_mod.run_env("job-1", "sqlite://")
+    assert env["TRAINING_WEBHOOK_SECRET"] == webhooks.run_key(SECRET, "job-1") != SECRET
+
+
+def test_2_4_the_cli_keeps_every_key_but_refuses_aliases_tags_and_newlines(tmp_path, sample_out):
+    # The issue's bomb: aliases nested 7 deep (309 characters); its error was 116 MB.
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 8)]
+    bomb = "{" + ", ".join(levels) + "}"
+    for value in (bomb, "!!python/object:os.system ls", "a\nb"):
+        started = time.monotonic()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "axolotl_configs",
+                "render",
+                "balanced",
+                "smoke",
+                "--data",
+                str(sample_out),
+            ]
+            + [f"special_tokens={value}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert len(proc.stderr) < 2000 and time.monotonic() - started < 60
+    ok = subprocess.run(
+        [sys.executable, "-m", "axolotl_configs", "render", "balanced", "smoke", "--data", str(sample_out)]
+        + ["dataset_prepared_path=/tmp/elsewhere"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0 and "dataset_prepared_path: /tmp/elsewhere" in ok.stdout  # a local user may
+
+
+# 3. Cancel wins -----------------------------------------------------------------------------------------
+
+
+def test_3_cancel_right_after_start_stays_cancelled(api):
+    """The real launch: `python -m jobs execute` starts, finds its run cancelled and never trains."""
+    r = start(api, data="sample", overrides=["max_steps=2"])
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    assert api.delete(f"/api/training/jobs/{run_id}").json()["status"] == "cancelled"
+    url = f"sqlite:///{api.tmp / 'registry.db'}"
+    run_dir = api.runs / run_id
+    deadline = time.monotonic() + 120
+    seen = set()
+    while time.monotonic() < deadline:
+        seen.add(registry.get_job(run_id, url).status)
+        if "cancelled before it started" in (run_dir / "logs" / "launcher.log").read_text():
+            break
+        time.sleep(0.2)
+    time.sleep(1)  # anything it did after saying so would show now
+    seen.add(registry.get_job(run_id, url).status)
+    assert seen == {"cancelled"}, (run_dir / "logs" / "launcher.log").read_text()[-2000:]
+    assert (
+        not (run_dir / "logs" / "preprocess.log").exists() and not (run_dir / "logs" / "train.log").exists()
+    )
+
+
+# 5, 6. The converter's input and folders; the API's conversions --------------------------------------
+
+
+def test_5_the_converter_never_replaces_the_folder_its_input_is_in(tmp_path, sample_out):
+    folder = tmp_path / "dir"
+    shutil.copytree(sample_out, folder)
+    shutil.copyfile(SAMPLE, folder / "input.json")
+    proc = run_cli("convert", str(folder / "input.json"), "--out", str(folder))
+    assert proc.returncode == 2 and "holds the input file" in proc.stderr
+    assert (folder / "input.json").read_bytes() == SAMPLE.read_bytes()
+    # A folder with a manifest but other files too is not a converter output either.
+    other = tmp_path / "other"
+    shutil.copytree(sample_out, other)
+    (other / "notes.txt").write_text("mine")
+    proc = run_cli("convert", str(SAMPLE), "--out", str(other))
+    assert proc.returncode == 2 and "did not write" in proc.stderr and (other / "notes.txt").exists()
+
+
+def test_6_conversions_are_named_by_content_and_a_refused_request_leaves_nothing(api, spawned):
+    second = json.loads(SAMPLE.read_text())
+    second["conversations"] = second["conversations"][:6]
+    second["training_file_metadata"]["total_conversations"] = 6
+    (api.data / "a").mkdir()
+    (api.data / "b").mkdir()
+    shutil.copyfile(SAMPLE, api.data / "a" / "collide.json")
+    (api.data / "b" / "collide.json").write_text(json.dumps(second))
+    before = everything(api.tmp)
+    refused = start(api, input="a/collide.json", overrides=["learning_rate=2"])  # out of bounds
+    assert refused.status_code == 400 and everything(api.tmp) == before
+    refused = start(api, input="a/collide.json", overrides=["sequence_len=131072"])
+    assert refused.status_code == 400, refused.text  # past what the data was measured for: known only
+    assert "measured for" in refused.text  # after the conversion, which then goes again
+    assert everything(api.tmp) == before
+    one = start(api, input="a/collide.json", overrides=["max_steps=1"])
+    two = start(api, input="b/collide.json", overrides=["max_steps=1"])
+    assert one.status_code == two.status_code == 202, (one.text, two.text)
+    manifests = sorted((api.data / "converted").glob("sha256-*/manifest.json"))
+    counts = sorted(json.loads(m.read_text())["counts"]["conversations"] for m in manifests)
+    assert len(manifests) == 2 and counts[0] < counts[1]  # two folders, neither replaced
+
+
+# 7, 8. No 500s ---------------------------------------------------------------------------------------
+
+
+def test_8_cancel_of_a_job_known_only_from_webhooks_says_so(api, monkeypatch, tmp_path):
+    monkeypatch.setenv("WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    registry.use_runs_dir(api.runs)
+    url = f"sqlite:///{api.tmp / 'registry.db'}"
+    with registry.session(url) as s:
+        s.add(registry.TrainingJob(id="remote-1", preset="balanced", model="smoke", hardware="cpu"))
+        s.commit()
+    r = api.delete("/api/training/jobs/remote-1")
+    assert r.status_code == 409 and "known here only from its webhook events" in r.json()["error"]
+    assert registry.get_job("remote-1", url).status == "queued"
+
+
+# 9. CLI: no traceback, no hang -------------------------------------------------------------------------
+
+
+def test_9_hostile_files_exit_2_without_a_traceback_or_a_hang(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    zero = tmp_path / "zero.json"
+    zero.symlink_to("/dev/zero")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    empty = json.loads(SAMPLE.read_text())
+    for conv in empty["conversations"]:
+        for pair in conv["training_pairs"]:
+            pair["target_response"] = None
+    targetless = tmp_path / "no-targets.json"
+    targetless.write_text(json.dumps(empty))
+    for path, says in [
+        (deep, "nested too deep"),
+        (zero, "not a regular file"),
+        (fifo, "not a regular file"),
+        (targetless, "no training pair has a target response"),
+    ]:
+        proc = run_cli("convert", str(path), "--out", str(tmp_path / "out"))
+        assert proc.returncode == 2 and says in proc.stderr and path.name in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+    proc = jobs_cli("train", "../models/smoke", "smoke", "--data", str(tmp_path))
+    assert proc.returncode == 2 and "not a path" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# 11. Smaller: paths in answers, the state machine -------------------------------------------------------
+
+
+def test_11_answers_name_no_absolute_server_path(api):
+    for body in ({"data": "missing"}, {"input": "files/none.json"}, {"data": "sample", "overrides": ["x=1"]}):
+        r = start(api, **body)
+        assert r.status_code == 400 and str(api.tmp) not in r.text and str(ROOT) not in r.text, r.text
