@@ -314,3 +314,115 @@ def test_11_answers_name_no_absolute_server_path(api):
     for body in ({"data": "missing"}, {"input": "files/none.json"}, {"data": "sample", "overrides": ["x=1"]}):
         r = start(api, **body)
         assert r.status_code == 400 and str(api.tmp) not in r.text and str(ROOT) not in r.text, r.text
+
+
+def test_11_per_run_webhook_keys_when_required(api, monkeypatch):
+    """WEBHOOK_RUN_KEYS=required: an event is accepted only under its own job's key, so one pod's key
+    cannot sign another job's events, and the master secret itself signs nothing."""
+    from jobs import payload
+
+    monkeypatch.setenv("WEBHOOK_RUN_KEYS", "required")
+
+    def post(job_id: str, key: str):
+        spooled = {"event_id": os.urandom(8).hex(), "sequence": 1, "job_id": job_id, "status": "queued"}
+        spooled |= {
+            "timestamp": payload.iso(),
+            "job": {"preset": "balanced", "model": "smoke", "hardware": "cpu"},
+        }
+        body = webhooks.encode(spooled)
+        headers = {"Content-Type": "application/json", webhooks.SIGNATURE_HEADER: webhooks.sign(key, body)}
+        return api.post("/api/training/webhook", content=body, headers=headers)
+
+    assert post("job-a", SECRET).status_code == 401
+    assert post("job-a", webhooks.run_key(SECRET, "job-b")).status_code == 401
+    assert post("job-a", webhooks.run_key(SECRET, "job-a")).status_code == 200
+
+
+# Property: whatever JSON a token holder sends to the start route, never a 5xx, nothing written for a
+# 4xx, and nothing written outside runs/ and the data folder.
+
+NAMES = [
+    "balanced",
+    "smoke",
+    "cpu",
+    "../models/smoke",
+    "/etc/passwd",
+    "..",
+    "",
+    "a" * 70,
+    "smoke\n",
+    "ba lanced",
+]
+KEYS = [*start_mod.ALLOWED, "base_model", "datasets.0.path", "hub_model_id", "trust_remote_code", "x", ""]
+
+
+def body_strategy():
+    from hypothesis import strategies as st
+
+    text = st.text(max_size=40)
+    name = st.one_of(st.sampled_from(NAMES), text)
+    value = st.one_of(
+        st.sampled_from(
+            ["1", "2", "1e-4", "0.05", "1e308", "nan", "-1", "cosine", "&a [1]", "*a", "!!str x"]
+        ),
+        text,
+    )
+    override = st.one_of(st.builds(lambda k, v: f"{k}={v}", st.sampled_from(KEYS), value), text)
+    fields = st.fixed_dictionaries(
+        {"preset": name, "model": name},
+        optional={
+            "hardware": name,
+            "data": st.one_of(st.sampled_from(["sample", "../sample", "/tmp", "sample/../../x"]), text),
+            "input": st.one_of(st.sampled_from(["files/sample.json", "/etc/hostname", "files"]), text),
+            "overrides": st.lists(override, max_size=4),
+            "heldout_eval": st.one_of(st.booleans(), st.integers(), text),
+            "extra": text,
+        },
+    )
+    junk = st.recursive(
+        st.none() | st.booleans() | st.floats() | text, lambda c: st.lists(c) | st.dictionaries(text, c)
+    )
+    return st.one_of(fields, junk)
+
+
+def test_property_the_start_route_never_fails_with_5xx_or_writes_outside(api, spawned):
+    from hypothesis import HealthCheck, given, settings
+
+    repo_runs = everything(ROOT / "runs")
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(body_strategy())
+    def check(body):
+        before = everything(api.tmp)
+        # Python's encoder writes NaN/Infinity as bare tokens, which a hostile client may send too.
+        raw = json.dumps(body).encode()
+        r = api.post("/api/training/jobs", content=raw, headers={"Content-Type": "application/json"})
+        assert r.status_code < 500, (body, r.text)
+        after = everything(api.tmp)
+        if r.status_code >= 400:
+            assert after == before, (body, r.text)
+        assert all(
+            p.split("/")[0] in ("runs", "data", "registry.db", "registry.db.migrate.lock") for p in after
+        )
+
+    check()
+
+    # The override strings alone, on an otherwise valid request: these reach render and Axolotl's check.
+    from hypothesis import strategies as st
+
+    value = st.one_of(
+        st.sampled_from(["1", "3", "1e-4", "0.1", "4096", "1e308", "nan", "cosine"]), st.text(max_size=20)
+    )
+    override = st.builds(lambda k, v: f"{k}={v}", st.sampled_from(KEYS), value)
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.lists(override, min_size=1, max_size=3))
+    def check_overrides(overrides):
+        before = everything(api.tmp)
+        r = start(api, data="sample", overrides=overrides)
+        assert r.status_code in (202, 400), (overrides, r.text)
+        if r.status_code == 400:
+            assert everything(api.tmp) == before and r.json()["error"], (overrides, r.text)
+
+    check_overrides()
+    assert everything(ROOT / "runs") == repo_runs  # nothing in the repo's own runs folder either

@@ -365,6 +365,55 @@ def assert_refused(service, response: httpx.Response, status: int, before: dict,
     assert service.counts() == before
 
 
+def test_the_state_machine_only_moves_forward_and_numbers_are_bounded(service):
+    """Issue 13, item 11: a later `queued` does not move a started job back; nothing merges into an
+    ended job; step past total_steps is refused; metrics are capped per event and per job."""
+    job_id = registered(service)
+    assert (
+        service.send(event(job_id, 2, "training", step=2, total_steps=5, metrics={"loss": 2.0})).status_code
+        == 200
+    )
+    assert service.send(event(job_id, 3, "queued", retry_count=1)).status_code == 200
+    job = service.job(job_id)
+    assert (job["status"], job["retry_count"]) == ("training", 1)
+    past = service.send(event(job_id, 4, "training", step=6, total_steps=5))
+    assert past.status_code == 400 and "step is past total_steps" in past.json()["error"]
+    too_many = service.send(event(job_id, 4, "training", step=3, metrics={f"m{i}": 1.0 for i in range(65)}))
+    assert too_many.status_code == 400
+    for seq in range(4, 9):  # 5 × 64 new keys: the job keeps at most 256
+        numbers = {f"k{seq}_{i}": float(i) for i in range(64)}
+        assert (
+            service.send(
+                event(job_id, seq, "training", step=3, total_steps=5, other_metrics=numbers)
+            ).status_code
+            == 200
+        )
+    assert len(service.job(job_id)["metrics"]) == 256
+    assert service.send(event(job_id, 9, "failed", step=3, error="boom")).status_code == 200
+    late = event(job_id, 10, "training", step=4, total_steps=5, metrics={"loss": 0.5, "zzz_new": 1.0})
+    assert service.send(late).status_code == 200
+    job = service.job(job_id)
+    assert job["status"] == "failed" and job["metrics"]["loss"] == 2.0 and "zzz_new" not in job["metrics"]
+    assert [p["step"] for p in job["metrics_history"]] == [2]
+
+
+def test_a_trickling_body_is_cut_off_and_answers_carry_security_headers(service):
+    import socket
+
+    port = int(service.base.rsplit(":", 1)[1])
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        head = b"POST /api/training/webhook HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        conn.sendall(head + b"Content-Length: 100\r\n\r\n{")
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 25, answer[:200]
+    page = service.request("GET", "/")
+    for name in ("content-security-policy", "x-frame-options", "x-content-type-options", "referrer-policy"):
+        assert name in page.headers, name
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert service.request("GET", "/health").headers["x-content-type-options"] == "nosniff"
+
+
 def test_attacks_are_refused_and_write_nothing(service):
     job_id = registered(service)
     before = service.counts()
@@ -524,6 +573,14 @@ def test_delete_cancels_refuses_finished_and_unknown_jobs(service):
     unknown = service.api("DELETE", f"/api/training/jobs/{new_id('ghost')}")
     assert unknown.status_code == 404 and unknown.json() == {"error": "no such job"}
     job_id = registered(service)
+    # Known only from its webhooks (no run folder here): nothing here can stop it, and the answer says so
+    # (issue 13, item 8: it answered "cancelled" and stopped nothing).
+    remote = service.api("DELETE", f"/api/training/jobs/{job_id}")
+    assert remote.status_code == 409 and "known here only from its webhook events" in remote.json()["error"]
+    assert service.job(job_id)["status"] == "queued"
+    # A run of this service's own (its folder, no live launcher: queued, say) is cancelled here.
+    (service.workdir / "runs" / job_id).mkdir(parents=True)
+    (service.workdir / "runs" / job_id / "run.json").write_text("{}")
     cancelled = service.api("DELETE", f"/api/training/jobs/{job_id}")
     assert cancelled.status_code == 202 and cancelled.json() == {"id": job_id, "status": "cancelled"}
     assert service.job(job_id)["status"] == "cancelled"
