@@ -34,6 +34,9 @@ CUSTOMER_STATUSES = (
 )
 HISTORY_KEYS = ("loss", "learning_rate", "grad_norm", "epoch")  # their training_metrics_history columns
 TRAIN_KEYS = ("loss", "learning_rate", "grad_norm")  # a logged training step has at least one
+RELAUNCH_MESSAGE = (
+    "interrupted on the pod (preempted or stopped): the launcher relaunches it from its last checkpoint"
+)
 
 
 def iso(moment: datetime | float | None = None) -> str:
@@ -126,7 +129,8 @@ def build(job_id: str, status: str, fields: dict, row=None) -> dict:
         event["resumable"] = fields.get("resumable", True)
     if status == "interrupted" and relaunch:
         # Still under way from their side: the error text becomes a message, their error column stays empty.
-        event["message"] = event.pop("error_message", None) or "interrupted; the launcher relaunches it"
+        event.pop("error_message", None)
+        event["message"] = RELAUNCH_MESSAGE
     if history:
         event["metrics"] = history
     if evaluation:

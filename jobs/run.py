@@ -403,7 +403,10 @@ def execute(
         status, error = (
             ("cancelled", "cancelled on request (the last checkpoint is kept)")
             if (run_dir / CANCEL_FILE).exists()
-            else ("interrupted", "stopped by a signal; `just resume RUN` goes on from the last checkpoint")
+            else (
+                "interrupted",
+                f"stopped by a signal; `just resume {run_id}` goes on from the last checkpoint",
+            )
         )
     except RunError as exc:
         status, error = "failed", str(exc)

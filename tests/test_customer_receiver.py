@@ -93,7 +93,7 @@ def test_every_kind_of_event_is_applied_whole(tmp_path, sender):
     sent = [json.loads(line) for line in (run_dir / webhooks.SPOOL).read_text().splitlines()]
     assert sent[5]["eval"] == {"eval_loss": 2.4} and "metrics" not in sent[5]
     assert sent[6]["nonfinite_metrics"] == ["loss"]
-    assert sent[7]["brightrun_status"] == "interrupted" and sent[7]["message"] == "stopped by a signal"
+    assert sent[7]["brightrun_status"] == "interrupted" and "the launcher relaunches it" in sent[7]["message"]
     assert "error_message" not in sent[7]
     assert sent[8]["retry_count"] == 1 and sent[8]["runpod_pod_id"] == "pod-2"
     assert sent[9]["error_message"] is None  # a resumed attempt clears the stop's text
