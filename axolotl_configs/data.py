@@ -10,7 +10,7 @@ from pathlib import Path
 
 from axolotl_configs.profiles import ConfigError
 
-# ../shared/docs/brightrun-v4.md: "A merged 4096-token pack holds about 22 trained targets" (the
+# docs/brightrun-v4.md: "A merged 4096-token pack holds about 22 trained targets" (the
 # customer's 242-conversation file). Used only when the manifest has no token counts.
 TARGETS_PER_4096_PACK = 22.0
 

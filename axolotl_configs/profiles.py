@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve().parent
-KINDS = {"preset": "presets", "model": "models", "hardware": "hardware"}
+KINDS = {"preset": "presets", "model": "models", "hardware": "hardware", "sweep": "sweeps"}
 # A profile is named, never pathed: no "/", no "..", nothing that leaves its folder (CLI and API alike).
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -25,10 +25,13 @@ def names(kind: str) -> list[str]:
     return sorted(p.stem for p in (HERE / KINDS[kind]).glob("*.yaml"))
 
 
+def cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def shown(value, limit: int = 64) -> str:
     """A caller's value in a message: quoted, and cut, never echoed whole."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
+    return cut(repr(value), limit)
 
 
 def check_name(kind: str, name) -> str:

@@ -15,10 +15,23 @@ from pathlib import Path
 import yaml
 
 from axolotl_configs import render as render_mod
-from axolotl_configs.profiles import ConfigError, Profiles
+from axolotl_configs.profiles import HERE, ConfigError, Profiles, check_name
+
+
+def locate(sweep: Path | str) -> Path:
+    """A sweep by name (axolotl_configs/sweeps/NAME.yaml) or, on the command line, the user's own file
+    (a regular file: a pipe or a device is refused, not read)."""
+    text = str(sweep)
+    if "/" not in text and not text.endswith((".yaml", ".yml")):
+        return HERE / "sweeps" / f"{check_name('sweep', text)}.yaml"
+    path = Path(sweep)
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{path}: not a regular file, expected a sweep YAML")
+    return path
 
 
 def trials(sweep_file: Path) -> list[dict]:
+    sweep_file = locate(sweep_file)
     try:
         spec = yaml.safe_load(sweep_file.read_text("utf-8"))
     except FileNotFoundError:

@@ -18,7 +18,7 @@ from contextlib import redirect_stdout
 
 from pydantic import BaseModel, ValidationError
 
-from axolotl_configs.profiles import ConfigError
+from axolotl_configs.profiles import ConfigError, cut, shown
 
 DATASET_KEYS = ("datasets", "test_datasets")
 
@@ -107,10 +107,14 @@ def axolotl_validate(cfg: dict) -> dict:
         lines = []
         for err in exc.errors(include_url=False):
             loc = ".".join(str(p) for p in err["loc"]) or "(config)"
-            lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})" if err["loc"] else f"{err['msg']}")
-        raise ConfigError("Axolotl rejects the config:\n  " + "\n  ".join(lines)) from None
+            # The input is echoed cut (shown): a message never grows with what the caller sent.
+            got = f" (got {shown(err.get('input'), 80)})" if "input" in err else ""
+            lines.append(
+                f"{cut(loc, 80)}: {cut(err['msg'], 300)}{got}" if err["loc"] else cut(err["msg"], 300)
+            )
+        raise ConfigError("Axolotl rejects the config:\n  " + "\n  ".join(lines[:10])) from None
     except ValueError as exc:
-        raise ConfigError(f"Axolotl rejects the config: {exc}") from None
+        raise ConfigError(f"Axolotl rejects the config: {cut(str(exc), 500)}") from None
 
 
 def check(cfg: dict) -> dict:

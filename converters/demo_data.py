@@ -6,7 +6,7 @@ Usage:
 
 The text is assembled from small phrase banks by a seeded random.Random, so the same arguments give
 the same bytes on every machine. It carries the real files' mess on purpose (see
-../shared/docs/brightrun-v4.md): null first turns, a blank target, edited conversations whose later
+docs/brightrun-v4.md): null first turns, a blank target, edited conversations whose later
 history differs from an earlier target, double-encoded UTF-8 (mojibake) on a few strings, typographic
 punctuation (— ’ “ ”), and a UTF-8 byte-order mark. Turn counts run 3-10 (mean 6.5, like the real
 file's 1,567 pairs over 242 conversations) and targets run ~60-200 words.

@@ -1,6 +1,6 @@
 """Pairs -> training lines: merge each conversation's prefix chain into as few lines as possible.
 
-The supervision contract (../shared/docs/brightrun-v4.md): every pair with a non-blank target is
+The supervision contract (docs/brightrun-v4.md): every pair with a non-blank target is
 trained exactly once, preceded by exactly system + history + user input, and nothing else is
 trained. One line per pair meets it at ~4x the tokens, because pair k repeats pairs 1..k-1.
 

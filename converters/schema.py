@@ -1,4 +1,4 @@
-"""The brightrun-lora-v4 shape as pydantic models (see ../shared/docs/brightrun-v4.md).
+"""The brightrun-lora-v4 shape as pydantic models (see docs/brightrun-v4.md).
 
 Pydantic does the walking and collects every problem with its path; we only turn its errors into
 one readable line each (`conversations[3].training_pairs[2].current_user_input: missing, expected a

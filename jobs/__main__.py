@@ -215,15 +215,9 @@ def _pod_verb(args) -> int:
 
 
 def _cancel(args) -> int:
-    from jobs import registry
     from jobs import run as run_mod
 
-    job = registry.get_job(args.run)
-    if job is not None and job.pod_id and job.status not in registry.TERMINAL:
-        from jobs import launch
-
-        print(f"run {args.run}: {launch.cancel(args.run, args.runs_dir)}", file=sys.stderr)
-        return 0
+    # One cancel for the CLI and the API: it knows a pod run from a local one.
     print(f"run {args.run}: {run_mod.cancel(args.run, args.runs_dir)}", file=sys.stderr)
     return 0
 

@@ -790,10 +790,10 @@ def reattach(run_id: str, runs_dir: str = "runs", poll: float = 30.0) -> int:
     return follow(run_id, runs_dir, client(), poll)
 
 
-def cancel(run_id: str, runs_dir: str = "runs") -> str:
-    """A pod run: terminate its pod (the volume stays) and mark the run cancelled; the launcher following
-    it sees the status and exits."""
-    job = registry.get_job(run_id)
+def cancel(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> str:
+    """A pod run (jobs.run.cancel sends it here, for the CLI and the API alike): terminate its pod (the
+    volume stays) and mark the run cancelled; the launcher following it sees the status and exits."""
+    job = registry.get_job(run_id, db_url)
     if job is None:
         raise run_mod.NotFound(f"no run {run_id!r} (see `just runs`)")
     if job.status in registry.TERMINAL:
@@ -805,10 +805,13 @@ def cancel(run_id: str, runs_dir: str = "runs") -> str:
         raise ConfigError(str(exc)) from None
     except runpod.RunPodError as exc:
         if "not found" not in str(exc).lower():
-            raise
+            # Not marked cancelled: the pod may still run (and bill). The caller can try again.
+            raise run_mod.Conflict(
+                f"could not terminate pod {job.pod_id} ({exc}); nothing changed, try again"
+            ) from None
     run_dir = Path(runs_dir) / run_id
     if run_dir.is_dir():
         (run_dir / run_mod.CANCEL_FILE).touch()
     message = f"cancelled on request (pod {job.pod_id} terminated)"
-    set_status(run_dir, run_id, "cancelled", error_message=message, completed_at=registry.now())
+    set_status(run_dir, run_id, "cancelled", db_url, error_message=message, completed_at=registry.now())
     return "cancelled"

@@ -581,6 +581,10 @@ def cancel(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> st
         raise NotFound(f"no run {run_id!r} (see `just runs`)")
     if job.status in registry.TERMINAL:
         raise Conflict(f"run {run_id} is already {job.status}")
+    if job.pod_id:  # a RunPod run: its pod is what must stop (and stop billing), not a local process
+        from jobs import launch
+
+        return launch.cancel(run_id, runs_dir, db_url)
     if not (run_dir / "run.json").is_file():
         raise Conflict(
             f"run {run_id} is known here only from its webhook events: it runs elsewhere, and nothing "

@@ -23,8 +23,8 @@ os.environ.update(
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-SAMPLE = SHARED / "fixtures" / "brightrun-v4-sample.json"
+# The synthetic 12-conversation brightrun-v4 file, kept in the repo: nothing here reads ../shared.
+SAMPLE = ROOT / "tests" / "fixtures" / "brightrun-v4-sample.json"
 DEMO = ROOT / "data" / "demo" / "brightrun-demo.json"
 TOKENIZER_DIR = ROOT / "assets" / "llama3-tokenizer"
 TINY_MODEL_DIR = ROOT / "assets" / "tiny-llama"
@@ -60,7 +60,7 @@ def _convert(tmp_path_factory, name: str, source: Path, *extra: str) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_out(tmp_path_factory, assets) -> Path:
-    """The shared sample converted with the defaults (val fraction 0.1, seed 0), tokens counted."""
+    """The sample converted with the defaults (val fraction 0.1, seed 0), tokens counted."""
     return _convert(
         tmp_path_factory, "sample", SAMPLE, "--tokenizer", str(TOKENIZER_DIR), "--sequence-len", "2048"
     )

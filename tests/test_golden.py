@@ -1,4 +1,4 @@
-"""Fixture in, golden out: the shared sample's conversion is committed under tests/golden/sample/.
+"""Fixture in, golden out: the sample's conversion is committed under tests/golden/sample/.
 
 A change to the converter that alters any output byte fails here until the golden files are
 regenerated on purpose (`just golden-regen`) and the diff is reviewed.

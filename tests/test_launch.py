@@ -325,3 +325,28 @@ def test_network_volume_errors_create_nothing(tmp_path, sample_out, setup):
         assert not fake.pods and not fake.gone
         for out in (unknown, no_keys, bare):
             assert s3.env["RUNPOD_S3_SECRET_KEY"] not in out.stderr + out.stdout
+
+
+def test_the_apis_delete_of_a_pod_run_terminates_its_pod(tmp_path, sample_out, setup, monkeypatch):
+    """DELETE /api/training/jobs/ID on a pod run ends its pod (billing stops), as `jobs cancel` does; it
+    called the local cancel before, which left the pod running (issue 14, defect 1)."""
+    from fastapi.testclient import TestClient
+
+    from jobs.service.app import create_app
+
+    fake, env = setup(command=sleeper)
+    runs, log = tmp_path / "runs", tmp_path / "launch.log"
+    assert launch(runs, sample_out, env, "--detach", "max_steps=4", log=log).wait(120) == 0, log.read_text()
+    job = the_run(env["DATABASE_URL"])
+    wait_for(lambda: fake.pods[job.pod_id].status == "RUNNING", 10)
+    for key in ("RUNPOD_API_URL", "RUNPOD_API_KEY"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("JOBS_API_TOKEN", "tok-pod-cancel")
+    monkeypatch.setenv("TRAINING_WEBHOOK_SECRET", "whsec-pod-cancel")
+    monkeypatch.delenv("WEBHOOK_URL", raising=False)
+    api = TestClient(create_app(runs, env["DATABASE_URL"], tmp_path / "data"), raise_server_exceptions=False)
+    r = api.delete(f"/api/training/jobs/{job.id}", headers={"Authorization": "Bearer tok-pod-cancel"})
+    assert r.status_code == 202 and r.json()["status"] == "cancelled", r.text
+    assert job.pod_id in fake.gone and any(name == "podTerminate" for name, _ in fake.calls)
+    job = registry.get_job(job.id, env["DATABASE_URL"])
+    assert job.status == "cancelled" and "terminated" in job.error_message

@@ -104,6 +104,17 @@ def test_1_the_cli_refuses_a_path_as_a_name_too(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "not a path" in proc.stderr and "Traceback" not in proc.stderr
+    # Sweeps: by name from axolotl_configs/sweeps/, or the user's own regular file on the command line.
+    from axolotl_configs import sweep
+    from axolotl_configs.profiles import ConfigError
+
+    assert len(sweep.trials("lr-x-rank")) > 0
+    with pytest.raises(ConfigError, match="not a path"):
+        sweep.trials("..")
+    fifo = tmp_path / "sweep.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        sweep.trials(fifo)
 
 
 @pytest.mark.parametrize("field,value", [("data", "/etc"), ("data", "../.."), ("input", "/etc/hostname")])
@@ -379,9 +390,10 @@ def body_strategy():
             "extra": text,
         },
     )
-    junk = st.recursive(
-        st.none() | st.booleans() | st.floats() | text, lambda c: st.lists(c) | st.dictionaries(text, c)
-    )
+    def nest(children):
+        return st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+
+    junk = st.recursive(st.none() | st.booleans() | st.floats() | text, nest, max_leaves=10)
     return st.one_of(fields, junk)
 
 
@@ -426,3 +438,23 @@ def test_property_the_start_route_never_fails_with_5xx_or_writes_outside(api, sp
 
     check_overrides()
     assert everything(ROOT / "runs") == repo_runs  # nothing in the repo's own runs folder either
+
+
+@pytest.mark.parametrize(
+    "override,says",
+    [
+        ("datasets.5.path=x", "cannot be rendered"),  # an IndexError (500) before
+        ("datasets.0=5", "cannot be rendered"),  # an AttributeError (500) before
+        ("micro_batch_size=1e308", "whole number from 1"),  # an OverflowError (500) before
+        ("num_epochs=.inf", "expected a number > 0"),
+        ("max_steps=2\nbase_model: /x", "control characters"),
+        ("a.b/c=1", "a key is letters"),
+    ],
+)
+def test_7_the_cli_render_answers_bad_overrides_with_their_name(sample_out, override, says):
+    from axolotl_configs import render
+    from axolotl_configs.profiles import ConfigError
+
+    with pytest.raises(ConfigError, match=says) as caught:
+        render.render("balanced", "smoke", str(sample_out), overrides=[override], check=False)
+    assert len(str(caught.value)) < 600
