@@ -18,17 +18,11 @@ from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_en
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from jobs.payload import CUSTOMER_STATUSES
+
 DEFAULT_DB = Path("runs") / "registry.db"  # beside the runs it describes (use_runs_dir moves it)
-STATUSES = (
-    "queued",
-    "preprocessing",
-    "model_loaded",
-    "training",
-    "completed",
-    "failed",
-    "cancelled",
-    "interrupted",
-)
+# The customer's seven (their status CHECK, jobs/payload.py) and ours: a stop that can be resumed.
+STATUSES = (*CUSTOMER_STATUSES, "interrupted")
 TERMINAL = ("completed", "failed", "cancelled")
 
 

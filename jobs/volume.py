@@ -104,6 +104,10 @@ class S3Volume:
                 retries={"max_attempts": 6, "mode": "standard"},  # 5xx, throttling, dropped connections
                 connect_timeout=10,
                 read_timeout=60,
+                # botocore >= 1.36 adds CRC32 checksums to every upload by default, which S3-compatible
+                # services that are not AWS have refused (boto3 issue 4392): only where an API needs one.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
             ),
         )
 
