@@ -127,7 +127,7 @@ def check_numbers(parsed: list[tuple[str, object]]) -> None:
     for key, value in parsed:
         number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         if key in WHOLE_NUMBER_KEYS and not (number and value == int(value) and 1 <= value <= 2**31 - 1):
-            raise ConfigError(f"override {key}={shown(value)}: expected a whole number from 1 to 2^31-1")
+            raise ConfigError(f"override {key}={shown(value)}: expected a whole number >= 1 (at most 2^31-1)")
         if key == "num_epochs" and not (number and value > 0):
             raise ConfigError(f"override {key}={shown(value)}: expected a number > 0")
 
