@@ -618,15 +618,20 @@ def follow(
             message = (
                 f"relaunch {job.retry_count + 1}/{info['max_retries']}: pod {pod['id']} on the same volume"
             )
-            set_status(
-                run_dir,
-                run_id,
-                "queued",
-                event={"relaunch": True, "message": f"{message} after pod {pod_id} ended at step {seen}"},
-                pod_id=pod["id"],
-                retry_count=job.retry_count + 1,
-                price_per_hour=new["cost_per_hr"],
-            )
+            try:
+                set_status(
+                    run_dir,
+                    run_id,
+                    "queued",
+                    event={"relaunch": True, "message": f"{message} after pod {pod_id} ended at step {seen}"},
+                    pod_id=pod["id"],
+                    retry_count=job.retry_count + 1,
+                    price_per_hour=new["cost_per_hr"],
+                )
+            except Cancelled:  # cancelled while the new pod was made: it must not run (or bill)
+                terminate(pod["id"])
+                say(f"run {run_id}: cancelled; pod {pod['id']} terminated; cost ${cost_so_far():.4f}")
+                return 130
             say(message)
             time.sleep(poll)
     except KeyboardInterrupt:
