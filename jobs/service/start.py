@@ -169,21 +169,21 @@ def start_run(
     root = Path(data_root).resolve()
     runs_dir = str(Path(runs_dir).resolve())  # the launcher runs from the repo root
     Profiles.load(preset, model, hardware)  # names first: nothing is read or written for a bad one
-    check_overrides(list(overrides or []))
+    check_overrides(list(overrides or []))  # and the overrides, before any conversion is paid for
     if not input_file and not data:
         input_file = str(Path(run_mod.DEFAULT_INPUT).relative_to("data"))
     input_path, data_dir = resolve(root, input_file, data)
     made = []  # what this request wrote into the data folder, deepest last
-    if data_dir is None:
-        parent = root / "converted"
-        if not parent.exists():
-            made.append(parent)
-        data_dir, created = convert(root, input_path)
-        if created:
-            made.append(data_dir)
     run_id = None
     try:
-        checked = check_overrides(list(overrides or []), data_dir)
+        if data_dir is None:
+            parent = root / "converted"
+            if not parent.exists():
+                made.append(parent)
+            data_dir, created = convert(root, input_path)
+            if created:
+                made.append(data_dir)
+        checked = check_overrides(list(overrides or []), data_dir)  # again, with the data's bounds
         run_id = run_mod.prepare(
             preset,
             model,
