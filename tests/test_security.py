@@ -390,6 +390,7 @@ def body_strategy():
             "extra": text,
         },
     )
+
     def nest(children):
         return st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
 

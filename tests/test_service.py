@@ -321,6 +321,7 @@ def test_the_customer_compatible_payload_is_applied_as_the_old_one_was(service, 
     stale = payload.iso(time.time() - 600)
     assert send("training", sent=stale, step=4).status_code == 401
     assert send("training", sent="2026-12-01T10:30:00", step=4).status_code == 400  # no zone
+    assert send("training", occurred_at="0001-01-01T00:00:00Z", step=4).status_code == 400  # before 1970
 
 
 def test_a_replayed_event_keeps_when_it_happened(service):

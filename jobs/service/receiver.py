@@ -124,8 +124,9 @@ class Event(BaseModel):
     def _moment(cls, value):
         if isinstance(value, str):
             try:
-                payload.parse_time(value)
-            except ValueError:
+                if not 0 <= payload.parse_time(value) <= 253402300799:  # as for unix seconds
+                    raise ValueError
+            except (ValueError, OverflowError):
                 raise ValueError(
                     "an ISO-8601 UTC time such as 2026-12-01T10:30:00Z, or unix seconds"
                 ) from None
