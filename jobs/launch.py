@@ -412,6 +412,12 @@ def follow(
     def gpu_hours() -> float:
         return sum(a["uptime_s"] for a in attempts) / 3600 * gpus
 
+    def after_pod(event: dict | None, vrun: str) -> dict:
+        """Our event numbered after the last one of the pod's run `vrun` (jobs/volume.py, event_sequence)."""
+        if not volume or not os.environ.get("WEBHOOK_URL"):
+            return event or {}
+        return {**(event or {}), "after": vol.event_sequence(volume, vrun)}
+
     def finish(status: str, error: str | None, code: int, event: dict | None = None, **fields) -> int:
         """The run's end as this launcher sees it, with what only it knows (cost, the fetched adapter),
         to the registry and as an event: the customer hears of a give-up or a cost cap too."""
@@ -423,7 +429,7 @@ def follow(
                 run_dir,
                 run_id,
                 status,
-                event=event,
+                event=after_pod(event, attempts[-1]["volume_run_id"]),
                 error_message=error,
                 completed_at=registry.now(),
                 actual_cost=cost_so_far(),
@@ -623,7 +629,10 @@ def follow(
                     run_dir,
                     run_id,
                     "queued",
-                    event={"relaunch": True, "message": f"{message} after pod {pod_id} ended at step {seen}"},
+                    event=after_pod(
+                        {"relaunch": True, "message": f"{message} after pod {pod_id} ended at step {seen}"},
+                        attempt["volume_run_id"],  # the run that ended; the new one has sent nothing yet
+                    ),
                     pod_id=pod["id"],
                     retry_count=job.retry_count + 1,
                     price_per_hour=new["cost_per_hr"],

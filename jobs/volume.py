@@ -254,8 +254,29 @@ def run_exists(volume: Volume, vrun: str) -> bool:
         return True  # unknown: assume it is there (a retry then starts under a fresh id)
 
 
+def event_sequence(volume: Volume, vrun: str) -> int:
+    """The last event number the pod's run handed out (its events.seq; 0 when there is none yet): the
+    launcher numbers its own events for the same job above it, so a receiver that orders by sequence
+    (jobs serve) takes the launcher's give-up or cost cap as the newer event it is."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            volume.get(f"runs/{vrun}/events.seq", Path(tmp) / "seq")
+            return int((Path(tmp) / "seq").read_text().strip() or 0)
+        except (VolumeError, OSError, ValueError):
+            return 0
+
+
 # The pod's copies of what the launcher keeps itself are saved beside ours under a pod- prefix.
-POD_COPIES = {"run.json", "config.yaml", "data-manifest.json"}
+# The webhook spool too: the launcher's own events (and their numbering) must not be replaced by the pod's.
+POD_COPIES = {
+    "run.json",
+    "config.yaml",
+    "data-manifest.json",
+    "events.jsonl",
+    "events.seq",
+    "events-delivered.txt",
+    "events.lock",
+}
 
 
 def fetch_run(

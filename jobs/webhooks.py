@@ -98,13 +98,16 @@ def locked(run_dir: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def spool(run_dir: Path, job_id: str, status: str, row=None, **fields) -> dict:
+def spool(run_dir: Path, job_id: str, status: str, row=None, after: int = 0, **fields) -> dict:
     """Number the event and append it to the run's spool; returns it."""
     run_dir = Path(run_dir)
     body = payload.build(os.environ.get("BRIGHTRUN_JOB_ID") or job_id, status, fields, row)
     with locked(run_dir):
         seq_file = run_dir / SEQUENCE
-        sequence = int(seq_file.read_text() or 0) + 1 if seq_file.is_file() else 1
+        last = int(seq_file.read_text() or 0) if seq_file.is_file() else 0
+        # `after`: another sender's last number for this job (the pod's, for the launcher), so that
+        # the order by sequence holds across both.
+        sequence = max(last, after) + 1
         seq_file.write_text(str(sequence))
         event = {"event_id": uuid.uuid4().hex, "sequence": sequence, **body}
         with (run_dir / SPOOL).open("a", encoding="utf-8") as out:
@@ -237,14 +240,14 @@ def sender() -> Sender | None:
         return _sender
 
 
-def emit(run_dir: Path | str, job_id: str, status: str, row=None, **fields) -> dict | None:
+def emit(run_dir: Path | str, job_id: str, status: str, row=None, after: int = 0, **fields) -> dict | None:
     """Spool and send one status event when WEBHOOK_URL is set; a no-op otherwise. `row`, the job's
     registry row, adds what their training_jobs row can hold (pod, cost, retries...). Never raises
     for the network: what cannot be sent now is replayed later."""
     out = sender()
     if out is None:
         return None
-    event = spool(Path(run_dir), job_id, status, row, **fields)
+    event = spool(Path(run_dir), job_id, status, row, after, **fields)
     out.submit(Path(run_dir), event)
     return event
 

@@ -213,6 +213,13 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
         assert (row["status"], row["current_step"], row["total_steps"]) == ("completed", 3, 3)
         assert row["error_message"] is None and row["completed_at"] is not None
         assert "failed" not in tally["statuses"]  # a preemption with a relaunch is not a failure for them
+        # Two senders, one job: the launcher numbers its events after the pod's (jobs serve orders by
+        # sequence), and fetching the pod's run does not replace the launcher's own spool.
+        pod_last = int(client.get_object(Bucket=bucket, Key=f"runs/{run_id}/events.seq")["Body"].read())
+        ours = [json.loads(line) for line in (home / "events.jsonl").read_text().splitlines()]
+        assert ours[0]["status"] == "queued" and ours[0]["sequence"] == 1  # the launcher's own, kept
+        assert ours[-1]["brightrun_status"] == "completed" and ours[-1]["sequence"] > pod_last
+        assert (home / "pod-events.jsonl").is_file()
         assert [h["step"] for h in tally["history"]][-1] == 3 and tally["metrics_events"] >= 3
 
 
