@@ -61,7 +61,7 @@ def check_run_id(run_id: str | None) -> None:
         raise ConfigError(f"--run-id {run_id!r}: 1-64 characters of 0-9 A-Z a-z . _ - (a folder name)")
 
 
-# Secrets a started run never needs; the webhook secret is handled on its own (below).
+# Secrets a started run never needs. The webhook secret is decided per run: jobs/service/start.py run_env.
 NOT_FOR_RUNS = (
     "JOBS_API_TOKEN",
     "RUNPOD_API_KEY",
