@@ -39,9 +39,9 @@ demo-data:
 assets:
     {{python}} assets/build.py
 
-# Lint and run every test (what CI runs)
+# Lint and run every test (what CI runs), on two workers (`just test -n 0 ...` for one process)
 test *ARGS: lint
-    {{python}} -m pytest {{ARGS}}
+    {{python}} -m pytest -n 2 --dist loadgroup --no-loadscope-reorder {{ARGS}}
 
 # ruff over the whole repo
 lint:

@@ -66,6 +66,29 @@ def sample_out(tmp_path_factory, assets) -> Path:
     )
 
 
+# `just test` runs the suite on two pytest-xdist workers (CI has 2 cores). Two rules keep that fast:
+# 1. Tests that share a fixture which builds something slow (a finished run, a preprocessed dataset, the
+#    demo data in data/converted/, a started service) run on one worker, so it is built once, not once
+#    per worker, and nothing in the repo is written by two workers at once (xdist's `loadgroup`).
+# 2. The longest work starts first: a worker takes the next test when it frees up, so one long real run
+#    left to the end would leave the other core idle. Seconds measured on CI's 2 cores (`--durations`):
+#    the groups' below, single tests' in their `@pytest.mark.slow(seconds)`.
+SHARED_BUILDS = {"customer_run": 170, "smoke_prepared": 125, "service": 90, "demo_converted": 30}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    def seconds(item) -> float:
+        group = next((name for name in SHARED_BUILDS if name in item.fixturenames), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+            return SHARED_BUILDS[group]
+        slow = item.get_closest_marker("slow")
+        return slow.args[0] if slow else 0
+
+    items.sort(key=lambda item: -seconds(item))  # stable: file order otherwise
+
+
 AXOLOTL_BIN = Path(sys.executable).parent / "axolotl"
 
 

@@ -15,6 +15,7 @@ from bench.gpu import models, run
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow(130)
 def test_the_harness_runs_the_smoke_profile_on_cpu(tmp_path, assets):
     proc = subprocess.run(
         [

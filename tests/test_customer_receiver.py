@@ -138,6 +138,7 @@ def test_the_old_names_are_what_the_customer_loses(tmp_path, customer_app):
     assert t["row"]["lora_artifact_path"] is None  # the path under our name never arrives
 
 
+@pytest.mark.slow(15)
 def test_a_failed_run_reaches_the_customer_with_its_error(tmp_path, sample_out, customer_app):
     """A real run whose data Axolotl cannot read: it fails in preprocessing, and their row says why."""
     data = tmp_path / "data"

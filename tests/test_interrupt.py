@@ -6,11 +6,13 @@ from __future__ import annotations
 import subprocess
 import time
 
+import pytest
 from conftest import jobs_cli, no_loss, start_smoke_job
 
 from jobs import registry, webhooks
 
 
+@pytest.mark.slow(80)
 def test_cancel_saves_a_checkpoint_and_the_run_is_final(tmp_path, sample_out, customer_app):
     runs = tmp_path / "runs"
     url = f"sqlite:///{tmp_path / 'registry.db'}"

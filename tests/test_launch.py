@@ -101,6 +101,7 @@ def the_run(url: str):
     return registry.get_job(row[0], url) if row else None
 
 
+@pytest.mark.slow(195)
 def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_adapter(
     tmp_path, sample_out, setup, customer_app
 ):
@@ -229,6 +230,7 @@ def follow(runs: Path, run_id: str, env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=jobs_env() | env, stdout=out, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow(80)
 def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, sample_out, setup, customer_app):
     fake, env = setup()
     env |= customer_app.env()

@@ -17,6 +17,7 @@ import sys
 import time
 
 import psutil
+import pytest
 from conftest import ROOT, jobs_cli, jobs_env, no_loss, start_smoke_job
 from safetensors import safe_open
 
@@ -41,6 +42,7 @@ def checkpoints(run_dir) -> list[int]:
     return sorted(int(p.parent.name.split("-")[1]) for p in done)
 
 
+@pytest.mark.slow(280)
 def test_sigterm_resume_kill_9_resume_finishes_at_the_planned_step(tmp_path, sample_out, customer_app):
     runs = tmp_path / "runs"
     url = os.environ.get("TEST_POSTGRES_URL") or f"sqlite:///{tmp_path / 'registry.db'}"

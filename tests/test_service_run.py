@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import jobs_env, start_service, stop_process
 from sqlalchemy import func, select
 from test_dashboard import Elements, browser, free_port, headless  # noqa: F401 -- browser is a fixture
@@ -35,6 +36,7 @@ def start_jobs_service(tmp_path: Path, port: int, log_name: str) -> subprocess.P
     return start_service(args, env, tmp_path / log_name, port)
 
 
+@pytest.mark.slow(120)
 def test_a_run_started_by_the_api_reaches_the_service_through_an_outage(browser, tmp_path, sample_out):  # noqa: F811
     port = free_port()
     base = f"http://127.0.0.1:{port}"
