@@ -16,7 +16,7 @@
 # (base.yml). That snapshot is the 0.18.0 line: 0.19.0 is assumed to keep the matrix. torch 2.12.0 is
 # the newest cloud build there and within axolotl 0.19.0's torch>=2.11,<=2.13 (our 2.13.0 pin is the
 # CPU build setup.sh installs). If the pull says "not found", `axolotlai/axolotl-cloud:0.19.0` is the same
-# release's is_latest entry. tests/test_dockerfile.py fails when this axolotl version and pyproject's differ.
+# release's is_latest entry. tests/jobs/pod/test_dockerfile.py fails when this axolotl version and pyproject's differ.
 FROM axolotlai/axolotl-cloud:0.19.0-py3.12-cu130-2.12.0
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]

@@ -49,7 +49,7 @@ lint:
 
 # Rewrite tests/golden/ from the current converter (review the diff before committing)
 golden-regen:
-    REGEN_GOLDEN=1 {{python}} -m pytest -q tests/test_golden.py
+    REGEN_GOLDEN=1 {{python}} -m pytest -q tests/converters/test_golden.py
 
 # Converter speed on a generated 242-conversation file, as a ratio to json.load
 bench-convert:

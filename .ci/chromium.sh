@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Debian's headless-capable Chromium for tests/test_dashboard.py (idempotent: skipped when
+# Install Debian's headless-capable Chromium for tests/jobs/service/test_dashboard.py (idempotent: skipped when
 # `chromium` is already on PATH). The dashboard test fails under CI=1 without it.
 set -euo pipefail
 if command -v chromium >/dev/null 2>&1; then

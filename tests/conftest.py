@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -234,6 +235,18 @@ def postgres_url() -> str:
             pytest.fail("CI must provide TEST_POSTGRES_URL (.ci/run starts PostgreSQL)")
         pytest.skip("no TEST_POSTGRES_URL: run .ci/postgres.sh to start a local PostgreSQL")
     return url
+
+
+@pytest.fixture
+def browser() -> str:
+    """Debian's Chromium (`bash .ci/chromium.sh`): its path. Without it the test is skipped, unless CI is
+    set: then it fails, so CI cannot pass by not looking. Ask for it before a service: a skip starts nothing."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    if os.environ.get("CI"):
+        pytest.fail("CI is set but chromium is not installed: run `bash .ci/chromium.sh`")
+    pytest.skip("chromium is not installed (bash .ci/chromium.sh)")
 
 
 CUSTOMER_SECRET = "whsec-customer-7d41"

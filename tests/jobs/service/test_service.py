@@ -26,7 +26,6 @@ from sqlalchemy import create_engine, text
 from jobs import registry, webhooks
 from jobs.service.receiver import MAX_BODY
 
-ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("training_jobs", "webhook_events", "training_metrics_history")
 
 # The server process: the real jobs.service.main, with jobs.service.start.start_run wrapped so that the

@@ -6,13 +6,11 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from bench.gpu import models, run
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow(130)

@@ -11,18 +11,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, start_service, stop_process
+from browser import Elements, headless
+from conftest import ROOT, free_port, start_service, stop_process
 
 from jobs import registry, webhooks
 
-ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "jobs" / "service" / "static"
 TOKEN = "dash-token-7c1e"
 SECRET = "whsec-dash-2b9d"
@@ -30,18 +28,7 @@ HTML_ERROR = '<img src=x onerror="document.title=1"> CUDA out of memory & more'
 
 
 @pytest.fixture
-def browser() -> str:
-    """Chromium's path; asked for before the service, so that a skip starts nothing."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    if os.environ.get("CI"):
-        pytest.fail("CI is set but chromium is not installed: run `bash .ci/chromium.sh`")
-    pytest.skip("chromium is not installed (bash .ci/chromium.sh)")
-
-
-@pytest.fixture
-def service(tmp_path):
+def dashboard(tmp_path):
     """`python -m jobs serve` on a free port with its SQLite registry in tmp_path; yields the base URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "WEBHOOK_URL")}
@@ -103,57 +90,22 @@ def feed_job(client, base, run_dir: Path, job_id: str, final: str | None, error=
         send(client, base, webhooks.spool(run_dir, job_id, final, step=10, total_steps=10, **end))
 
 
-class Elements(HTMLParser):
-    """Every start tag's attributes, by tag name (the DOM Chromium dumped)."""
-
-    def __init__(self):
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def find(self, tag: str, **attrs) -> list[dict]:
-        return [a for t, a in self.tags if t == tag and all(a.get(k) == v for k, v in attrs.items())]
-
-
-def headless(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            browser,
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--hide-scrollbars",
-            f"--user-data-dir={profile}",
-            "--run-all-compositor-stages-before-draw",
-            "--virtual-time-budget=8000",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def test_dashboard_shows_jobs_and_loss_curves_in_headless_chromium(browser, service, tmp_path):
+def test_dashboard_shows_jobs_and_loss_curves_in_headless_chromium(browser, dashboard, tmp_path):
     with httpx.Client(timeout=10) as client:
         # Oldest first: the newest job (completed) is the one the page shows by default; one still runs.
-        feed_job(client, service, tmp_path / "spool" / "dash-live", "dash-live", None, age=120)
+        feed_job(client, dashboard, tmp_path / "spool" / "dash-live", "dash-live", None, age=120)
         feed_job(
-            client, service, tmp_path / "spool" / "dash-failed", "dash-failed", "failed", HTML_ERROR, age=60
+            client, dashboard, tmp_path / "spool" / "dash-failed", "dash-failed", "failed", HTML_ERROR, age=60
         )
-        feed_job(client, service, tmp_path / "spool" / "dash-ok", "dash-ok", "completed")
-        listed = client.get(service + "/api/training/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
+        feed_job(client, dashboard, tmp_path / "spool" / "dash-ok", "dash-ok", "completed")
+        listed = client.get(dashboard + "/api/training/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
         assert listed.status_code == 200, listed.text
         assert [j["id"] for j in listed.json()["jobs"]] == ["dash-ok", "dash-failed", "dash-live"]
     # A pod run's GPU and price, as `jobs launch` records them in the same registry.
     url = f"sqlite:///{tmp_path / 'runs' / 'registry.db'}"
     registry.update_job("dash-ok", url, gpu_type="NVIDIA H100 PCIe", gpu_count=1, price_per_hour=2.39)
 
-    page = f"{service}/#token={TOKEN}"
+    page = f"{dashboard}/#token={TOKEN}"
     dumped = headless(browser, tmp_path / "profile-dom", "--dump-dom", page)
     assert dumped.returncode == 0, dumped.stderr[-2000:]
     dom = Elements()
@@ -192,8 +144,8 @@ def test_dashboard_shows_jobs_and_loss_curves_in_headless_chromium(browser, serv
         shutil.copyfile(shot, keep)
 
 
-def test_dashboard_asks_for_the_token_when_it_has_none_or_a_wrong_one(browser, service, tmp_path):
-    for name, page in (("none", f"{service}/"), ("wrong", f"{service}/#token=not-the-token")):
+def test_dashboard_asks_for_the_token_when_it_has_none_or_a_wrong_one(browser, dashboard, tmp_path):
+    for name, page in (("none", f"{dashboard}/"), ("wrong", f"{dashboard}/#token=not-the-token")):
         dumped = headless(browser, tmp_path / f"profile-{name}", "--dump-dom", page)
         assert dumped.returncode == 0, dumped.stderr[-2000:]
         dom = Elements()
@@ -205,7 +157,7 @@ def test_dashboard_asks_for_the_token_when_it_has_none_or_a_wrong_one(browser, s
 
 
 def test_dashboard_files_load_nothing_from_outside_and_insert_no_markup():
-    """No CDN, no web fonts: every script and stylesheet is the service's own; data goes in as text."""
+    """No CDN, no web fonts: every script and stylesheet is the dashboard's own; data goes in as text."""
     page = (STATIC / "index.html").read_text("utf-8")
     refs = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert refs and all(ref.startswith("/static/") for ref in refs), refs

@@ -231,7 +231,7 @@ def test_dockerignore_lets_in_exactly_what_is_copied():
         "assets/tiny-llama/config.json",
         "data/demo/x.json",
         "jobs/__pycache__/run.cpython-311.pyc",
-        "tests/test_jobs.py",
+        "tests/jobs/test_jobs.py",
         ".git/config",
     ):
         assert ignored(kept_out, patterns), kept_out

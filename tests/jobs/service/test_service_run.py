@@ -13,13 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import jobs_env, start_service, stop_process
+from browser import Elements, headless
+from conftest import ROOT, free_port, jobs_env, start_service, stop_process
 from sqlalchemy import func, select
-from test_dashboard import Elements, browser, free_port, headless  # noqa: F401 -- browser is a fixture
 
 from jobs import registry, webhooks
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "run-token-41d2"
 SECRET = "whsec-run-8a7f"
 
@@ -37,7 +36,7 @@ def start_jobs_service(tmp_path: Path, port: int, log_name: str) -> subprocess.P
 
 
 @pytest.mark.slow(120)
-def test_a_run_started_by_the_api_reaches_the_service_through_an_outage(browser, tmp_path, sample_out):  # noqa: F811
+def test_a_run_started_by_the_api_reaches_the_service_through_an_outage(browser, tmp_path, sample_out):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}

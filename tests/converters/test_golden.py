@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-GOLDEN = Path(__file__).parent / "golden" / "sample"
+GOLDEN = ROOT / "tests" / "golden" / "sample"
 FILES = ("train.jsonl", "val.jsonl", "manifest.json")
 
 

@@ -1,5 +1,5 @@
 """`jobs cancel RUN` during training: the trainer saves a checkpoint and stops; the run is cancelled (final).
-(SIGTERM, which marks it interrupted and resumable, is tests/test_resume.py, with the resume.)"""
+(SIGTERM, which marks it interrupted and resumable, is tests/jobs/test_resume.py, with the resume.)"""
 
 from __future__ import annotations
 

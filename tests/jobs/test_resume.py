@@ -1,7 +1,7 @@
 """One run through both ways a run stops, for real on CPU: SIGTERM (a pod's stop, a spot reclaim: the
 trainer saves a checkpoint, the run is `interrupted`), resume; then kill -9 after a checkpoint (the
 machine dies: nobody records anything), resume again; it finishes at the planned step with every step
-logged once. (`jobs cancel` is tests/test_interrupt.py.)
+logged once. (`jobs cancel` is tests/jobs/test_interrupt.py.)
 
 Runs on PostgreSQL when TEST_POSTGRES_URL is set (CI), so the whole path is exercised on both
 backends (test_jobs.py uses SQLite).

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import ROOT, free_port
 
 from jobs import webhooks
 
-ROOT = Path(__file__).resolve().parent.parent
 RECEIVER = ROOT / "tests" / "receivers" / "customer_receiver.mjs"
 SECRET = "whsec-test-5f3c9a"
 
