@@ -24,6 +24,8 @@ DEFAULT_DB = Path("runs") / "registry.db"  # beside the runs it describes (use_r
 # The customer's seven (their status CHECK, jobs/payload.py) and ours: a stop that can be resumed.
 STATUSES = (*CUSTOMER_STATUSES, "interrupted")
 TERMINAL = ("completed", "failed", "cancelled")
+# A run at work: what a relaunch or a follower waits on (a queued one has not started yet).
+RUNNING = ("preprocessing", "model_loaded", "training")
 
 
 def now() -> datetime:

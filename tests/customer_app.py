@@ -235,6 +235,12 @@ class CustomerApp:
                 1 for e in mine if truthy(e["payload"].get("metrics")) and truthy(e["payload"].get("step"))
             ),
             "statuses": [e["payload"]["status"] for e in mine],
+            # ours, of the events their route accepted (a valid signature): what the run said happened
+            "ours": [
+                e["payload"].get("brightrun_status", e["payload"]["status"])
+                for e in mine
+                if e["answer"] == 200
+            ],
             "row": row,
             "history": history,
         }

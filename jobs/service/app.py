@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 from axolotl_configs.profiles import ConfigError
 from jobs import registry, webhooks
 from jobs import run as run_mod
-from jobs.service import receiver, start, views
+from jobs.service import receiver, start, store, views
 from jobs.service.db import make_engine
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -249,7 +249,7 @@ def create_app(
                 secret,
                 per_run=webhooks.run_keys_required(),
             )
-            applied = await run_in_threadpool(receiver.apply, engine, event)
+            applied = await run_in_threadpool(store.apply, engine, event)
         except receiver.Rejected as exc:
             log.info("webhook rejected (%d): %s", exc.status, exc.message)
             return error(exc.status, exc.message)

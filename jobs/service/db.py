@@ -35,7 +35,7 @@ def write_session(engine: Engine) -> Iterator[Session]:
     SQLite: take the write lock up front (BEGIN IMMEDIATE). A deferred transaction that reads and then
     writes gets "database is locked" at once when another writer got in first, without waiting: SQLite
     skips its busy handler there to avoid a deadlock. PostgreSQL: rows are locked where read
-    (SELECT ... FOR UPDATE), see receiver.apply.
+    (SELECT ... FOR UPDATE), see store.apply.
     """
     with Session(engine, expire_on_commit=False) as s:
         if engine.dialect.name == "sqlite":

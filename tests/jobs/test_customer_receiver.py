@@ -14,6 +14,7 @@ import pytest
 from conftest import TINY_MODEL_DIR, jobs_cli, no_loss
 
 from jobs import payload, webhooks
+from tests import status_log
 
 
 @pytest.fixture
@@ -146,12 +147,14 @@ def test_a_failed_run_reaches_the_customer_with_its_error(tmp_path, sample_out, 
     (data / "train.jsonl").write_text('{"messages": [{"role": "user", "content": "cut off', "utf-8")
     job_id = customer_app.new_job()
     runs = tmp_path / "runs"
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    status_log.watch(url)
     args = ["--runs-dir", str(runs), "train", "balanced", "smoke", "--data", str(data), "--run-id", job_id]
     proc = jobs_cli(
         *args,
         f"base_model={TINY_MODEL_DIR}",
         "max_steps=2",
-        env={"DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}", **customer_app.env()},
+        env={"DATABASE_URL": url, **customer_app.env()},
         timeout=600,
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -161,3 +164,4 @@ def test_a_failed_run_reaches_the_customer_with_its_error(tmp_path, sample_out, 
     assert t["statuses"] == ["queued", "preprocessing", "failed"] and t["row"]["status"] == "failed"
     assert "axolotl preprocess exited" in t["row"]["error_message"] and t["row"]["completed_at"]
     assert t["row"]["lora_artifact_path"] is None
+    status_log.ended_once(url, job_id, "failed", t["ours"])

@@ -10,12 +10,14 @@ import pytest
 from conftest import jobs_cli, no_loss, start_smoke_job
 
 from jobs import registry, webhooks
+from tests import status_log
 
 
 @pytest.mark.slow(80)
 def test_cancel_saves_a_checkpoint_and_the_run_is_final(tmp_path, sample_out, customer_app):
     runs = tmp_path / "runs"
     url = f"sqlite:///{tmp_path / 'registry.db'}"
+    status_log.watch(url)
     job_id = customer_app.new_job()
     proc = start_smoke_job(
         runs,
@@ -63,3 +65,4 @@ def test_cancel_saves_a_checkpoint_and_the_run_is_final(tmp_path, sample_out, cu
     assert tally["statuses"][-1] == "cancelled" and tally["row"]["status"] == "cancelled"
     assert tally["row"]["error_message"].startswith("cancelled on request")
     assert tally["row"]["current_step"] == job.step and len(tally["history"]) == job.step
+    status_log.ended_once(url, run_id, "cancelled", tally["ours"])

@@ -9,6 +9,7 @@ from conftest import CUSTOMER_SECRET, SAMPLE, TINY_MODEL_DIR, jobs_cli, no_loss,
 
 from jobs import registry, webhooks
 from jobs.run import sha256_file
+from tests import status_log
 from tests.customer_app import CustomerApp
 
 
@@ -18,6 +19,7 @@ def customer_run(tmp_path_factory, sample_out):
     folder, the registry URL, the finished process and what their receiver made of its events."""
     runs = tmp_path_factory.mktemp("runs")
     url = f"sqlite:///{runs / 'registry.db'}"
+    status_log.watch(url)
     with CustomerApp(runs, CUSTOMER_SECRET) as app:
         job_id = app.new_job()
         args = smoke_job_args(runs, sample_out, "max_steps=2", "--run-id", job_id)
@@ -46,6 +48,7 @@ def test_the_customers_receiver_applies_every_event_of_a_completed_run(customer_
     assert [h["step"] for h in tally["history"]] == [m["step"] for m in logged if "loss" in m] == [1, 2]
     assert tally["statuses"][:3] == ["queued", "preprocessing", "model_loaded"]
     assert tally["statuses"][-1] == "completed" and set(tally["statuses"][3:-1]) == {"training"}
+    status_log.ended_once(url, run_dir.name, "completed", tally["ours"])
     sent = [json.loads(line) for line in (run_dir / webhooks.SPOOL).read_text().splitlines()]
     assert any("eval_loss" in e.get("eval", {}) for e in sent)  # the eval numbers went, under `eval`
 

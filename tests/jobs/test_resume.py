@@ -22,6 +22,7 @@ from conftest import ROOT, jobs_cli, jobs_env, no_loss, start_smoke_job
 from safetensors import safe_open
 
 from jobs import registry, webhooks
+from tests import status_log
 
 STEPS = 6
 
@@ -46,6 +47,7 @@ def checkpoints(run_dir) -> list[int]:
 def test_sigterm_resume_kill_9_resume_finishes_at_the_planned_step(tmp_path, sample_out, customer_app):
     runs = tmp_path / "runs"
     url = os.environ.get("TEST_POSTGRES_URL") or f"sqlite:///{tmp_path / 'registry.db'}"
+    status_log.watch(url)
     job_id = customer_app.new_job()  # the customer's app started it, and hears every event
     hears = customer_app.env()
     first = start_smoke_job(
@@ -79,6 +81,7 @@ def test_sigterm_resume_kill_9_resume_finishes_at_the_planned_step(tmp_path, sam
     # Nothing will resume it by itself: for the customer it failed, with how to resume it.
     row = customer_app.tally(job_id)["row"]
     assert row["status"] == "failed" and "just resume" in row["error_message"]
+    status_log.ended_once(url, job_id, "interrupted", customer_app.tally(job_id)["ours"])
 
     # 2. Resume; once it has saved a checkpoint of its own, the machine dies: every process at once.
     second = subprocess.Popen(
@@ -127,3 +130,4 @@ def test_sigterm_resume_kill_9_resume_finishes_at_the_planned_step(tmp_path, sam
     assert row["lora_artifact_path"] == job.artifact_path and row["error_message"] is None
     assert "failed" in tally["statuses"] and tally["statuses"][-1] == "completed"
     assert {h["step"] for h in tally["history"]} == set(range(1, STEPS + 1))
+    status_log.ended_once(url, job_id, "completed", tally["ours"])
