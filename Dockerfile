@@ -43,6 +43,7 @@ print('\n'.join(d for d in deps if d.split('==')[0] not in ('torch', 'axolotl'))
     uv pip install --no-cache --constraint /tmp/image-pins.txt --requirement /tmp/requirements.txt pip==26.3 && \
     rm /tmp/requirements.txt /tmp/image-pins.txt
 
+COPY brightrun/ brightrun/
 COPY converters/ converters/
 COPY axolotl_configs/ axolotl_configs/
 COPY jobs/ jobs/

@@ -50,13 +50,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from axolotl_configs.cli import parse_with_overrides
+    from brightrun.errors import ConfigError
 
     args = parse_with_overrides(parser(), argv)
-    from axolotl_configs import profiles
-
     try:
         return run(args)
-    except profiles.ConfigError as exc:
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

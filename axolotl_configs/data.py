@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from axolotl_configs.profiles import ConfigError
+from brightrun.errors import ConfigError
 
 # docs/brightrun-v4.md: "A merged 4096-token pack holds about 22 trained targets" (the
 # customer's 242-conversation file). Used only when the manifest has no token counts.

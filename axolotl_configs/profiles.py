@@ -11,14 +11,12 @@ from pathlib import Path
 
 import yaml
 
+from brightrun.errors import ConfigError
+
 HERE = Path(__file__).resolve().parent
 KINDS = {"preset": "presets", "model": "models", "hardware": "hardware", "sweep": "sweeps"}
 # A profile is named, never pathed: no "/", no "..", nothing that leaves its folder (CLI and API alike).
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-
-
-class ConfigError(Exception):
-    """Bad input to a render (exit code 2): the message names the file or key."""
 
 
 def names(kind: str) -> list[str]:

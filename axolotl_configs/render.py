@@ -19,7 +19,8 @@ import yaml
 
 from axolotl_configs import data as data_mod
 from axolotl_configs import validate
-from axolotl_configs.profiles import HERE, ConfigError, Profiles, shown
+from axolotl_configs.profiles import HERE, Profiles, shown
+from brightrun.errors import ConfigError
 
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 from axolotl_configs import render as render_mod
-from axolotl_configs.profiles import HERE, ConfigError, Profiles, check_name
+from axolotl_configs.profiles import HERE, Profiles, check_name
+from brightrun.errors import ConfigError
 
 
 def locate(sweep: Path | str) -> Path:

@@ -18,7 +18,8 @@ from contextlib import redirect_stdout
 
 from pydantic import BaseModel, ValidationError
 
-from axolotl_configs.profiles import ConfigError, cut, shown
+from axolotl_configs.profiles import cut, shown
+from brightrun.errors import ConfigError
 
 DATASET_KEYS = ("datasets", "test_datasets")
 

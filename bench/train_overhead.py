@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from brightrun import offline  # noqa: E402 -- the repo root is on the path only now
 
 
 def timed(cmd: list[str], env: dict) -> float:
@@ -40,10 +41,7 @@ def main() -> None:
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "AXOLOTL_DO_NOT_TRACK": "1",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "WANDB_DISABLED": "true",
+        **offline.ALL,
     }
     data = "data/converted/demo"
     with tempfile.TemporaryDirectory() as tmp:

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from axolotl_configs.cli import parse_with_overrides
 
     args = parse_with_overrides(parser(), argv)
-    from axolotl_configs.profiles import ConfigError
+    from brightrun.errors import ConfigError
 
     try:
         return run(args)
@@ -161,7 +161,7 @@ def _resume(args) -> int:
 
 
 def _execute(args) -> int:
-    from axolotl_configs.profiles import ConfigError
+    from brightrun.errors import ConfigError
     from jobs import registry
     from jobs import run as run_mod
 
@@ -223,7 +223,7 @@ def _cancel(args) -> int:
 
 
 def _webhooks_replay(args) -> int:
-    from axolotl_configs.profiles import ConfigError
+    from brightrun.errors import ConfigError
     from jobs import webhooks
 
     if not (Path(args.runs_dir) / args.run).is_dir():
@@ -302,7 +302,7 @@ STARTS_A_RUN = ("train", "resume", "execute", "launch")
 
 
 def run(args) -> int:
-    from axolotl_configs.profiles import ConfigError
+    from brightrun.errors import ConfigError
     from jobs import registry, webhooks
 
     registry.use_runs_dir(args.runs_dir)

@@ -34,9 +34,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from axolotl_configs.profiles import ConfigError, Profiles
+from axolotl_configs.profiles import Profiles
 from axolotl_configs.profiles import load as load_profile
 from axolotl_configs.profiles import names as profile_names
+from brightrun.errors import ConfigError
 from jobs import registry, runpod, webhooks
 from jobs import run as run_mod
 from jobs import volume as vol

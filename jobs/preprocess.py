@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     import yaml
 
     from axolotl_configs import validate
-    from axolotl_configs.profiles import ConfigError
+    from brightrun.errors import ConfigError
 
     config = Path(argv[0])
     try:

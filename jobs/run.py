@@ -28,7 +28,9 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from axolotl_configs.profiles import ConfigError, Profiles
+from axolotl_configs.profiles import Profiles
+from brightrun import offline
+from brightrun.errors import ConfigError
 from jobs import registry, webhooks
 from jobs.status import Cancelled, set_status
 from jobs.status import emit as emit_status
@@ -126,11 +128,11 @@ def child_env(config: dict, db_url: str) -> dict:
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"  # the launcher looks for `accelerate` there
     env["DATABASE_URL"] = db_url
-    env["AXOLOTL_DO_NOT_TRACK"] = "1"  # telemetry offline logs errors and has hung in its flush
+    env |= offline.TELEMETRY
     if Path(config["base_model"]).exists():  # a local model needs no hub
-        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+        env |= offline.HUB
     if not env.get("WANDB_API_KEY"):
-        env["WANDB_DISABLED"] = "true"
+        env |= offline.WANDB
     return env
 
 

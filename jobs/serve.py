@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from axolotl_configs.profiles import ConfigError, Profiles
+from axolotl_configs.profiles import Profiles
+from brightrun.errors import ConfigError
 from jobs import registry
 from jobs.run import axolotl_command, child_env, sha256_file
 

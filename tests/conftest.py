@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
-# Offline and quiet, as the facts file says: no hub, no telemetry, no wandb.
-os.environ.update(
-    {
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "AXOLOTL_DO_NOT_TRACK": "1",
-        "WANDB_DISABLED": "true",
-    }
-)
+from brightrun import offline
+
+# Offline and quiet: no hub, no telemetry, no wandb (brightrun/offline.py), for every process a test starts.
+os.environ.update(offline.ALL | {"TRANSFORMERS_OFFLINE": "1"})
 
 ROOT = Path(__file__).resolve().parent.parent
 # The synthetic 12-conversation brightrun-v4 file, kept in the repo: nothing here reads ../shared.

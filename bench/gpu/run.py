@@ -37,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from brightrun import offline  # noqa: E402 -- the repo root is on the path only now
 
 TOKENIZER = ROOT / "assets" / "llama3-tokenizer"
 TIMING_PLUGIN = "bench.gpu.timing.TimingPlugin"
@@ -314,12 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env |= {
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "AXOLOTL_DO_NOT_TRACK": "1",
-        "WANDB_DISABLED": "true",
-    }
+    env |= offline.ALL
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     tflops = matmul_tflops()
     hardware = Profiles.load("balanced", "smoke", args.hardware).hardware

@@ -50,6 +50,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from brightrun import offline  # noqa: E402 -- the repo root is on the path only now
+
 WHEELS_TXT = ROOT / "bench" / "gpu" / "wheels.txt"
 WHL_DIR = ROOT / ".whl"
 # Wheels PyPI does not have, built here and committed; copied into .whl/ with the rest. Now one:
@@ -272,10 +275,7 @@ def trace() -> dict:
                 "PYTHONPATH": str(hook),
                 "WHEELS_TRACE_DIR": str(mods),
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                "HF_HUB_OFFLINE": "1",
-                "HF_DATASETS_OFFLINE": "1",
-                "AXOLOTL_DO_NOT_TRACK": "1",
-                "WANDB_DISABLED": "true",
+                **offline.ALL,
                 "WANDB_MODE": "disabled",
             }
             print(f"trace: {label}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)

@@ -29,7 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from axolotl_configs.profiles import ConfigError
+from brightrun.errors import ConfigError
 from jobs import registry, webhooks
 from jobs import run as run_mod
 from jobs.service import receiver, start, store, views

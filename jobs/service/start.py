@@ -24,7 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from axolotl_configs.profiles import ConfigError, Profiles, shown
+from axolotl_configs.profiles import Profiles, shown
+from brightrun.errors import ConfigError
 from jobs import registry, webhooks
 from jobs import run as run_mod
 

@@ -14,7 +14,8 @@ from conftest import ROOT
 
 from axolotl_configs import data as data_mod
 from axolotl_configs import estimate, render, sweep
-from axolotl_configs.profiles import HERE, ConfigError, Profiles
+from axolotl_configs.profiles import HERE, Profiles
+from brightrun.errors import ConfigError
 
 
 def found(folder: str, suffix: str = ".yaml") -> list[str]:

@@ -106,7 +106,7 @@ def test_1_the_cli_refuses_a_path_as_a_name_too(tmp_path):
     assert proc.returncode == 2 and "not a path" in proc.stderr and "Traceback" not in proc.stderr
     # Sweeps: by name from axolotl_configs/sweeps/, or the user's own regular file on the command line.
     from axolotl_configs import sweep
-    from axolotl_configs.profiles import ConfigError
+    from brightrun.errors import ConfigError
 
     assert len(sweep.trials("lr-x-rank")) > 0
     with pytest.raises(ConfigError, match="not a path"):
@@ -454,7 +454,7 @@ def test_property_the_start_route_never_fails_with_5xx_or_writes_outside(api, sp
 )
 def test_7_the_cli_render_answers_bad_overrides_with_their_name(sample_out, override, says):
     from axolotl_configs import render
-    from axolotl_configs.profiles import ConfigError
+    from brightrun.errors import ConfigError
 
     with pytest.raises(ConfigError, match=says) as caught:
         render.render("balanced", "smoke", str(sample_out), overrides=[override], check=False)
