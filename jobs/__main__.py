@@ -2,6 +2,7 @@
 
 Usage:
   python -m jobs train PRESET MODEL [--input FILE | --data DIR] [--hardware H] [--allow-drop] [key=value ...]
+  python -m jobs run-config CONFIG [--run-id RUN] [--hardware H]  (a config rendered by `launch`, as it is)
   python -m jobs resume RUN
   python -m jobs cancel RUN           (a pod run: its pod is terminated)
   python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu ID] [--gpus N] [--spot [--bid X]]
@@ -60,6 +61,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--hardware", default=None)
     t.add_argument(
         "--no-eval", action="store_true", help="skip the held-out comparison (`just eval RUN` later)"
+    )
+    rc = sub.add_parser(
+        "run-config", help="train a config `jobs launch` rendered, byte for byte as it is (what a pod runs)"
+    )
+    rc.add_argument(
+        "config", help="the rendered config.yaml, with the job.json `jobs launch` wrote beside it"
+    )
+    rc.add_argument("--run-id", default=None, help="the run it was rendered for (default: its own)")
+    rc.add_argument(
+        "--hardware", default=None, help="this machine's profile, when not the one it was rendered for"
     )
     r = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     r.add_argument("run")
@@ -152,6 +163,15 @@ def _train(args) -> int:
         run_id=args.run_id,
     )
     return run_mod.execute(run_id, args.runs_dir, evaluate=not args.no_eval)
+
+
+def _run_config(args) -> int:
+    from jobs import pod_config
+    from jobs import run as run_mod
+
+    run_id = pod_config.prepare(args.config, args.runs_dir, args.run_id, args.hardware)
+    config = run_mod.yaml_load(Path(args.runs_dir) / run_id / pod_config.CONFIG)
+    return run_mod.execute(run_id, args.runs_dir, evaluate=config.get("brightrun_heldout_eval") is not False)
 
 
 def _resume(args) -> int:
@@ -281,6 +301,7 @@ def _show(args) -> int:
 
 VERBS = {
     "train": _train,
+    "run-config": _run_config,
     "resume": _resume,
     "execute": _execute,
     "launch": _launch,
@@ -298,7 +319,7 @@ VERBS = {
     "runs": _runs,
     "show": _show,
 }
-STARTS_A_RUN = ("train", "resume", "execute", "launch")
+STARTS_A_RUN = ("train", "run-config", "resume", "execute", "launch")
 
 
 def run(args) -> int:
