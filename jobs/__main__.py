@@ -6,7 +6,8 @@ Usage:
   python -m jobs resume RUN
   python -m jobs cancel RUN           (a pod run: its pod is terminated)
   python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu ID] [--gpus N] [--spot [--bid X]]
-                        [--max-cost USD] [--max-retries 3] [--network-volume ID] [--detach] [key=value ...]
+                        [--max-cost USD] [--max-retries 3] [--network-volume ID] [--volume-path DIR]
+                        [--detach] [key=value ...]
   python -m jobs status RUN
   python -m jobs logs RUN
   python -m jobs follow RUN            (a pod run: follow it again after Ctrl-C or --detach)
@@ -88,6 +89,11 @@ def parser() -> argparse.ArgumentParser:
     la.add_argument("--cloud", default="SECURE", choices=["SECURE", "COMMUNITY", "ALL"])
     la.add_argument("--network-volume", default=None, help="RunPod network volume id (data goes up by S3)")
     la.add_argument("--datacenter", default=None, help="checked against the network volume's datacenter")
+    la.add_argument(
+        "--volume-path",
+        default=None,
+        help="where the pod mounts the volume (default: the hardware profile's)",
+    )
     la.add_argument("--detach", action="store_true", help="create the pod and return (`jobs follow RUN`)")
     la.add_argument("--image", default=None, help="the pushed image of this repo (default $BRIGHTRUN_IMAGE)")
     poll_arg(la)
@@ -213,6 +219,7 @@ def _launch(args) -> int:
             cloud=args.cloud,
             network_volume=args.network_volume,
             datacenter=args.datacenter,
+            volume_path=args.volume_path,
             allow_drop=args.allow_drop,
             run_id=args.run_id,
             follow_run=not args.detach,
