@@ -128,7 +128,8 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
     pods' uptime × bid. The customer's app started it (their job id) and hears all of it, losing nothing.
     Both pods ran the config the launcher rendered and recorded, byte for byte. The fake's pods are this
     machine and see the volume at the fake's workspace, so the launcher is told to mount it there
-    (--volume-path); the default, /workspace/data, is the next test's."""
+    (--volume-path); test_on_a_network_volume_the_pod_is_told_where_the_launchers_config_is checks the
+    default, /workspace/data."""
     with s3_server() as s3:
         bucket = "x7k2volume"
         client = s3.volume(bucket)
