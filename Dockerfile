@@ -1,10 +1,11 @@
 # syntax=docker/dockerfile:1
 # BrightRun LoRA's GPU image: Axolotl's own cloud image, plus this repo and one command that runs one
-# training job from environment variables (docker/entrypoint.sh lists them).
+# training job: the config `jobs launch` rendered and put on the volume (docker/entrypoint.sh lists the
+# environment it reads).
 #
 #   docker build -t brightrun-lora:"$(git rev-parse --short HEAD)" .
-#   docker run --gpus all -v VOLUME:/workspace/data -e BRIGHTRUN_PRESET=balanced -e BRIGHTRUN_MODEL=smoke \
-#     -e BRIGHTRUN_DATA=/workspace/data/datasets/demo IMAGE
+#   docker run --gpus all -v VOLUME:/workspace/data -e BRIGHTRUN_RUN_ID=RUN \
+#     -e BRIGHTRUN_CONFIG=/workspace/data/configs/RUN/config.yaml IMAGE
 #
 # Base image. Axolotl tags its cloud image in .github/workflows/main.yml (axolotl-ai-cloud/axolotl),
 # job build-axolotl-cloud-uv, `tags:` lines 146-148 (main at 067b021c, 2026-07-24):

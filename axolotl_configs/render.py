@@ -240,15 +240,15 @@ def run_name(p: Profiles) -> str:
     return f"{p.preset['name']}-{p.model['name']}" + ("" if default else f"-{p.hardware['name']}")
 
 
-def merged_values(p: Profiles, info: data_mod.DataInfo, out_name: str) -> dict:
+def merged_values(p: Profiles, info: data_mod.DataInfo, out_name: str, data_at: str) -> dict:
     v = copy.deepcopy(BASE)
     v |= (
         copy.deepcopy(p.model["axolotl"])
         | copy.deepcopy(p.preset["axolotl"])
         | copy.deepcopy(p.hardware.get("axolotl") or {})
     )
-    v["datasets"] = [{"path": f"{info.dir}/train.jsonl", **DATASET}]
-    v["test_datasets"] = [{"path": f"{info.dir}/val.jsonl", "split": "train", **DATASET}]
+    v["datasets"] = [{"path": f"{data_at}/train.jsonl", **DATASET}]
+    v["test_datasets"] = [{"path": f"{data_at}/val.jsonl", "split": "train", **DATASET}]
     v["output_dir"] = f"outputs/{out_name}"
     return v
 
@@ -281,13 +281,16 @@ def render(
     out_path: str = "config.yaml",
     check: bool = True,
     allow_drop: bool = False,
+    data_at: str | None = None,
 ) -> Rendered:
+    """`data_at`: where the trainer finds data_dir, when not at the same path (a pod's volume, for
+    `jobs launch`): the config's dataset paths and its header name it; the data is read here."""
     p = Profiles.load(preset, model, hardware)
     info = data_mod.read(data_dir)
     parsed = parse_overrides(overrides or [])
     check_numbers(parsed)
     try:
-        return render_parsed(p, info, parsed, preset, model, out_path, check, allow_drop)
+        return render_parsed(p, info, parsed, preset, model, out_path, check, allow_drop, data_at)
     except (IndexError, AttributeError, OverflowError, TypeError, ValueError, KeyError) as exc:
         if not parsed:
             raise  # no override to blame: a bug of ours, with its traceback
@@ -307,11 +310,13 @@ def render_parsed(
     out_path: str,
     check: bool,
     allow_drop: bool,
+    data_at: str | None = None,
 ) -> Rendered:
     name = run_name(p)
+    data_at = data_at.rstrip("/") if data_at else info.dir
 
     # Overrides apply before deriving, so that e.g. sequence_len=8192 re-derives the batch.
-    v = merged_values(p, info, name)
+    v = merged_values(p, info, name, data_at)
     for key, value in parsed:
         set_dotted(v, key, value)
     derived, why = derive(p, info, v, allow_drop)
@@ -330,7 +335,7 @@ def render_parsed(
         "hardware": p.hardware["name"],
         "hw": p.hardware,
         "out_path": out_path,
-        "data_dir": info.dir,
+        "data_dir": data_at,
         "v": v,
         "why": why,
         "launcher_hint": "   (add --launcher python on CPU)" if p.hardware["gpu_type"] == "none" else "",

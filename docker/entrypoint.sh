@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# One BrightRun training job on a GPU pod, configured by the environment. The image's CMD.
+# One BrightRun training job on a GPU pod: the Axolotl config `jobs launch` rendered for it, run exactly as
+# it is. The image's CMD.
 #
 # The image keeps Axolotl's ENTRYPOINT, /root/cloud-entrypoint.sh: it starts sshd (PUBLIC_KEY or SSH_KEY),
 # Jupyter Lab on 8888 (unless JUPYTER_DISABLE=1, password JUPYTER_PASSWORD), puts CUDA 13's libraries on
 # LD_LIBRARY_PATH, then `exec "$@"`: this script. So SSH and Jupyter work while the job runs.
 #
+# The config is rendered once, on the launcher's side, with this pod's paths (the data on the volume, the
+# run folder $BRIGHTRUN_VOLUME/runs/ID), and put on the volume with a job.json beside it that says what it
+# was rendered from (jobs/pod_config.py). `python -m jobs run-config` copies it byte for byte into the run
+# folder and trains it as a local run is trained: the sha256 in the launcher's run.json names the file
+# Axolotl is given. Preset, model, data and overrides are all in it: none of them is an env variable.
+#
 # Environment (a `docker run -e` / RunPod pod env):
-#   BRIGHTRUN_PRESET      required  preset name (axolotl_configs/presets/)
-#   BRIGHTRUN_MODEL       required  model profile name (axolotl_configs/models/)
-#   BRIGHTRUN_DATA        required  a converted data folder on the volume, e.g. /workspace/data/datasets/NAME
-#   BRIGHTRUN_HARDWARE    optional  hardware profile (axolotl_configs/hardware/): `--hardware`
-#   BRIGHTRUN_OVERRIDES   optional  space-separated key=value Axolotl overrides (no spaces inside a value)
-#   BRIGHTRUN_RUN_ID      optional  the run's id: resumed when $RUNS/ID has run.json and a checkpoint
-#                                   (a restarted or re-created pod goes on), else trained under that id
+#   BRIGHTRUN_CONFIG      required  the rendered config on the volume, /workspace/data/configs/ID/config.yaml
+#   BRIGHTRUN_RUN_ID      required  the run it was rendered for: resumed when $RUNS/ID has run.json and a
+#                                   checkpoint (a restarted or re-created pod goes on), else trained from
+#                                   BRIGHTRUN_CONFIG under that id
+#   BRIGHTRUN_HARDWARE    optional  this machine's hardware profile when it is not the one the config was
+#                                   rendered for (the run's lineage, how Axolotl is launched; the config
+#                                   itself is unchanged): `run-config --hardware`
 #   BRIGHTRUN_VOLUME      optional  the persistent volume, default /workspace/data: Axolotl's cloud image
 #                                   lives in /workspace (its venv /workspace/axolotl-venv, its source
 #                                   /workspace/axolotl) and its docs say to mount volumes at /workspace/data,
@@ -23,10 +30,10 @@
 #   BRIGHTRUN_DRY_RUN=1   print the command it would run (one line, on stdout) and exit 0
 #   BRIGHTRUN_KEEP_ALIVE=1  after the job, stay up (the image's own CMD, `sleep infinity`) for SSH/Jupyter;
 #                         otherwise exit with the job's code. A pod whose container exits may be restarted
-#                         by the cloud: with BRIGHTRUN_RUN_ID set, a restart resumes instead of starting over.
+#                         by the cloud: a restart resumes from the run's checkpoint instead of starting over.
 #
-# Exit code: the job's (jobs/__main__.py: 0 done, 1 failed, 2 bad input, 130 interrupted or cancelled);
-# 2 when a required variable is missing or an override is not key=value.
+# Exit code: the job's (jobs/__main__.py: 0 done, 1 failed, 2 bad input, 130 interrupted or cancelled:
+# a config that is not the one job.json names is bad input); 2 when a required variable is missing.
 set -euo pipefail
 
 fail() {
@@ -41,15 +48,9 @@ volume="${BRIGHTRUN_VOLUME:-/workspace/data}"
 runs_dir="${volume}/runs"
 export DATABASE_URL="${DATABASE_URL:-sqlite:///${runs_dir}/registry.db}"
 
-[[ -n "${BRIGHTRUN_PRESET:-}" ]] || fail "BRIGHTRUN_PRESET is not set (a preset name, e.g. balanced)"
-[[ -n "${BRIGHTRUN_MODEL:-}" ]] || fail "BRIGHTRUN_MODEL is not set (a model profile name, e.g. 8b)"
-[[ -n "${BRIGHTRUN_DATA:-}" ]] || fail "BRIGHTRUN_DATA is not set (a converted data folder on the volume)"
-
-# Overrides: split on whitespace only (read -a does no globbing), each must be key=value.
-read -r -a overrides <<<"${BRIGHTRUN_OVERRIDES:-}"
-for kv in "${overrides[@]}"; do
-  [[ "$kv" == ?*=* ]] || fail "BRIGHTRUN_OVERRIDES: '${kv}' is not key=value"
-done
+[[ -n "${BRIGHTRUN_CONFIG:-}" ]] ||
+  fail "BRIGHTRUN_CONFIG is not set (the config.yaml that jobs launch rendered, on the volume: configs/ID/config.yaml)"
+[[ -n "${BRIGHTRUN_RUN_ID:-}" ]] || fail "BRIGHTRUN_RUN_ID is not set (the run the config was rendered for)"
 
 # A checkpoint as jobs/run.py's last_checkpoint counts one: output/checkpoint-N/trainer_state.json.
 has_checkpoint() {
@@ -60,18 +61,16 @@ has_checkpoint() {
   return 1
 }
 
-run_id="${BRIGHTRUN_RUN_ID:-}"
+run_id="$BRIGHTRUN_RUN_ID"
 cmd=(python -m jobs --runs-dir "$runs_dir")
-if [[ -n "$run_id" && -f "${runs_dir}/${run_id}/run.json" ]] && has_checkpoint "${runs_dir}/${run_id}"; then
-  cmd+=(resume "$run_id")
+if [[ -f "${runs_dir}/${run_id}/run.json" ]] && has_checkpoint "${runs_dir}/${run_id}"; then
+  cmd+=(resume "$run_id") # its run folder holds its copy of the config
 else
-  cmd+=(train "$BRIGHTRUN_PRESET" "$BRIGHTRUN_MODEL" --data "$BRIGHTRUN_DATA")
+  cmd+=(run-config "$BRIGHTRUN_CONFIG" --run-id "$run_id")
   [[ -n "${BRIGHTRUN_HARDWARE:-}" ]] && cmd+=(--hardware "$BRIGHTRUN_HARDWARE")
-  [[ -n "$run_id" ]] && cmd+=(--run-id "$run_id")
-  cmd+=("${overrides[@]}")
 fi
 
-# The command holds names, paths and overrides only: secrets stay in the environment.
+# The command holds names and paths only: secrets stay in the environment.
 printf -v line '%q ' "${cmd[@]}"
 if [[ "${BRIGHTRUN_DRY_RUN:-}" == "1" ]]; then
   echo "${line% }"

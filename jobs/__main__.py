@@ -2,10 +2,12 @@
 
 Usage:
   python -m jobs train PRESET MODEL [--input FILE | --data DIR] [--hardware H] [--allow-drop] [key=value ...]
+  python -m jobs run-config CONFIG [--run-id RUN] [--hardware H]  (a config rendered by `launch`, as it is)
   python -m jobs resume RUN
   python -m jobs cancel RUN           (a pod run: its pod is terminated)
   python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu ID] [--gpus N] [--spot [--bid X]]
-                        [--max-cost USD] [--max-retries 3] [--network-volume ID] [--detach] [key=value ...]
+                        [--max-cost USD] [--max-retries 3] [--network-volume ID] [--volume-path DIR]
+                        [--detach] [key=value ...]
   python -m jobs status RUN
   python -m jobs logs RUN
   python -m jobs follow RUN            (a pod run: follow it again after Ctrl-C or --detach)
@@ -61,6 +63,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--no-eval", action="store_true", help="skip the held-out comparison (`just eval RUN` later)"
     )
+    rc = sub.add_parser(
+        "run-config", help="train a config `jobs launch` rendered, byte for byte as it is (what a pod runs)"
+    )
+    rc.add_argument(
+        "config", help="the rendered config.yaml, with the job.json `jobs launch` wrote beside it"
+    )
+    rc.add_argument("--run-id", default=None, help="the run it was rendered for (default: its own)")
+    rc.add_argument(
+        "--hardware", default=None, help="this machine's profile, when not the one it was rendered for"
+    )
     r = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     r.add_argument("run")
     x = sub.add_parser("cancel", help="stop a run for good (status cancelled)")
@@ -77,6 +89,11 @@ def parser() -> argparse.ArgumentParser:
     la.add_argument("--cloud", default="SECURE", choices=["SECURE", "COMMUNITY", "ALL"])
     la.add_argument("--network-volume", default=None, help="RunPod network volume id (data goes up by S3)")
     la.add_argument("--datacenter", default=None, help="checked against the network volume's datacenter")
+    la.add_argument(
+        "--volume-path",
+        default=None,
+        help="where the pod mounts the volume (default: the hardware profile's)",
+    )
     la.add_argument("--detach", action="store_true", help="create the pod and return (`jobs follow RUN`)")
     la.add_argument("--image", default=None, help="the pushed image of this repo (default $BRIGHTRUN_IMAGE)")
     poll_arg(la)
@@ -154,6 +171,15 @@ def _train(args) -> int:
     return run_mod.execute(run_id, args.runs_dir, evaluate=not args.no_eval)
 
 
+def _run_config(args) -> int:
+    from jobs import pod_config
+    from jobs import run as run_mod
+
+    run_id = pod_config.prepare(args.config, args.runs_dir, args.run_id, args.hardware)
+    config = run_mod.yaml_load(Path(args.runs_dir) / run_id / pod_config.CONFIG)
+    return run_mod.execute(run_id, args.runs_dir, evaluate=config.get("brightrun_heldout_eval") is not False)
+
+
 def _resume(args) -> int:
     from jobs import run as run_mod
 
@@ -193,6 +219,7 @@ def _launch(args) -> int:
             cloud=args.cloud,
             network_volume=args.network_volume,
             datacenter=args.datacenter,
+            volume_path=args.volume_path,
             allow_drop=args.allow_drop,
             run_id=args.run_id,
             follow_run=not args.detach,
@@ -281,6 +308,7 @@ def _show(args) -> int:
 
 VERBS = {
     "train": _train,
+    "run-config": _run_config,
     "resume": _resume,
     "execute": _execute,
     "launch": _launch,
@@ -298,7 +326,7 @@ VERBS = {
     "runs": _runs,
     "show": _show,
 }
-STARTS_A_RUN = ("train", "resume", "execute", "launch")
+STARTS_A_RUN = ("train", "run-config", "resume", "execute", "launch")
 
 
 def run(args) -> int:

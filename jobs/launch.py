@@ -2,13 +2,14 @@
 cost under a cap, relaunch after a preemption, record the outcome.
 
     python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu "NVIDIA H100 PCIe"] [--gpus N]
-                          [--spot [--bid X]] [--max-cost USD] [--max-retries 3] [key=value ...]
+                          [--spot [--bid X]] [--max-cost USD] [--max-retries 3] [--volume-path DIR]
+                          [key=value ...]
     python -m jobs status RUN | logs RUN | cancel RUN | follow RUN | fetch RUN
 
-The volume. The pod trains on a persistent volume mounted at /workspace/data (docker/entrypoint.sh's
-BRIGHTRUN_VOLUME; Axolotl's cloud image keeps its own environment under /workspace): the converted data
-in datasets/NAME-<manifest hash>, the run in runs/ID with its own registry (runs/registry.db). Two cases
-(jobs/volume.py):
+The volume. The pod trains on a persistent volume mounted at /workspace/data (the hardware profile's
+volume_path, or --volume-path; docker/entrypoint.sh's BRIGHTRUN_VOLUME; Axolotl's cloud image keeps its own
+environment under /workspace): the converted data in datasets/NAME-<manifest hash>, the config in
+configs/ID/, the run in runs/ID with its own registry (runs/registry.db). Two cases (jobs/volume.py):
   * `--network-volume ID`: a RunPod network volume. The launcher uploads the data through RunPod's
     S3-compatible API (RUNPOD_S3_ACCESS_KEY / RUNPOD_S3_SECRET_KEY), creates the pod in the volume's
     datacenter, reads the run's progress from the volume the same way, and downloads the adapter at the
@@ -19,8 +20,10 @@ in datasets/NAME-<manifest hash>, the run in runs/ID with its own registry (runs
 Cost so far is the launcher's own sum of each pod's uptime × costPerHr, taken at every poll: RunPod's
 runtime goes null once a pod stops, so it cannot be asked afterwards.
 
-The local run folder runs/ID/ holds the rendered config (for the GPU profile), the data manifest and
-run.json, whose `launch` says where and how it ran and whose `attempts` lists one entry per pod.
+The config is rendered once, here, with the pod's paths (jobs/pod_config.py): the local run folder's
+config.yaml is the file the pod copies into its run folder and gives Axolotl, byte for byte, so run.json's
+config sha256 names what ran. runs/ID/ also holds the data manifest and run.json, whose `launch` says where
+and how it ran and whose `attempts` lists one entry per pod (with the sha256 of the config it ran).
 """
 
 from __future__ import annotations
@@ -38,13 +41,13 @@ from axolotl_configs.profiles import Profiles
 from axolotl_configs.profiles import load as load_profile
 from axolotl_configs.profiles import names as profile_names
 from brightrun.errors import ConfigError
-from jobs import registry, runpod, webhooks
+from jobs import pod_config, registry, runpod, webhooks
 from jobs import run as run_mod
 from jobs import volume as vol
 from jobs.status import Cancelled, set_status
 
 SECRETS = ("TRAINING_WEBHOOK_SECRET", "HF_TOKEN", "WANDB_API_KEY")  # sent by name; values read at create
-POD_VOLUME = "/workspace/data"  # BRIGHTRUN_VOLUME on a real pod (docker/entrypoint.sh)
+POD_VOLUME = "/workspace/data"  # BRIGHTRUN_VOLUME on a real pod, unless the profile says otherwise
 ACTIVE = ("queued", "preprocessing", "model_loaded", "training")
 CLOUDS = {"SECURE": True, "COMMUNITY": False, "ALL": None}
 ALERT = 0.8  # share of --max-cost at which the launcher warns, once
@@ -141,15 +144,12 @@ def launch(
     run_id: str | None = None,
     follow_run: bool = True,
     image: str | None = None,
+    volume_path: str | None = None,
 ) -> int:
-    from axolotl_configs import estimate, render
+    from axolotl_configs import data as data_mod
+    from axolotl_configs import estimate
 
     overrides = list(overrides or [])
-    for kv in overrides:
-        if any(c.isspace() for c in kv):
-            raise ConfigError(
-                f"override {kv!r}: no spaces inside a value (BRIGHTRUN_OVERRIDES splits on them)"
-            )
     if cloud not in CLOUDS:
         raise ConfigError(f"--cloud must be one of {', '.join(CLOUDS)}")
     run_mod.check_run_id(run_id)
@@ -175,10 +175,27 @@ def launch(
             "(docker build -t REGISTRY/brightrun-lora:0.1.0 . && docker push REGISTRY/brightrun-lora:0.1.0) "
             "and pass --image REGISTRY/brightrun-lora:0.1.0 or set BRIGHTRUN_IMAGE"
         )
+    mount = (volume_path or hw.get("volume_path") or POD_VOLUME).rstrip("/")
+    if not mount.startswith("/") or mount == "/workspace":
+        raise ConfigError(
+            f"volume path {mount!r} (--volume-path, or hardware/{hw_name}.yaml's volume_path): an absolute "
+            f"path on the pod other than / and /workspace (Axolotl's image keeps its Python there); "
+            f"Axolotl's docs mount volumes at {POD_VOLUME}"
+        )
     data_dir = data_dir or run_mod.ensure_converted(input_file or run_mod.DEFAULT_INPUT, None)
-    rendered = render.render(
-        preset, model, data_dir, hw_name, overrides, check=False, allow_drop=allow_drop
-    )  # our keys and numbers; Axolotl's own check runs on the pod (jobs/preprocess.py)
+
+    # Where the pod finds the data and keeps the run: the config is rendered once, here, with those paths.
+    manifest_sha = data_mod.read(data_dir).manifest_sha256
+    data_name = f"{Path(data_dir).resolve().name}-{manifest_sha[:8]}"
+    pod_volume = vol.LocalVolume(volume_dir).pod_root if volume_dir else mount
+    pod_data = f"{pod_volume}/datasets/{data_name}"
+    run_id = run_id or run_mod.new_run_id(preset, model)
+    run_dir = Path(runs_dir) / run_id
+    if run_dir.exists():
+        raise ConfigError(f"{run_dir} exists; pick another --run-id")
+    rendered = pod_config.render(
+        preset, model, data_dir, hw_name, overrides, allow_drop, pod_volume, pod_data, run_id
+    )
     est = estimate.estimate(preset, model, data_dir, hw_name, rendered=rendered)
 
     # The live price: the first call to RunPod, so a wrong key stops everything here.
@@ -213,25 +230,13 @@ def launch(
     # The data on the volume, the run folder here.
     manifest_path = Path(data_dir) / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest_sha = run_mod.sha256_file(manifest_path)
-    data_name = f"{Path(data_dir).resolve().name}-{manifest_sha[:8]}"
-    pod_volume = volume.pod_root or POD_VOLUME
-    pod_data = f"{pod_volume}/datasets/{data_name}"
-    run_id = run_id or run_mod.new_run_id(preset, model)
-    run_dir = Path(runs_dir) / run_id
-    if run_dir.exists():
-        raise ConfigError(f"{run_dir} exists; pick another --run-id")
     try:
         vol.put_dir(volume, Path(data_dir), f"datasets/{data_name}", say=say)
     except (vol.VolumeError, OSError) as exc:
         raise ConfigError(f"uploading {data_dir}: {exc} (no pod was created)") from None
     secrets = [name for name in SECRETS if os.environ.get(name)]
     env = {
-        "BRIGHTRUN_PRESET": preset,
-        "BRIGHTRUN_MODEL": model,
-        "BRIGHTRUN_DATA": pod_data,
-        "BRIGHTRUN_HARDWARE": hw_name,
-        "BRIGHTRUN_OVERRIDES": " ".join(overrides),
+        "BRIGHTRUN_CONFIG": pod_config.pod_path(pod_volume, run_id),  # preset, overrides and all, rendered
         "BRIGHTRUN_RUN_ID": run_id,
         "BRIGHTRUN_VOLUME": pod_volume,
         # The customer knows one job id, whatever folder a retry trains in; and an interruption on the
@@ -248,7 +253,7 @@ def launch(
         "gpuCount": gpu_count,
         "cloudType": cloud,
         "containerDiskInGb": 40,
-        "volumeMountPath": hw.get("volume_path") or POD_VOLUME,
+        "volumeMountPath": mount,
     }
     if network_volume:
         pod_spec["networkVolumeId"] = network_volume
@@ -264,12 +269,13 @@ def launch(
         "price_per_gpu_hour": price,
         "max_cost": max_cost,
         "max_retries": max_retries,
+        "allow_drop": allow_drop,  # a relaunch that cannot resume renders its own config (follow)
         "volume_dir": str(volume.root) if isinstance(volume, vol.LocalVolume) else None,
         "network_volume": network_volume,
         "datacenter": datacenter,
         "s3_endpoint": volume.endpoint if isinstance(volume, vol.S3Volume) else None,
         "pod": {k: v for k, v in pod_spec.items() if k != "name"},
-        "env": env,  # names, paths and overrides only; secrets go by name:
+        "env": env,  # names and paths only; secrets go by name:
         "secrets": secrets,
     }
     lineage = {
@@ -285,7 +291,7 @@ def launch(
             "manifest_sha256": manifest_sha,
             "files": {k: v["sha256"] for k, v in manifest["outputs"].items()},
         },
-        "config": {"path": str(run_dir / "config.yaml")},
+        "config": {"path": str(run_dir / "config.yaml"), "sha256": None},
         "lines_dropped_for_length": rendered.derived.get("lines_dropped", 0),
         "estimate": {
             "hours": hours,
@@ -298,16 +304,20 @@ def launch(
         "attempts": [],
     }
     (run_dir / "logs").mkdir(parents=True)
-    render.write(rendered, run_dir / "config.yaml")
-    lineage["config"]["sha256"] = run_mod.sha256_file(run_dir / "config.yaml")
     shutil.copyfile(manifest_path, run_dir / "data-manifest.json")
+    try:
+        config = run_dir / "config.yaml"
+        lineage["config"]["sha256"] = pod_config.publish(volume, rendered, config, lineage, run_id)
+    except (vol.VolumeError, OSError) as exc:
+        shutil.rmtree(run_dir)
+        raise ConfigError(f"uploading the config: {exc} (no pod was created)") from None
     run_mod.write_json(run_dir / "run.json", lineage)
     try:
         pod = create_pod(api, spot, bid, pod_spec, env, secrets)
     except (runpod.RunPodError, ValueError) as exc:
         shutil.rmtree(run_dir)
         raise ConfigError(f"{exc} (nothing was created)") from None
-    lineage["attempts"].append(new_attempt(pod, run_id))
+    lineage["attempts"].append(new_attempt(pod, run_id, lineage["config"]["sha256"]))
     run_mod.write_json(run_dir / "run.json", lineage)
     run_mod.register(
         run_id,
@@ -368,10 +378,11 @@ def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, en
     return api.deploy_on_demand(env=env, secrets=secrets, **spec)
 
 
-def new_attempt(pod: dict, vrun: str) -> dict:
+def new_attempt(pod: dict, vrun: str, config_sha256: str) -> dict:
     return {
         "pod_id": pod["id"],
         "volume_run_id": vrun,
+        "config_sha256": config_sha256,  # the config this pod was given (configs/VRUN/ on the volume)
         "started": now_iso(),
         "cost_per_hr": float(pod.get("costPerHr") or 0),
         "uptime_s": 0,
@@ -553,7 +564,7 @@ def follow(
                 fetched = fetch_adapter(volume, vrun, run_dir)
                 if fetched:
                     record_adapter(run_id, run_dir, lineage)
-                path = fetched or f"{info['volume_dir'] or POD_VOLUME}/runs/{vrun}/output"
+                path = fetched or f"{info['env']['BRIGHTRUN_VOLUME']}/runs/{vrun}/output"
                 code = finish(
                     "completed",
                     None,
@@ -605,9 +616,18 @@ def follow(
                 )
             if volume and ckpt is None and vol.run_exists(volume, vrun):
                 # The entrypoint resumes only from a checkpoint; without one it would refuse the existing
-                # folder, so the retry starts over under a fresh id on the volume.
+                # folder, so the retry starts over under a fresh id on the volume, with a config of its own.
                 vrun = f"{run_id}.r{job.retry_count + 1}"
-            env = {**info["env"], "BRIGHTRUN_RUN_ID": vrun}
+                try:
+                    lineage["config"]["sha256"] = render_again(lineage, run_dir, volume, vrun)
+                except (ConfigError, vol.VolumeError, OSError) as exc:
+                    return finish("failed", f"could not relaunch after pod {pod_id} ended: {exc}", 1)
+            pod_volume = info["env"]["BRIGHTRUN_VOLUME"]
+            env = {
+                **info["env"],
+                "BRIGHTRUN_RUN_ID": vrun,
+                "BRIGHTRUN_CONFIG": pod_config.pod_path(pod_volume, vrun),
+            }
             spec = {"name": run_id, **info["pod"]}
             bid = info["bid_per_gpu"]
             if info["spot"]:
@@ -618,7 +638,7 @@ def follow(
                 pod = create_pod(api, info["spot"], bid, spec, env, info["secrets"])
             except runpod.RunPodError as exc:
                 return finish("failed", f"could not relaunch after pod {pod_id} ended: {exc}", 1)
-            new = new_attempt(pod, vrun)
+            new = new_attempt(pod, vrun, lineage["config"]["sha256"])
             new["resumed_from_step"] = ckpt if vrun == attempt["volume_run_id"] else 0
             attempts.append(new)
             save()
@@ -651,6 +671,24 @@ def follow(
             f"again, `jobs status {run_id}`, `jobs cancel {run_id}`"
         )
         return 130
+
+
+def render_again(lineage: dict, run_dir: Path, volume: vol.Volume, vrun: str) -> str:
+    """The config of a fresh volume run (its run folder is in it), from what launch() rendered the first
+    from; it becomes the run's config.yaml here, as it is the one the adapter will come from."""
+    info = lineage["launch"]
+    rendered = pod_config.render(
+        lineage["preset"],
+        lineage["model"],
+        lineage["data"]["dir"],
+        lineage["hardware"],
+        lineage["overrides"],
+        info.get("allow_drop", False),
+        info["env"]["BRIGHTRUN_VOLUME"],
+        lineage["data"]["pod_dir"],
+        vrun,
+    )
+    return pod_config.publish(volume, rendered, run_dir / "config.yaml", lineage, vrun)
 
 
 def fetch_adapter(volume: vol.Volume | None, vrun: str, run_dir: Path) -> str | None:

@@ -174,21 +174,12 @@ def prepare(
     run_dir = Path(runs_dir) / run_id
     if run_dir.exists():
         raise ConfigError(f"{run_dir} exists: `jobs resume {run_id}` continues it; pick another --run-id")
-    plugins = list(profiles.model["axolotl"].get("plugins") or []) + [PLUGIN]
-    ours = [
-        f"output_dir={run_dir}/output",
-        f"plugins=[{', '.join(plugins)}]",
-        f"brightrun_run_id={run_id}",
-        f"brightrun_run_dir={run_dir}",
-    ]
-    if not heldout_eval:
-        ours.append("brightrun_heldout_eval=false")
     rendered = render.render(
         preset,
         model,
         data_dir,
         hardware,
-        list(overrides or []) + ours,
+        list(overrides or []) + run_keys(profiles, run_id, str(run_dir), heldout_eval),
         out_path=str(run_dir / "config.yaml"),
         check=False,
         allow_drop=allow_drop,
@@ -196,35 +187,66 @@ def prepare(
     est = estimate.estimate(preset, model, data_dir, hardware, rendered=rendered)
     estimate.show(est)
 
-    (run_dir / "logs").mkdir(parents=True)
+    open_run_folder(run_dir, data_dir)
     render.write(rendered, run_dir / "config.yaml")
-    shutil.copyfile(Path(data_dir) / "manifest.json", run_dir / "data-manifest.json")
-    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
-    (run_dir / "env.json").write_text(json.dumps(environment_record(), indent=2) + "\n")
-    lineage = {
-        "run_id": run_id,
+    job = {
         "preset": preset,
         "model": model,
         "hardware": profiles.hardware["name"],
         "overrides": list(overrides or []),
-        "input": {"path": manifest["input"]["path"], "sha256": manifest["input"]["sha256"]},
-        "data": {
-            "dir": data_dir,
-            "manifest_sha256": sha256_file(Path(data_dir) / "manifest.json"),
-            "files": {k: v["sha256"] for k, v in manifest["outputs"].items()},
-        },
-        "config": {"path": str(run_dir / "config.yaml"), "sha256": sha256_file(run_dir / "config.yaml")},
         "lines_dropped_for_length": rendered.derived.get("lines_dropped", 0),
         "estimate": {
             "hours": sum(est.hours.values()),
             "cost_on_demand": est.costs["on_demand"],
             "peak_memory_gb": est.peak_gb,
         },
+    }
+    write_json(run_dir / "run.json", lineage_of(run_id, run_dir, data_dir, job))
+    return run_id
+
+
+def run_keys(profiles: Profiles, run_id: str, run_dir: str, heldout_eval: bool = True) -> list[str]:
+    """The overrides that make a config a tracked run's: its output in the run folder, our plugin, and the
+    run's id and folder for the plugin. `jobs launch` adds the same ones, with the pod's run folder."""
+    plugins = list(profiles.model["axolotl"].get("plugins") or []) + [PLUGIN]
+    keys = [
+        f"output_dir={run_dir}/output",
+        f"plugins=[{', '.join(plugins)}]",
+        f"brightrun_run_id={run_id}",
+        f"brightrun_run_dir={run_dir}",
+    ]
+    if not heldout_eval:
+        keys.append("brightrun_heldout_eval=false")
+    return keys
+
+
+def open_run_folder(run_dir: Path, data_dir: str) -> None:
+    """A new run folder: logs/, the data's manifest, the software it runs with (config.yaml goes next)."""
+    (run_dir / "logs").mkdir(parents=True)
+    shutil.copyfile(Path(data_dir) / "manifest.json", run_dir / "data-manifest.json")
+    (run_dir / "env.json").write_text(json.dumps(environment_record(), indent=2) + "\n")
+
+
+def lineage_of(run_id: str, run_dir: Path, data_dir: str, job: dict) -> dict:
+    """run.json of a new run folder, its config.yaml written: input sha256 -> data -> config; `job` holds
+    what it was rendered from (preset, model, hardware, overrides) and the estimate."""
+    manifest_path = Path(data_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    return {
+        "run_id": run_id,
+        **{key: job[key] for key in ("preset", "model", "hardware", "overrides")},
+        "input": {"path": manifest["input"]["path"], "sha256": manifest["input"]["sha256"]},
+        "data": {
+            "dir": data_dir,
+            "manifest_sha256": sha256_file(manifest_path),
+            "files": {k: v["sha256"] for k, v in manifest["outputs"].items()},
+        },
+        "config": {"path": str(run_dir / "config.yaml"), "sha256": sha256_file(run_dir / "config.yaml")},
+        "lines_dropped_for_length": job["lines_dropped_for_length"],
+        "estimate": job["estimate"],
         "adapter": None,
         "attempts": [],
     }
-    write_json(run_dir / "run.json", lineage)
-    return run_id
 
 
 HYPERPARAMETERS = (

@@ -11,8 +11,8 @@ Two kinds, one set of functions:
     API keys (console → Settings → S3 API Keys), not the RunPod API key: RUNPOD_S3_ACCESS_KEY
     (user_...) and RUNPOD_S3_SECRET_KEY (rps_...), from the environment only. RUNPOD_S3_ENDPOINT
     overrides the endpoint (tests: an S3 server on loopback). Pods mount the volume at
-    /workspace/data (launch.POD_VOLUME), so key `datasets/x/train.jsonl` is the pod's
-    /workspace/data/datasets/x/train.jsonl.
+    /workspace/data (launch.POD_VOLUME, or `jobs launch --volume-path`), so key `datasets/x/train.jsonl`
+    is the pod's /workspace/data/datasets/x/train.jsonl.
 
 Listings go one folder level at a time (Delimiter="/"): RunPod's S3 API has repeated a continuation token
 on deep recursive listings ("The same next token was received twice", runpod/examples
@@ -92,7 +92,7 @@ class S3Volume:
         self.endpoint = (
             endpoint or os.environ.get("RUNPOD_S3_ENDPOINT") or ENDPOINT.format(datacenter=datacenter.lower())
         )
-        self.pod_root = None  # pods mount it wherever the pod spec says (launch.POD_VOLUME)
+        self.pod_root = None  # pods mount it wherever the pod spec says (launch.py's volumeMountPath)
         self.client = boto3.client(
             "s3",
             endpoint_url=self.endpoint,

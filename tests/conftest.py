@@ -23,6 +23,10 @@ SAMPLE = ROOT / "tests" / "fixtures" / "brightrun-v4-sample.json"
 DEMO = ROOT / "data" / "demo" / "brightrun-demo.json"
 TOKENIZER_DIR = ROOT / "assets" / "llama3-tokenizer"
 TINY_MODEL_DIR = ROOT / "assets" / "tiny-llama"
+# A string override with spaces, quotes and a `#` (YAML-quoted on the command line, as the README's
+# key=value overrides are YAML scalars): a launched run's pod must get it unchanged in its config.
+SPACED_OVERRIDE = "wandb_name='brightrun \"pod config\" # 14, it''s exact'"
+SPACED_VALUE = 'brightrun "pod config" # 14, it\'s exact'
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:

@@ -2,8 +2,8 @@
 
 The base tag's axolotl version is pyproject.toml's pin; hadolint and shellcheck (pinned dev dependencies,
 binaries from PyPI wheels) pass; the build's own Python steps run against this venv; the entrypoint,
-run for real with BRIGHTRUN_DRY_RUN=1, prints the command a fresh run and a resume need, which the
-real `python -m jobs` parser accepts, and never a secret.
+run for real with BRIGHTRUN_DRY_RUN=1, prints the command a fresh run (the config `jobs launch` rendered,
+run as it is) and a resume need, which the real `python -m jobs` parser accepts, and never a secret.
 """
 
 from __future__ import annotations
@@ -260,14 +260,18 @@ HF = "hf_do_not_print_me_8c1f"
 WEBHOOK_SECRET = "whsec_do_not_print_me_41aa"
 
 
+def config_path(volume: Path, run_id: str = "run-1") -> Path:
+    """Where `jobs launch` puts a run's rendered config on the volume (jobs/pod_config.py)."""
+    return volume / "configs" / run_id / "config.yaml"
+
+
 def entrypoint(volume: Path, **env: str) -> subprocess.CompletedProcess:
     base = {
         "PATH": os.environ["PATH"],
         "BRIGHTRUN_VOLUME": str(volume),
         "BRIGHTRUN_DRY_RUN": "1",
-        "BRIGHTRUN_PRESET": "balanced",
-        "BRIGHTRUN_MODEL": "smoke",
-        "BRIGHTRUN_DATA": str(volume / "datasets" / "demo"),
+        "BRIGHTRUN_CONFIG": str(config_path(volume)),
+        "BRIGHTRUN_RUN_ID": "run-1",
         "HF_TOKEN": HF,
         "TRAINING_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "WEBHOOK_URL": "http://127.0.0.1:9/hooks",
@@ -305,30 +309,37 @@ def make_run(volume: Path, run_id: str, checkpoint: str | None) -> Path:
 
 
 def test_fresh_run_command(tmp_path):
+    """The rendered config, run as it is; what used to configure the pod (preset, model, data, overrides
+    as variables) is no longer read: all of it is in the config."""
     argv = dry_run(
-        tmp_path, BRIGHTRUN_OVERRIDES="  learning_rate=1e-4   max_steps=2 ", BRIGHTRUN_HARDWARE="h100-pcie"
+        tmp_path,
+        BRIGHTRUN_HARDWARE="cpu",
+        BRIGHTRUN_PRESET="aggressive",
+        BRIGHTRUN_OVERRIDES="learning_rate=1e-4 max_steps=2",
     )
-    runs, data = str(tmp_path / "runs"), str(tmp_path / "datasets" / "demo")
+    runs, config = str(tmp_path / "runs"), str(config_path(tmp_path))
     assert argv == [
-        "python", "-m", "jobs", "--runs-dir", runs, "train", "balanced", "smoke", "--data", data,
-        "--hardware", "h100-pcie", "learning_rate=1e-4", "max_steps=2",
+        "python", "-m", "jobs", "--runs-dir", runs, "run-config", config, "--run-id", "run-1",
+        "--hardware", "cpu",
     ]  # fmt: skip
     args = accepted_by_jobs_cli(argv)
-    assert (args.command, args.preset, args.model, args.data) == ("train", "balanced", "smoke", data)
-    assert args.overrides == ["learning_rate=1e-4", "max_steps=2"]
+    assert (args.command, args.config, args.run_id, args.hardware) == ("run-config", config, "run-1", "cpu")
 
 
 def test_minimal_fresh_run_command(tmp_path):
     argv = dry_run(tmp_path)
-    assert argv[3:] == ["--runs-dir", str(tmp_path / "runs"), "train", "balanced", "smoke", "--data",
-                        str(tmp_path / "datasets" / "demo")]  # fmt: skip
+    assert argv[3:] == ["--runs-dir", str(tmp_path / "runs"), "run-config", str(config_path(tmp_path)),
+                        "--run-id", "run-1"]  # fmt: skip
     accepted_by_jobs_cli(argv)
 
 
 def test_resume_when_the_run_has_a_checkpoint_on_the_volume(tmp_path):
     make_run(tmp_path, "20261125-101010-balanced-8b-abcd", "checkpoint-40")
     argv = dry_run(
-        tmp_path, BRIGHTRUN_RUN_ID="20261125-101010-balanced-8b-abcd", BRIGHTRUN_OVERRIDES="max_steps=2"
+        tmp_path,
+        BRIGHTRUN_RUN_ID="20261125-101010-balanced-8b-abcd",
+        BRIGHTRUN_CONFIG=str(config_path(tmp_path, "20261125-101010-balanced-8b-abcd")),
+        BRIGHTRUN_HARDWARE="cpu",
     )
     assert argv == ["python", "-m", "jobs", "--runs-dir", str(tmp_path / "runs"), "resume",
                     "20261125-101010-balanced-8b-abcd"]  # fmt: skip
@@ -338,36 +349,34 @@ def test_resume_when_the_run_has_a_checkpoint_on_the_volume(tmp_path):
 @pytest.mark.parametrize("checkpoint", [None, "checkpoint-best", "tmp-checkpoint-3"])
 def test_no_usable_checkpoint_means_train_under_that_id(tmp_path, checkpoint):
     make_run(tmp_path, "run-7", checkpoint)
-    argv = dry_run(tmp_path, BRIGHTRUN_RUN_ID="run-7")
-    assert argv[5:8] == ["train", "balanced", "smoke"]
-    assert argv[-2:] == ["--run-id", "run-7"]
+    config = str(config_path(tmp_path, "run-7"))
+    argv = dry_run(tmp_path, BRIGHTRUN_RUN_ID="run-7", BRIGHTRUN_CONFIG=config)
+    assert argv[5:] == ["run-config", config, "--run-id", "run-7"]
 
 
 def test_a_checkpoint_without_run_json_is_no_run(tmp_path):
     run_dir = make_run(tmp_path, "run-8", "checkpoint-3")
     (run_dir / "run.json").unlink()
-    assert dry_run(tmp_path, BRIGHTRUN_RUN_ID="run-8")[5] == "train"
+    assert dry_run(tmp_path, BRIGHTRUN_RUN_ID="run-8")[5] == "run-config"
 
 
 def test_fixed_run_id_is_accepted_by_jobs_cli(tmp_path):
     argv = dry_run(tmp_path, BRIGHTRUN_RUN_ID="run-9")
-    accepted_by_jobs_cli(argv)
+    assert accepted_by_jobs_cli(argv).run_id == "run-9"
 
 
 def test_paths_with_spaces_survive(tmp_path):
     volume = tmp_path / "my volume"
-    argv = dry_run(volume, BRIGHTRUN_DATA=str(volume / "data set"))
-    assert argv[4] == str(volume / "runs") and argv[9] == str(volume / "data set")
+    config = volume / "my configs" / "run 1" / "config.yaml"
+    argv = dry_run(volume, BRIGHTRUN_CONFIG=str(config))
+    assert argv[4] == str(volume / "runs") and argv[6] == str(config)
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"BRIGHTRUN_PRESET": ""}, "BRIGHTRUN_PRESET is not set"),
-        ({"BRIGHTRUN_MODEL": ""}, "BRIGHTRUN_MODEL is not set"),
-        ({"BRIGHTRUN_DATA": ""}, "BRIGHTRUN_DATA is not set"),
-        ({"BRIGHTRUN_OVERRIDES": "max_steps=2 oops"}, "BRIGHTRUN_OVERRIDES: 'oops' is not key=value"),
-        ({"BRIGHTRUN_OVERRIDES": "=2"}, "BRIGHTRUN_OVERRIDES: '=2' is not key=value"),
+        ({"BRIGHTRUN_CONFIG": ""}, "BRIGHTRUN_CONFIG is not set"),
+        ({"BRIGHTRUN_RUN_ID": ""}, "BRIGHTRUN_RUN_ID is not set"),
     ],
 )
 def test_bad_settings_exit_2_with_the_name(tmp_path, env, message):

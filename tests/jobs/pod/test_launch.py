@@ -2,9 +2,10 @@
 reaches RunPod. A fake pod runs the real docker/entrypoint.sh on this machine's CPU, with the fake's
 workspace as the pod's volume (BRIGHTRUN_VOLUME_DIR), so training, checkpoints and resume are real.
 
-The pod is told BRIGHTRUN_HARDWARE=h100-pcie (what the launcher rendered and priced); the pod command
-below swaps in `cpu`, as the fake's pod is this CPU: the CPU profile trains without accelerate and
-without bf16, which an H100 profile would ask for."""
+The launcher renders the config once, for h100-pcie (what it priced), with the pod's paths; the pod runs
+that file byte for byte (jobs/pod_config.py). The pod command below adds BRIGHTRUN_HARDWARE=cpu, as the
+fake's pod is this CPU: Axolotl is then launched without accelerate, and the run's lineage says cpu; the
+config is unchanged (the smoke model asks for no bf16 on either profile)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_MODEL_DIR, jobs_cli, jobs_env, no_loss
+import yaml
+from conftest import ROOT, SPACED_OVERRIDE, SPACED_VALUE, TINY_MODEL_DIR, jobs_cli, jobs_env, no_loss
 from sqlalchemy import select
 
 from jobs import registry
@@ -44,6 +46,21 @@ def pod_command(env: dict, volume: Path) -> list[str]:
 
 def sleeper(env: dict, volume: Path) -> list[str]:
     return ["sleep", "600"]
+
+
+def run_folder_then_sleep(env: dict, volume: Path) -> list[str]:
+    """A pod that gets as far as its run folder (run.json, no checkpoint yet), then waits."""
+    made = '"$BRIGHTRUN_VOLUME/runs/$BRIGHTRUN_RUN_ID"'
+    return ["bash", "-c", f"mkdir -p {made} && echo {{}} > {made}/run.json && exec sleep 600"]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def commands(log: Path) -> list[str]:
+    """The commands jobs/run.py logged (`$ ...`): what Axolotl was started with."""
+    return [line for line in log.read_text().splitlines() if line.startswith("$ ")]
 
 
 @pytest.fixture
@@ -109,7 +126,11 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
     only through the S3 API: the data goes up before the pod is created; the launcher reads the run's
     progress from the volume's registry over S3; the spot pod is taken back after checkpoint-1, a second
     pod on the same volume resumes and completes; the adapter comes home and the cost is the sum of both
-    pods' uptime × bid. The customer's app started it (their job id) and hears all of it, losing nothing."""
+    pods' uptime × bid. The customer's app started it (their job id) and hears all of it, losing nothing.
+    Both pods ran the config the launcher rendered and recorded, byte for byte. The fake's pods are this
+    machine and see the volume at the fake's workspace, so the launcher is told to mount it there
+    (--volume-path); test_on_a_network_volume_the_pod_is_told_where_the_launchers_config_is checks the
+    default, /workspace/data."""
     with s3_server() as s3:
         bucket = "x7k2volume"
         client = s3.volume(bucket)
@@ -120,8 +141,9 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
         env = {k: v for k, v in env.items() if k != "BRIGHTRUN_VOLUME_DIR"} | s3.env | customer_app.env()
         runs, log = tmp_path / "runs", tmp_path / "launch.log"
         job_id = customer_app.new_job()
-        args = ("--spot", "--network-volume", bucket, "--run-id", job_id, "max_steps=3", "save_steps=1")
-        proc = launch(runs, sample_out, env, *args, log=log)
+        mount = str(fake.workspace)
+        args = ("--spot", "--network-volume", bucket, "--run-id", job_id, "--volume-path", mount)
+        proc = launch(runs, sample_out, env, *args, "max_steps=3", "save_steps=1", log=log)
         job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
         run_id, first = job.id, job.pod_id
         assert job.status == "queued" and first in fake.pods and job.hardware == "h100-pcie"
@@ -129,15 +151,23 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
         assert (create["networkVolumeId"], create["dataCenterId"], create["volumeMountPath"]) == (
             bucket,
             DATACENTER,
-            "/workspace/data",
+            mount,
         )
         assert "volumeInGb" not in create and create["imageName"] == "registry.example/brightrun-lora:test"
         pod_env = {p["key"]: p["value"] for p in create["env"]}
-        assert pod_env["BRIGHTRUN_RUN_ID"] == run_id and pod_env["BRIGHTRUN_HARDWARE"] == "h100-pcie"
-        assert pod_env["BRIGHTRUN_VOLUME"] == "/workspace/data"
-        assert pod_env["BRIGHTRUN_DATA"].startswith("/workspace/data/datasets/")
+        assert pod_env["BRIGHTRUN_RUN_ID"] == run_id and pod_env["BRIGHTRUN_VOLUME"] == mount
+        assert pod_env["BRIGHTRUN_CONFIG"] == f"{mount}/configs/{run_id}/config.yaml"
+        # The config went up before the pod was asked for: the launcher's own file, rendered for h100-pcie.
+        sent = client.get_object(Bucket=bucket, Key=f"configs/{run_id}/config.yaml")["Body"].read()
+        assert sent == (runs / run_id / "config.yaml").read_bytes()
+        job_json = json.loads(
+            client.get_object(Bucket=bucket, Key=f"configs/{run_id}/job.json")["Body"].read()
+        )
+        assert job_json["hardware"] == "h100-pcie" and job_json["config_sha256"] == sha256(sent)
+        data_dir = yaml.safe_load(sent)["datasets"][0]["path"].removesuffix("/train.jsonl")
+        assert data_dir == job_json["data"]["dir"] and data_dir.startswith(f"{mount}/datasets/")
         # The data was on the volume before the pod was asked for, every file byte for byte.
-        data_key = pod_env["BRIGHTRUN_DATA"].removeprefix("/workspace/data/")
+        data_key = data_dir.removeprefix(f"{mount}/")
         for path in sample_out.rglob("*"):
             if path.is_file():
                 key = f"{data_key}/{path.relative_to(sample_out).as_posix()}"
@@ -194,6 +224,18 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
         assert f"${job.actual_cost:.2f}" in page and "lost to preemptions" in page and first in page
         logged = (home / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(x)["step"] for x in logged if "loss" in json.loads(x)] == [1, 2, 3]
+        # What ran is what run.json names: the pod's run folder's config (fetched as pod-config.yaml), the
+        # file both pods gave Axolotl (its preprocess and its train, then the resume's).
+        ran = (home / "pod-config.yaml").read_bytes()
+        assert sha256(ran) == lineage["config"]["sha256"] == sha256((home / "config.yaml").read_bytes())
+        assert [a["config_sha256"] for a in attempts] == [lineage["config"]["sha256"]] * 2
+        pod_lineage = json.loads((home / "pod-run.json").read_text())
+        assert pod_lineage["config"]["sha256"] == lineage["config"]["sha256"]
+        assert (pod_lineage["hardware"], pod_lineage["rendered_for_hardware"]) == ("cpu", "h100-pcie")
+        given = f"{mount}/runs/{run_id}/config.yaml"
+        for name in ("preprocess.log", "train.log"):
+            started = commands(home / "logs" / name)
+            assert len(started) == 2 and all(f" {given}" in line for line in started), started
 
         status = jobs_cli("--runs-dir", str(runs), "status", run_id, env=env)
         assert status.returncode == 0 and "completed" in status.stdout and "3/3" in status.stdout
@@ -232,11 +274,13 @@ def follow(runs: Path, run_id: str, env: dict, log: Path) -> subprocess.Popen:
 
 @pytest.mark.slow(80)
 def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, sample_out, setup, customer_app):
+    """Also: an override with spaces, quotes and a `#` reaches the config the pod ran unchanged, and that
+    config is, byte for byte, the one the launcher recorded."""
     fake, env = setup()
     env |= customer_app.env()
     runs, log = tmp_path / "runs", tmp_path / "launch.log"
     job_id = customer_app.new_job()
-    args = ("--run-id", job_id, "--max-cost", "1", "max_steps=40", "save_steps=40")
+    args = ("--run-id", job_id, "--max-cost", "1", "max_steps=40", "save_steps=40", SPACED_OVERRIDE)
     proc = launch(runs, sample_out, env, *args, log=log)
     job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
     run_id = job.id
@@ -267,6 +311,26 @@ def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, samp
     tally = customer_app.tally(job_id)
     no_loss(tally)
     assert "cost cap $1.00 reached" in tally["row"]["error_message"]
+
+    # The pod's run folder holds the launcher's config, byte for byte, and Axolotl was given that file.
+    lineage = json.loads((runs / run_id / "run.json").read_text())
+    volume = fake.workspace.resolve()
+    create = next(args["input"] for name, args in fake.calls if name == "podFindAndDeployOnDemand")
+    pod_env = {p["key"]: p["value"] for p in create["env"]}
+    assert pod_env["BRIGHTRUN_CONFIG"] == f"{volume}/configs/{run_id}/config.yaml"
+    pod_run = volume / "runs" / run_id
+    ran = (pod_run / "config.yaml").read_bytes()
+    assert (
+        ran == (runs / run_id / "config.yaml").read_bytes() == Path(pod_env["BRIGHTRUN_CONFIG"]).read_bytes()
+    )
+    pod_lineage = json.loads((pod_run / "run.json").read_text())
+    assert sha256(ran) == lineage["config"]["sha256"] == pod_lineage["config"]["sha256"]
+    assert lineage["attempts"][0]["config_sha256"] == lineage["config"]["sha256"]
+    started = commands(pod_run / "logs" / "train.log")
+    assert len(started) == 1 and f" {pod_run}/config.yaml" in started[0], started
+    # The spaced override: as given on the command line in both lineages, as its value in what ran.
+    assert SPACED_OVERRIDE in lineage["overrides"] and pod_lineage["overrides"] == lineage["overrides"]
+    assert yaml.safe_load(ran)["wandb_name"] == SPACED_VALUE
 
 
 def test_detach_follow_and_cancel_terminates_the_pod(tmp_path, sample_out, setup):
@@ -334,6 +398,102 @@ def test_network_volume_errors_create_nothing(tmp_path, sample_out, setup):
         assert not fake.pods and not fake.gone
         for out in (unknown, no_keys, bare):
             assert s3.env["RUNPOD_S3_SECRET_KEY"] not in out.stderr + out.stdout
+
+
+def test_on_a_network_volume_the_pod_is_told_where_the_launchers_config_is(tmp_path, sample_out, setup):
+    """As on a real account: the volume at /workspace/data. Before the pod is asked for, configs/RUN/ on
+    the volume holds the launcher's config.yaml byte for byte (every path in it the pod's) and its
+    job.json; the pod's environment names that file and nothing else of the job (no preset, model, data
+    or overrides as variables, so a value may hold spaces)."""
+    with s3_server() as s3:
+        bucket = "c0nfigvolume"
+        client = s3.volume(bucket)
+        fake, env = setup(
+            command=sleeper,
+            network_volumes=[{"id": bucket, "name": "b", "size": 50, "dataCenterId": DATACENTER}],
+        )
+        env = {k: v for k, v in env.items() if k != "BRIGHTRUN_VOLUME_DIR"} | s3.env
+        runs, log = tmp_path / "runs", tmp_path / "launch.log"
+        args = ("--detach", "--network-volume", bucket, "max_steps=4", SPACED_OVERRIDE)
+        assert launch(runs, sample_out, env, *args, log=log).wait(120) == 0, log.read_text()
+        run_id = the_run(env["DATABASE_URL"]).id
+        create = next(args["input"] for name, args in fake.calls if name == "podFindAndDeployOnDemand")
+        assert create["volumeMountPath"] == "/workspace/data"
+        pod_env = {p["key"]: p["value"] for p in create["env"]}
+        assert pod_env == {
+            "BRIGHTRUN_CONFIG": f"/workspace/data/configs/{run_id}/config.yaml",
+            "BRIGHTRUN_RUN_ID": run_id,
+            "BRIGHTRUN_VOLUME": "/workspace/data",
+            "BRIGHTRUN_JOB_ID": run_id,
+            "BRIGHTRUN_FOLLOWED": "1",
+        }
+        lineage = json.loads((runs / run_id / "run.json").read_text())
+        sent = client.get_object(Bucket=bucket, Key=f"configs/{run_id}/config.yaml")["Body"].read()
+        assert sent == (runs / run_id / "config.yaml").read_bytes()
+        assert sha256(sent) == lineage["config"]["sha256"] == lineage["attempts"][0]["config_sha256"]
+        job_json = json.loads(
+            client.get_object(Bucket=bucket, Key=f"configs/{run_id}/job.json")["Body"].read()
+        )
+        pod_data = lineage["data"]["pod_dir"]
+        assert pod_data.startswith("/workspace/data/datasets/")
+        assert job_json == {
+            "job_id": run_id,
+            "preset": "balanced",
+            "model": "smoke",
+            "hardware": "h100-pcie",
+            "overrides": lineage["overrides"],
+            "data": {"dir": pod_data, "manifest_sha256": lineage["data"]["manifest_sha256"]},
+            "config_sha256": lineage["config"]["sha256"],
+            "lines_dropped_for_length": 0,
+            "estimate": lineage["estimate"],
+        }
+        assert SPACED_OVERRIDE in lineage["overrides"]
+        config = yaml.safe_load(sent)
+        pod_run = f"/workspace/data/runs/{run_id}"
+        assert config["datasets"][0]["path"] == f"{pod_data}/train.jsonl"
+        assert config["test_datasets"][0]["path"] == f"{pod_data}/val.jsonl"
+        assert (config["output_dir"], config["brightrun_run_dir"]) == (f"{pod_run}/output", pod_run)
+        assert config["brightrun_run_id"] == run_id and config["wandb_name"] == SPACED_VALUE
+        assert client.head_object(
+            Bucket=bucket, Key=f"{pod_data.removeprefix('/workspace/data/')}/manifest.json"
+        )
+
+
+def test_a_relaunch_that_cannot_resume_gets_a_config_of_its_own(tmp_path, sample_out, setup):
+    """Taken back before its first checkpoint, a run cannot resume: the retry trains under a fresh id on
+    the volume, and as the config names its run folder, it gets one of its own, rendered for that id.
+    run.json's config is then that one (the adapter would come from it); each attempt records its own."""
+    fake, env = setup(command=run_folder_then_sleep)
+    runs, log = tmp_path / "runs", tmp_path / "launch.log"
+    proc = launch(runs, sample_out, env, "--spot", "--max-retries", "1", "max_steps=4", log=log)
+    job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
+    run_id, retry, volume = job.id, f"{job.id}.r1", fake.workspace.resolve()
+    wait_for((volume / "runs" / run_id / "run.json").is_file, 60, proc, log)
+    fake.preempt(job.pod_id)
+    wait_for((volume / "runs" / retry / "run.json").is_file, 60, proc, log)
+    done = jobs_cli("--runs-dir", str(runs), "cancel", run_id, env=env)
+    assert done.returncode == 0, done.stderr
+    assert proc.wait(60) == 130, log.read_text()[-4000:]
+
+    lineage = json.loads((runs / run_id / "run.json").read_text())
+    first, second = lineage["attempts"]
+    assert (first["volume_run_id"], second["volume_run_id"]) == (run_id, retry)
+    old = (volume / "configs" / run_id / "config.yaml").read_text()
+    new = (volume / "configs" / retry / "config.yaml").read_text()
+    assert new == old.replace(run_id, retry)  # the same config but for the run folder it names
+    assert first["config_sha256"] == sha256(old.encode()) != second["config_sha256"]
+    assert second["config_sha256"] == sha256(new.encode()) == lineage["config"]["sha256"]
+    assert (runs / run_id / "config.yaml").read_text() == new
+    assert json.loads((volume / "configs" / retry / "job.json").read_text())["config_sha256"] == sha256(
+        new.encode()
+    )
+    creates = [args["input"] for name, args in fake.calls if name == "podRentInterruptable"]
+    pod_env = {p["key"]: p["value"] for p in creates[-1]["env"]}
+    assert (pod_env["BRIGHTRUN_RUN_ID"], pod_env["BRIGHTRUN_CONFIG"]) == (
+        retry,
+        f"{volume}/configs/{retry}/config.yaml",
+    )
+    assert pod_env["BRIGHTRUN_JOB_ID"] == run_id
 
 
 def test_the_apis_delete_of_a_pod_run_terminates_its_pod(tmp_path, sample_out, setup, monkeypatch):
