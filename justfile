@@ -112,8 +112,8 @@ webhooks-replay RUN:
     @{{python}} -m jobs webhooks-replay {{RUN}}
 
 # The jobs service: signed webhook receiver, REST API (JOBS_API_TOKEN) and dashboard on http://HOST:PORT/
-serve-jobs HOST="127.0.0.1" PORT="8000":
-    {{python}} -m jobs serve --host {{HOST}} --port {{PORT}}
+service HOST="127.0.0.1" PORT="8000":
+    {{python}} -m jobs service --host {{HOST}} --port {{PORT}}
 
 # One run: status, hyperparameters, metrics history
 show RUN:
@@ -139,7 +139,7 @@ serve RUN:
 bench-train-overhead:
     {{python}} bench/train_overhead.py
 
-# 50 concurrent senders x 200 signed events into `jobs serve` on PostgreSQL: events/s, p50/p99, 0 lost
+# 50 concurrent senders x 200 signed events into `jobs service` on PostgreSQL: events/s, p50/p99, 0 lost
 bench-webhooks *ARGS:
     {{python}} bench/webhooks.py {{ARGS}}
 

@@ -4,7 +4,7 @@ Usage: python bench/webhooks.py [--senders 50] [--events 200] [--database-url UR
        (`just bench-webhooks`; a local PostgreSQL: `bash .ci/postgres.sh` prints its URL)
 
 The database URL comes from --database-url, else DATABASE_URL, else TEST_POSTGRES_URL. The service
-(`python -m jobs serve`, a subprocess on a free port) gets a fresh schema of its own in that database
+(`python -m jobs service`, a subprocess on a free port) gets a fresh schema of its own in that database
 (search_path), so runs never collide and the counts below are exactly this run's; it is dropped at the
 end unless --keep-schema.
 
@@ -132,7 +132,7 @@ def start_service(db_url: str, runs_dir: Path, log_path: Path, token: str, secre
     env |= {"DATABASE_URL": db_url, "JOBS_API_TOKEN": token, "TRAINING_WEBHOOK_SECRET": secret}
     log = log_path.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs", "--runs-dir", str(runs_dir), "serve", "--port", str(port)],
+        [sys.executable, "-m", "jobs", "--runs-dir", str(runs_dir), "service", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -8,7 +8,7 @@
 #
 # The config is rendered once, on the launcher's side, with this pod's paths (the data on the volume, the
 # run folder $BRIGHTRUN_VOLUME/runs/ID), and put on the volume with a job.json beside it that says what it
-# was rendered from (jobs/pod_config.py). `python -m jobs run-config` copies it byte for byte into the run
+# was rendered from (jobs/pod/config.py). `python -m jobs run-config` copies it byte for byte into the run
 # folder and trains it as a local run is trained: the sha256 in the launcher's run.json names the file
 # Axolotl is given. Preset, model, data and overrides are all in it: none of them is an env variable.
 #
@@ -52,13 +52,9 @@ export DATABASE_URL="${DATABASE_URL:-sqlite:///${runs_dir}/registry.db}"
   fail "BRIGHTRUN_CONFIG is not set (the config.yaml that jobs launch rendered, on the volume: configs/ID/config.yaml)"
 [[ -n "${BRIGHTRUN_RUN_ID:-}" ]] || fail "BRIGHTRUN_RUN_ID is not set (the run the config was rendered for)"
 
-# A checkpoint as jobs/run.py's last_checkpoint counts one: output/checkpoint-N/trainer_state.json.
+# Which checkpoint counts (a complete one) is jobs/runfolder.py's rule: asked, not re-implemented here.
 has_checkpoint() {
-  local state
-  for state in "$1"/output/checkpoint-*/trainer_state.json; do
-    [[ -f "$state" && "$(basename "$(dirname "$state")")" =~ ^checkpoint-[0-9]+$ ]] && return 0
-  done
-  return 1
+  python -m jobs.runfolder checkpoint "$1" >/dev/null
 }
 
 run_id="$BRIGHTRUN_RUN_ID"

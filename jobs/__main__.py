@@ -19,7 +19,7 @@ Usage:
   python -m jobs compare RUN_A RUN_B
   python -m jobs merge RUN
   python -m jobs serve-adapter RUN [--run]
-  python -m jobs serve [--host 127.0.0.1] [--port 8000]
+  python -m jobs service [--host 127.0.0.1] [--port 8000]
   python -m jobs webhooks-replay RUN
 
 Settings from the environment only: DATABASE_URL (registry), WEBHOOK_URL + TRAINING_WEBHOOK_SECRET
@@ -125,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve-adapter", help="print (or --run) the vLLM command serving base + adapter")
     v.add_argument("run")
     v.add_argument("--run", dest="execute", action="store_true", help="run it instead of printing it")
-    v = sub.add_parser("serve", help="the jobs service: webhook receiver, REST API, dashboard")
+    v = sub.add_parser("service", help="the jobs service: webhook receiver, REST API, dashboard")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
     v.add_argument(
@@ -172,11 +172,12 @@ def _train(args) -> int:
 
 
 def _run_config(args) -> int:
-    from jobs import pod_config
     from jobs import run as run_mod
+    from jobs import runfolder
+    from jobs.pod import config as pod_config
 
     run_id = pod_config.prepare(args.config, args.runs_dir, args.run_id, args.hardware)
-    config = run_mod.yaml_load(Path(args.runs_dir) / run_id / pod_config.CONFIG)
+    config = runfolder.yaml_load(Path(args.runs_dir) / run_id / pod_config.CONFIG)
     return run_mod.execute(run_id, args.runs_dir, evaluate=config.get("brightrun_heldout_eval") is not False)
 
 
@@ -197,8 +198,8 @@ def _execute(args) -> int:
 
 
 def _launch(args) -> int:
-    from jobs import launch
-    from jobs.runpod import RunPodError
+    from jobs.pod import launch
+    from jobs.pod.runpod import RunPodError
 
     try:
         return launch.launch(
@@ -231,21 +232,21 @@ def _launch(args) -> int:
 
 
 def _pod_verb(args) -> int:
-    """status, logs, follow, fetch: jobs/launch.py's."""
-    from jobs import launch
+    """status, logs, follow, fetch: jobs/pod/verbs.py's."""
+    from jobs.pod import verbs
 
     if args.command == "follow":
-        return launch.reattach(args.run, args.runs_dir, args.poll)
+        return verbs.reattach(args.run, args.runs_dir, args.poll)
     if args.command == "fetch":
-        return launch.fetch(args.run, args.runs_dir, args.checkpoints)
-    return getattr(launch, args.command)(args.run, args.runs_dir)
+        return verbs.fetch(args.run, args.runs_dir, args.checkpoints)
+    return getattr(verbs, args.command)(args.run, args.runs_dir)
 
 
 def _cancel(args) -> int:
-    from jobs import run as run_mod
+    from jobs.cancel import cancel
 
     # One cancel for the CLI and the API: it knows a pod run from a local one.
-    print(f"run {args.run}: {run_mod.cancel(args.run, args.runs_dir)}", file=sys.stderr)
+    print(f"run {args.run}: {cancel(args.run, args.runs_dir)}", file=sys.stderr)
     return 0
 
 
@@ -263,16 +264,16 @@ def _webhooks_replay(args) -> int:
     return 0 if left == 0 else 1
 
 
-def _serve(args) -> int:
+def _service(args) -> int:
     from jobs import service
 
     return service.main(host=args.host, port=args.port, runs_dir=args.runs_dir, data_dir=args.data_dir)
 
 
 def _eval(args) -> int:
-    from jobs import run as run_mod
+    from jobs.results import results
 
-    return run_mod.results(args.run, args.runs_dir, recompute=True)
+    return results(args.run, args.runs_dir, recompute=True)
 
 
 def _merge(args) -> int:
@@ -318,7 +319,7 @@ VERBS = {
     "fetch": _pod_verb,
     "cancel": _cancel,
     "webhooks-replay": _webhooks_replay,
-    "serve": _serve,
+    "service": _service,
     "eval": _eval,
     "merge": _merge,
     "serve-adapter": _serve_adapter,

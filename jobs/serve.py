@@ -20,7 +20,8 @@ import yaml
 from axolotl_configs.profiles import Profiles
 from brightrun.errors import ConfigError
 from jobs import registry
-from jobs.run import axolotl_command, child_env, sha256_file
+from jobs.run import axolotl_command, child_env
+from jobs.runfolder import sha256_file
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's accepted --max-lora-rank values
 SERVABLE_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}

@@ -1,4 +1,4 @@
-"""A fake RunPod GraphQL API on 127.0.0.1: the operations jobs/runpod.py uses, with RunPod's request and
+"""A fake RunPod GraphQL API on 127.0.0.1: the operations jobs/pod/runpod.py uses, with RunPod's request and
 response shapes, pods whose state moves on by itself, and switches to make it fail.
 
 Usage:
@@ -11,7 +11,7 @@ Usage:
         fake.preempt(pod_id)               # RunPod takes a spot pod back: EXITED, then gone
         fake.calls[-1]                     # (field, args) exactly as the client sent them
 
-Shapes, copied (the same sources as jobs/runpod.py):
+Shapes, copied (the same sources as jobs/pod/runpod.py):
   SDK  = github.com/runpod/runpod-python @ 07fc6e2: runpod/api/graphql.py (POST {"query"}, 401 = bad key,
          {"errors": [{"message"}]}), api/mutations/pods.py, api/queries/gpus.py, api/queries/pods.py
   DOCS = docs.runpod.io/sdks/graphql/manage-pods (github.com/runpod/docs sdks/graphql/manage-pods.mdx):

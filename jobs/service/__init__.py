@@ -1,4 +1,4 @@
-"""The jobs service (FastAPI on uvicorn): `python -m jobs serve` / `just serve-jobs`.
+"""The jobs service (FastAPI on uvicorn): `python -m jobs service` / `just service`.
 
   POST /api/training/webhook   signed status events from runs (jobs/webhooks.py): no bearer token
   GET  /api/training/jobs      ?status=...; GET/DELETE /api/training/jobs/{id}; POST to start a run

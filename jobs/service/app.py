@@ -31,7 +31,8 @@ from starlette.exceptions import HTTPException
 
 from brightrun.errors import ConfigError
 from jobs import registry, webhooks
-from jobs import run as run_mod
+from jobs.cancel import cancel
+from jobs.runfolder import ROOT, Conflict, NotFound
 from jobs.service import receiver, start, store, views
 from jobs.service.db import make_engine
 
@@ -154,7 +155,7 @@ def create_app(
     # Absolute: the launcher subprocess of a started run works from the repo root, not from our cwd.
     runs = Path(runs_dir).resolve()
     data_root = Path(data_dir).resolve()
-    places = {runs: "runs", data_root: "data", run_mod.ROOT: "."}
+    places = {runs: "runs", data_root: "data", ROOT: "."}
     registry.use_runs_dir(runs)
     url = registry.database_url(db_url)
     engine = make_engine(url)
@@ -306,10 +307,10 @@ def create_app(
         if not receiver.valid_job_id(job_id):
             raise ServiceError(404, "no such job")
         try:
-            status = run_mod.cancel(job_id, str(runs), url)
-        except run_mod.NotFound:
+            status = cancel(job_id, str(runs), url)
+        except NotFound:
             raise ServiceError(404, "no such job") from None
-        except run_mod.Conflict as exc:
+        except Conflict as exc:
             raise ServiceError(409, str(exc)) from None
         except ConfigError as exc:
             raise ServiceError(400, public(str(exc), places)) from None

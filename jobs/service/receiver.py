@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 import time
 from typing import Annotated, Any, Literal
 
@@ -33,10 +32,10 @@ from pydantic import (
 from starlette.requests import ClientDisconnect, Request
 
 from jobs import payload, registry, webhooks
+from jobs.runfolder import RUN_ID
 
 MAX_BODY = 1_048_576
 MAX_SKEW_SECONDS = 300
-JOB_ID = re.compile(r"[0-9A-Za-z._-]{1,64}")
 
 Number = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
 # A time: unix seconds (payloads before ISO) or an ISO-8601 string with its zone.
@@ -58,8 +57,8 @@ class Rejected(Exception):
 
 
 def valid_job_id(value: str) -> bool:
-    # "." and ".." match the character class but would name the runs folder or its parent.
-    return bool(JOB_ID.fullmatch(value)) and value not in (".", "..")
+    """A job id names a run folder: the run id's rule (jobs/runfolder.py)."""
+    return bool(RUN_ID.fullmatch(value))
 
 
 class JobInfo(BaseModel):

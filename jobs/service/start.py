@@ -26,7 +26,7 @@ from pathlib import Path
 
 from axolotl_configs.profiles import Profiles, shown
 from brightrun.errors import ConfigError
-from jobs import registry, webhooks
+from jobs import registry, runfolder, webhooks
 from jobs import run as run_mod
 
 # key: (type, lowest, highest); bounds are what a training run can sensibly take, not Axolotl's limits.
@@ -126,7 +126,7 @@ def convert(root: Path, input_path: Path) -> tuple[Path, bool]:
     from converters import convert as convert_mod
     from converters import load
 
-    out = root / "converted" / f"sha256-{run_mod.sha256_file(input_path)[:16]}"
+    out = root / "converted" / f"sha256-{runfolder.sha256_file(input_path)[:16]}"
     if (out / "manifest.json").is_file():
         return out, False
     try:
@@ -197,7 +197,7 @@ def start_run(
             heldout_eval=heldout_eval,
         )
         run_dir = Path(runs_dir) / run_id
-        config = run_mod.yaml_load(run_dir / "config.yaml")
+        config = runfolder.yaml_load(run_dir / "config.yaml")
         validate.check(dict(config))
     except BaseException:
         if run_id is not None:
@@ -206,7 +206,7 @@ def start_run(
             shutil.rmtree(path, ignore_errors=True)
         raise
     lineage = json.loads((run_dir / "run.json").read_text())
-    run_mod.register(run_id, run_dir, lineage, config, db_url, status="queued")
+    runfolder.register(run_id, run_dir, lineage, config, db_url, status="queued")
     argv = [sys.executable, "-m", "jobs", "--runs-dir", runs_dir, "execute", run_id]
     spawn(
         argv + ([] if heldout_eval else ["--no-eval"]),
@@ -221,7 +221,7 @@ def spawn(argv: list[str], run_dir: Path, env: dict) -> None:
     with (run_dir / "logs" / "launcher.log").open("a") as log:
         subprocess.Popen(
             argv,
-            cwd=run_mod.ROOT,
+            cwd=runfolder.ROOT,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -8,7 +8,7 @@ import pytest
 from conftest import CUSTOMER_SECRET, SAMPLE, TINY_MODEL_DIR, jobs_cli, no_loss, smoke_job_args
 
 from jobs import registry, webhooks
-from jobs.run import sha256_file
+from jobs.runfolder import sha256_file
 from tests import status_log
 from tests.customer_app import CustomerApp
 

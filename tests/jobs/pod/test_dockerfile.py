@@ -261,13 +261,13 @@ WEBHOOK_SECRET = "whsec_do_not_print_me_41aa"
 
 
 def config_path(volume: Path, run_id: str = "run-1") -> Path:
-    """Where `jobs launch` puts a run's rendered config on the volume (jobs/pod_config.py)."""
+    """Where `jobs launch` puts a run's rendered config on the volume (jobs/pod/config.py)."""
     return volume / "configs" / run_id / "config.yaml"
 
 
 def entrypoint(volume: Path, **env: str) -> subprocess.CompletedProcess:
     base = {
-        "PATH": os.environ["PATH"],
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",  # the image's python: it asks jobs.runfolder
         "BRIGHTRUN_VOLUME": str(volume),
         "BRIGHTRUN_DRY_RUN": "1",
         "BRIGHTRUN_CONFIG": str(config_path(volume)),

@@ -3,7 +3,7 @@ reaches RunPod. A fake pod runs the real docker/entrypoint.sh on this machine's 
 workspace as the pod's volume (BRIGHTRUN_VOLUME_DIR), so training, checkpoints and resume are real.
 
 The launcher renders the config once, for h100-pcie (what it priced), with the pod's paths; the pod runs
-that file byte for byte (jobs/pod_config.py). The pod command below adds BRIGHTRUN_HARDWARE=cpu, as the
+that file byte for byte (jobs/pod/config.py). The pod command below adds BRIGHTRUN_HARDWARE=cpu, as the
 fake's pod is this CPU: Axolotl is then launched without accelerate, and the run's lineage says cpu; the
 config is unchanged (the smoke model asks for no bf16 on either profile)."""
 
@@ -256,7 +256,7 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
         assert (row["status"], row["current_step"], row["total_steps"]) == ("completed", 3, 3)
         assert row["error_message"] is None and row["completed_at"] is not None
         assert "failed" not in tally["statuses"]  # a preemption with a relaunch is not a failure for them
-        # Two senders, one job: the launcher numbers its events after the pod's (jobs serve orders by
+        # Two senders, one job: the launcher numbers its events after the pod's (jobs service orders by
         # sequence), and fetching the pod's run does not replace the launcher's own spool.
         pod_last = int(client.get_object(Bucket=bucket, Key=f"runs/{run_id}/events.seq")["Body"].read())
         ours = [json.loads(line) for line in (home / "events.jsonl").read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""The config a pod trains (jobs/pod_config.py), without training: rendered and published as `jobs launch`
+"""The config a pod trains (jobs/pod/config.py), without training: rendered and published as `jobs launch`
 does it, onto a local directory standing in for the pod's volume, then taken up as the pod's
 `python -m jobs run-config` takes it up. Byte for byte, or refused as bad input (exit 2) with the reason."""
 
@@ -13,9 +13,10 @@ import yaml
 from conftest import SPACED_OVERRIDE, SPACED_VALUE, TINY_MODEL_DIR, jobs_cli
 
 from brightrun.errors import ConfigError
-from jobs import pod_config, registry
-from jobs import volume as vol
-from jobs.run import sha256_file
+from jobs import registry
+from jobs.pod import config as pod_config
+from jobs.pod import volume as vol
+from jobs.runfolder import sha256_file
 
 OVERRIDES = ["max_steps=3", SPACED_OVERRIDE, f"base_model={TINY_MODEL_DIR}"]
 

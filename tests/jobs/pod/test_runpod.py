@@ -1,4 +1,4 @@
-"""jobs/runpod.py against the fake RunPod GraphQL API on loopback (tests/fake_runpod.py); nothing here
+"""jobs/pod/runpod.py against the fake RunPod GraphQL API on loopback (tests/fake_runpod.py); nothing here
 reaches RunPod."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from jobs import runpod
+from jobs.pod import runpod
 from tests.fake_runpod import FakeRunPod
 
 POD = {

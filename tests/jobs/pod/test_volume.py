@@ -1,4 +1,4 @@
-"""jobs/volume.py against an S3 server on loopback (tests/s3_server.py) standing in for RunPod's
+"""jobs/pod/volume.py against an S3 server on loopback (tests/s3_server.py) standing in for RunPod's
 S3-compatible API of network volumes, and against a local directory: upload, listing, checkpoints,
 the pod's registry, fetch, and the errors a user meets."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import volume as vol
+from jobs.pod import volume as vol
 from tests.s3_server import DATACENTER, s3_server
 
 

@@ -1,4 +1,4 @@
-"""The dashboard in a real browser: the real service (`python -m jobs serve`, SQLite registry) fed real
+"""The dashboard in a real browser: the real service (`python -m jobs service`, SQLite registry) fed real
 signed webhook events over HTTP, then Debian's headless Chromium loads `/#token=...` and the test reads
 the DOM it rendered (job rows, status, the number of points the loss chart drew) and keeps a screenshot.
 
@@ -29,11 +29,11 @@ HTML_ERROR = '<img src=x onerror="document.title=1"> CUDA out of memory & more'
 
 @pytest.fixture
 def dashboard(tmp_path):
-    """`python -m jobs serve` on a free port with its SQLite registry in tmp_path; yields the base URL."""
+    """`python -m jobs service` on a free port with its SQLite registry in tmp_path; yields the base URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "WEBHOOK_URL")}
     env |= {"JOBS_API_TOKEN": TOKEN, "TRAINING_WEBHOOK_SECRET": SECRET}
-    args = ["-m", "jobs", "--runs-dir", str(tmp_path / "runs"), "serve", "--port", str(port)]
+    args = ["-m", "jobs", "--runs-dir", str(tmp_path / "runs"), "service", "--port", str(port)]
     proc = start_service(args, env, tmp_path / "service.log", port)
     try:
         yield f"http://127.0.0.1:{port}"

@@ -30,7 +30,7 @@ def start_jobs_service(tmp_path: Path, port: int, log_name: str) -> subprocess.P
         "TRAINING_WEBHOOK_SECRET": SECRET,
         "WEBHOOK_URL": f"http://127.0.0.1:{port}/api/training/webhook",  # its runs report back to it
     }
-    args = ["-m", "jobs", "--runs-dir", str(tmp_path / "runs"), "serve", "--port", str(port)]
+    args = ["-m", "jobs", "--runs-dir", str(tmp_path / "runs"), "service", "--port", str(port)]
     args += ["--data-dir", str(tmp_path / "data")]  # API paths resolve in here, nowhere else
     return start_service(args, env, tmp_path / log_name, port)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from axolotl_configs.profiles import Profiles
 from brightrun.errors import ConfigError
-from jobs import run as run_mod
+from jobs import runfolder
 
 CONFIG = "config.yaml"
 JOB_FILE = "job.json"
@@ -70,7 +70,7 @@ def render(
     from axolotl_configs import render as render_mod
 
     run_dir = f"{pod_volume}/runs/{vrun}"
-    keys = run_mod.run_keys(Profiles.load(preset, model, hardware), vrun, run_dir)
+    keys = runfolder.run_keys(Profiles.load(preset, model, hardware), vrun, run_dir)
     return render_mod.render(
         preset,
         model,
@@ -102,7 +102,7 @@ def publish(volume, rendered, config: Path, lineage: dict, vrun: str) -> str:
     staged = config.with_name(f".{vrun}.{config.name}")
     staged.write_text(rendered.text, "utf-8")
     try:
-        sha = run_mod.sha256_file(staged)
+        sha = runfolder.sha256_file(staged)
         with tempfile.TemporaryDirectory() as tmp:
             job = Path(tmp) / JOB_FILE
             job.write_text(json.dumps(job_of(lineage, sha), indent=2) + "\n", "utf-8")
@@ -165,34 +165,52 @@ def prepare(
             f"{src}: no such config (`jobs launch` puts it on the volume: configs/RUN/config.yaml)"
         )
     job = read_job(src)
-    sha = run_mod.sha256_file(src)
+    sha = runfolder.sha256_file(src)
     if sha != job["config_sha256"]:
         raise ConfigError(
             f"{src}: sha256 {sha} is not the {job['config_sha256']} that `jobs launch` rendered "
             f"({src.with_name(JOB_FILE)}); launch again rather than edit it"
         )
-    config = run_mod.yaml_load(src)
+    config = runfolder.yaml_load(src)
     config = config if isinstance(config, dict) else {}
     run_id = run_id or config.get("brightrun_run_id")
     if not isinstance(run_id, str):
         raise ConfigError(f"{src}: brightrun_run_id {run_id!r}: not the config of a tracked run")
-    run_mod.check_run_id(run_id)
+    runfolder.check_run_id(run_id)
     run_dir = Path(runs_dir) / run_id
     check_run_folder(src, config, run_id, run_dir)
     if run_dir.exists():
         raise ConfigError(f"{run_dir} exists: `jobs resume {run_id}` continues it")
     data_dir = str(job["data"]["dir"])
     manifest = Path(data_dir) / "manifest.json"
-    if not manifest.is_file() or run_mod.sha256_file(manifest) != job["data"]["manifest_sha256"]:
+    if not manifest.is_file() or runfolder.sha256_file(manifest) != job["data"]["manifest_sha256"]:
         raise ConfigError(
             f"{manifest}: not the data the config was rendered for (manifest sha256 "
             f"{job['data']['manifest_sha256']}); is the volume mounted where the launcher said?"
         )
     profiles = Profiles.load(job["preset"], job["model"], hardware or job["hardware"])
-    run_mod.open_run_folder(run_dir, data_dir)
+    runfolder.open_run_folder(run_dir, data_dir)
     shutil.copyfile(src, run_dir / CONFIG)
-    lineage = run_mod.lineage_of(run_id, run_dir, data_dir, {**job, "hardware": profiles.hardware["name"]})
+    lineage = runfolder.lineage_of(run_id, run_dir, data_dir, {**job, "hardware": profiles.hardware["name"]})
     if profiles.hardware["name"] != job["hardware"]:
         lineage["rendered_for_hardware"] = job["hardware"]
-    run_mod.write_json(run_dir / "run.json", lineage)
+    runfolder.write_json(run_dir / "run.json", lineage)
     return run_id
+
+
+def render_again(lineage: dict, run_dir: Path, volume, vrun: str) -> str:
+    """The config of a fresh volume run (its run folder is in it), from what launch() rendered the first
+    from; it becomes the run's config.yaml here, as it is the one the adapter will come from."""
+    info = lineage["launch"]
+    rendered = render(
+        lineage["preset"],
+        lineage["model"],
+        lineage["data"]["dir"],
+        lineage["hardware"],
+        lineage["overrides"],
+        info.get("allow_drop", False),
+        info["env"]["BRIGHTRUN_VOLUME"],
+        lineage["data"]["pod_dir"],
+        vrun,
+    )
+    return publish(volume, rendered, run_dir / "config.yaml", lineage, vrun)

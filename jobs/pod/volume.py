@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from jobs import runfolder
+
 ENDPOINT = "https://s3api-{datacenter}.runpod.io/"
 KEY_VARS = ("RUNPOD_S3_ACCESS_KEY", "RUNPOD_S3_SECRET_KEY")
 DONE_MARKER = "manifest.json"  # the converter's manifest goes up last: present = the upload is complete
@@ -235,16 +237,9 @@ def checkpoint_step(volume: Volume, vrun: str) -> int | None:
     """The newest complete checkpoint-N (its trainer_state.json written) of the run on the volume."""
     out = f"runs/{vrun}/output"
     try:
-        steps = sorted(
-            (int(name.split("-")[1]) for name in volume.folders(out) if name.split("-")[-1].isdigit()),
-            reverse=True,
-        )
-        for step in steps:
-            if volume.has(f"{out}/checkpoint-{step}/trainer_state.json"):
-                return step
+        return runfolder.newest_complete(volume.folders(out), lambda rel: volume.has(f"{out}/{rel}"))
     except VolumeError:
         return None
-    return None
 
 
 def run_exists(volume: Volume, vrun: str) -> bool:
@@ -257,7 +252,7 @@ def run_exists(volume: Volume, vrun: str) -> bool:
 def event_sequence(volume: Volume, vrun: str) -> int:
     """The last event number the pod's run handed out (its events.seq; 0 when there is none yet): the
     launcher numbers its own events for the same job above it, so a receiver that orders by sequence
-    (jobs serve) takes the launcher's give-up or cost cap as the newer event it is."""
+    (jobs service) takes the launcher's give-up or cost cap as the newer event it is."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             volume.get(f"runs/{vrun}/events.seq", Path(tmp) / "seq")

@@ -1,0 +1,13 @@
+"""Training on RunPod GPU pods (`jobs launch`): the launcher's side of a pod run.
+
+  launch.py   estimate at the live price, render the pod's config once, upload, create the pod
+  follow.py   follow the pod and its volume to the run's end: cost cap, relaunch, give-up, fetch
+  verbs.py    `jobs status | logs | fetch | follow RUN` for a launched run
+  pods.py     what those share: the RunPod client, a pod's spec and attempt, the volume as seen from here
+  config.py   the config a pod runs: published by the launcher, taken up as it is by `jobs run-config`
+  runpod.py   RunPod's GraphQL API (the operations we use, their shapes)
+  volume.py   the pod's volume from here: a local directory or a network volume through RunPod's S3 API
+
+The pod itself runs docker/entrypoint.sh, which trains through the same code as a local run (jobs/run.py).
+Cancel is jobs/cancel.py, one for local and pod runs.
+"""

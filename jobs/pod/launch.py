@@ -1,0 +1,302 @@
+"""One training run on a RunPod GPU pod: estimate at the live price, create the pod, follow it, keep the
+cost under a cap, relaunch after a preemption, record the outcome.
+
+    python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu "NVIDIA H100 PCIe"] [--gpus N]
+                          [--spot [--bid X]] [--max-cost USD] [--max-retries 3] [--volume-path DIR]
+                          [key=value ...]
+    python -m jobs status RUN | logs RUN | cancel RUN | follow RUN | fetch RUN
+
+The volume. The pod trains on a persistent volume mounted at /workspace/data (the hardware profile's
+volume_path, or --volume-path; docker/entrypoint.sh's BRIGHTRUN_VOLUME; Axolotl's cloud image keeps its own
+environment under /workspace): the converted data in datasets/NAME-<manifest hash>, the config in
+configs/ID/, the run in runs/ID with its own registry (runs/registry.db). Two cases (jobs/volume.py):
+  * `--network-volume ID`: a RunPod network volume. The launcher uploads the data through RunPod's
+    S3-compatible API (RUNPOD_S3_ACCESS_KEY / RUNPOD_S3_SECRET_KEY), creates the pod in the volume's
+    datacenter, reads the run's progress from the volume the same way, and downloads the adapter at the
+    end (`jobs fetch RUN` again at any time).
+  * BRIGHTRUN_VOLUME_DIR set: a local directory that *is* the pod's volume (tests/fake_runpod.py's
+    workspace; a network filesystem mounted here). Pods see the same path.
+
+Cost so far is the launcher's own sum of each pod's uptime × costPerHr, taken at every poll: RunPod's
+runtime goes null once a pod stops, so it cannot be asked afterwards.
+
+The config is rendered once, here, with the pod's paths (jobs/pod_config.py): the local run folder's
+config.yaml is the file the pod copies into its run folder and gives Axolotl, byte for byte, so run.json's
+config sha256 names what ran. runs/ID/ also holds the data manifest and run.json, whose `launch` says where
+and how it ran and whose `attempts` lists one entry per pod (with the sha256 of the config it ran).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from axolotl_configs.profiles import Profiles
+from axolotl_configs.profiles import load as load_profile
+from axolotl_configs.profiles import names as profile_names
+from brightrun.errors import ConfigError
+from jobs import registry, runfolder
+from jobs import run as run_mod
+from jobs.pod import config as pod_config
+from jobs.pod import runpod
+from jobs.pod import volume as vol
+from jobs.pod.follow import follow
+from jobs.pod.pods import (
+    CLOUDS,
+    POD_VOLUME,
+    client,
+    create_pod,
+    new_attempt,
+    open_volume,
+    say,
+)
+
+
+def pick_hardware(gpu: str | None, gpus: int | None, hardware: str | None, model: str) -> str:
+    """A hardware profile: named, or the one whose gpu_type and gpu_count match --gpu/--gpus."""
+    if hardware:
+        return hardware
+    if gpu is None and gpus is None:
+        hw = load_profile("model", model)["default_hardware"]
+        if load_profile("hardware", hw)["gpu_type"] != "none":
+            return hw
+        gpu = "NVIDIA H100 PCIe"
+    found = []
+    for name in profile_names("hardware"):
+        hw = load_profile("hardware", name)
+        if (
+            (gpu is None or hw["gpu_type"] == gpu)
+            and hw["gpu_count"] == (gpus or 1)
+            and hw["gpu_type"] != "none"
+        ):
+            found.append(name)
+    if not found:
+        raise ConfigError(
+            f"no hardware profile for {gpus or 1} × {gpu!r} in axolotl_configs/hardware/ "
+            f"({', '.join(profile_names('hardware'))}); add one or pass --hardware"
+        )
+    return found[0]
+
+
+def launch(
+    preset: str,
+    model: str,
+    input_file: str | None = None,
+    data_dir: str | None = None,
+    gpu: str | None = None,
+    gpus: int | None = None,
+    hardware: str | None = None,
+    spot: bool = False,
+    bid: float | None = None,
+    max_cost: float | None = None,
+    max_retries: int = 3,
+    overrides: list[str] | None = None,
+    runs_dir: str = "runs",
+    poll: float = 30.0,
+    cloud: str = "SECURE",
+    network_volume: str | None = None,
+    datacenter: str | None = None,
+    volume_gb: int = 50,
+    allow_drop: bool = False,
+    run_id: str | None = None,
+    follow_run: bool = True,
+    image: str | None = None,
+    volume_path: str | None = None,
+) -> int:
+    from axolotl_configs import data as data_mod
+    from axolotl_configs import estimate
+
+    overrides = list(overrides or [])
+    if cloud not in CLOUDS:
+        raise ConfigError(f"--cloud must be one of {', '.join(CLOUDS)}")
+    runfolder.check_run_id(run_id)
+    volume_dir = os.environ.get("BRIGHTRUN_VOLUME_DIR") or None
+    if volume_dir and network_volume:
+        raise ConfigError("--network-volume and BRIGHTRUN_VOLUME_DIR both name the pod's volume: pick one")
+    if not volume_dir and not network_volume:
+        raise ConfigError(
+            "the pod needs its data on a volume: --network-volume ID (a RunPod network volume in a "
+            "datacenter with the S3 API; the launcher uploads the data there), or "
+            "BRIGHTRUN_VOLUME_DIR=<local dir that is the pod's volume>"
+        )
+    hw_name = pick_hardware(gpu, gpus, hardware, model)
+    profiles = Profiles.load(preset, model, hw_name)
+    hw = profiles.hardware
+    if hw["gpu_type"] == "none":
+        raise ConfigError(f"hardware {hw_name!r} is this machine's CPU: `jobs train` runs it, not launch")
+    gpu_id, gpu_count = hw["gpu_type"], int(hw["gpu_count"])
+    image = image or os.environ.get("BRIGHTRUN_IMAGE") or hw["image"]
+    if "/" not in image:
+        raise ConfigError(
+            f"image {image!r}: RunPod must pull it from a registry. Build this repo's Dockerfile, push it "
+            "(docker build -t REGISTRY/brightrun-lora:0.1.0 . && docker push REGISTRY/brightrun-lora:0.1.0) "
+            "and pass --image REGISTRY/brightrun-lora:0.1.0 or set BRIGHTRUN_IMAGE"
+        )
+    mount = (volume_path or hw.get("volume_path") or POD_VOLUME).rstrip("/")
+    if not mount.startswith("/") or mount == "/workspace":
+        raise ConfigError(
+            f"volume path {mount!r} (--volume-path, or hardware/{hw_name}.yaml's volume_path): an absolute "
+            f"path on the pod other than / and /workspace (Axolotl's image keeps its Python there); "
+            f"Axolotl's docs mount volumes at {POD_VOLUME}"
+        )
+    data_dir = data_dir or run_mod.ensure_converted(input_file or run_mod.DEFAULT_INPUT, None)
+
+    # Where the pod finds the data and keeps the run: the config is rendered once, here, with those paths.
+    manifest_sha = data_mod.read(data_dir).manifest_sha256
+    data_name = f"{Path(data_dir).resolve().name}-{manifest_sha[:8]}"
+    pod_volume = vol.LocalVolume(volume_dir).pod_root if volume_dir else mount
+    pod_data = f"{pod_volume}/datasets/{data_name}"
+    run_id = run_id or runfolder.new_run_id(preset, model)
+    run_dir = Path(runs_dir) / run_id
+    if run_dir.exists():
+        raise ConfigError(f"{run_dir} exists; pick another --run-id")
+    rendered = pod_config.render(
+        preset, model, data_dir, hw_name, overrides, allow_drop, pod_volume, pod_data, run_id
+    )
+    est = estimate.estimate(preset, model, data_dir, hw_name, rendered=rendered)
+
+    # The live price: the first call to RunPod, so a wrong key stops everything here.
+    api = client()
+    try:
+        price = api.price(gpu_id, gpu_count, spot=spot, secure_cloud=CLOUDS[cloud])
+    except runpod.AuthError as exc:
+        raise ConfigError(f"{exc} (nothing was created)") from None
+    except runpod.NoInstances as exc:
+        raise ConfigError(f"{exc} (nothing was created)") from None
+    if spot:
+        if bid is None:
+            bid = price
+        elif bid < price:
+            raise ConfigError(f"--bid {bid} is below RunPod's minimum bid {price} per GPU-hour for {gpu_id}")
+        price = bid
+    volume = open_volume(api, volume_dir, network_volume, datacenter)
+    if isinstance(volume, vol.S3Volume):
+        datacenter = volume.datacenter
+    kind = "spot bid" if spot else "on-demand"
+    hours = sum(est.hours.values())
+    live_cost = hours * gpu_count * price
+    est.hardware = {**hw, "price_per_hour": {**hw["price_per_hour"], f"live {kind}": price}}
+    est.costs = {**est.costs, f"live {kind}": live_cost}
+    estimate.show(est)
+    say(f"live price: ${price:.2f}/GPU-h ({kind}, RunPod now) x {gpu_count} GPU(s) -> ${live_cost:.2f}")
+    if max_cost is not None and live_cost > max_cost:
+        raise ConfigError(
+            f"the estimate ${live_cost:.2f} exceeds --max-cost ${max_cost:.2f}; nothing was created"
+        )
+
+    # The data on the volume, the run folder here.
+    manifest_path = Path(data_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    try:
+        vol.put_dir(volume, Path(data_dir), f"datasets/{data_name}", say=say)
+    except (vol.VolumeError, OSError) as exc:
+        raise ConfigError(f"uploading {data_dir}: {exc} (no pod was created)") from None
+    # The secrets a pod gets are named by its hardware profile; values are read from here at create.
+    secrets = [name for name in hw.get("secrets") or [] if os.environ.get(name)]
+    env = {
+        "BRIGHTRUN_CONFIG": pod_config.pod_path(pod_volume, run_id),  # preset, overrides and all, rendered
+        "BRIGHTRUN_RUN_ID": run_id,
+        "BRIGHTRUN_VOLUME": pod_volume,
+        # The customer knows one job id, whatever folder a retry trains in; and an interruption on the
+        # pod is this launcher's to resolve (relaunch or give up), not a failure yet (jobs/payload.py).
+        "BRIGHTRUN_JOB_ID": run_id,
+        "BRIGHTRUN_FOLLOWED": "1",
+    }
+    if os.environ.get("WEBHOOK_URL"):
+        env["WEBHOOK_URL"] = os.environ["WEBHOOK_URL"]
+    pod_spec = {
+        "name": run_id,
+        "imageName": image,
+        "gpuTypeId": gpu_id,
+        "gpuCount": gpu_count,
+        "cloudType": cloud,
+        "containerDiskInGb": 40,
+        "volumeMountPath": mount,
+    }
+    if network_volume:
+        pod_spec["networkVolumeId"] = network_volume
+        pod_spec["dataCenterId"] = datacenter  # a pod mounts only a volume of its own datacenter
+    else:
+        pod_spec["volumeInGb"] = volume_gb
+    launch_info = {
+        "gpu": gpu_id,
+        "gpus": gpu_count,
+        "cloud": cloud,
+        "spot": spot,
+        "bid_per_gpu": bid if spot else None,
+        "price_per_gpu_hour": price,
+        "max_cost": max_cost,
+        "max_retries": max_retries,
+        "allow_drop": allow_drop,  # a relaunch that cannot resume renders its own config (follow)
+        "volume_dir": str(volume.root) if isinstance(volume, vol.LocalVolume) else None,
+        "network_volume": network_volume,
+        "datacenter": datacenter,
+        "s3_endpoint": volume.endpoint if isinstance(volume, vol.S3Volume) else None,
+        "pod": {k: v for k, v in pod_spec.items() if k != "name"},
+        "env": env,  # names and paths only; secrets go by name:
+        "secrets": secrets,
+    }
+    lineage = {
+        "run_id": run_id,
+        "preset": preset,
+        "model": model,
+        "hardware": hw_name,
+        "overrides": overrides,
+        "input": {"path": manifest["input"]["path"], "sha256": manifest["input"]["sha256"]},
+        "data": {
+            "dir": data_dir,
+            "pod_dir": pod_data,
+            "manifest_sha256": manifest_sha,
+            "files": {k: v["sha256"] for k, v in manifest["outputs"].items()},
+        },
+        "config": {"path": str(run_dir / "config.yaml"), "sha256": None},
+        "lines_dropped_for_length": rendered.derived.get("lines_dropped", 0),
+        "estimate": {
+            "hours": hours,
+            "cost_on_demand": est.costs["on_demand"],
+            "cost_live": live_cost,
+            "peak_memory_gb": est.peak_gb,
+        },
+        "launch": launch_info,
+        "adapter": None,
+        "attempts": [],
+    }
+    (run_dir / "logs").mkdir(parents=True)
+    shutil.copyfile(manifest_path, run_dir / "data-manifest.json")
+    try:
+        config = run_dir / "config.yaml"
+        lineage["config"]["sha256"] = pod_config.publish(volume, rendered, config, lineage, run_id)
+    except (vol.VolumeError, OSError) as exc:
+        shutil.rmtree(run_dir)
+        raise ConfigError(f"uploading the config: {exc} (no pod was created)") from None
+    runfolder.write_json(run_dir / "run.json", lineage)
+    try:
+        pod = create_pod(api, spot, bid, pod_spec, env, secrets)
+    except (runpod.RunPodError, ValueError) as exc:
+        shutil.rmtree(run_dir)
+        raise ConfigError(f"{exc} (nothing was created)") from None
+    lineage["attempts"].append(new_attempt(pod, run_id, lineage["config"]["sha256"]))
+    runfolder.write_json(run_dir / "run.json", lineage)
+    runfolder.register(
+        run_id,
+        run_dir,
+        lineage,
+        rendered.values,
+        None,
+        status="queued",
+        pod_id=pod["id"],
+        started_at=registry.now(),
+    )
+    registry.update_job(
+        run_id,
+        estimated_cost=live_cost,
+        gpu_type=gpu_id,
+        gpu_count=gpu_count,
+        price_per_hour=float(pod.get("costPerHr") or price * gpu_count),
+    )
+    say(f"run {run_id}: pod {pod['id']} ({gpu_count} × {gpu_id}, {kind} ${pod.get('costPerHr')}/h)")
+    if not follow_run:
+        return 0
+    return follow(run_id, runs_dir, api, poll)

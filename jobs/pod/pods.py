@@ -1,0 +1,141 @@
+"""What the launcher, the follower and the verbs share: the RunPod client, a pod's creation and its attempt
+record, and the pod's volume as read from here (its run's registry row and newest checkpoint)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from brightrun.errors import ConfigError
+from jobs import registry, runfolder, webhooks
+from jobs.pod import runpod
+from jobs.pod import volume as vol
+
+POD_VOLUME = "/workspace/data"  # BRIGHTRUN_VOLUME on a real pod, unless the profile says otherwise
+# A pod's run not ended yet: queued (the container starts) or at work.
+ACTIVE = ("queued", *registry.RUNNING)
+CLOUDS = {"SECURE": True, "COMMUNITY": False, "ALL": None}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def client() -> runpod.Client:
+    try:
+        return runpod.Client()
+    except runpod.AuthError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def volume_of(info: dict) -> vol.Volume | None:
+    """The volume a launched run trains on, from run.json's `launch`; None when it cannot be read from
+    here (a network volume without the S3 keys in this environment: then only the pod is followed)."""
+    if info.get("volume_dir"):
+        return vol.LocalVolume(info["volume_dir"])
+    if info.get("network_volume") and info.get("datacenter"):
+        try:
+            return vol.S3Volume(info["network_volume"], info["datacenter"], info.get("s3_endpoint"))
+        except vol.VolumeError as exc:
+            say(f"warning: {exc}")
+    return None
+
+
+def volume_state(volume: vol.Volume | None, vrun: str) -> dict | None:
+    return vol.registry_row(volume, vrun) if volume else None
+
+
+def checkpoint_step(volume: vol.Volume | None, vrun: str) -> int | None:
+    return vol.checkpoint_step(volume, vrun) if volume else None
+
+
+def open_volume(
+    api: runpod.Client, volume_dir: str | None, network_volume: str | None, datacenter: str | None
+) -> vol.Volume:
+    """The local directory, or the network volume (its datacenter from the account's volumes)."""
+    if volume_dir:
+        return vol.LocalVolume(volume_dir)
+    try:
+        found = {v["id"]: v for v in api.network_volumes()}
+    except runpod.RunPodError as exc:
+        raise ConfigError(f"{exc} (nothing was created)") from None
+    if network_volume not in found:
+        mine = ", ".join(f"{v['id']} ({v['name']}, {v['dataCenterId']})" for v in found.values()) or "none"
+        raise ConfigError(f"--network-volume {network_volume}: not on this RunPod account (yours: {mine})")
+    home = found[network_volume]["dataCenterId"]
+    if datacenter and datacenter != home:
+        raise ConfigError(f"--datacenter {datacenter}: network volume {network_volume} is in {home}")
+    try:
+        volume = vol.S3Volume(network_volume, home)
+        volume.folders("")  # the keys and the endpoint work, before anything is created
+    except vol.VolumeError as exc:
+        raise ConfigError(f"{exc} (nothing was created)") from None
+    return volume
+
+
+def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, env: dict, secrets: list[str]):
+    if webhooks.run_keys_required() and "TRAINING_WEBHOOK_SECRET" in secrets:
+        # The pod gets its own job's key, never the master secret (jobs/webhooks.py, run_key); made here
+        # at each create, so it is never written into run.json with the rest of the pod's env.
+        key = webhooks.run_key(os.environ["TRAINING_WEBHOOK_SECRET"], spec["name"])
+        env = {**env, "TRAINING_WEBHOOK_SECRET": key}
+        secrets = [name for name in secrets if name != "TRAINING_WEBHOOK_SECRET"]
+    if spot:
+        return api.rent_interruptable(bid, env=env, secrets=secrets, **spec)
+    return api.deploy_on_demand(env=env, secrets=secrets, **spec)
+
+
+def new_attempt(pod: dict, vrun: str, config_sha256: str) -> dict:
+    return {
+        "pod_id": pod["id"],
+        "volume_run_id": vrun,
+        "config_sha256": config_sha256,  # the config this pod was given (configs/VRUN/ on the volume)
+        "started": now_iso(),
+        "cost_per_hr": float(pod.get("costPerHr") or 0),
+        "uptime_s": 0,
+        "cost": 0.0,
+        "outcome": None,
+    }
+
+
+# -- the end of a run, from here ------------------------------------------------------------------------
+
+
+def fetch_adapter(volume: vol.Volume | None, vrun: str, run_dir: Path) -> str | None:
+    """The finished run's adapter, logs and metrics into the local run folder (checkpoints stay on the
+    volume); the local output/ path, or None when the volume cannot be read from here."""
+    if volume is None:
+        return None
+    try:
+        vol.fetch_run(volume, vrun, run_dir, say=say)
+    except (vol.VolumeError, OSError) as exc:
+        say(f"warning: could not fetch the adapter ({exc}); `jobs fetch {run_dir.name}` tries again")
+        return None
+    return str((run_dir / "output").resolve())
+
+
+def record_adapter(run_id: str, run_dir: Path, lineage: dict) -> None:
+    """The fetched adapter as the run's artifact (path, size, sha256, LoRA settings), as a local run does."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    try:
+        runfolder.record_adapter(run_id, run_dir, lineage, config, None)
+    except runfolder.RunError as exc:
+        say(f"warning: {exc}")
+
+
+def write_report(run_dir: Path) -> None:
+    """runs/RUN/report.html from our side: the pod's own report cannot know what its pods cost."""
+    from jobs import report
+
+    try:
+        say(f"report: {report.write(run_dir)}")
+    except (OSError, ValueError, KeyError) as exc:
+        say(f"warning: no report ({exc})")
