@@ -24,6 +24,7 @@ from conftest import ROOT, SPACED_OVERRIDE, SPACED_VALUE, TINY_MODEL_DIR, jobs_c
 from sqlalchemy import select
 
 from jobs import registry
+from tests import status_log
 from tests.fake_runpod import FakeRunPod, VolumeSync
 from tests.s3_server import DATACENTER, s3_server
 
@@ -278,6 +279,7 @@ def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, samp
     config is, byte for byte, the one the launcher recorded."""
     fake, env = setup()
     env |= customer_app.env()
+    status_log.watch(env["DATABASE_URL"])
     runs, log = tmp_path / "runs", tmp_path / "launch.log"
     job_id = customer_app.new_job()
     args = ("--run-id", job_id, "--max-cost", "1", "max_steps=40", "save_steps=40", SPACED_OVERRIDE)
@@ -311,6 +313,9 @@ def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, samp
     tally = customer_app.tally(job_id)
     no_loss(tally)
     assert "cost cap $1.00 reached" in tally["row"]["error_message"]
+    # One registry change to interrupted (ours), one event saying so: `failed` (the pod's own stop went out
+    # as `training`, the launcher's to resolve).
+    status_log.ended_once(env["DATABASE_URL"], run_id, "interrupted", tally["statuses"], sent="failed")
 
     # The pod's run folder holds the launcher's config, byte for byte, and Axolotl was given that file.
     lineage = json.loads((runs / run_id / "run.json").read_text())
@@ -331,6 +336,34 @@ def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, samp
     # The spaced override: as given on the command line in both lineages, as its value in what ran.
     assert SPACED_OVERRIDE in lineage["overrides"] and pod_lineage["overrides"] == lineage["overrides"]
     assert yaml.safe_load(ran)["wandb_name"] == SPACED_VALUE
+
+
+def exits_at_once(env: dict, volume: Path) -> list[str]:
+    """A container that ends before the run starts (an image that cannot run here), every time."""
+    return ["true"]
+
+
+def test_max_retries_gives_up_once_and_the_customer_hears_it(tmp_path, sample_out, setup, customer_app):
+    """A pod that ends before the run starts, relaunched up to --max-retries, then the launcher gives up:
+    one registry change to failed and one signed event saying so (issue 14, defect 2)."""
+    fake, env = setup(command=exits_at_once)
+    env |= customer_app.env()
+    status_log.watch(env["DATABASE_URL"])
+    runs, log = tmp_path / "runs", tmp_path / "launch.log"
+    job_id = customer_app.new_job()
+    proc = launch(runs, sample_out, env, "--run-id", job_id, "--max-retries", "1", "max_steps=2", log=log)
+    assert proc.wait(120) == 1, log.read_text()[-4000:]
+    job = registry.get_job(job_id, env["DATABASE_URL"])
+    assert job.status == "failed" and job.retry_count == 1
+    assert "gave up after 1 relaunch(es) (--max-retries 1)" in job.error_message
+    assert "with the run not started" in job.error_message
+    creates = [name for name, _ in fake.calls if name == "podFindAndDeployOnDemand"]
+    assert len(creates) == 2  # the first pod and one relaunch
+    tally = customer_app.tally(job_id)
+    no_loss(tally)
+    assert tally["statuses"] == ["queued", "training", "failed"]  # created, relaunched, given up
+    assert tally["row"]["status"] == "failed" and "gave up" in tally["row"]["error_message"]
+    status_log.ended_once(env["DATABASE_URL"], job_id, "failed", tally["ours"])
 
 
 def test_detach_follow_and_cancel_terminates_the_pod(tmp_path, sample_out, setup):
