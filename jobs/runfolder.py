@@ -125,9 +125,12 @@ def open_run_folder(run_dir: Path, data_dir: str) -> None:
     (run_dir / "env.json").write_text(json.dumps(environment_record(), indent=2) + "\n")
 
 
-def lineage_of(run_id: str, run_dir: Path, data_dir: str, job: dict) -> dict:
-    """run.json of a new run folder, its config.yaml written: input sha256 -> data -> config; `job` holds
-    what it was rendered from (preset, model, hardware, overrides) and the estimate."""
+def lineage_of(
+    run_id: str, run_dir: Path, data_dir: str, job: dict, config_sha256: str | None = None
+) -> dict:
+    """run.json of a new run folder: input sha256 -> data -> config; `job` holds what it was rendered from
+    (preset, model, hardware, overrides) and the estimate. The config's sha256 is its config.yaml's, unless
+    given (a launcher records it once the pod's copy is on the volume)."""
     manifest_path = Path(data_dir) / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     return {
@@ -139,7 +142,10 @@ def lineage_of(run_id: str, run_dir: Path, data_dir: str, job: dict) -> dict:
             "manifest_sha256": sha256_file(manifest_path),
             "files": {k: v["sha256"] for k, v in manifest["outputs"].items()},
         },
-        "config": {"path": str(run_dir / "config.yaml"), "sha256": sha256_file(run_dir / "config.yaml")},
+        "config": {
+            "path": str(run_dir / "config.yaml"),
+            "sha256": config_sha256 if config_sha256 is not None else sha256_file(run_dir / "config.yaml"),
+        },
         "lines_dropped_for_length": job["lines_dropped_for_length"],
         "estimate": job["estimate"],
         "adapter": None,

@@ -28,7 +28,6 @@ and how it ran and whose `attempts` lists one entry per pod (with the sha256 of 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -188,7 +187,6 @@ def launch(
 
     # The data on the volume, the run folder here.
     manifest_path = Path(data_dir) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
     try:
         vol.put_dir(volume, Path(data_dir), f"datasets/{data_name}", say=say)
     except (vol.VolumeError, OSError) as exc:
@@ -238,20 +236,11 @@ def launch(
         "env": env,  # names and paths only; secrets go by name:
         "secrets": secrets,
     }
-    lineage = {
-        "run_id": run_id,
+    job = {
         "preset": preset,
         "model": model,
         "hardware": hw_name,
         "overrides": overrides,
-        "input": {"path": manifest["input"]["path"], "sha256": manifest["input"]["sha256"]},
-        "data": {
-            "dir": data_dir,
-            "pod_dir": pod_data,
-            "manifest_sha256": manifest_sha,
-            "files": {k: v["sha256"] for k, v in manifest["outputs"].items()},
-        },
-        "config": {"path": str(run_dir / "config.yaml"), "sha256": None},
         "lines_dropped_for_length": rendered.derived.get("lines_dropped", 0),
         "estimate": {
             "hours": hours,
@@ -259,10 +248,11 @@ def launch(
             "cost_live": live_cost,
             "peak_memory_gb": est.peak_gb,
         },
-        "launch": launch_info,
-        "adapter": None,
-        "attempts": [],
     }
+    # The config's sha256 is known once its file is on the volume (publish, below).
+    lineage = runfolder.lineage_of(run_id, run_dir, data_dir, job, config_sha256="")
+    lineage["data"]["pod_dir"] = pod_data
+    lineage["launch"] = launch_info
     (run_dir / "logs").mkdir(parents=True)
     shutil.copyfile(manifest_path, run_dir / "data-manifest.json")
     try:
