@@ -41,7 +41,7 @@ assets:
 
 # Lint and run every test (what CI runs), on two workers (`just test -n 0 ...` for one process)
 test *ARGS: lint
-    {{python}} -m pytest -n 2 --dist loadgroup --no-loadscope-reorder {{ARGS}}
+    {{python}} -m pytest -n 2 --dist loadfile --no-loadscope-reorder {{ARGS}}
 
 # ruff over the whole repo
 lint:

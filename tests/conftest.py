@@ -65,27 +65,45 @@ def sample_out(tmp_path_factory, assets) -> Path:
     )
 
 
-# `just test` runs the suite on two pytest-xdist workers (CI has 2 cores). Two rules keep that fast:
-# 1. Tests that share a fixture which builds something slow (a finished run, a preprocessed dataset, the
-#    demo data in data/converted/, a started service) run on one worker, so it is built once, not once
-#    per worker, and nothing in the repo is written by two workers at once (xdist's `loadgroup`).
-# 2. The longest work starts first: a worker takes the next test when it frees up, so one long real run
-#    left to the end would leave the other core idle. Seconds measured on CI's 2 cores (`--durations`):
-#    the groups' below, single tests' in their `@pytest.mark.slow(seconds)`.
-SHARED_BUILDS = {"customer_run": 170, "smoke_prepared": 125, "service": 90, "demo_converted": 30}
+# `just test` runs the suite on two pytest-xdist workers (CI has 2 cores), a test file at a time
+# (`--dist loadfile`): a file's module fixtures (a finished run, a started service) are built once, on one
+# worker. The session fixtures that build something slow or write into the repo (the preprocessed smoke
+# data, data/converted/) are built once per run whichever worker asks first (`once`, below).
+# The longest files start first: a worker takes the next file when it frees up, so one long real run left
+# to the end would leave the other core idle. A file's weight is the seconds of its `@pytest.mark.slow`
+# tests plus the fixtures below that it builds, measured on CI's 2 cores (`--durations`).
+BUILDS = {"customer_run": 170, "service": 90, "smoke_prepared": 50, "demo_converted": 30}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    def seconds(item) -> float:
-        group = next((name for name in SHARED_BUILDS if name in item.fixturenames), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
-            return SHARED_BUILDS[group]
+    weight: dict[Path, float] = {}
+    for item in items:
         slow = item.get_closest_marker("slow")
-        return slow.args[0] if slow else 0
+        weight[item.path] = weight.get(item.path, 0) + (slow.args[0] if slow else 0)
+    for path in weight:
+        used = {name for item in items if item.path == path for name in item.fixturenames}
+        weight[path] += sum(seconds for name, seconds in BUILDS.items() if name in used)
+    items.sort(key=lambda item: -weight[item.path])  # stable: a file's tests stay in their order
 
-    items.sort(key=lambda item: -seconds(item))  # stable: file order otherwise
+
+def once(tmp_path_factory, name: str, build) -> Path:
+    """A folder that `build(folder)` fills once per test run: under xdist the first worker that asks
+    builds it and the other waits for it, then reuses it (xdist's documented recipe, with a lock)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # the run's folder, above each worker's own
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 AXOLOTL_BIN = Path(sys.executable).parent / "axolotl"
@@ -104,38 +122,48 @@ def smoke_config(tmp_path_factory, sample_out) -> Path:
     """The smoke profile rendered over the converted sample: one config for preprocess and train."""
     from axolotl_configs import render
 
-    work = tmp_path_factory.mktemp("smoke")
-    out = work / "config.yaml"
-    result = render.render(
-        "balanced",
-        "smoke",
-        str(sample_out),
-        out_path=str(out),
-        overrides=[
-            f"output_dir={work / 'out'}",
-            f"dataset_prepared_path={work / 'prepared'}",
-            f"base_model={TINY_MODEL_DIR}",
-        ],
-    )
-    render.write(result, out)
-    return out
+    def build(work: Path) -> None:
+        result = render.render(
+            "balanced",
+            "smoke",
+            str(sample_out),
+            out_path=str(work / "config.yaml"),
+            overrides=[
+                f"output_dir={work / 'out'}",
+                f"dataset_prepared_path={work / 'prepared'}",
+                f"base_model={TINY_MODEL_DIR}",
+            ],
+        )
+        render.write(result, work / "config.yaml")
+
+    return once(tmp_path_factory, "smoke", build) / "config.yaml"
 
 
 @pytest.fixture(scope="session")
-def smoke_prepared(smoke_config) -> Path:
-    """`axolotl preprocess` once; training on the same config reuses the prepared dataset."""
-    proc = run_axolotl("preprocess", str(smoke_config), cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def smoke_prepared(tmp_path_factory, smoke_config) -> Path:
+    """`axolotl preprocess` once per run; training on the same config reuses the prepared dataset."""
+
+    def build(_: Path) -> None:
+        proc = run_axolotl("preprocess", str(smoke_config), cwd=ROOT)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    once(tmp_path_factory, "smoke-prepared", build)
     return smoke_config.parent / "prepared"
 
 
 @pytest.fixture(scope="session")
-def demo_converted() -> Path:
+def demo_converted(tmp_path_factory) -> Path:
     """data/converted/demo(-cpu) exactly as `just convert-demo` writes them: what the committed renders
-    point at."""
-    just = Path(sys.executable).parent / "just"
-    proc = subprocess.run([str(just), "convert-demo"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    point at. Once per run: it writes into the repo."""
+
+    def build(_: Path) -> None:
+        just = Path(sys.executable).parent / "just"
+        proc = subprocess.run(
+            [str(just), "convert-demo"], cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr
+
+    once(tmp_path_factory, "demo-converted", build)
     return ROOT / "data" / "converted" / "demo"
 
 
