@@ -23,6 +23,7 @@ import yaml
 from conftest import ROOT, SPACED_OVERRIDE, SPACED_VALUE, TINY_MODEL_DIR, jobs_cli, jobs_env, no_loss
 from sqlalchemy import select
 
+from brightrun import offline
 from jobs import registry
 from tests import status_log
 from tests.fake_runpod import FakeRunPod, VolumeSync
@@ -33,15 +34,7 @@ BIN = Path(sys.executable).parent
 
 def pod_command(env: dict, volume: Path) -> list[str]:
     """What the image would run, on this machine: the real entrypoint with the venv's Python."""
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        BRIGHTRUN_HARDWARE="cpu",
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        AXOLOTL_DO_NOT_TRACK="1",
-        WANDB_DISABLED="true",
-    )
+    env.update(offline.ALL, PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", BRIGHTRUN_HARDWARE="cpu")
     return ["bash", str(ROOT / "docker" / "entrypoint.sh")]
 
 
