@@ -270,7 +270,10 @@ def execute(
             print(f"run {run_id}: cancelled before it started", file=sys.stderr)
             return 130
     try:
-        preprocess(run_id, run_dir, lineage, config, env, db_url)
+        if resume_from is None:
+            preprocess(run_id, run_dir, lineage, config, env, db_url)
+        # A resume goes straight to training: its config was checked and its data prepared by the first
+        # attempt, and `axolotl train` prepares the data itself where that is gone (a new pod's disk).
         extra = ("--resume-from-checkpoint", resume_from) if resume_from else ()
         bar = progress_mod.Bar(run_id, db_url)
         with bar:

@@ -65,13 +65,16 @@ def sample_out(tmp_path_factory, assets) -> Path:
     )
 
 
-# `just test` runs the suite on two pytest-xdist workers (CI has 2 cores), a test file at a time
-# (`--dist loadfile`): a file's module fixtures (a finished run, a started service) are built once, on one
-# worker. The session fixtures that build something slow or write into the repo (the preprocessed smoke
-# data, data/converted/) are built once per run whichever worker asks first (`once`, below).
+# `just test` runs the suite on three pytest-xdist workers, a test file at a time (`--dist loadfile`). CI
+# has 2 cores, but much of a test's time is waiting (servers and pods starting, polls, subprocesses
+# importing): a one-process CI run used ~1,430 CPU-seconds (install included) in 1,475 s, and two
+# workers still left the cores idle part of the time; a third worker fills the gaps.
+# A file's module fixtures (a finished run, a started service) are built once, on one worker. The session
+# fixtures that build something slow or write into the repo (the preprocessed smoke data, data/converted/)
+# are built once per run, by whichever worker asks first (`once`, below).
 # The longest files start first: a worker takes the next file when it frees up, so one long real run left
-# to the end would leave the other core idle. A file's weight is the seconds of its `@pytest.mark.slow`
-# tests plus the fixtures below that it builds, measured on CI's 2 cores (`--durations`).
+# to the end would leave the others idle. A file's weight is the seconds of its `@pytest.mark.slow` tests
+# plus the fixtures below that it builds, measured on CI's 2 cores (`--durations`).
 BUILDS = {"customer_run": 170, "service": 90, "smoke_prepared": 50, "demo_converted": 30}
 
 

@@ -2,9 +2,10 @@
 run as it is by the pod (`python -m jobs run-config`, docker/entrypoint.sh's BRIGHTRUN_CONFIG).
 
 On the volume, configs/RUN/ holds
-  config.yaml  the Axolotl config: the data at the pod's datasets/NAME, and what jobs/run.py gives a local
-               run (output_dir, our plugin, brightrun_run_id and brightrun_run_dir) with the pod's
-               runs/RUN. The launcher's runs/RUN/config.yaml is the same file; run.json records its sha256.
+  config.yaml  the Axolotl config: the data at the pod's datasets/NAME, and the keys every tracked run
+               gets (jobs/runfolder.py run_keys: output_dir, our plugin, brightrun_run_id and
+               brightrun_run_dir) with the pod's runs/RUN. The launcher's runs/RUN/config.yaml is the
+               same file; run.json records its sha256.
   job.json     what it was rendered from (preset, model, hardware, overrides, data, estimate) and that
                sha256: the pod's lineage, and its check that the file is the one the launcher recorded.
 Not in runs/RUN/ itself: that folder is the pod's run, made by the pod as a local run makes its own; one
