@@ -130,7 +130,7 @@ def test_a_pod_on_a_host_without_the_images_cuda_is_replaced_then_given_up(
     status_log.ended_once(env["DATABASE_URL"], job_id, "failed", tally["ours"])
 
 
-@pytest.mark.slow(20)
+@pytest.mark.slow(5)
 def test_a_private_image_starts_only_with_registry_credentials(tmp_path, sample_out, setup):  # noqa: F811
     """An image RunPod cannot pull leaves the pod without a runtime; --registry-auth (or
     RUNPOD_REGISTRY_AUTH_ID) sends containerRegistryAuthId and it starts."""
@@ -154,7 +154,7 @@ def test_a_private_image_starts_only_with_registry_credentials(tmp_path, sample_
     assert "--registry-auth" in usage.stdout and "RUNPOD_REGISTRY_AUTH_ID" in usage.stdout
 
 
-@pytest.mark.slow(30)
+@pytest.mark.slow(5)
 def test_a_network_volume_prices_its_own_datacenter_in_secure_cloud(tmp_path, sample_out, setup):  # noqa: F811
     """A network volume pins the pod to its datacenter, Secure Cloud only (problem 3): the spot bid is
     that datacenter's minimum, not a cheaper one elsewhere (which RunPod would refuse there), and
@@ -210,6 +210,7 @@ def test_a_create_that_fails_after_runpod_made_the_pod_adopts_that_pod(tmp_path,
     assert f"RunPod made pod {job.pod_id} ({job.id}) anyway; adopting it" in log.read_text()
 
 
+@pytest.mark.slow(12)
 def test_runpod_api_errors_are_outlasted_then_the_pod_is_stopped_and_named(tmp_path, sample_out, setup):  # noqa: F811
     """GraphQL errors on the pod query (problem 6): a short run of them is waited out, backing off; a
     long one ends the follower with exit 75, the pod stopped (no GPU billing) and the commands to go on
@@ -252,6 +253,7 @@ def training_then_deaf_to_sigterm(env: dict, volume) -> list[str]:
     return [sys.executable, "-c", script]
 
 
+@pytest.mark.slow(13)
 def test_a_preempted_pod_is_relaunched_without_waiting_for_a_status_that_cannot_come(
     tmp_path,
     sample_out,
