@@ -211,7 +211,7 @@ def _execute(args) -> int:
 
 def _launch(args) -> int:
     from jobs.pod import launch
-    from jobs.pod.runpod import RunPodError
+    from jobs.pod.runpod import CreateUnsure, RunPodError
 
     try:
         return launch.launch(
@@ -240,6 +240,9 @@ def _launch(args) -> int:
             start_timeout=args.start_timeout,
             registry_auth=args.registry_auth,
         )
+    except CreateUnsure as exc:  # no run registered yet: the message says where the pod may be
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except RunPodError as exc:  # RunPod still failing after its retries: the pod may still run
         print(f"error: {exc}\n(`jobs status RUN`, `jobs cancel RUN` once RunPod answers)", file=sys.stderr)
         return 1
