@@ -31,6 +31,16 @@
 #   BRIGHTRUN_KEEP_ALIVE=1  after the job, stay up (the image's own CMD, `sleep infinity`) for SSH/Jupyter;
 #                         otherwise exit with the job's code. A pod whose container exits may be restarted
 #                         by the cloud: a restart resumes from the run's checkpoint instead of starting over.
+#   RUNPOD_POD_ID         set by RunPod in every pod (docs.runpod.io pods/manage-pods: `runpodctl pod stop
+#                         $RUNPOD_POD_ID`). When set, the container leaves two marks for the launcher on the
+#                         volume: pods/ID.started once it can run the job (the launcher's start deadline:
+#                         a host that never starts the image leaves none), pods/ID.exited with the job's
+#                         exit code once the job is over (uploads and webhooks done: the launcher then
+#                         fetches and terminates the pod instead of waiting for RunPod to say EXITED).
+#
+# A restarted container on a finished run (completed, failed or cancelled in the volume's registry) exits
+# 0 at once: RunPod restarts a container whose process exits (dstack issue 1142), and `resume` refuses a
+# completed run, so without this the pod would restart, and bill, until someone terminates it.
 #
 # Exit code: the job's (jobs/__main__.py: 0 done, 1 failed, 2 bad input, 130 interrupted or cancelled:
 # a config that is not the one job.json names is bad input); 2 when a required variable is missing.
@@ -58,6 +68,10 @@ has_checkpoint() {
 }
 
 run_id="$BRIGHTRUN_RUN_ID"
+if [[ -f "${runs_dir}/${run_id}/run.json" ]] && python -m jobs.runfolder finished "${runs_dir}/${run_id}"; then
+  echo "entrypoint: run ${run_id} is already over on the volume (a restarted container): nothing to do" >&2
+  exit 0
+fi
 cmd=(python -m jobs --runs-dir "$runs_dir")
 if [[ -f "${runs_dir}/${run_id}/run.json" ]] && has_checkpoint "${runs_dir}/${run_id}"; then
   cmd+=(resume "$run_id") # its run folder holds its copy of the config
@@ -78,6 +92,12 @@ python -c "import axolotl, jobs" 2>/dev/null ||
   fail "the image's Python cannot import axolotl and jobs: mount the volume at /workspace/data, not /workspace"
 
 mkdir -p "$runs_dir"
+marks=""
+if [[ -n "${RUNPOD_POD_ID:-}" ]]; then
+  marks="${volume}/pods/${RUNPOD_POD_ID}"
+  mkdir -p "${volume}/pods"
+  date -u +%Y-%m-%dT%H:%M:%SZ >"${marks}.started"
+fi
 echo "entrypoint: ${line% }" >&2
 
 # The job runs as a child so that this script (PID 1 in the container) can pass on the SIGTERM of a pod
@@ -93,6 +113,7 @@ while kill -0 "$child" 2>/dev/null; do # a trapped signal ends `wait` early: wai
 done
 trap - TERM INT
 echo "entrypoint: the job exited with ${status}" >&2
+[[ -n "$marks" ]] && echo "$status" >"${marks}.exited"
 
 if [[ "${BRIGHTRUN_KEEP_ALIVE:-}" == "1" ]]; then
   echo "entrypoint: BRIGHTRUN_KEEP_ALIVE=1: staying up for SSH/Jupyter until the pod is stopped" >&2

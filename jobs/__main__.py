@@ -7,7 +7,7 @@ Usage:
   python -m jobs cancel RUN           (a pod run: its pod is terminated)
   python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu ID] [--gpus N] [--spot [--bid X]]
                         [--max-cost USD] [--max-retries 3] [--network-volume ID] [--volume-path DIR]
-                        [--detach] [key=value ...]
+                        [--image REF [--registry-auth ID]] [--start-timeout S] [--detach] [key=value ...]
   python -m jobs status RUN
   python -m jobs logs RUN
   python -m jobs follow RUN            (a pod run: follow it again after Ctrl-C or --detach)
@@ -96,6 +96,18 @@ def parser() -> argparse.ArgumentParser:
     )
     la.add_argument("--detach", action="store_true", help="create the pod and return (`jobs follow RUN`)")
     la.add_argument("--image", default=None, help="the pushed image of this repo (default $BRIGHTRUN_IMAGE)")
+    la.add_argument(
+        "--registry-auth",
+        default=None,
+        help="RunPod registry credential id for a private --image (default $RUNPOD_REGISTRY_AUTH_ID)",
+    )
+    la.add_argument(
+        "--start-timeout",
+        type=float,
+        default=None,
+        help="seconds a pod may take to start the job (image pull included) before it is replaced "
+        "(default 900)",
+    )
     poll_arg(la)
     st = sub.add_parser("status", help="a run's status, pod, step and cost so far")
     st.add_argument("run")
@@ -199,7 +211,7 @@ def _execute(args) -> int:
 
 def _launch(args) -> int:
     from jobs.pod import launch
-    from jobs.pod.runpod import RunPodError
+    from jobs.pod.runpod import CreateUnsure, RunPodError
 
     try:
         return launch.launch(
@@ -225,7 +237,12 @@ def _launch(args) -> int:
             run_id=args.run_id,
             follow_run=not args.detach,
             image=args.image,
+            start_timeout=args.start_timeout,
+            registry_auth=args.registry_auth,
         )
+    except CreateUnsure as exc:  # no run registered yet: the message says where the pod may be
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except RunPodError as exc:  # RunPod still failing after its retries: the pod may still run
         print(f"error: {exc}\n(`jobs status RUN`, `jobs cancel RUN` once RunPod answers)", file=sys.stderr)
         return 1

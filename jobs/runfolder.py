@@ -243,10 +243,15 @@ def launcher_alive(run_dir: Path) -> int | None:
 
 def main(argv: list[str]) -> int:
     """`python -m jobs.runfolder checkpoint DIR`: the newest complete checkpoint's path (exit 0), or
-    nothing (exit 1). docker/entrypoint.sh asks this rather than re-implementing the rule in bash."""
-    if len(argv) != 2 or argv[0] != "checkpoint":
-        print("usage: python -m jobs.runfolder checkpoint RUN_DIR", file=sys.stderr)
+    nothing (exit 1). `python -m jobs.runfolder finished DIR`: exit 0 when the registry (DATABASE_URL)
+    says the run is over (completed, failed, cancelled), else 1. docker/entrypoint.sh asks these rather
+    than re-implementing the rules in bash."""
+    if len(argv) != 2 or argv[0] not in ("checkpoint", "finished"):
+        print("usage: python -m jobs.runfolder checkpoint|finished RUN_DIR", file=sys.stderr)
         return 2
+    if argv[0] == "finished":
+        job = registry.get_job(Path(argv[1]).name)
+        return 0 if job is not None and job.status in registry.TERMINAL else 1
     found = last_checkpoint(Path(argv[1]))
     if found is None:
         return 1

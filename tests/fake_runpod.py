@@ -17,6 +17,14 @@ Shapes, copied (the same sources as jobs/pod/runpod.py):
   DOCS = docs.runpod.io/sdks/graphql/manage-pods (github.com/runpod/docs sdks/graphql/manage-pods.mdx):
          the JSON each operation answers, env as ["KEY=value"], lowestPrice, runtime.uptimeInSeconds
   SKY  = github.com/skypilot-org/skypilot sky/provision/runpod/api/pods.py (podRentInterruptable's inputs)
+  DSTACK = github.com/dstackai/dstack issue 1142: a pod whose container command exits (there: `exit 1`) is
+         restarted by RunPod, endlessly, the pod staying up (RunPod's UI shows the restarts)
+  APIREF = docs.runpod.io API reference (github.com/runpod/docs api-reference/openapi.json): PodCreateInput's
+         allowedCudaVersions (an exact list, enum 11.8 ... 13.0; v2: "Matching is exact") and
+         containerRegistryAuthId ("Registry credentials ID"); DOCS pods/manage-pods.mdx: a host whose CUDA
+         is older than the image's fails with "OCI runtime create failed"
+  NETVOL = docs.runpod.io/storage/network-volumes: "Network volumes are only available for Pods in the
+         Secure Cloud"
 Made up here (RunPod does not publish them): the prices, the wording of errors other than
 NO_INSTANCES, the status of a pod whose container is still starting (CREATED; RunPod itself may already
 say RUNNING with runtime null), and how long a reclaimed spot pod stays listed before it is gone.
@@ -25,6 +33,13 @@ A pod can run a real local command: `command(env, volume) -> argv`, called when 
 env the pod's process gets (add to it what the image itself would set) and the directory standing in
 for its volumeMountPath (`workspace`, shared by every pod like a network volume). podStop, podTerminate
 and preempt() send that process SIGTERM, then SIGKILL after `stop_grace` seconds, as `docker stop` does.
+
+When that process exits by itself, the container is started again (restart_on_exit, on by default: DSTACK;
+RunPod's API reference says a pod "runs until it exits", third-party notes say a clean exit restarts too,
+so both exits restart here), the pod staying RUNNING with its runtime's uptime starting again from 0.
+A pod never gets a runtime (it stays RUNNING with runtime null, costing money) when no host fits it:
+`host_cuda` is the CUDA version of every fake host, and a pod whose allowedCudaVersions leaves it out
+never starts (APIREF), nor does an image named in `private_images` created without containerRegistryAuthId.
 """
 
 from __future__ import annotations
@@ -64,9 +79,10 @@ GPU_TYPES = [
 DEPLOY_INPUT = set(
     "name imageName gpuTypeId cloudType gpuCount volumeInGb containerDiskInGb minVcpuCount minMemoryInGb "
     "dockerArgs ports volumeMountPath env networkVolumeId templateId dataCenterId countryCode "
-    "supportPublicIp startSsh allowedCudaVersions minDownload minUpload".split()
+    "supportPublicIp startSsh allowedCudaVersions minDownload minUpload containerRegistryAuthId".split()
 )
 SPOT_INPUT = DEPLOY_INPUT | {"bidPerGpu"}
+PREEMPT_GRACE = 5.0  # seconds from SIGTERM to SIGKILL when RunPod takes a spot pod back
 # Environment a pod's command inherits from this process: enough to find programs, nothing secret.
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
 
@@ -263,7 +279,9 @@ class VolumeSync:
 
     def push(self, workspace: Path) -> None:
         with self.lock:
-            for path in sorted(p for p in workspace.rglob("*") if p.is_file()):
+            # Oldest change first: a reader never sees a file (the run's registry saying "completed") before
+            # one written earlier (its adapter), as on the volume itself.
+            for path in sorted((p for p in workspace.rglob("*") if p.is_file()), key=_mtime):
                 key = path.relative_to(workspace).as_posix()
                 try:
                     st = path.stat()
@@ -280,6 +298,13 @@ class VolumeSync:
             time.sleep(self.every)
 
 
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
 @dataclass
 class FakePod:
     id: str
@@ -292,6 +317,10 @@ class FakePod:
     started: float | None = None
     exit_code: int | None = None
     proc: subprocess.Popen | None = None
+    restarts: int = 0  # times the container was started again after its process exited
+    never_starts: str | None = None  # why no host can run it: runtime stays null
+    created_at: float = field(default_factory=time.time)  # wall clock: RunPod bills from here...
+    halted_at: float | None = None  # ...to the stop, terminate or reclaim
     halt: threading.Event = field(default_factory=threading.Event)
     machine_id: str = field(default_factory=lambda: _id(12))
 
@@ -318,6 +347,11 @@ class FakeRunPod:
         vanish_after: float | None = 0.3,
         network_volumes: list[dict] | None = None,
         volume_sync: VolumeSync | None = None,
+        datacenters: dict[str, dict[str, dict]] | None = None,
+        restart_on_exit: bool = True,
+        restart_after: float = 0.2,
+        host_cuda: str = "13.0",
+        private_images: tuple[str, ...] = (),
     ):
         self.api_key = api_key
         self.workspace = Path(workspace or tempfile.mkdtemp(prefix="fake-runpod-"))
@@ -326,7 +360,14 @@ class FakeRunPod:
         # SDK queries/user.py: myself { networkVolumes { id name size dataCenterId } }
         self.network_volumes = list(network_volumes or [])
         self.volume_sync = volume_sync
+        self.restart_on_exit, self.restart_after = restart_on_exit, restart_after
+        self.host_cuda, self.private_images = host_cuda, set(private_images)
         self.gpus = {gpu["id"]: dict(gpu) for gpu in GPU_TYPES}  # a test may change a price or the stock
+        # Per datacenter, per GPU id: what differs there from self.gpus (prices, maxGpuCount). RunPod
+        # prices and stocks each datacenter apart; lowestPrice without dataCenterId is the lowest of all.
+        self.datacenters = {
+            dc: {g: dict(v) for g, v in gpus.items()} for dc, gpus in (datacenters or {}).items()
+        }
         self.pods: dict[str, FakePod] = {}
         self.gone: dict[str, FakePod] = {}  # terminated or reclaimed: RunPod answers pod = null for these
         self.requests: list[dict] = []  # every HTTP request: path, headers, how the key came
@@ -335,6 +376,9 @@ class FakeRunPod:
         self._limited = 0
         self._server_errors = 0
         self._failures: list[str] = []
+        self._create_then_fail = 0
+        self._query_errors = 0
+        self._query_error_message = ""
         self._server: ThreadingHTTPServer | None = None
 
     # -- switches for tests --------------------------------------------------------------------------------
@@ -349,6 +393,20 @@ class FakeRunPod:
         with self.lock:
             self._server_errors = n
 
+    def fail_after_create(self, n: int = 1) -> None:
+        """The next n pod creates make the pod, then answer HTTP 502: a gateway or a timeout between the
+        client and RunPod after RunPod acted (its API has answered 5xx before; what it did meanwhile is not
+        documented, so the worst case is modelled: the pod exists and bills)."""
+        with self.lock:
+            self._create_then_fail = n
+
+    def query_errors(self, n: int, message: str = "Something went wrong. Please try again later.") -> None:
+        """The next n `pod` queries answer a GraphQL error (HTTP 200, data.pod null), as a resolver's
+        failure does (SDK graphql.py raises on any "errors"); the wording is made up."""
+        with self.lock:
+            self._query_errors = n
+            self._query_error_message = message
+
     def fail_next(self, message: str = NO_INSTANCES) -> None:
         """The next pod create answers this GraphQL error (HTTP 200, data null), as RunPod does."""
         with self.lock:
@@ -361,7 +419,9 @@ class FakeRunPod:
             pod = self.pods[pod_id]
             if not pod.interruptible:
                 raise ValueError(f"{pod_id} is on-demand: RunPod does not reclaim those")
-            self._halt(pod, "Interrupted")
+            # About 5 s from SIGTERM to SIGKILL on a spot pod (RunPod's pricing page, cited in issue 16;
+            # the text is no longer in github.com/runpod/docs): a checkpoint cannot be saved in that time.
+            self._halt(pod, "Interrupted", grace=PREEMPT_GRACE)
         if self.vanish_after is not None:
             timer = threading.Timer(self.vanish_after, self._forget, (pod_id,))
             timer.daemon = True
@@ -437,6 +497,12 @@ class FakeRunPod:
                 return 400, {"errors": [{"message": f'Cannot query field "{item.name}" on type "{root}".'}]}
             with self.lock:
                 self.calls.append((item.name, item.args))
+            with self.lock:
+                if item.name == "pod" and self._query_errors:
+                    self._query_errors -= 1
+                    data[item.name] = None
+                    errors.append({"message": self._query_error_message, "path": [item.name]})
+                    continue
             try:
                 try:
                     inspect.signature(roots[item.name]).bind(**item.args)
@@ -453,6 +519,11 @@ class FakeRunPod:
                     return exc.status, {"errors": [{"message": str(exc)}]}
                 data[item.name] = None
                 errors.append({"message": str(exc), "path": [item.name]})
+        creates = {"podFindAndDeployOnDemand", "podRentInterruptable"}
+        with self.lock:
+            if self._create_then_fail and any(item.name in creates for item in selection) and not errors:
+                self._create_then_fail -= 1
+                return 502, {"errors": [{"message": "Bad Gateway"}]}  # the pod was made all the same
         return 200, ({"errors": errors, "data": data} if errors else {"data": data})
 
     @property
@@ -501,9 +572,15 @@ class FakeRunPod:
 
     def _gpu_view(self, gpu: dict) -> dict:
         def lowest_price(input: dict) -> dict:
-            # DOCS "Check GPU type availability": per-GPU prices for gpuCount; secureCloud picks the cloud.
+            # DOCS "Check GPU type availability": per-GPU prices for gpuCount; secureCloud picks the cloud;
+            # dataCenterId (public clients send it: jobs/pod/runpod.py _lowest_price) one datacenter.
             count, secure = input.get("gpuCount", 1), input.get("secureCloud")
-            free = count <= gpu["maxGpuCount"]
+            where = input.get("dataCenterId")
+            known = set(self.datacenters) | {v["dataCenterId"] for v in self.network_volumes}
+            if where is not None and where not in known:
+                raise GraphQLError(f"Unknown dataCenterId {where}")  # wording made up
+            offers = [self._offer(gpu, dc) for dc in ([where] if where else [None, *self.datacenters])]
+            offers = [o for o in offers if count <= o["maxGpuCount"]]
             clouds = {
                 True: ("secureSpotPrice", "securePrice"),
                 False: ("communitySpotPrice", "communityPrice"),
@@ -511,8 +588,10 @@ class FakeRunPod:
             picked = [clouds[secure]] if secure is not None else list(clouds.values())
             return {
                 "__typename": "LowestPrice",
-                "minimumBidPrice": min(gpu[spot] for spot, _ in picked) if free else None,
-                "uninterruptablePrice": min(gpu[demand] for _, demand in picked) if free else None,
+                "minimumBidPrice": min((o[spot] for o in offers for spot, _ in picked), default=None),
+                "uninterruptablePrice": min(
+                    (o[demand] for o in offers for _, demand in picked), default=None
+                ),
             }
 
         view = {k: v for k, v in gpu.items() if k != "maxGpuCount"}
@@ -522,6 +601,10 @@ class FakeRunPod:
             "maxGpuCount": gpu["maxGpuCount"],
             "lowestPrice": lowest_price,
         }
+
+    def _offer(self, gpu: dict, datacenter: str | None) -> dict:
+        """The GPU's prices and stock in one datacenter (None: the list prices, no datacenter of note)."""
+        return {**gpu, **self.datacenters.get(datacenter, {}).get(gpu["id"], {})}
 
     def _pod(self, input: dict) -> dict | None:
         with self.lock:
@@ -562,8 +645,17 @@ class FakeRunPod:
             if gpu is None:
                 raise GraphQLError(f"Invalid gpuTypeId {input['gpuTypeId']}")  # wording made up
             count = input.get("gpuCount", 1)
+            if input.get("networkVolumeId"):
+                if cloud == "COMMUNITY":  # NETVOL; wording made up
+                    raise GraphQLError("Network volumes are only available in Secure Cloud")
+                cloud = Enum("SECURE")
+            where = input.get("dataCenterId")
             prices = self._gpu_view(gpu)["lowestPrice"](
-                {"gpuCount": count, **({"secureCloud": cloud == "SECURE"} if cloud != "ALL" else {})}
+                {
+                    "gpuCount": count,
+                    **({"secureCloud": cloud == "SECURE"} if cloud != "ALL" else {}),
+                    **({"dataCenterId": where} if where in self.datacenters else {}),
+                }
             )
             if prices["uninterruptablePrice"] is None:
                 raise GraphQLError(NO_INSTANCES)
@@ -575,6 +667,11 @@ class FakeRunPod:
             else:
                 per_gpu = prices["uninterruptablePrice"]
             pod = FakePod(_id(14), input, gpu, round(per_gpu * count, 4), interruptible)
+            allowed = input.get("allowedCudaVersions")
+            if allowed and self.host_cuda not in allowed:  # APIREF: matching is exact
+                pod.never_starts = f"no host with CUDA in {allowed} (hosts have {self.host_cuda})"
+            elif input["imageName"] in self.private_images and not input.get("containerRegistryAuthId"):
+                pod.never_starts = f"{input['imageName']}: pull access denied (private, no registry auth)"
             pod.last_status_change = _stamp("Rented by User")
             self.pods[pod.id] = pod
         threading.Thread(target=self._live, args=(pod,), daemon=True).start()
@@ -645,47 +742,74 @@ class FakeRunPod:
     # -- a pod's life ---------------------------------------------------------------------------------------
 
     def _live(self, pod: FakePod) -> None:
-        """CREATED for start_after s, then RUNNING (the command, or run_for s, or until stopped), then EXITED."""
+        try:
+            self._life(pod)
+        except Exception:
+            if not pod.halt.is_set():
+                raise
+            # A pod already stopped or terminated, still syncing its volume while a test tears down its
+            # S3 server: nothing anyone waits for.
+
+    def _life(self, pod: FakePod) -> None:
+        """CREATED for start_after s (the image is pulled), then RUNNING: the command (started again each
+        time it exits, with restart_on_exit), or run_for s, or until stopped; then EXITED. A pod no host
+        can run stays RUNNING with runtime null until it is stopped or terminated."""
         if pod.halt.wait(self.start_after):
             return
-        argv = None
-        if self.command:
-            env = (
-                {k: os.environ[k] for k in BASE_ENV if k in os.environ} | pod.env | {"RUNPOD_POD_ID": pod.id}
-            )
-            self.workspace.mkdir(parents=True, exist_ok=True)
-            mount = pod.input.get("volumeMountPath")
-            if self.volume_sync and mount:
-                # The pod sees its network volume at volumeMountPath; on this machine that is the workspace.
-                env = {
-                    k: str(self.workspace) + v[len(mount) :] if v.startswith(mount) else v
-                    for k, v in env.items()
-                }
-                self.volume_sync.pull(self.workspace)
-            argv = self.command(env, self.workspace)
-        with self.lock:
-            if pod.halt.is_set():
+        if pod.never_starts:
+            with self.lock:
+                pod.status = "RUNNING"  # RunPod's desiredStatus: what was asked for, not what runs
+            return
+        while True:
+            env, argv = self._container(pod)
+            with self.lock:
+                if pod.halt.is_set():
+                    return
+                pod.status, pod.started = "RUNNING", time.monotonic()
+                if argv:
+                    # Its own session, so close() can kill what it started; signals still go to it alone.
+                    pod.proc = subprocess.Popen(argv, env=env, cwd=self.workspace, start_new_session=True)
+            if not pod.proc:
+                if self.run_for is not None and not pod.halt.wait(self.run_for):
+                    with self.lock:
+                        pod.status, pod.last_status_change = "EXITED", _stamp("Exited")
                 return
-            pod.status, pod.started = "RUNNING", time.monotonic()
-            if argv:
-                # Its own session, so close() can kill what it started; signals still go to it alone.
-                pod.proc = subprocess.Popen(argv, env=env, cwd=self.workspace, start_new_session=True)
-        if pod.proc:
             if self.volume_sync:
                 self.volume_sync.while_running(self.workspace, pod.proc)
                 self.volume_sync.push(self.workspace)
             code = pod.proc.wait()
             with self.lock:
                 pod.exit_code = code
-                if pod.status == "RUNNING":
+                if pod.status != "RUNNING" or pod.halt.is_set():
+                    return
+                if not self.restart_on_exit:
                     pod.status, pod.last_status_change = "EXITED", _stamp("Exited")
-        elif self.run_for is not None and not pod.halt.wait(self.run_for):
-            with self.lock:
-                pod.status, pod.last_status_change = "EXITED", _stamp("Exited")
+                    return
+                # DSTACK: the container starts again; the pod stays RUNNING, uptime from 0 again.
+                pod.restarts += 1
+                pod.started = None
+            if pod.halt.wait(self.restart_after):
+                return
 
-    def _halt(self, pod: FakePod, why: str) -> None:
-        """SIGTERM to the pod's process, SIGKILL after stop_grace s; the pod reads EXITED at once."""
+    def _container(self, pod: FakePod) -> tuple[dict, list[str] | None]:
+        """The env and argv of one start of the pod's container (None: no command, a timer stands in)."""
+        if not self.command:
+            return {}, None
+        env = {k: os.environ[k] for k in BASE_ENV if k in os.environ} | pod.env | {"RUNPOD_POD_ID": pod.id}
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        mount = pod.input.get("volumeMountPath")
+        if self.volume_sync and mount:
+            # The pod sees its network volume at volumeMountPath; on this machine that is the workspace.
+            env = {
+                k: str(self.workspace) + v[len(mount) :] if v.startswith(mount) else v for k, v in env.items()
+            }
+            self.volume_sync.pull(self.workspace)
+        return env, self.command(env, self.workspace)
+
+    def _halt(self, pod: FakePod, why: str, grace: float | None = None) -> None:
+        """SIGTERM to the pod's process, SIGKILL after `grace` (default stop_grace) s; EXITED at once."""
         pod.halt.set()
+        pod.halted_at = pod.halted_at or time.time()
         if pod.status != "EXITED":
             pod.status, pod.last_status_change = "EXITED", _stamp(why)
         proc = pod.proc
@@ -694,7 +818,7 @@ class FakeRunPod:
 
             def kill():
                 try:
-                    proc.wait(self.stop_grace)
+                    proc.wait(self.stop_grace if grace is None else grace)
                 except subprocess.TimeoutExpired:
                     proc.kill()
 

@@ -3,8 +3,14 @@ volume, mirror the progress onto our registry row, keep the cost under the cap, 
 before the run finished (on the same volume: from the last checkpoint), give up after --max-retries, and
 at the end fetch the adapter. Every end goes to the registry and out as a signed event (jobs/status.py).
 
-Cost so far is the sum of each pod's uptime × costPerHr, taken at every poll: RunPod's runtime goes null
-once a pod stops, so it cannot be asked afterwards.
+Cost so far is the sum over its pods of billed time × costPerHr, from just before each create to its
+termination, restarts and image pulls included (jobs/pod/billing.py).
+
+The run's end is the run's own status on the volume, not the pod's: RunPod restarts a container whose
+process exits (dstack issue 1142), so a pod may say RUNNING for ever after its run completed. Once the
+run is over on the volume and its container has exited (pods/POD.exited, docker/entrypoint.sh), the
+adapter is fetched and then the pod terminated; a pod whose container never starts (--start-timeout) is
+terminated and counted as an attempt.
 """
 
 from __future__ import annotations
@@ -14,19 +20,14 @@ import os
 import time
 from pathlib import Path
 
-from brightrun.errors import ConfigError
 from jobs import registry, runfolder
-from jobs.pod import config as pod_config
-from jobs.pod import runpod
+from jobs.pod import billing, runpod
 from jobs.pod import volume as vol
 from jobs.pod.pods import (
     ACTIVE,
-    CLOUDS,
     POD_VOLUME,
     checkpoint_step,
-    create_pod,
     fetch_adapter,
-    new_attempt,
     now_iso,
     record_adapter,
     say,
@@ -34,6 +35,7 @@ from jobs.pod.pods import (
     volume_state,
     write_report,
 )
+from jobs.pod.relaunch import relaunch
 from jobs.status import Cancelled, set_status
 
 ALERT = 0.8  # share of --max-cost at which the launcher warns, once
@@ -42,8 +44,18 @@ ALERT = 0.8  # share of --max-cost at which the launcher warns, once
 def follow(
     run_id: str, runs_dir: str, api: runpod.Client, poll: float = 30.0, settle_s: float = 120.0
 ) -> int:
-    """Follow the run until it ends; the exit code (0 done, 1 failed or capped, 130 cancelled or detached)."""
+    """Follow the run until it ends; the exit code (0 done, 1 failed or capped, 130 cancelled or detached,
+    75 RunPod's API kept failing: the pod stopped or said to be left running, the run undecided)."""
     return Follower(run_id, runs_dir, api, poll, settle_s).run()
+
+
+OVER = billing.OVER
+# How long a pod found down may leave its run's status to settle: RunPod gives a reclaimed spot pod about
+# 5 s from SIGTERM to SIGKILL (its pricing page, cited in issue 16), plus a volume sync.
+DOWN_SETTLE_S = 10.0
+# Polls in a row that RunPod's API may fail (each after the client's own retries, backing off up to
+# 10 polls or 5 min apart: about 40 min at the default 30 s poll) before the follower stops the pod.
+API_FAILURES = 8
 
 
 class Follower:
@@ -57,8 +69,10 @@ class Follower:
         self.attempts = self.lineage["attempts"]
         self.volume = volume_of(self.info)
         self.max_cost = self.info["max_cost"]
+        self.start_timeout = float(self.info.get("start_timeout") or billing.START_TIMEOUT_S)
         self.shown: str | None = None
         self.last_step = 0
+        self.failures = 0  # RunPod API failures in a row
 
     # -- what it knows ---------------------------------------------------------------------------------------
 
@@ -96,6 +110,7 @@ class Follower:
         last = self.attempts[-1]
         last["ended"] = last.get("ended") or now_iso()
         last["outcome"] = last["outcome"] or status
+        billing.account(last)
         self.save()
         try:
             set_status(
@@ -121,10 +136,16 @@ class Follower:
         except runpod.RunPodError as exc:
             if "not found" not in str(exc).lower():
                 say(f"warning: could not terminate pod {pod_id}: {exc}")
+                return
+        for attempt in self.attempts:  # billing ends once RunPod took the terminate (or had no such pod)
+            if attempt["pod_id"] == pod_id:
+                billing.end(attempt)
+        self.save()
 
-    def settle(self, vrun: str) -> dict | None:
-        """After a stop or preemption the trainer saves a checkpoint: wait until the run says it stopped."""
-        deadline = time.monotonic() + self.settle_s
+    def settle(self, vrun: str, seconds: float | None = None) -> dict | None:
+        """After a stop or preemption the trainer saves a checkpoint: wait until the run says it stopped
+        (at most `seconds`, default settle_s)."""
+        deadline = time.monotonic() + (self.settle_s if seconds is None else seconds)
         state = volume_state(self.volume, vrun)
         while self.volume and time.monotonic() < deadline and (state is None or state["status"] in ACTIVE):
             time.sleep(max(self.poll, 0.2))
@@ -153,39 +174,91 @@ class Follower:
         pod_id, vrun = attempt["pod_id"], attempt["volume_run_id"]
         try:
             pod = self.api.pod(pod_id)
-        except runpod.RateLimited as exc:
-            say(f"warning: {exc}")
-            time.sleep(self.poll)
-            return None
+        except runpod.RunPodError as exc:  # the client's own retries are spent, or a GraphQL error
+            return self.api_failed(attempt, exc)
+        self.failures = 0
         runtime = (pod or {}).get("runtime") or {}
-        if runtime.get("uptimeInSeconds") is not None:
-            attempt["uptime_s"] = max(attempt["uptime_s"], int(runtime["uptimeInSeconds"]))
+        billing.saw_runtime(attempt, runtime)
         if pod and pod.get("costPerHr") is not None:
             attempt["cost_per_hr"] = float(pod["costPerHr"])
-        attempt["cost"] = attempt["uptime_s"] / 3600 * attempt["cost_per_hr"]
+        desired = pod["desiredStatus"] if pod else "GONE"
+        if desired in ("EXITED", "TERMINATED", "GONE"):
+            billing.end(attempt)  # billing stops with the container (a stopped pod bills its disk only)
+        billing.account(attempt)
         state = volume_state(self.volume, vrun)
         if registry.get_job(self.run_id).status == "cancelled":  # `jobs cancel RUN` terminated the pod
             attempt["outcome"] = "cancelled"
             attempt["ended"] = now_iso()
+            billing.end(attempt)
             self.save()
             registry.update_job(self.run_id, actual_cost=self.cost(), gpu_hours=self.gpu_hours())
             say(f"run {self.run_id}: cancelled; cost ${self.cost():.4f}")
             return 130
         self.mirror(state)
-        desired = pod["desiredStatus"] if pod else "GONE"
         self.show(pod_id, desired, state)
         if self.max_cost is not None:
             self.alert()
             if self.cost() >= self.max_cost:
                 return self.cap(attempt, pod, desired)
         if pod is not None and desired not in ("EXITED", "TERMINATED"):
+            if not billing.started(attempt, self.volume, runtime, state):
+                if time.time() - attempt.get("created_ts", time.time()) >= self.start_timeout:
+                    return self.no_start(attempt, state, runtime)
+            elif state and state["status"] in OVER and billing.container_done(attempt, self.volume):
+                attempt["ended"] = now_iso()
+                return self.ended(attempt, pod, state)
             time.sleep(self.poll)
             return None
-        # The pod is down: finished, failed, or taken back.
+        # The pod is down: finished, failed, or taken back. A container still at work had SIGTERM, and
+        # SIGKILL about 5 s later on a reclaimed spot pod: its last status is worth that long, not more.
         if state and state["status"] in ACTIVE and self.volume:
-            state = self.settle(vrun)
+            state = self.settle(vrun, min(self.settle_s, DOWN_SETTLE_S))
         attempt["ended"] = now_iso()
         return self.ended(attempt, pod, state)
+
+    def api_failed(self, attempt: dict, exc: runpod.RunPodError) -> int | None:
+        """RunPod's API failing: poll again later, backing off; after API_FAILURES in a row (or a key
+        RunPod refuses), stop the pod so it no longer bills (its volume and last checkpoint stay) and
+        exit 75 saying how to go on. Never a traceback, never a pod left billing unsaid."""
+        self.failures += 1
+        pod_id = attempt["pod_id"]
+        if self.failures < API_FAILURES and not isinstance(exc, runpod.AuthError):
+            delay = min(self.poll * 2 ** (self.failures - 1), 10 * self.poll, 300.0)
+            say(f"warning: {exc} (failure {self.failures}/{API_FAILURES}; polling again in {delay:g} s)")
+            time.sleep(delay)
+            return None
+        self.save()
+        try:
+            self.api.stop(pod_id)
+            billing.end(attempt)
+            self.save()
+            left = (
+                f"pod {pod_id} is stopped (no GPU billing; its volume and the run's last checkpoint are "
+                f"kept): `jobs follow {self.run_id}` relaunches it from the checkpoint once RunPod "
+                f"answers, `jobs cancel {self.run_id}` ends it"
+            )
+        except runpod.RunPodError as stop_exc:
+            left = (
+                f"pod {pod_id} may still be running and billing (last seen: run at step {self.last_step}; "
+                f"stopping it failed too: {stop_exc}): `jobs follow {self.run_id}` re-attaches, "
+                f"`jobs cancel {self.run_id}` terminates it (or the RunPod console, Pods)"
+            )
+        say(f"error: RunPod's API failed {self.failures} time(s) in a row (last: {exc}); {left}")
+        return 75  # EX_TEMPFAIL: nothing is decided about the run; the registry is left as it was
+
+    def no_start(self, attempt: dict, state: dict | None, runtime: dict) -> int | None:
+        """A pod whose container never ran our entrypoint: terminated, counted, relaunched or given up."""
+        pod_id = attempt["pod_id"]
+        why = (
+            f"pod {pod_id} did not start the job within --start-timeout {self.start_timeout:g} s "
+            f"({'its container ran but never reached the entrypoint' if runtime else 'no runtime'}: "
+            f"a host without the image's CUDA {self.info.get('cuda') or '?'}, an image it cannot pull "
+            "(private: --registry-auth), or no capacity)"
+        )
+        say(why)
+        self.terminate(pod_id)
+        attempt["ended"] = now_iso()
+        return self.relaunch(attempt, None, state, outcome="no start", why=why)
 
     def mirror(self, state: dict | None) -> None:
         fields = {"actual_cost": self.cost(), "gpu_hours": self.gpu_hours()}
@@ -228,7 +301,16 @@ class Follower:
         pod_id, vrun = attempt["pod_id"], attempt["volume_run_id"]
         say(f"cost cap ${self.max_cost:.2f} reached: stopping pod {pod_id} (the trainer saves a checkpoint)")
         if pod and desired != "EXITED":
-            self.api.stop(pod_id)
+            try:
+                self.api.stop(pod_id)
+            except runpod.RunPodError as exc:
+                self.save()
+                say(
+                    f"error: could not stop pod {pod_id} at the cost cap ({exc}); it may still bill: "
+                    f"`jobs cancel {self.run_id}` terminates it"
+                )
+                return 75
+        billing.end(attempt)  # a stopped pod bills its volume only
         state = self.settle(vrun)
         attempt["ended"] = now_iso()
         attempt["outcome"] = "stopped: cost cap"
@@ -250,9 +332,10 @@ class Follower:
         status = (state or {}).get("status")
         if status == "completed":
             attempt["outcome"] = "completed"
+            # Fetched first, then terminated: a pod's own volume (not a network volume) goes with it.
+            fetched = fetch_adapter(self.volume, vrun, self.run_dir)
             if pod is not None:
                 self.terminate(pod_id)
-            fetched = fetch_adapter(self.volume, vrun, self.run_dir)
             if fetched:
                 record_adapter(self.run_id, self.run_dir, self.lineage)
             path = fetched or f"{self.info['volume_dir'] or POD_VOLUME}/runs/{vrun}/output"
@@ -276,92 +359,15 @@ class Follower:
             return self.finish("failed", f"the run failed on the pod: {state['error']}", 1)
         if status == "cancelled":
             attempt["outcome"] = "cancelled"
+            if pod is not None:
+                self.terminate(pod_id)
             return self.finish("cancelled", state["error"] or "cancelled on the pod", 130)
         return self.relaunch(attempt, pod, state)
 
-    def relaunch(self, attempt: dict, pod: dict | None, state: dict | None) -> int | None:
-        """Lost work and its cost, then a new pod on the same volume (or the give-up)."""
-        pod_id, vrun = attempt["pod_id"], attempt["volume_run_id"]
-        status = (state or {}).get("status")
-        ckpt = checkpoint_step(self.volume, vrun)
-        seen = max(self.last_step, (state or {}).get("step", 0))
-        attempt_steps = seen - (attempt.get("resumed_from_step") or 0)
-        lost = max(0, seen - (ckpt or 0))
-        attempt |= {
-            "outcome": "preempted"
-            if pod is None or "Interrupted" in str(pod.get("lastStatusChange"))
-            else "exited",
-            "checkpoint_step": ckpt,
-            "lost_steps": lost,
-            "lost_cost": attempt["cost"] * lost / attempt_steps if attempt_steps > 0 else attempt["cost"],
-        }
-        if pod is not None:
-            self.terminate(pod_id)
-        job = registry.get_job(self.run_id)
-        registry.update_job(self.run_id, metrics=self.with_lost(job.metrics or {}))
-        say(
-            f"pod {pod_id} is gone before the run finished (step {seen}, last checkpoint "
-            f"{ckpt if ckpt is not None else 'none'}): {lost} step(s) lost, ${attempt['lost_cost']:.4f}"
-        )
-        info = self.info
-        if job.retry_count >= info["max_retries"]:
-            return self.finish(
-                "failed",
-                f"gave up after {job.retry_count} relaunch(es) (--max-retries {info['max_retries']}): "
-                f"pod {pod_id} ended at step {seen} with the run {status or 'not started'}",
-                1,
-            )
-        if self.volume and ckpt is None and vol.run_exists(self.volume, vrun):
-            # The entrypoint resumes only from a checkpoint; without one it would refuse the existing
-            # folder, so the retry starts over under a fresh id on the volume, with a config of its own.
-            vrun = f"{self.run_id}.r{job.retry_count + 1}"
-            try:
-                self.lineage["config"]["sha256"] = pod_config.render_again(
-                    self.lineage, self.run_dir, self.volume, vrun
-                )
-            except (ConfigError, vol.VolumeError, OSError) as exc:
-                return self.finish("failed", f"could not relaunch after pod {pod_id} ended: {exc}", 1)
-        env = {
-            **info["env"],
-            "BRIGHTRUN_RUN_ID": vrun,
-            "BRIGHTRUN_CONFIG": pod_config.pod_path(info["env"]["BRIGHTRUN_VOLUME"], vrun),
-        }
-        spec = {"name": self.run_id, **info["pod"]}
-        bid = info["bid_per_gpu"]
-        if info["spot"]:
-            live = self.api.price(info["gpu"], info["gpus"], spot=True, secure_cloud=CLOUDS[info["cloud"]])
-            bid = max(bid, live)
-        try:
-            new_pod = create_pod(self.api, info["spot"], bid, spec, env, info["secrets"])
-        except runpod.RunPodError as exc:
-            return self.finish("failed", f"could not relaunch after pod {pod_id} ended: {exc}", 1)
-        new = new_attempt(new_pod, vrun, self.lineage["config"]["sha256"])
-        new["resumed_from_step"] = ckpt if vrun == attempt["volume_run_id"] else 0
-        self.attempts.append(new)
-        self.save()
-        message = (
-            f"relaunch {job.retry_count + 1}/{info['max_retries']}: pod {new_pod['id']} on the same volume"
-        )
-        try:
-            set_status(
-                self.run_dir,
-                self.run_id,
-                "queued",
-                event=self.after_pod(
-                    {"relaunch": True, "message": f"{message} after pod {pod_id} ended at step {seen}"},
-                    attempt["volume_run_id"],  # the run that ended; the new one has sent nothing yet
-                ),
-                pod_id=new_pod["id"],
-                retry_count=job.retry_count + 1,
-                price_per_hour=new["cost_per_hr"],
-            )
-        except Cancelled:  # cancelled while the new pod was made: it must not run (or bill)
-            self.terminate(new_pod["id"])
-            say(f"run {self.run_id}: cancelled; pod {new_pod['id']} terminated; cost ${self.cost():.4f}")
-            return 130
-        say(message)
-        time.sleep(self.poll)
-        return None
+    def relaunch(
+        self, attempt: dict, pod: dict | None, state: dict | None, outcome: str | None = None, why: str = ""
+    ) -> int | None:
+        return relaunch(self, attempt, pod, state, outcome, why)
 
 
 def mirror(run_id: str, fields: dict) -> None:

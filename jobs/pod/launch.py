@@ -3,7 +3,7 @@ cost under a cap, relaunch after a preemption, record the outcome.
 
     python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu "NVIDIA H100 PCIe"] [--gpus N]
                           [--spot [--bid X]] [--max-cost USD] [--max-retries 3] [--volume-path DIR]
-                          [key=value ...]
+                          [--image REF [--registry-auth ID]] [--start-timeout S] [key=value ...]
     python -m jobs status RUN | logs RUN | cancel RUN | follow RUN | fetch RUN
 
 The volume. The pod trains on a persistent volume mounted at /workspace/data (the hardware profile's
@@ -17,8 +17,8 @@ configs/ID/, the run in runs/ID with its own registry (runs/registry.db). Two ca
   * BRIGHTRUN_VOLUME_DIR set: a local directory that *is* the pod's volume (tests/fake_runpod.py's
     workspace; a network filesystem mounted here). Pods see the same path.
 
-Cost so far is the launcher's own sum of each pod's uptime × costPerHr, taken at every poll: RunPod's
-runtime goes null once a pod stops, so it cannot be asked afterwards.
+Cost so far is the launcher's own sum over its pods of billed time × costPerHr, each pod billed from just
+before its create to its termination (jobs/pod/billing.py).
 
 The config is rendered once, here, with the pod's paths (jobs/pod_config.py): the local run folder's
 config.yaml is the file the pod copies into its run folder and gives Axolotl, byte for byte, so run.json's
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 from axolotl_configs.profiles import Profiles
@@ -46,7 +47,7 @@ from jobs.pod.pods import (
     CLOUDS,
     POD_VOLUME,
     client,
-    create_pod,
+    create_or_find,
     new_attempt,
     open_volume,
     say,
@@ -103,6 +104,8 @@ def launch(
     follow_run: bool = True,
     image: str | None = None,
     volume_path: str | None = None,
+    start_timeout: float | None = None,
+    registry_auth: str | None = None,
 ) -> int:
     from axolotl_configs import data as data_mod
     from axolotl_configs import estimate
@@ -110,6 +113,16 @@ def launch(
     overrides = list(overrides or [])
     if cloud not in CLOUDS:
         raise ConfigError(f"--cloud must be one of {', '.join(CLOUDS)}")
+    if network_volume and cloud != "SECURE":
+        # docs.runpod.io/storage/network-volumes: "Network volumes are only available for Pods in the
+        # Secure Cloud"; with ALL the price would be read across both clouds, below what the pod costs.
+        raise ConfigError(
+            f"--cloud {cloud} with --network-volume: RunPod attaches network volumes to Secure Cloud pods "
+            "only (docs.runpod.io/storage/network-volumes); use --cloud SECURE (the default)"
+        )
+    if start_timeout is not None and start_timeout <= 0:
+        raise ConfigError(f"--start-timeout {start_timeout:g}: seconds, more than 0")
+    registry_auth = registry_auth or os.environ.get("RUNPOD_REGISTRY_AUTH_ID") or None
     runfolder.check_run_id(run_id)
     volume_dir = os.environ.get("BRIGHTRUN_VOLUME_DIR") or None
     if volume_dir and network_volume:
@@ -156,10 +169,15 @@ def launch(
     )
     est = estimate.estimate(preset, model, data_dir, hw_name, rendered=rendered)
 
-    # The live price: the first call to RunPod, so a wrong key stops everything here.
+    # The volume first (a network volume names the datacenter), then the live price there: a wrong key
+    # stops everything at the first call to RunPod.
     api = client()
+    volume = open_volume(api, volume_dir, network_volume, datacenter)
+    if isinstance(volume, vol.S3Volume):
+        datacenter = volume.datacenter
     try:
-        price = api.price(gpu_id, gpu_count, spot=spot, secure_cloud=CLOUDS[cloud])
+        where = datacenter if network_volume else None  # the pod is pinned there: its price, its stock
+        price = api.price(gpu_id, gpu_count, spot=spot, secure_cloud=CLOUDS[cloud], datacenter=where)
     except runpod.AuthError as exc:
         raise ConfigError(f"{exc} (nothing was created)") from None
     except runpod.NoInstances as exc:
@@ -170,9 +188,6 @@ def launch(
         elif bid < price:
             raise ConfigError(f"--bid {bid} is below RunPod's minimum bid {price} per GPU-hour for {gpu_id}")
         price = bid
-    volume = open_volume(api, volume_dir, network_volume, datacenter)
-    if isinstance(volume, vol.S3Volume):
-        datacenter = volume.datacenter
     kind = "spot bid" if spot else "on-demand"
     hours = sum(est.hours.values())
     live_cost = hours * gpu_count * price
@@ -212,12 +227,28 @@ def launch(
         "cloudType": cloud,
         "containerDiskInGb": 40,
         "volumeMountPath": mount,
+        # SSH and Jupyter while the job runs (Axolotl's image starts both: docker/entrypoint.sh); RunPod's
+        # format "port/protocol,..." (SDK mutations/pods.py `ports`, e.g. "8080/tcp,22/tcp"; REST default
+        # "8888/http,22/tcp", github.com/runpod/docs api-reference/openapi.json).
+        "ports": "22/tcp,8888/http",
     }
     if network_volume:
         pod_spec["networkVolumeId"] = network_volume
         pod_spec["dataCenterId"] = datacenter  # a pod mounts only a volume of its own datacenter
     else:
         pod_spec["volumeInGb"] = volume_gb
+    cuda = str(hw["cuda"]) if hw.get("cuda") else None
+    if cuda:
+        # Hosts whose driver is older than the image's CUDA fail with "OCI runtime create failed"
+        # (docs.runpod.io pods/manage-pods); Axolotl's own RunPod template sets allowedCudaVersions
+        # ["13.0"] (axolotl-ai-cloud/axolotl .runpod/hub.json). Matching is exact, so every version
+        # RunPod lists that is not older than the image's is sent.
+        try:
+            pod_spec["allowedCudaVersions"] = runpod.cuda_at_least(cuda)
+        except ValueError as exc:
+            raise ConfigError(f"hardware/{hw_name}.yaml's cuda: {exc}") from None
+    if registry_auth:
+        pod_spec["containerRegistryAuthId"] = registry_auth  # a private image's pull credentials
     launch_info = {
         "gpu": gpu_id,
         "gpus": gpu_count,
@@ -232,6 +263,8 @@ def launch(
         "network_volume": network_volume,
         "datacenter": datacenter,
         "s3_endpoint": volume.endpoint if isinstance(volume, vol.S3Volume) else None,
+        "cuda": cuda,
+        "start_timeout": start_timeout,
         "pod": {k: v for k, v in pod_spec.items() if k != "name"},
         "env": env,  # names and paths only; secrets go by name:
         "secrets": secrets,
@@ -262,12 +295,18 @@ def launch(
         shutil.rmtree(run_dir)
         raise ConfigError(f"uploading the config: {exc} (no pod was created)") from None
     runfolder.write_json(run_dir / "run.json", lineage)
+    created_ts = time.time()
     try:
-        pod = create_pod(api, spot, bid, pod_spec, env, secrets)
+        pod, why = create_or_find(api, spot, bid, pod_spec, env, secrets)
+    except runpod.CreateUnsure:  # unverified: a pod may exist, so the run folder stays (exit 1, said why)
+        raise
     except (runpod.RunPodError, ValueError) as exc:
         shutil.rmtree(run_dir)
         raise ConfigError(f"{exc} (nothing was created)") from None
-    lineage["attempts"].append(new_attempt(pod, run_id, lineage["config"]["sha256"]))
+    if pod is None:
+        shutil.rmtree(run_dir)
+        raise ConfigError(f"{why} (nothing was created)")
+    lineage["attempts"].append(new_attempt(pod, run_id, lineage["config"]["sha256"], created_ts))
     runfolder.write_json(run_dir / "run.json", lineage)
     runfolder.register(
         run_id,

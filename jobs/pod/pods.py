@@ -91,14 +91,47 @@ def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, en
     return api.deploy_on_demand(env=env, secrets=secrets, **spec)
 
 
-def new_attempt(pod: dict, vrun: str, config_sha256: str) -> dict:
+def create_or_find(
+    api: runpod.Client, spot: bool, bid: float | None, spec: dict, env: dict, secrets: list[str], known=()
+) -> tuple[dict | None, str]:
+    """create_pod, and after an ambiguous failure (RunPod may have made the pod: runpod.CreateUnsure) the
+    pod looked up by its name, the run id (myself { pods }, SDK queries/pods.py; a pod's name is ours to
+    give): (pod, "") when created or found, (None, why) only when the account verifiably has no such pod.
+    `known`: ids of the run's earlier pods, which carry the same name. Several found: the first is
+    adopted, the others terminated. The lookup failing too raises runpod.CreateUnsure, saying so."""
+    try:
+        return create_pod(api, spot, bid, spec, env, secrets), ""
+    except runpod.CreateUnsure as exc:
+        unsure = exc
+    try:
+        found = [p for p in api.pods() if p.get("name") == spec["name"] and p["id"] not in known]
+    except runpod.RunPodError as exc:
+        raise runpod.CreateUnsure(
+            f"{unsure}; looking it up failed too ({exc}): a pod named {spec['name']!r} may exist and bill. "
+            "Look for it in the RunPod console (Pods) and terminate it"
+        ) from None
+    if not found:
+        return None, f"{unsure}; verified: the account has no pod named {spec['name']!r}"
+    for extra in found[1:]:
+        try:
+            api.terminate(extra["id"])
+        except runpod.RunPodError as exc:
+            say(f"warning: could not terminate duplicate pod {extra['id']}: {exc}")
+    say(f"{unsure}: RunPod made pod {found[0]['id']} ({spec['name']}) anyway; adopting it")
+    return found[0], ""
+
+
+def new_attempt(pod: dict, vrun: str, config_sha256: str, created_ts: float) -> dict:
+    """One pod's record; `created_ts`: our clock just before its create call (jobs/pod/billing.py)."""
     return {
         "pod_id": pod["id"],
         "volume_run_id": vrun,
         "config_sha256": config_sha256,  # the config this pod was given (configs/VRUN/ on the volume)
         "started": now_iso(),
+        "created_ts": created_ts,
         "cost_per_hr": float(pod.get("costPerHr") or 0),
         "uptime_s": 0,
+        "billed_s": 0.0,
         "cost": 0.0,
         "outcome": None,
     }

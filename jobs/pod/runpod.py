@@ -43,8 +43,32 @@ NO_INSTANCES = "no longer any instances available"  # RunPod's words when the ca
 POD_INPUT_FIELDS = frozenset(
     "name imageName gpuTypeId cloudType gpuCount volumeInGb containerDiskInGb minVcpuCount minMemoryInGb "
     "dockerArgs ports volumeMountPath networkVolumeId templateId dataCenterId countryCode supportPublicIp "
-    "startSsh allowedCudaVersions minDownload minUpload".split()
+    "startSsh allowedCudaVersions minDownload minUpload containerRegistryAuthId".split()
 )
+# containerRegistryAuthId: a private image's saved registry credentials (DOCS
+# sdks/graphql/configurations.mdx, "Common input fields ... when creating Pods and templates"; REST
+# PodCreateInput in github.com/runpod/docs api-reference/openapi.json).
+
+# The CUDA versions RunPod lets a pod ask for (api-reference/openapi.json in github.com/runpod/docs,
+# PodCreateInput.allowedCudaVersions' enum, 2026-08-20); v2's reference says "Matching is exact".
+CUDA_VERSIONS = (
+    *("11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9", "13.0"),
+)
+
+
+def cuda_at_least(version: str) -> list[str]:
+    """allowedCudaVersions for an image built on CUDA `version`: each listed host CUDA not older than it
+    (a driver runs the CUDA it was released with and older)."""
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in v.split("."))
+
+    found = [v for v in CUDA_VERSIONS if key(v) >= key(version)]
+    if not found:
+        raise ValueError(f"CUDA {version}: RunPod lists no host CUDA that new ({', '.join(CUDA_VERSIONS)})")
+    return found
+
+
 ENUM_FIELDS = frozenset({"cloudType"})  # GraphQL enums go bare (cloudType: SECURE), never quoted
 CLOUD_TYPES = ("ALL", "SECURE", "COMMUNITY")  # SDK ctl_commands.py create_pod's check
 
@@ -71,6 +95,11 @@ class RateLimited(RunPodError):
 
 class NoInstances(RunPodError):
     """No capacity for that GPU type and count (no price listed, or RunPod's 'no longer any instances')."""
+
+
+class CreateUnsure(RunPodError):
+    """A create whose answer was lost after RunPod may have acted on it (5xx, a timeout after sending):
+    the pod may exist. Never re-sent; the caller looks the pod up by its name (jobs/pod/pods.py)."""
 
 
 class _Retry(Exception):
@@ -148,12 +177,20 @@ class Client:
         query = f"query GpuTypes {{ gpuTypes {{ {GPU_FIELDS} {_lowest_price(gpu_count, secure_cloud)} }} }}"
         return self._call("gpuTypes", query) or []
 
-    def price(self, gpu_id: str, gpu_count: int = 1, spot: bool = False, secure_cloud: bool | None = None):
+    def price(
+        self,
+        gpu_id: str,
+        gpu_count: int = 1,
+        spot: bool = False,
+        secure_cloud: bool | None = None,
+        datacenter: str | None = None,
+    ):
         """USD per GPU-hour now: on-demand = lowestPrice.uninterruptablePrice, spot = minimumBidPrice.
-        SDK queries/gpus.py (gpuTypes(input: {id})); an unknown id answers [] (SDK ctl_commands get_gpu)."""
+        SDK queries/gpus.py (gpuTypes(input: {id})); an unknown id answers [] (SDK ctl_commands get_gpu).
+        `datacenter`: that datacenter's price and stock only (a pod pinned to a network volume's)."""
         query = (
             f"query GpuTypes {{ gpuTypes(input: {literal({'id': gpu_id})}) "
-            f"{{ id {_lowest_price(gpu_count, secure_cloud)} }} }}"
+            f"{{ id {_lowest_price(gpu_count, secure_cloud, datacenter)} }} }}"
         )
         found = self._call("gpuTypes", query) or []
         if not found:
@@ -165,7 +202,10 @@ class Client:
         value = lowest.get("minimumBidPrice" if spot else "uninterruptablePrice")
         if not value:
             kind = "spot" if spot else "on-demand"
-            raise NoInstances(f"gpuTypes: no {kind} price for {gpu_count} × {gpu_id}: none available now")
+            where = f" in {datacenter}" if datacenter else ""
+            raise NoInstances(
+                f"gpuTypes: no {kind} price for {gpu_count} × {gpu_id}{where}: none available now"
+            )
         return float(value)
 
     # -- pods --------------------------------------------------------------------------------------------
@@ -252,7 +292,7 @@ class Client:
         def unsure(reason: str) -> RunPodError:
             # RunPod may have created the pod before failing to answer; sending it again could make two.
             return self._error(
-                RunPodError,
+                CreateUnsure,
                 operation,
                 f"{reason}; the pod may exist anyway: look for name {name!r} in Client().pods() "
                 "before creating it again",
@@ -306,9 +346,14 @@ class Client:
         return cls(f"{operation}: {message}".replace(self._key, "[RUNPOD_API_KEY]"))
 
 
-def _lowest_price(gpu_count: int, secure_cloud: bool | None) -> str:
-    """lowestPrice(input: {gpuCount, secureCloud}): the cheapest per-GPU prices for that count now."""
+def _lowest_price(gpu_count: int, secure_cloud: bool | None, datacenter: str | None = None) -> str:
+    """lowestPrice(input: {gpuCount, secureCloud, dataCenterId}): the cheapest per-GPU prices for that
+    count now, in one datacenter when given. dataCenterId is not in RunPod's docs; public clients send it
+    (github.com/aidando73/hello-runpod-api watch_runpod_availability.py: GpuLowestPriceInput with
+    dataCenterId and secureCloud), and without it the answer is the lowest across all datacenters."""
     args: dict = {"gpuCount": gpu_count}
     if secure_cloud is not None:
         args["secureCloud"] = secure_cloud
+    if datacenter:
+        args["dataCenterId"] = datacenter
     return f"lowestPrice(input: {literal(args)}) {{ minimumBidPrice uninterruptablePrice }}"

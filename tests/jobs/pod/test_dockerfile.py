@@ -86,6 +86,22 @@ def test_base_image_is_axolotls_cloud_image_for_our_pinned_axolotl():
     check_tag_matches_pin(DOCKERFILE.read_text("utf-8"), PYPROJECT.read_text("utf-8"))
 
 
+def test_hardware_files_name_the_images_cuda():
+    """`cuda:` beside `image:` in each GPU hardware file is the base image's (its tag's cuNNN), so the
+    launcher asks RunPod for hosts that can run it (allowedCudaVersions, issue 16)."""
+    import yaml
+
+    from jobs.pod import runpod
+
+    tag = re.search(r"^FROM axolotlai/axolotl-cloud:\S*-cu(\d+)(\d)-", DOCKERFILE.read_text("utf-8"), re.M)
+    image_cuda = f"{tag.group(1)}.{tag.group(2)}"
+    for path in sorted((ROOT / "axolotl_configs" / "hardware").glob("*.yaml")):
+        hw = yaml.safe_load(path.read_text("utf-8"))
+        if hw["gpu_type"] != "none":
+            assert hw["cuda"] == image_cuda, path
+            assert runpod.cuda_at_least(hw["cuda"]) == [image_cuda]  # 13.0 is the newest RunPod lists
+
+
 def test_tag_check_fails_when_either_side_changes_alone():
     """The check above is no tautology: a bumped pin or a bumped tag alone breaks it."""
     docker, pyproject = DOCKERFILE.read_text("utf-8"), PYPROJECT.read_text("utf-8")
@@ -113,6 +129,11 @@ def test_build_pin_check_runs_and_rejects_another_axolotl(tmp_path):
     bad = subprocess.run(["bash", "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert bad.returncode != 0
     assert f"the base image has axolotl {version}, pyproject.toml pins 0.0.1" in bad.stderr
+    # A dev build of the pinned release (Axolotl's image has carried 0.16.0.dev0 at v0.16.0) passes.
+    dev = PYPROJECT.read_text("utf-8").replace(f'"axolotl=={version}"', f'"axolotl=={version}.dev0"')
+    (tmp_path / "pyproject.toml").write_text(dev)
+    ok = subprocess.run(["bash", "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and f"axolotl {version} (pinned {version}.dev0)" in ok.stdout, ok.stderr
 
 
 def test_build_installs_our_pins_but_holds_torch_and_axolotl(tmp_path):

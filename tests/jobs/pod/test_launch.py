@@ -184,10 +184,12 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
         assert [a["outcome"] for a in attempts] == ["preempted", "completed"]
         assert attempts[0]["checkpoint_step"] >= 1 and attempts[0]["lost_steps"] >= 0
         assert {a["volume_run_id"] for a in attempts} == {run_id}  # the same run, resumed on the volume
-        # Cost = uptime × costPerHr, summed by the launcher; costPerHr is the bid (secure spot minimum).
+        # Cost = billed time × costPerHr, summed by the launcher, each pod from just before its create to its
+        # termination (issue 16: not the container's uptime); costPerHr is the bid (secure spot minimum).
         assert all(a["cost_per_hr"] == fake.gone[a["pod_id"]].cost_per_hr == 1.25 for a in attempts)
-        expected = sum(a["uptime_s"] * a["cost_per_hr"] / 3600 for a in attempts)
+        expected = sum((a["ended_ts"] - a["created_ts"]) * a["cost_per_hr"] / 3600 for a in attempts)
         assert expected > 0 and job.actual_cost == pytest.approx(expected)
+        assert all(a["billed_s"] >= a["uptime_s"] for a in attempts)
         assert job.gpu_hours == pytest.approx(sum(a["uptime_s"] for a in attempts) / 3600)
         assert "lost_steps" in job.metrics and job.estimated_cost == pytest.approx(
             lineage["estimate"]["cost_live"]
@@ -345,7 +347,10 @@ def test_max_retries_gives_up_once_and_the_customer_hears_it(tmp_path, sample_ou
     status_log.watch(env["DATABASE_URL"])
     runs, log = tmp_path / "runs", tmp_path / "launch.log"
     job_id = customer_app.new_job()
-    proc = launch(runs, sample_out, env, "--run-id", job_id, "--max-retries", "1", "max_steps=2", log=log)
+    # RunPod starts the container again and again (tests/fake_runpod.py, restart_on_exit): the pod says
+    # RUNNING while its container never reaches the entrypoint, so the start deadline is what ends it.
+    args = ("--run-id", job_id, "--max-retries", "1", "--start-timeout", "2", "max_steps=2")
+    proc = launch(runs, sample_out, env, *args, log=log)
     assert proc.wait(120) == 1, log.read_text()[-4000:]
     job = registry.get_job(job_id, env["DATABASE_URL"])
     assert job.status == "failed" and job.retry_count == 1

@@ -190,7 +190,10 @@ def test_a_pod_runs_a_real_command_with_its_env_and_volume(tmp_path, monkeypatch
         return [sys.executable, "-c", script, str(volume)]
 
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
-    with FakeRunPod(workspace=tmp_path / "ws", command=command, start_after=0.1) as fake:
+    # A container that runs once (RunPod's "runs until it exits"); restarts: the test after this one.
+    with FakeRunPod(
+        workspace=tmp_path / "ws", command=command, start_after=0.1, restart_on_exit=False
+    ) as fake:
         monkeypatch.setenv("RUNPOD_API_URL", fake.url)
         monkeypatch.setenv("RUNPOD_API_KEY", fake.api_key)
         client = runpod.Client(max_time=3)
@@ -205,6 +208,56 @@ def test_a_pod_runs_a_real_command_with_its_env_and_volume(tmp_path, monkeypatch
         client.stop(slow)  # SIGTERM to the container's process
         wait_for(lambda: fake.pods[slow].exit_code is not None)
         assert (tmp_path / "ws" / "sigterm").exists() and fake.pods[slow].exit_code == 0
+
+
+def test_a_container_whose_process_exits_is_started_again_and_the_pod_stays_running(tmp_path, monkeypatch):
+    """dstack issue 1142: RunPod restarts a pod's container whose command exits; the pod stays RUNNING,
+    its runtime's uptime starting again, until it is stopped or terminated."""
+    with FakeRunPod(workspace=tmp_path / "ws", command=lambda env, vol: ["true"], start_after=0.05) as fake:
+        monkeypatch.setenv("RUNPOD_API_URL", fake.url)
+        monkeypatch.setenv("RUNPOD_API_KEY", fake.api_key)
+        client = runpod.Client(max_time=3)
+        pod_id = client.deploy_on_demand(**POD)["id"]
+        wait_for(lambda: fake.pods[pod_id].restarts >= 3)
+        assert client.pod(pod_id)["desiredStatus"] == "RUNNING"
+        client.terminate(pod_id)
+        restarts = fake.gone[pod_id].restarts
+        time.sleep(0.5)
+        assert fake.gone[pod_id].restarts == restarts  # no restart after a terminate
+
+
+def test_a_pod_no_host_can_run_keeps_a_null_runtime(client, fake):
+    """allowedCudaVersions is matched exactly against the hosts' CUDA (RunPod's API reference); a private
+    image without containerRegistryAuthId cannot be pulled: either way the pod never gets a runtime."""
+    fake.host_cuda, fake.private_images = "12.8", {"me/private:1"}
+    for extra in ({"allowedCudaVersions": ["13.0"]}, {"imageName": "me/private:1"}):
+        pod_id = client.deploy_on_demand(**(POD | extra))["id"]
+        wait_for(lambda: client.pod(pod_id)["desiredStatus"] == "RUNNING")  # noqa: B023
+        time.sleep(0.3)
+        assert client.pod(pod_id)["runtime"] is None and fake.pods[pod_id].never_starts
+    fine = client.deploy_on_demand(**POD, allowedCudaVersions=["12.8"])["id"]
+    wait_for(lambda: client.pod(fine)["runtime"])
+    auth = client.deploy_on_demand(**(POD | {"imageName": "me/private:1", "containerRegistryAuthId": "a1"}))
+    wait_for(lambda: client.pod(auth["id"])["runtime"])
+
+
+def test_price_in_one_datacenter(client, fake):
+    """lowestPrice with dataCenterId: that datacenter's prices and stock, not the lowest anywhere."""
+    fake.datacenters = {
+        "EU-RO-1": {"NVIDIA H100 PCIe": {"secureSpotPrice": 1.6, "maxGpuCount": 8}},
+        "US-KS-2": {"NVIDIA H100 PCIe": {"secureSpotPrice": 1.1, "maxGpuCount": 0}},
+    }
+    assert client.price("NVIDIA H100 PCIe", 1, spot=True, secure_cloud=True, datacenter="EU-RO-1") == 1.6
+    assert client.price("NVIDIA H100 PCIe", 1, spot=True, secure_cloud=True) == 1.25  # US-KS-2 has none
+    with pytest.raises(runpod.NoInstances, match="in US-KS-2"):
+        client.price("NVIDIA H100 PCIe", 1, spot=True, secure_cloud=True, datacenter="US-KS-2")
+
+
+def test_cuda_versions_for_an_image():
+    assert runpod.cuda_at_least("12.8") == ["12.8", "12.9", "13.0"]
+    assert runpod.cuda_at_least("13.0") == ["13.0"]
+    with pytest.raises(ValueError, match="no host CUDA that new"):
+        runpod.cuda_at_least("13.1")
 
 
 # -- failures ----------------------------------------------------------------------------------------------
@@ -238,6 +291,13 @@ def test_server_errors_are_retried_for_reads_but_not_for_a_create(client, fake):
         "'brightrun-smoke' in Client().pods() before creating it again"
     )
     assert len(fake.requests) == 3 and fake.pods == {}
+
+
+def test_a_create_answered_502_after_the_pod_was_made_says_it_may_exist(client, fake):
+    fake.fail_after_create(1)
+    with pytest.raises(runpod.CreateUnsure, match="HTTP 502 Bad Gateway; the pod may exist anyway"):
+        client.deploy_on_demand(**POD)
+    assert [p["name"] for p in client.pods()] == ["brightrun-smoke"]  # it does
 
 
 def test_a_create_is_retried_after_429(client, fake):
