@@ -83,7 +83,8 @@ class Follower:
         return sum(a["cost"] for a in self.attempts)
 
     def gpu_hours(self) -> float:
-        return sum(a["uptime_s"] for a in self.attempts) / 3600 * self.info["gpus"]
+        """The GPU-hours billed (billing.py: creation to termination), as the cost is."""
+        return sum(a.get("billed_s", a["uptime_s"]) for a in self.attempts) / 3600 * self.info["gpus"]
 
     def with_lost(self, metrics: dict) -> dict:
         """The pod's latest numbers plus ours: work and money lost to preemptions."""
