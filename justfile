@@ -39,9 +39,9 @@ demo-data:
 assets:
     {{python}} assets/build.py
 
-# Lint and run every test (what CI runs), on three workers (`just test -n 0 ...` for one process)
+# Lint and run every test (what CI runs), on two workers (`just test -n 0 ...` for one process)
 test *ARGS: lint
-    {{python}} -m pytest -n 3 --dist loadfile --no-loadscope-reorder {{ARGS}}
+    {{python}} -m pytest -n 2 --dist loadfile --no-loadscope-reorder {{ARGS}}
 
 # ruff over the whole repo
 lint:

@@ -65,10 +65,9 @@ def sample_out(tmp_path_factory, assets) -> Path:
     )
 
 
-# `just test` runs the suite on three pytest-xdist workers, a test file at a time (`--dist loadfile`). CI
-# has 2 cores, but much of a test's time is waiting (servers and pods starting, polls, subprocesses
-# importing): a one-process CI run used ~1,430 CPU-seconds (install included) in 1,475 s, and two
-# workers still left the cores idle part of the time; a third worker fills the gaps.
+# `just test` runs the suite on two pytest-xdist workers, one per core on CI, a test file at a time
+# (`--dist loadfile`). A third worker did not pay: 926 s for 317 tests with three, 797 s for 304 with two
+# (the 13 added include a ~120 s real run); each real run got that much slower sharing the cores.
 # A file's module fixtures (a finished run, a started service) are built once, on one worker. The session
 # fixtures that build something slow or write into the repo (the preprocessed smoke data, data/converted/)
 # are built once per run, by whichever worker asks first (`once`, below).
