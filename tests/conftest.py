@@ -191,8 +191,14 @@ def jobs_cli(*args: str, env: dict | None = None, timeout: int = 900) -> subproc
     )
 
 
+# One packed row per optimizer step for the runs that test a run's life (signals, resume, events, pods),
+# not its batch: half the compute of the smoke profile's two-row steps (its batch is tested in
+# tests/axolotl_configs/). A test's own overrides come after and win.
+ONE_ROW = "gradient_accumulation_steps=1"
+
+
 def smoke_job_args(runs: Path, data: Path, *overrides: str) -> list[str]:
-    """`--runs-dir RUNS train balanced smoke --data DATA` on the tiny model, plus overrides."""
+    """`--runs-dir RUNS train balanced smoke --data DATA` on the tiny model, one row a step, plus overrides."""
     return [
         "--runs-dir",
         str(runs),
@@ -202,6 +208,7 @@ def smoke_job_args(runs: Path, data: Path, *overrides: str) -> list[str]:
         "--data",
         str(data),
         f"base_model={TINY_MODEL_DIR}",
+        ONE_ROW,
         *overrides,
     ]
 
