@@ -322,6 +322,8 @@ class FakePod:
     created_at: float = field(default_factory=time.time)  # wall clock: RunPod bills from here...
     halted_at: float | None = None  # ...to the stop, terminate or reclaim
     halt: threading.Event = field(default_factory=threading.Event)
+    # Set once its container's process has ended and its last changes are pushed to the volume's bucket.
+    synced: threading.Event = field(default_factory=threading.Event)
     machine_id: str = field(default_factory=lambda: _id(12))
 
     @property
@@ -767,6 +769,7 @@ class FakeRunPod:
                     return
                 pod.status, pod.started = "RUNNING", time.monotonic()
                 if argv:
+                    pod.synced.clear()
                     # Its own session, so close() can kill what it started; signals still go to it alone.
                     pod.proc = subprocess.Popen(argv, env=env, cwd=self.workspace, start_new_session=True)
             if not pod.proc:
@@ -778,6 +781,7 @@ class FakeRunPod:
                 self.volume_sync.while_running(self.workspace, pod.proc)
                 self.volume_sync.push(self.workspace)
             code = pod.proc.wait()
+            pod.synced.set()
             with self.lock:
                 pod.exit_code = code
                 if pod.status != "RUNNING" or pod.halt.is_set():
@@ -799,6 +803,17 @@ class FakeRunPod:
         self.workspace.mkdir(parents=True, exist_ok=True)
         mount = pod.input.get("volumeMountPath")
         if self.volume_sync and mount:
+            # Another pod's container on the same volume is dead before this one starts: RunPod kills a
+            # reclaimed or stopped container within seconds (SIGKILL about 5 s after SIGTERM), and a new
+            # pod takes longer than that to pull its image. Here all pods share one workspace, so a new
+            # pod's pull waits for the old container's end and its last push, or it would overwrite files
+            # the old process is still writing.
+            with self.lock:
+                ended = [*self.pods.values(), *self.gone.values()]
+                others = [p for p in ended if p is not pod and p.proc and p.halt.is_set()]
+            for other in others:  # halted: SIGKILL follows SIGTERM within its grace
+                other.proc.wait()
+                other.synced.wait(60)
             # The pod sees its network volume at volumeMountPath; on this machine that is the workspace.
             env = {
                 k: str(self.workspace) + v[len(mount) :] if v.startswith(mount) else v for k, v in env.items()
