@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ONE_ROW, ROOT, SPACED_OVERRIDE, SPACED_VALUE, TINY_MODEL_DIR, jobs_cli, jobs_env, no_loss
+from conftest import ROOT, SPACED_OVERRIDE, SPACED_VALUE, TINY_MODEL_DIR, jobs_cli, jobs_env, no_loss
 from sqlalchemy import select
 
 from brightrun import offline
@@ -82,7 +82,7 @@ def setup(tmp_path):
 
 def launch(runs: Path, data: Path, env: dict, *args: str, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "launch", "balanced", "smoke"]
-    cmd += ["--data", str(data), "--poll", "0.2", f"base_model={TINY_MODEL_DIR}", ONE_ROW, *args]
+    cmd += ["--data", str(data), "--poll", "0.2", f"base_model={TINY_MODEL_DIR}", *args]
     out = log.open("w")
     return subprocess.Popen(cmd, cwd=ROOT, env=jobs_env() | env, stdout=out, stderr=subprocess.STDOUT)
 
