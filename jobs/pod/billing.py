@@ -23,7 +23,7 @@ import time
 from jobs import registry
 from jobs.pod import volume as vol
 
-OVER = ("completed", "failed", "cancelled")  # a run's own end, on the volume
+OVER = registry.TERMINAL  # a run's own end, read from its registry on the volume
 START_TIMEOUT_S = 15 * 60  # `jobs launch --start-timeout`: image pull included (Axolotl's image is ~10 GB)
 # How long a run that is over on the volume may leave its container running before the pod is terminated
 # anyway, when the container never says it exited (pods/ID.exited): held-out eval and webhooks take time.

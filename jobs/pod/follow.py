@@ -49,7 +49,6 @@ def follow(
     return Follower(run_id, runs_dir, api, poll, settle_s).run()
 
 
-OVER = billing.OVER
 # How long a pod found down may leave its run's status to settle: RunPod gives a reclaimed spot pod about
 # 5 s from SIGTERM to SIGKILL (its pricing page, cited in issue 16), plus a volume sync.
 DOWN_SETTLE_S = 10.0
@@ -205,7 +204,7 @@ class Follower:
             if not billing.started(attempt, self.volume, runtime, state):
                 if time.time() - attempt.get("created_ts", time.time()) >= self.start_timeout:
                     return self.no_start(attempt, state, runtime)
-            elif state and state["status"] in OVER and billing.container_done(attempt, self.volume):
+            elif state and state["status"] in billing.OVER and billing.container_done(attempt, self.volume):
                 attempt["ended"] = now_iso()
                 return self.ended(attempt, pod, state)
             time.sleep(self.poll)
