@@ -64,6 +64,9 @@ class TrainingJob(Base):
     gpu_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     gpu_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     price_per_hour: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The evaluation's verdict (pass | fail | incomplete) and its gates and figures (evals/, migration 0004).
+    verdict: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    evaluation: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class ModelArtifact(Base):

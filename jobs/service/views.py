@@ -31,6 +31,7 @@ JOB_FIELDS = (
     "gpu_type",
     "gpu_count",
     "price_per_hour",
+    "verdict",
     "hyperparameters",
     "metrics",
 )
@@ -111,4 +112,5 @@ def job_detail(engine: Engine, job_id: str) -> dict | None:
     out = job_dict(job, train[-1] if train else None, evals[-1] if evals else None)
     out["metrics_history"] = [{k: getattr(p, k) for k in POINT_FIELDS} for p in points]
     out["artifacts"] = [{k: getattr(a, k) for k in ARTIFACT_FIELDS} for a in artifacts]
+    out["evaluation"] = job.evaluation  # the verdict's gates and figures (evals/), null before an eval
     return out

@@ -150,6 +150,7 @@
           ]),
           el("td", { className: "num", text: `${fmtCost(job.estimated_cost)} / ${fmtCost(job.actual_cost)}` }),
           el("td", { className: "num", text: fmtLoss(job.eval_loss) }),
+          verdictCell(job),
           el("td", { className: "num", text: fmtLoss(job.last_loss) }),
           el("td", { className: "muted", text: fmtTime(job.created_at, false) }),
         ],
@@ -164,6 +165,14 @@
       return row;
     });
     body.replaceChildren(...rows);
+  }
+
+  // The evaluation's verdict (evals/): pass | fail | incomplete, or a dash before `just eval RUN`.
+  function verdictCell(job) {
+    if (!job.verdict) return el("td", { className: "verdict muted", text: DASH, attrs: { "data-verdict": "" } });
+    return el("td", { className: "verdict", attrs: { "data-verdict": job.verdict } }, [
+      el("span", { className: `badge verdict-${job.verdict}`, text: job.verdict }),
+    ]);
   }
 
   function markSelected() {
@@ -209,6 +218,13 @@
     fact(facts, "GPU hours", fmtNum(job.gpu_hours, 3));
     fact(facts, "Last loss · eval loss", `${fmtLoss(job.last_loss)} · ${fmtLoss(job.eval_loss)}`);
     if (job.retry_count) fact(facts, "Retries", String(job.retry_count));
+    if (job.verdict) fact(facts, "Verdict", job.verdict);
+    for (const g of (job.evaluation && job.evaluation.gates) || []) {
+      facts.append(
+        el("dt", { text: g.gate }),
+        el("dd", { className: `gate gate-${g.status}`, text: `${g.status} · ${g.detail}` }),
+      );
+    }
     if (job.artifact_path) fact(facts, "Adapter", job.artifact_path);
     if (job.error_message) {
       facts.append(el("dt", { text: "Error" }), el("dd", { className: "error-text", text: job.error_message }));

@@ -104,6 +104,9 @@ def test_dashboard_shows_jobs_and_loss_curves_in_headless_chromium(browser, dash
     # A pod run's GPU and price, as `jobs launch` records them in the same registry.
     url = f"sqlite:///{tmp_path / 'runs' / 'registry.db'}"
     registry.update_job("dash-ok", url, gpu_type="NVIDIA H100 PCIe", gpu_count=1, price_per_hour=2.39)
+    # And its evaluation's verdict, as `just eval RUN` records it (evals/__main__.py).
+    gate = {"gate": "judge_win_rate", "status": "fail", "required": True, "detail": "interval [0.41, 0.66]"}
+    registry.update_job("dash-ok", url, verdict="fail", evaluation={"verdict": "fail", "gates": [gate]})
 
     page = f"{dashboard}/#token={TOKEN}"
     dumped = headless(browser, tmp_path / "profile-dom", "--dump-dom", page)
@@ -120,6 +123,9 @@ def test_dashboard_shows_jobs_and_loss_curves_in_headless_chromium(browser, dash
     assert dom.find("span", id="live", **{"data-live": "true"}), "a training job: the page should refresh"
     assert "selected" in rows["dash-ok"]["class"]
     assert "1 × NVIDIA H100 PCIe · $2.39/h" in dumped.stdout
+    verdicts = {a["data-verdict"] for a in dom.find("td") if "data-verdict" in a}
+    assert verdicts == {"fail", ""}  # the evaluated job's verdict; a dash for the two never evaluated
+    assert "fail · interval [0.41, 0.66]" in dumped.stdout  # its gates in the detail
 
     # The newest job's chart: 10 train-loss points and 1 eval point, drawn by uPlot on a canvas.
     (chart,) = dom.find("div", id="loss-chart")
