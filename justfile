@@ -16,9 +16,14 @@ default:
 setup:
     bash setup.sh
 
-# The main job, on CPU: demo data -> convert -> train SmolLM2-135M-Instruct through Axolotl -> before/after
+# The main job, on CPU: demo data -> convert -> train SmolLM2-135M-Instruct through Axolotl -> evaluate -> verdict
 demo: convert-demo
-    {{python}} -m jobs train balanced smollm2-cpu --data data/converted/demo-cpu learning_rate=5e-4 gradient_accumulation_steps=1
+    #!/usr/bin/env bash
+    set -euo pipefail
+    run="$(date -u +%Y%m%d-%H%M%S)-demo"
+    {{python}} -m jobs train balanced smollm2-cpu --data data/converted/demo-cpu --run-id "$run" learning_rate=5e-4 gradient_accumulation_steps=1
+    # The judge: SmolLM2 itself through `transformers serve` (checks the mechanism, not the quality).
+    {{python}} -m evals run "$run" --limit 6 --general-limit 10 --local-judge assets/smollm2-135m-instruct
 
 # Generate and convert the demo data: the CPU demo's short conversations and the 36-conversation file
 convert-demo:
@@ -119,9 +124,13 @@ service HOST="127.0.0.1" PORT="8000":
 show RUN:
     @{{python}} -m jobs show {{RUN}}
 
-# Held-out loss of base and adapter, samples, runs/RUN/report.html
-eval RUN:
-    {{python}} -m jobs eval {{RUN}}
+# Evaluate a finished run: held-out answers judged (JUDGE_BASE_URL), general ability (lm-eval), a verdict in runs/RUN/eval/
+eval RUN *ARGS:
+    {{python}} -m evals run {{RUN}} {{ARGS}}
+
+# The verdict table of a run's last evaluation
+verdict RUN:
+    @{{python}} -m evals show {{RUN}}
 
 # Two runs side by side
 compare RUN_A RUN_B:

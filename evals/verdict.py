@@ -116,7 +116,8 @@ def judge_gates(judge: dict | None, g: JudgeGate, n_prompts: int) -> list[dict]:
     decided = pw["adapter_wins"] + pw["base_wins"] + pw["ties"]
     asked = decided + pw["unscored"]
     if not asked or decided / asked < g.min_scored_fraction or pw.get("ci95") is None:
-        out.append(gate("judge_win_rate", NOT_RUN, g.required, f"only {decided} of {asked} comparisons decided"))
+        why = f"only {decided} of {asked} comparisons decided"
+        out.append(gate("judge_win_rate", NOT_RUN, g.required, why))
     else:
         lo, hi = pw["ci95"]
         ok = lo > g.min_win_rate_lower
@@ -153,7 +154,8 @@ def general_gates(general: dict | None, g: GeneralGate) -> list[dict]:
                 f"general_{task}",
                 PASS if ok else FAIL,
                 g.required,
-                f"{task} {r.get('metric', '')}: base {r['base'] * 100:.1f} -> adapter {r['adapter'] * 100:.1f} "
+                f"{task} {r.get('metric', '')}: base {r['base'] * 100:.1f} -> "
+                f"adapter {r['adapter'] * 100:.1f} "
                 f"(drop {drop:.1f} points, allowed {allowed:.1f})",
                 drop_points=drop,
                 allowed_points=allowed,
@@ -164,7 +166,8 @@ def general_gates(general: dict | None, g: GeneralGate) -> list[dict]:
 
 def decide(results: dict, gates: Gates | None = None) -> dict:
     """results: {"heldout": {"base_loss", "adapter_loss"} | None, "judge": judge.json | None,
-    "general": general.json | None, "n_prompts": int}. Returns verdict.json: every gate, and the overall verdict."""
+    "general": general.json | None, "n_prompts": int}. Returns verdict.json: every gate, and the overall
+    verdict."""
     gates = gates or Gates()
     rows = [
         heldout_gate(results.get("heldout"), gates.heldout_loss),

@@ -109,6 +109,10 @@ def write(run_dir: Path, db_url: str | None = None) -> Path:
                     ]
                 )
             )
+    if (run_dir / "eval" / "verdict.json").is_file():  # `just eval RUN` (evals/) ran
+        from evals.report import section
+
+        parts += section(run_dir / "eval")
     cost = job.actual_cost if job and job.actual_cost is not None else 0.0
     parts += [
         "<h2>Cost</h2>",
@@ -138,6 +142,7 @@ def write(run_dir: Path, db_url: str | None = None) -> Path:
     style = (
         "body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse;"
         "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;white-space:pre-wrap}"
+        ".verdict-pass{color:#15803d}.verdict-fail{color:#b91c1c}.verdict-incomplete{color:#b45309}"
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Run {e(run_id)}</title>"

@@ -1,0 +1,130 @@
+"""Evaluate a finished run: held-out answers judged, general ability kept, a verdict (docs/evaluation.md).
+
+Usage:
+  python -m evals run RUN [--limit 40] [--backend transformers|vllm] [--device cpu] [--max-new-tokens N]
+                          [--no-judge] [--no-general] [--tasks T,T] [--general-limit N] [--gates FILE]
+  python -m evals show RUN       (the verdict table of the last evaluation)
+
+The judge is any OpenAI-compatible chat-completions endpoint, from the environment only: JUDGE_BASE_URL,
+JUDGE_MODEL, JUDGE_API_KEY (never written to a file).
+
+Exit codes: 0 evaluated (whatever the verdict; it is in eval/verdict.json and the registry); 2 bad input
+(no such run, no adapter, data changed since the run, a bad gates file): nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m evals", description=__doc__.split("\n")[0])
+    p.add_argument("--runs-dir", default="runs", help="where run folders live (default runs/)")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="answers, judge, general ability and the verdict into runs/RUN/eval/")
+    r.add_argument("run")
+    r.add_argument("--limit", type=int, default=40, help="held-out prompts, stratified by arc (default 40)")
+    r.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
+    r.add_argument("--device", default="cpu", help="transformers back-end device (cpu, cuda)")
+    r.add_argument("--max-new-tokens", type=int, default=None, help="default: from the reference lengths")
+    r.add_argument("--no-judge", action="store_true", help="skip the judge (its gates are not_run)")
+    r.add_argument("--no-general", action="store_true", help="skip lm-eval (its gate is not_run)")
+    r.add_argument("--tasks", default=None, help="lm-eval tasks, comma-separated (default: the offline task)")
+    r.add_argument("--general-limit", type=int, default=None, help="lm-eval items per task")
+    r.add_argument("--gates", default=None, help="a gates YAML (default evals/gates.yaml)")
+    r.add_argument(
+        "--local-judge",
+        default=None,
+        metavar="MODEL_DIR",
+        help="start `transformers serve` with this local model as the judge (the demo; checks the mechanism)",
+    )
+    s = sub.add_parser("show", help="the verdict table of a run's last evaluation")
+    s.add_argument("run")
+    return p
+
+
+def show(verdict: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    colour = {"pass": "green", "fail": "red", "not_run": "yellow"}
+    t = Table(title=f"Verdict: {verdict['verdict'].upper()}", title_justify="left")
+    for col in ("gate", "result", "required", "detail"):
+        t.add_column(col)
+    for g in verdict["gates"]:
+        c = colour.get(g["status"], "")
+        t.add_row(g["gate"], f"[{c}]{g['status']}[/{c}]", "yes" if g["required"] else "no", g["detail"])
+    console = Console(stderr=True)
+    console.print(t)
+    for note in verdict.get("notes", []):
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from brightrun.errors import ConfigError
+
+    try:
+        if args.command == "show":
+            from evals.run import EVAL_DIR, finished_run
+
+            run_dir = finished_run(Path(args.runs_dir), args.run)[0]
+            path = run_dir / EVAL_DIR / "verdict.json"
+            if not path.is_file():
+                raise ConfigError(f"{path}: no evaluation yet (run `just eval {args.run}`)")
+            show(json.loads(path.read_text("utf-8")))
+            return 0
+        return _run(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    from evals.run import Options, evaluate_run
+    from jobs import registry
+
+    for name in ("limit", "general_limit", "max_new_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            from brightrun.errors import ConfigError
+
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: expected a whole number of at least 1")
+    registry.use_runs_dir(args.runs_dir)
+    opts = Options(
+        limit=args.limit,
+        backend=args.backend,
+        device=args.device,
+        max_new_tokens=args.max_new_tokens,
+        judge=not args.no_judge,
+        general=not args.no_general,
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None,
+        general_limit=args.general_limit,
+        gates=Path(args.gates) if args.gates else None,
+    )
+    if args.local_judge and not args.no_judge:
+        import os
+
+        from evals.run import finished_run
+        from evals.verdict import load_gates
+
+        finished_run(Path(args.runs_dir), args.run)  # bad input fails before a server starts
+        load_gates(opts.gates)
+        from evals.local_judge import WARNING, local_judge
+
+        log = Path(args.runs_dir) / args.run / "logs" / "local-judge.log"
+        with local_judge(args.local_judge, log) as env:
+            os.environ.update(env)
+            opts.notes.append(WARNING.format(model=Path(args.local_judge).name))
+            verdict = evaluate_run(args.run, args.runs_dir, opts)
+    else:
+        verdict = evaluate_run(args.run, args.runs_dir, opts)
+    show(verdict)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

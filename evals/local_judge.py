@@ -1,0 +1,82 @@
+"""A judge on this machine: `transformers serve` (an OpenAI-compatible server that ships with the
+transformers we already install) with a local model, for `just demo` and for trying the judge path offline.
+
+A 135M-parameter judge checks the mechanism (real HTTP, real prompts and answers, parsing, retries,
+unscored counts), not the quality: its scores mean little, and it often cannot write the JSON asked for.
+A real evaluation points JUDGE_BASE_URL at a capable instruct model (docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from brightrun.errors import ConfigError
+from brightrun.offline import ALL as OFFLINE
+
+WARNING = (
+    "the judge is {model} on this machine: so small a judge checks the mechanism, not the quality; "
+    "point JUDGE_BASE_URL at a capable model for a verdict that means something"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_command(model_dir: Path, port: int) -> list[str]:
+    exe = shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers"
+    return [exe, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+
+
+@contextmanager
+def local_judge(model_dir: Path | str, log: Path, timeout_s: float = 120):
+    """Start the server, wait until it answers, yield the settings' environment, stop it after."""
+    model_dir = Path(model_dir).resolve()
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"{model_dir}: not a local model folder (no config.json) for the local judge")
+    port = free_port()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            serve_command(model_dir, port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **OFFLINE},
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise ConfigError(
+                    f"the local judge exited with {proc.returncode} before answering; see {log}"
+                )
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the local judge did not answer within {timeout_s:.0f} s; see {log}")
+            time.sleep(0.5)
+        # transformers serve names a local model by its path; it needs no key, the client wants one.
+        yield {"JUDGE_BASE_URL": base + "/v1", "JUDGE_MODEL": str(model_dir), "JUDGE_API_KEY": "local"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

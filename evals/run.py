@@ -1,0 +1,229 @@
+"""One run's evaluation, stage by stage: held-out prompts, answers, the judge, general ability, the verdict.
+
+It reads a finished run folder and writes runs/<id>/eval/ and nothing else in the folder but report.html
+(rewritten with the evaluation in it) and the registry row's verdict. eval/ is built in a temporary
+sibling and renamed into place at the end, so a folder named eval/ is always a whole evaluation: an
+interrupted or failed evaluation leaves the previous one, or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from brightrun.errors import ConfigError
+from jobs.runfolder import check_run_id, sha256_file
+
+EVAL_DIR = "eval"
+
+
+@dataclass
+class Options:
+    limit: int = 40  # held-out prompts, stratified by emotional arc
+    backend: str = "transformers"  # answers: transformers (CPU) | vllm (GPU)
+    device: str = "cpu"
+    max_new_tokens: int | None = None  # None: from the references' lengths (evals/generate.py)
+    judge: bool = True  # False: the judge gates are not_run
+    general: bool = True  # False: the general-ability gate is not_run
+    tasks: list[str] | None = None  # lm-eval tasks; None: the offline task shipped in evals/tasks/
+    general_limit: int | None = None  # lm-eval items per task
+    gates: Path | None = None  # default evals/gates.yaml
+    seed: int = 0
+    timings: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # said with the verdict (e.g. a local demo judge)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def finished_run(runs_dir: Path, run_id: str) -> tuple[Path, dict, dict]:
+    """The run folder, its lineage (run.json) and its config; ConfigError unless it holds an adapter."""
+    check_run_id(run_id)
+    run_dir = Path(runs_dir) / run_id
+    if not (run_dir / "run.json").is_file():
+        raise ConfigError(f"{run_dir}: no run folder (see `just runs`)")
+    if not (run_dir / "output" / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"{run_dir}: the run has no adapter yet (output/adapter_config.json); finish it first"
+        )
+    lineage = json.loads((run_dir / "run.json").read_text("utf-8"))
+    config = yaml.safe_load((run_dir / "config.yaml").read_text("utf-8"))
+    return run_dir, lineage, config
+
+
+def data_dir_of(lineage: dict) -> Path:
+    """The converted data the run trained on, checked against the manifest sha256 the run recorded: an
+    evaluation on data re-converted since would judge prompts the run may have trained on."""
+    data = Path(lineage["data"]["dir"])
+    manifest = data / "manifest.json"
+    if not manifest.is_file():
+        raise ConfigError(f"{data}: the run's converted data is gone (no manifest.json); convert it again")
+    if sha256_file(manifest) != lineage["data"]["manifest_sha256"]:
+        raise ConfigError(
+            f"{manifest}: changed since the run (sha256 differs from run.json's data.manifest_sha256): the "
+            "held-out prompts may not be the run's; convert the run's input again into another folder"
+        )
+    return data
+
+
+def heldout_losses(run_dir: Path) -> dict | None:
+    """Base and adapter loss on val.jsonl: computed in training (eval.json) or, failing that, again."""
+    from jobs import evaluate
+
+    path = run_dir / "eval.json"
+    if not path.is_file():
+        say("held-out loss: not computed in training; loading base and adapter again")
+        try:
+            evaluate.evaluate(run_dir)
+        except ValueError as exc:
+            say(f"held-out loss skipped: {exc}")
+            return None
+    result = json.loads(path.read_text("utf-8"))
+    return {"base_loss": result["base"]["loss"], "adapter_loss": result["adapter"]["loss"]}
+
+
+def timed(opts: Options, stage: str):
+    """A context manager that prints a stage's start and its wall time, and keeps it for eval/timings."""
+
+    class _Timer:
+        def __enter__(self):
+            say(f"[eval] {stage} ...")
+            self.t = time.monotonic()
+
+        def __exit__(self, *exc):
+            opts.timings[stage] = round(time.monotonic() - self.t, 2)
+            if exc[0] is None:
+                say(f"[eval] {stage}: {opts.timings[stage]:.1f} s")
+
+    return _Timer()
+
+
+def evaluate_run(run_id: str, runs_dir: Path | str = "runs", opts: Options | None = None) -> dict:
+    """Every stage, then eval/ in place, the registry's verdict and report.html. Returns verdict.json."""
+    from evals import general, generate, judge, prompts, verdict
+
+    opts = opts or Options()
+    gates = verdict.load_gates(opts.gates)  # a bad gates file fails before any model loads
+    run_dir, lineage, config = finished_run(Path(runs_dir), run_id)
+    data = data_dir_of(lineage)
+    settings = judge.JudgeSettings.from_env() if opts.judge else None
+    base_model, adapter = config["base_model"], run_dir / "output"
+
+    with timed(opts, "prompts"):
+        records, profile = prompts.load_heldout(data)
+        chosen = prompts.select(records, opts.limit, opts.seed)
+        say(f"[eval] {len(chosen)} of {len(records)} held-out targets, stratified by emotional arc")
+    if not chosen:
+        raise ConfigError(f"{data}: no held-out target to evaluate (val.jsonl trains nothing)")
+    with timed(opts, "heldout_loss"):
+        heldout = heldout_losses(run_dir)
+    with timed(opts, "answers"):
+        answers, generation = generate.answer(
+            chosen, base_model, adapter, opts.backend, opts.max_new_tokens, opts.device
+        )
+    with timed(opts, "judge"):
+        if settings is None:
+            why = "--no-judge" if not opts.judge else "JUDGE_BASE_URL is not set (see docs/evaluation.md)"
+            judgements, judged = [], {"skipped": why}
+            say(f"[eval] judge skipped: {why}")
+        else:
+            judgements, judged = judge.judge_all(chosen, answers, profile, settings)
+    with timed(opts, "general"):
+        if opts.general:
+            scores = general.score(
+                base_model, adapter, opts.tasks, opts.general_limit, general_backend(opts), opts.device
+            )
+        else:
+            scores = {"skipped": "--no-general"}
+    result = verdict.decide(
+        {"heldout": heldout, "judge": judged, "general": scores, "n_prompts": len(chosen)}, gates
+    )
+    result["run_id"] = run_id
+    result["notes"] = opts.notes
+    files = {
+        "prompts.jsonl": jsonl(chosen),
+        "answers.jsonl": jsonl(answers),
+        "generation.json": dumps(generation),
+        "judgements.jsonl": jsonl(judgements),
+        "judge.json": dumps(judged),
+        "general.json": dumps(scores),
+        "heldout.json": dumps(heldout or {"skipped": "no held-out loss"}),
+        "timings.json": dumps(opts.timings),
+        "verdict.json": dumps(result),
+    }
+    write_eval_dir(run_dir, files)
+    record(run_id, result, judged, scores, generation)
+    from jobs import report
+
+    say(f"report: {report.write(run_dir)}")
+    return result
+
+
+def general_backend(opts: Options) -> str:
+    # lm-eval's own back-ends: "hf" (with the PEFT adapter) beside transformers, "vllm" beside vLLM.
+    return "vllm" if opts.backend == "vllm" else "hf"
+
+
+def jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+
+
+def dumps(obj) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_eval_dir(run_dir: Path, files: dict[str, bytes]) -> Path:
+    """All files into a temporary sibling, then one rename: eval/ is whole or absent (or the previous)."""
+    final = run_dir / EVAL_DIR
+    tmp = Path(tempfile.mkdtemp(prefix=".eval.tmp-", dir=run_dir))
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=".eval.old-", dir=run_dir))
+            os.replace(final, old / "previous")
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return final
+
+
+def headline(judged: dict, scores: dict, generation: dict) -> dict:
+    """What the registry keeps beside the verdict: the figures a person compares runs by."""
+    rates = {m: v.get("tokens_per_s") for m, v in generation["models"].items()}
+    out: dict = {"generation_tokens_per_s": rates}
+    if not judged.get("skipped"):
+        out["judge_means"] = {
+            c: {m: v[m]["mean"] for m in ("base", "adapter")} for c, v in judged["criteria"].items()
+        }
+        pw = judged["pairwise"]
+        out["win_rate"], out["win_rate_ci95"] = pw["win_rate"], pw["ci95"]
+        out["judge_unscored"] = judged.get("unscored")
+    if not scores.get("skipped"):
+        keys = ("base", "adapter", "delta")
+        out["general"] = {t: {k: r.get(k) for k in keys} for t, r in scores["tasks"].items()}
+    return out
+
+
+def record(run_id: str, result: dict, judged: dict, scores: dict, generation: dict) -> None:
+    """The verdict on the registry row (the API's job detail and the dashboard read it there)."""
+    from jobs import registry
+
+    if registry.get_job(run_id) is None:
+        say(f"registry: no row for {run_id}; the verdict is only in eval/verdict.json")
+        return
+    summary = {"verdict": result["verdict"], "gates": result["gates"], **headline(judged, scores, generation)}
+    registry.update_job(run_id, verdict=result["verdict"], evaluation=summary)
