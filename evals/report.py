@@ -68,8 +68,8 @@ def pointwise_reasons(judgements: list[dict]) -> dict:
         cell = out.setdefault((row["id"], row["model"]), {})
         for criterion, s in (row.get("scores") or {}).items():
             cell[criterion] = f"{s['score']}: {s['reason']}"
-        if row.get("status") != "scored":
-            cell.setdefault("unscored", row.get("error") or "unscored")
+        if row.get("status") != "ok":  # unparseable, refused, error: said, never a score
+            cell.setdefault("unscored", row.get("status", "unscored"))
     return out
 
 

@@ -105,7 +105,10 @@ def test_an_optional_gate_does_not_hold_the_verdict(tmp_path):
     "text, message",
     [
         ("judge:\n  min_win_rate_lowr: 0.6\n", "judge.min_win_rate_lowr: Extra inputs are not permitted"),
-        ("general:\n  max_drop_points: -1\n", "general.max_drop_points: Input should be greater than or equal to 0"),
+        (
+            "general:\n  max_drop_points: -1\n",
+            "general.max_drop_points: Input should be greater than or equal to 0",
+        ),
         ("judge: [\n", "not valid YAML"),
     ],
 )
