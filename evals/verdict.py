@@ -144,9 +144,9 @@ def general_gates(general: dict | None, g: GeneralGate) -> list[dict]:
         if r.get("base") is None or r.get("adapter") is None:
             out.append(gate(f"general_{task}", NOT_RUN, g.required, f"{task}: no score"))
             continue
-        # Metrics are fractions (0-1) in lm-eval's results; the gate speaks in points.
-        drop = (r["base"] - r["adapter"]) * 100
-        se = (r.get("delta_stderr") or 0) * 100
+        # Scores are in points (lm-eval's fraction x 100, evals/general.py), as the gate speaks.
+        drop = r["base"] - r["adapter"]
+        se = r.get("delta_stderr") or 0
         allowed = max(g.max_drop_points, se if math.isfinite(se) else 0)
         ok = drop <= allowed
         out.append(
@@ -154,8 +154,7 @@ def general_gates(general: dict | None, g: GeneralGate) -> list[dict]:
                 f"general_{task}",
                 PASS if ok else FAIL,
                 g.required,
-                f"{task} {r.get('metric', '')}: base {r['base'] * 100:.1f} -> "
-                f"adapter {r['adapter'] * 100:.1f} "
+                f"{task} {r.get('metric', '')}: base {r['base']:.1f} -> adapter {r['adapter']:.1f} "
                 f"(drop {drop:.1f} points, allowed {allowed:.1f})",
                 drop_points=drop,
                 allowed_points=allowed,

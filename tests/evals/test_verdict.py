@@ -23,7 +23,7 @@ def judge(base_mean=3.0, adapter_mean=3.5, n=10, wins=8, losses=1, ties=1, unsco
     }
 
 
-def general(base=0.60, adapter=0.59, se=0.01):
+def general(base=60.0, adapter=59.0, se=1.0):  # points, as evals/general.py reports them
     return {"tasks": {"ifeval_mini": {"metric": "acc", "base": base, "adapter": adapter, "delta_stderr": se}}}
 
 
@@ -60,7 +60,7 @@ def test_a_run_that_clears_every_gate_passes():
         ({"heldout": {"base_loss": 2.4, "adapter_loss": 2.4}}, "heldout_loss"),  # equal is not below
         ({"judge": judge(adapter_mean=2.9)}, "judge_on_brand"),
         ({"judge": judge(ci=(0.45, 0.9))}, "judge_win_rate"),  # interval reaches 50%
-        ({"general": general(base=0.60, adapter=0.55, se=0.01)}, "general_ifeval_mini"),  # 5 points
+        ({"general": general(base=60.0, adapter=55.0, se=1.0)}, "general_ifeval_mini"),  # 5 points
     ],
 )
 def test_one_failed_gate_fails_the_run(over, gate):
@@ -70,7 +70,7 @@ def test_one_failed_gate_fails_the_run(over, gate):
 
 def test_a_drop_within_its_stderr_passes():
     # 5 points down on a handful of items whose delta has a 6-point standard error: noise, not a loss.
-    v = decide(results(general=general(base=0.60, adapter=0.55, se=0.06)))
+    v = decide(results(general=general(base=60.0, adapter=55.0, se=6.0)))
     assert statuses(v)["general_ifeval_mini"] == "pass"
 
 
