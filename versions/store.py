@@ -105,10 +105,14 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, what: str, fn, **kw):
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return fn(**kw)
+        except Boto3Error as exc:  # upload_file wraps the service's answer in S3UploadFailedError
+            reason = "no such bucket at this endpoint" if "NoSuchBucket" in str(exc) else str(exc)
+            raise StoreError(f"{self}: {what} failed: {reason}") from None
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
