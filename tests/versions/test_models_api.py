@@ -176,3 +176,12 @@ def test_download_urls_from_s3_deleted_files_410_and_a_failing_store_502(api, s3
     assert (v2["ref"], v2["complete"]) == ("em@v2", False)  # marked unfinished, never looks complete
     r = api.get("/api/models/em/versions/2/download")
     assert r.status_code == 409 and "its upload is unfinished" in r.json()["error"]
+
+
+def test_openapi_lists_the_models_routes(api):
+    paths = api.get("/openapi.json").json()["paths"]
+    assert set(paths["/api/models"]) == {"get"} and set(paths["/api/models/{name}"]) == {"get"}
+    assert set(paths["/api/models/{name}/promote"]) == {"post"} and set(
+        paths["/api/models/{name}/rollback"]
+    ) == {"post"}
+    assert set(paths["/api/models/{name}/versions/{version}/download"]) == {"get"}
