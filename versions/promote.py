@@ -9,11 +9,11 @@ stage when one is asked for.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 from pathlib import Path
 
+import yaml
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -49,7 +49,7 @@ MANIFEST_FIELDS = (
 
 
 def who(by: str | None) -> str:
-    name = by or os.environ.get("USER") or getpass.getuser() or "unknown"
+    name = by or os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
     if len(name) > 128 or not name.isprintable():
         raise registry.VersionError("--by: at most 128 printable characters")
     return name
@@ -57,20 +57,29 @@ def who(by: str | None) -> str:
 
 def run_files(run_id: str, run_dir: Path) -> list[tuple[str, Path]]:
     """(name in the version, local file): the adapter (and tokenizer) under adapter/, the config, the data
-    manifest, the evaluation and the report as the run folder has them."""
+    manifest, the evaluation and the report as the run folder has them. Links are not followed: what goes
+    up is the run folder's own files."""
     out = run_dir / "output"
-    missing = [name for name in (*ADAPTER, "../config.yaml") if not (out / name).is_file()]
+    missing = [n for n in ADAPTER if not plain_file(out / n)] + [
+        n for n in ("config.yaml",) if not plain_file(run_dir / n)
+    ]
     if missing:
-        names = ", ".join(Path(m).name for m in missing)
-        raise registry.Conflict(f"run {run_id}: nothing to promote ({names} missing in its run folder)")
-    files = [(f"adapter/{n}", out / n) for n in (*ADAPTER, *TOKENIZER) if (out / n).is_file()]
-    files += [(n, run_dir / n) for n in RUN_FILES if (run_dir / n).is_file()]
+        raise registry.Conflict(
+            f"run {run_id}: nothing to promote ({', '.join(missing)} missing in its run folder; "
+            "a pod run: `just fetch RUN` first)"
+        )
+    files = [(f"adapter/{n}", out / n) for n in (*ADAPTER, *TOKENIZER) if plain_file(out / n)]
+    files += [(n, run_dir / n) for n in RUN_FILES if plain_file(run_dir / n)]
     evals = run_dir / "eval"
-    if evals.is_dir():
+    if evals.is_dir() and not evals.is_symlink():
         files += [
-            (f"eval/{p.relative_to(evals).as_posix()}", p) for p in sorted(evals.rglob("*")) if p.is_file()
+            (f"eval/{p.relative_to(evals).as_posix()}", p) for p in sorted(evals.rglob("*")) if plain_file(p)
         ]
     return files
+
+
+def plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
 
 
 def verdict_of(job: TrainingJob, run_dir: Path) -> tuple[str | None, dict | None]:
@@ -140,8 +149,13 @@ def promote(
         if job.status != "completed":
             raise registry.Conflict(f"run {run_id}: status {job.status}; only a completed run is promoted")
         files = run_files(run_id, run_dir)
-        verdict, scores = verdict_of(job, run_dir)
-        fields = identity(s, job, run_dir)
+        try:
+            verdict, scores = verdict_of(job, run_dir)
+            fields = identity(s, job, run_dir)
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # a damaged run.json, verdict.json, config.yaml
+            raise registry.Conflict(
+                f"run {run_id}: its run folder could not be read ({type(exc).__name__})"
+            ) from None
     if verdict in REFUSED_VERDICTS and not force:
         why = (
             "has no evaluation verdict (`just eval RUN` first)"

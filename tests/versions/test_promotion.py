@@ -177,3 +177,25 @@ def test_concurrent_promotions_leave_exactly_one_production(env, adapter, tmp_pa
     assert sorted(v.run_id for v in versions) == sorted(f"run-{i}" for i in range(n))
     assert [v.stage for v in versions].count("production") == 1
     assert all(v.complete for v in versions)
+
+
+def test_a_run_that_cannot_be_promoted_says_why_and_writes_nothing(env, adapter, tmp_path, versions_main):
+    runs, url, r = tmp_path / "runs", env["DATABASE_URL"], str(tmp_path / "runs")
+    run_dir = make_run(runs, url, "run-1", adapter)
+    (run_dir / "output" / "adapter_model.safetensors").unlink()
+    (run_dir / "output" / "adapter_model.safetensors").symlink_to(adapter / "adapter_model.safetensors")
+    out = versions_main("--runs-dir", r, "promote", "run-1", "--model", "em", env=env)
+    assert out.returncode == 2
+    assert "run run-1: nothing to promote (adapter_model.safetensors missing in its run folder" in out.stderr
+    make_run(runs, url, "run-2", adapter)
+    (runs / "run-2" / "run.json").write_text("{not json")
+    out = versions_main("--runs-dir", r, "promote", "run-2", "--model", "em", env=env)
+    assert (
+        out.returncode == 2 and "run run-2: its run folder could not be read (JSONDecodeError)" in out.stderr
+    )
+    jobs_registry.update_job("run-2", url, status="training")
+    out = versions_main("--runs-dir", r, "promote", "run-2", "--model", "em", env=env)
+    assert out.returncode == 2 and "status training; only a completed run is promoted" in out.stderr
+    bad = versions_main("--runs-dir", r, "promote", "run-1", "--model", "../em", env=env)
+    assert bad.returncode == 2 and "model name '../em'" in bad.stderr
+    assert stages(url, "em") == {} and not (tmp_path / "store").exists()
