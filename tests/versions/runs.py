@@ -33,8 +33,14 @@ get_peft_model(model, lora).save_pretrained(sys.argv[2])
 """
 
 
+BUILT: list[Path] = []  # each test file that imports the fixture registers its own copy: build once for all
+
+
 @pytest.fixture(scope="session")
 def adapter(tmp_path_factory, assets) -> Path:
+    if BUILT:
+        return BUILT[0]
+
     def build(folder: Path) -> None:
         proc = subprocess.run(
             [sys.executable, "-c", BUILD_ADAPTER, str(TINY_MODEL_DIR), str(folder)],
@@ -45,7 +51,8 @@ def adapter(tmp_path_factory, assets) -> Path:
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
 
-    return once(tmp_path_factory, "peft-adapter", build)
+    BUILT.append(once(tmp_path_factory, "peft-adapter", build))
+    return BUILT[0]
 
 
 def evaluation(verdict: str, adapter_loss: float = 2.49) -> dict:
