@@ -157,8 +157,9 @@ bench-gpu *ARGS:
     {{python}} bench/gpu/run.py {{ARGS}}
 
 # Make a run version N of a named model, its files in the store (ARTIFACT_STORE): `just promote RUN --model elena-morales [--stage production] [--note ...]`
+[positional-arguments]
 promote RUN *ARGS:
-    {{python}} -m versions promote {{RUN}} {{ARGS}}
+    {{python}} -m versions promote "$@"
 
 # Every named model: versions, latest, production
 models:

@@ -9,6 +9,7 @@ stage when one is asked for.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 from pathlib import Path
@@ -49,7 +50,12 @@ MANIFEST_FIELDS = (
 
 
 def who(by: str | None) -> str:
-    name = by or os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    name = by or os.environ.get("USER") or os.environ.get("LOGNAME")
+    if not name:
+        try:
+            name = getpass.getuser()  # the account's name, where the environment names none (a container)
+        except (KeyError, OSError):
+            name = "unknown"
     if len(name) > 128 or not name.isprintable():
         raise registry.VersionError("--by: at most 128 printable characters")
     return name

@@ -51,6 +51,9 @@ def s3_client(endpoint: str | None, region: str, access_key: str, secret_key: st
         aws_secret_access_key=secret_key,
         config=Config(
             s3={"addressing_style": "path" if path_style else "auto"},
+            # SigV4 everywhere, presigned URLs included: botocore may presign with SigV2, which R2 and
+            # Supabase Storage refuse (and whose URLs say nothing of their expiry limit).
+            signature_version="s3v4",
             retries={"max_attempts": 6, "mode": "standard"},  # 5xx, throttling, dropped connections
             connect_timeout=10,
             read_timeout=60,

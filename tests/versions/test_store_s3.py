@@ -70,6 +70,7 @@ def test_promote_uploads_download_verifies_urls_work(s3, env, adapter, tmp_path)
     out = cli("--runs-dir", str(runs), "url", "elena-morales@v1", "--file", "adapter/adapter_model.safetensors",
               "--expires", "120", env=env)  # fmt: skip
     assert out.returncode == 0, out.stderr
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in out.stdout and "X-Amz-Expires=120" in out.stdout  # SigV4
     body = httpx.get(out.stdout.strip(), timeout=30).content
     assert (
         hashlib.sha256(body).hexdigest() == manifest["files"]["adapter/adapter_model.safetensors"]["sha256"]
