@@ -4,7 +4,7 @@ Usage:
   python -m versions promote RUN --model NAME [--stage stored|testing|production] [--note TEXT]
                              [--force] [--by WHO]
   python -m versions models
-  python -m versions model NAME [--check]      (--check: are its files still whole in the store?)
+  python -m versions model NAME [--check]      (--check: are its files still in the store, as promoted?)
   python -m versions rollback NAME [--by WHO]
   python -m versions download NAME@vN [--to DIR]
   python -m versions url NAME@vN [--file NAME] [--expires SECONDS]
@@ -42,7 +42,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="every model: versions, latest, production")
     m = sub.add_parser("model", help="a model's versions with their stages and scores")
     m.add_argument("name")
-    m.add_argument("--check", action="store_true", help="check each version's files in the store")
+    m.add_argument(
+        "--check",
+        action="store_true",
+        help="each version's files in the store, by the sha256s it holds for them (download reads the bytes)",
+    )
     rb = sub.add_parser("rollback", help="the previous production version back; the current one archived")
     rb.add_argument("name")
     rb.add_argument("--by", default=None)

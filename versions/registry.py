@@ -15,13 +15,13 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, func, select
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from axolotl_configs.profiles import NAME
-from jobs.registry import Base, now
+from jobs.registry import Base, ModelArtifact, now
 from jobs.service.db import write_session
 
 STAGES = ("stored", "testing", "production", "archived")
@@ -161,9 +161,21 @@ def move(s: Session, row: ModelVersion, stage: str, who: str) -> None:
         if current is not None and current.id != row.id:
             current.stage, current.stage_changed_at, current.stage_changed_by = "archived", now(), who
             s.flush()
+            mirror(s, current)
         row.production_at = now()
     row.stage, row.stage_changed_at, row.stage_changed_by = stage, now(), who
     s.flush()
+    mirror(s, row)
+
+
+def mirror(s: Session, row: ModelVersion) -> None:
+    """The run's adapter row in model_artifacts (the customer's table) says the same deployment_status:
+    their app reads that column. A run promoted into two models shows the stage it was last moved to."""
+    s.execute(
+        update(ModelArtifact)
+        .where(ModelArtifact.job_id == row.run_id, ModelArtifact.artifact_type == "adapter")
+        .values(deployment_status=row.stage)
+    )
 
 
 def complete(engine: Engine, row_id: int, manifest_sha256: str, stage: str, who: str) -> ModelVersion:
@@ -176,6 +188,8 @@ def complete(engine: Engine, row_id: int, manifest_sha256: str, stage: str, who:
         row.manifest_sha256 = manifest_sha256
         if stage != row.stage:
             move(s, row, stage, who)
+        else:
+            mirror(s, row)
         return row
 
     return in_transaction(engine, work)

@@ -91,6 +91,10 @@ def test_verdict_gate_force_recorded_and_stages(env, adapter, tmp_path, versions
         "--runs-dir", r, "promote", "run-pass", "--model", "em", "--stage", "production", env=env
     )
     assert again.returncode == 0 and stages(url, "em") == {1: "production", 2: "stored"}
+    # The customer's model_artifacts.deployment_status follows (their app reads that column).
+    with jobs_registry.session(url) as s:
+        status = {a.job_id: a.deployment_status for a in s.query(jobs_registry.ModelArtifact)}
+    assert status == {"run-pass": "production", "run-fail": "stored", "run-none": "none"}
 
 
 def test_rollback_goes_back_one_production_at_a_time(env, adapter, tmp_path, versions_main):
