@@ -192,8 +192,11 @@ def promote(
             say(f"{row.ref}: stage {row.stage}")
         return row
 
-    # 3. The files, where the reservation says (a resumed upload goes where it began), manifest last.
+    # 3. The files to ARTIFACT_STORE (an unfinished version moves there if it began elsewhere), manifest last.
     folder = registry.folder(model, row.version)
+    if row.store_url != f"{root.rstrip('/')}/{folder}":
+        say(f"{row.ref}: its unfinished upload began at {row.store_url}; it goes to {root} now")
+        row = registry.relocate(engine, row.id, f"{root.rstrip('/')}/{folder}")
     say(f"{row.ref}: run {run_id}, verdict {row.verdict or 'none'}{' (forced)' if row.forced else ''}")
     # The row's own fields (a resumed upload writes the manifest the first attempt would have written).
     meta = {key: getattr(row, key) for key in MANIFEST_FIELDS}

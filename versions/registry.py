@@ -108,9 +108,10 @@ def in_transaction(engine: Engine, work: Callable[[Session], object]):
                 result = work(s)
                 s.commit()
                 return result
-        except IntegrityError:
+        except IntegrityError as exc:
             if attempt == ATTEMPTS:
-                raise Conflict("another promotion of this model kept winning; try again") from None
+                why = str(exc.orig).splitlines()[0]
+                raise Conflict(f"another promotion of this model kept winning ({why}); try again") from None
         except OperationalError as exc:
             if not transient(exc) or attempt == ATTEMPTS:
                 raise
@@ -139,6 +140,20 @@ def reserve(engine: Engine, name: str, run_id: str, store_root: str, fields: dic
         )
         s.add(row)
         s.flush()
+        return row
+
+    return in_transaction(engine, work)
+
+
+def relocate(engine: Engine, row_id: int, store_url: str) -> ModelVersion:
+    """An unfinished version goes to another store (ARTIFACT_STORE changed since, e.g. after a wrong
+    bucket): nothing of it is complete anywhere, so where it lives is not yet part of what it is."""
+
+    def work(s: Session) -> ModelVersion:
+        row = s.get(ModelVersion, row_id, with_for_update=True)
+        if row is None or row.complete:
+            raise Conflict("this version was completed meanwhile; its store stays")
+        row.store_url = store_url
         return row
 
     return in_transaction(engine, work)

@@ -176,6 +176,11 @@ def test_download_urls_from_s3_deleted_files_410_and_a_failing_store_502(api, s3
     assert (v2["ref"], v2["complete"]) == ("em@v2", False)  # marked unfinished, never looks complete
     r = api.get("/api/models/em/versions/2/download")
     assert r.status_code == 409 and "its upload is unfinished" in r.json()["error"]
+    # The store put right, the same request finishes em@v2 there (not in the bucket that never was).
+    monkeypatch.setenv("ARTIFACT_STORE", "s3://model-artifacts-api/fixed")
+    done = promote(api, run_id="run-2")
+    assert done.status_code == 201 and (done.json()["ref"], done.json()["complete"]) == ("em@v2", True)
+    assert api.get("/api/models/em/versions/2/download").status_code == 200
 
 
 def test_openapi_lists_the_models_routes(api):
