@@ -35,7 +35,7 @@ def env(s3, tmp_path):
     return {"DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}", **s3_env(s3, bucket)}, bucket
 
 
-def test_promote_uploads_download_verifies_urls_work(s3, env, adapter, tmp_path):
+def test_promote_uploads_download_verifies_urls_work(s3, env, adapter, tmp_path, versions_main):
     env, bucket = env
     runs = tmp_path / "runs"
     run_dir = make_run(runs, env["DATABASE_URL"], "run-a", adapter)
@@ -59,7 +59,7 @@ def test_promote_uploads_download_verifies_urls_work(s3, env, adapter, tmp_path)
     } <= set(keys)
 
     dest = tmp_path / "elsewhere" / "em-v1"
-    out = cli("--runs-dir", str(runs), "download", "elena-morales@v1", "--to", str(dest), env=env)
+    out = versions_main("--runs-dir", str(runs), "download", "elena-morales@v1", "--to", str(dest), env=env)
     assert out.returncode == 0, out.stderr
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer_config.json"):
         assert (dest / "adapter" / name).read_bytes() == (run_dir / "output" / name).read_bytes()
@@ -67,7 +67,7 @@ def test_promote_uploads_download_verifies_urls_work(s3, env, adapter, tmp_path)
     assert manifest["run_id"] == "run-a" and manifest["version"] == 1 and manifest["verdict"] == "pass"
 
     # The customer's app: a time-limited URL per file, fetched without any key, checked by its sha256.
-    out = cli("--runs-dir", str(runs), "url", "elena-morales@v1", "--file", "adapter/adapter_model.safetensors",
+    out = versions_main("--runs-dir", str(runs), "url", "elena-morales@v1", "--file", "adapter/adapter_model.safetensors",
               "--expires", "120", env=env)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in out.stdout and "X-Amz-Expires=120" in out.stdout  # SigV4
@@ -77,7 +77,7 @@ def test_promote_uploads_download_verifies_urls_work(s3, env, adapter, tmp_path)
     )
 
     # Promoting the same run again is the same version: nothing sent again, nothing new.
-    out = cli("--runs-dir", str(runs), "promote", "run-a", "--model", "elena-morales", env=env)
+    out = versions_main("--runs-dir", str(runs), "promote", "run-a", "--model", "elena-morales", env=env)
     assert out.returncode == 0 and "elena-morales@v1 is run run-a already (production)" in out.stdout
     assert stored_keys(s3, bucket) == keys
 
