@@ -284,7 +284,14 @@ def models(engine: Engine) -> list[dict]:
         out: dict[str, dict] = {}
         for v in rows:
             m = out.setdefault(
-                v.model_name, {"name": v.model_name, "versions": 0, "latest": None, "production": None}
+                v.model_name,
+                {
+                    "name": v.model_name,
+                    "versions": 0,
+                    "latest": None,
+                    "production": None,
+                    "production_verdict": None,
+                },
             )
             m["versions"] += 1
             m["latest"] = v.version
