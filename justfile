@@ -155,3 +155,32 @@ bench-webhooks *ARGS:
 # GPU benchmark (bench/gpu): tokens/s, peak memory, hours and dollars of 8b and 70b-qlora; --smoke on CPU
 bench-gpu *ARGS:
     {{python}} bench/gpu/run.py {{ARGS}}
+
+# Make a run version N of a named model, its files in the store (ARTIFACT_STORE): `just promote RUN --model elena-morales [--stage production] [--note ...]`
+[positional-arguments]
+promote RUN *ARGS:
+    {{python}} -m versions promote "$@"
+
+# Every named model: versions, latest, production
+models:
+    @{{python}} -m versions models
+
+# A model's versions with their stages, verdicts and scores (`--check`: their files in the store)
+model NAME *ARGS:
+    @{{python}} -m versions model {{NAME}} {{ARGS}}
+
+# The previous production version of a model back to production; the current one archived
+rollback NAME *ARGS:
+    {{python}} -m versions rollback {{NAME}} {{ARGS}}
+
+# A version's files from the store, every sha256 checked: `just download elena-morales@v3 [--to DIR]`
+download REF *ARGS:
+    {{python}} -m versions download {{REF}} {{ARGS}}
+
+# Time-limited download URLs of a version's files (an S3 store): `just url elena-morales@v3`
+url REF *ARGS:
+    @{{python}} -m versions url {{REF}} {{ARGS}}
+
+# Artifact store throughput: a 100 MB file up and down through loopback S3 (moto), against plain boto3
+bench-store:
+    {{python}} bench/store.py

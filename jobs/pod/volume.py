@@ -37,6 +37,34 @@ KEY_VARS = ("RUNPOD_S3_ACCESS_KEY", "RUNPOD_S3_SECRET_KEY")
 DONE_MARKER = "manifest.json"  # the converter's manifest goes up last: present = the upload is complete
 
 
+def s3_client(endpoint: str | None, region: str, access_key: str, secret_key: str, path_style: bool = True):
+    """A boto3 S3 client for S3-compatible services that are not AWS (RunPod's S3 API here, the artifact
+    store in versions/store.py): one configuration for both."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=Config(
+            s3={"addressing_style": "path" if path_style else "auto"},
+            # SigV4 everywhere, presigned URLs included: botocore may presign with SigV2, which R2 and
+            # Supabase Storage refuse (and whose URLs say nothing of their expiry limit).
+            signature_version="s3v4",
+            retries={"max_attempts": 6, "mode": "standard"},  # 5xx, throttling, dropped connections
+            connect_timeout=10,
+            read_timeout=60,
+            # botocore >= 1.36 adds CRC32 checksums to every upload by default, which S3-compatible
+            # services that are not AWS have refused (boto3 issue 4392): only where an API needs one.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
 class VolumeError(Exception):
     """A volume could not be read or written; the message names the volume and the path."""
 
@@ -80,9 +108,6 @@ class LocalVolume:
 
 class S3Volume:
     def __init__(self, volume_id: str, datacenter: str, endpoint: str | None = None):
-        import boto3
-        from botocore.config import Config
-
         missing = [name for name in KEY_VARS if not os.environ.get(name)]
         if missing:
             raise VolumeError(
@@ -95,22 +120,8 @@ class S3Volume:
             endpoint or os.environ.get("RUNPOD_S3_ENDPOINT") or ENDPOINT.format(datacenter=datacenter.lower())
         )
         self.pod_root = None  # pods mount it wherever the pod spec says (launch.py's volumeMountPath)
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name=datacenter.lower(),
-            aws_access_key_id=os.environ[KEY_VARS[0]],
-            aws_secret_access_key=os.environ[KEY_VARS[1]],
-            config=Config(
-                s3={"addressing_style": "path"},
-                retries={"max_attempts": 6, "mode": "standard"},  # 5xx, throttling, dropped connections
-                connect_timeout=10,
-                read_timeout=60,
-                # botocore >= 1.36 adds CRC32 checksums to every upload by default, which S3-compatible
-                # services that are not AWS have refused (boto3 issue 4392): only where an API needs one.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
+        self.client = s3_client(
+            self.endpoint, datacenter.lower(), os.environ[KEY_VARS[0]], os.environ[KEY_VARS[1]]
         )
 
     def __str__(self) -> str:

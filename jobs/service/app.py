@@ -33,7 +33,7 @@ from brightrun.errors import ConfigError
 from jobs import registry, webhooks
 from jobs.cancel import cancel
 from jobs.runfolder import ROOT, Conflict, NotFound
-from jobs.service import receiver, start, store, views
+from jobs.service import models_api, receiver, start, store, views
 from jobs.service.db import make_engine
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -316,6 +316,9 @@ def create_app(
             raise ServiceError(400, public(str(exc), places)) from None
         log.info("cancel %s: %s", job_id, status)
         return {"id": job_id, "status": status}
+
+    # Named models and their versions (versions/): /api/models...
+    app.include_router(models_api.router(engine, runs, authorized, lambda message: public(message, places)))
 
     # The dashboard: public files; the page asks for the token and sends it with each API call.
     @app.get("/", include_in_schema=False)

@@ -1,0 +1,114 @@
+"""The jobs service's named models (versions/): list, show, promote, roll back, hand out download URLs.
+
+Behind the same bearer token as the jobs API (app.py passes its check in). Names are names (a model name
+as versions.registry.check_name says, a run id as jobs.runfolder.RUN_ID), never paths; every refusal is a
+4xx with {"error": ...} and changes nothing. A promotion that the store fails half-way leaves its version
+marked unfinished (502, and the same request finishes it), never one that looks complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
+
+from versions import registry, store
+from versions.promote import MAX_NOTE, promote
+
+log = logging.getLogger("jobs.service")
+WHO = "api"  # the token names no person; the API's promotions say they came through it
+Version = PathParam(ge=1, le=10**9, description="the version number N of NAME@vN")
+
+
+class Promote(BaseModel):
+    """POST /api/models/{name}/promote: what `python -m versions promote` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_id: str = Field(min_length=1, max_length=64)
+    note: str | None = Field(default=None, max_length=MAX_NOTE)
+    stage: Literal["stored", "testing", "production"] | None = None
+    force: bool = Field(
+        default=False, description="promote a run whose verdict failed or is missing (recorded)"
+    )
+
+
+def router(engine: Engine, runs: Path, authorized: Callable, public: Callable[[str], str]) -> APIRouter:
+    api = APIRouter(prefix="/api/models", tags=["models"], dependencies=[Depends(authorized)])
+
+    def refused(exc: Exception) -> HTTPException:
+        """A refusal as its answer: the registry's own status, 502 for the store, 503 for the database."""
+        if isinstance(exc, registry.VersionError):
+            return HTTPException(exc.status, public(str(exc)))
+        if isinstance(exc, store.Missing):
+            return HTTPException(410, public(str(exc)))
+        if isinstance(exc, store.NoUrl):
+            return HTTPException(409, public(str(exc)))
+        if isinstance(exc, store.StoreError):
+            log.warning("artifact store: %s", public(str(exc)))
+            return HTTPException(502, "artifact store: " + public(str(exc)))
+        log.error("models: database error %s", type(exc).__name__)
+        return HTTPException(503, "the registry database is unavailable; try again")
+
+    def named(name: str) -> str:
+        try:
+            return registry.check_name(name)
+        except registry.VersionError as exc:
+            raise refused(exc) from None
+
+    @api.get("")
+    def list_models():
+        return {"models": registry.models(engine)}
+
+    @api.get("/{name}")
+    def get_model(name: str):
+        versions = registry.versions_of(engine, named(name))
+        if not versions:
+            raise HTTPException(404, "no such model")
+        production = next((v.version for v in versions if v.stage == "production"), None)
+        return {"name": name, "production": production, "versions": [registry.as_dict(v) for v in versions]}
+
+    @api.post("/{name}/promote", status_code=201)
+    def promote_run(name: str, body: Promote):
+        try:
+            row = promote(
+                engine, runs, body.run_id, named(name), body.stage, body.note, body.force, WHO, say=log.info
+            )
+        except (registry.VersionError, store.StoreError, SQLAlchemyError) as exc:
+            raise refused(exc) from None
+        log.info("promoted run %s to %s (%s)", body.run_id, row.ref, row.stage)
+        return registry.as_dict(row)
+
+    @api.post("/{name}/rollback")
+    def roll_back(name: str):
+        try:
+            archived, restored = registry.rollback(engine, named(name), WHO)
+        except (registry.VersionError, SQLAlchemyError) as exc:
+            raise refused(exc) from None
+        log.info("rollback %s: %s production, %s archived", name, restored.ref, archived.ref)
+        return {"production": registry.as_dict(restored), "archived": registry.as_dict(archived)}
+
+    @api.get("/{name}/versions/{version}/download")
+    def download_urls(
+        name: str,
+        version: int = Version,
+        expires: int = Query(3600, ge=60, le=store.MAX_URL_SECONDS, description="seconds the URLs work"),
+    ):
+        try:
+            v = registry.get_version(engine, named(name), version)
+            if not v.complete:
+                raise registry.Conflict(f"{v.ref}: its upload is unfinished; promote run {v.run_id} again")
+            folder = registry.folder(v.model_name, v.version)
+            files = store.presign_all(store.store_of(v.store_url, folder), folder, v.manifest_sha256, expires)
+        except (registry.VersionError, store.StoreError, SQLAlchemyError) as exc:
+            raise refused(exc) from None
+        return {"ref": v.ref, "expires_in": expires, "manifest_sha256": v.manifest_sha256, "files": files}
+
+    return api

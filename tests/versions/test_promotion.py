@@ -1,0 +1,205 @@
+"""Promotion, stages and rollback in the registry, on SQLite and on a real PostgreSQL (a schema of the test's
+own): the verdict gate and --force recorded, immutable numbers, one production version per model even when
+processes promote at the same moment, rollback one step back at a time. The store is a local folder here
+(test_store_s3.py covers S3).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from jobs import registry as jobs_registry
+from tests.versions.runs import adapter, db_url, make_run, versions_main
+from versions import registry
+
+
+@pytest.fixture
+def env(db_url, tmp_path):
+    return {"DATABASE_URL": db_url, "ARTIFACT_STORE": str(tmp_path / "store"), "USER": "maria"}
+
+
+def stages(url: str, name: str) -> dict[int, str]:
+    return {v.version: v.stage for v in registry.versions_of(jobs_registry.engine(url), name)}
+
+
+def test_verdict_gate_force_recorded_and_stages(env, adapter, tmp_path, versions_main):
+    runs, url = tmp_path / "runs", env["DATABASE_URL"]
+    make_run(runs, url, "run-pass", adapter)
+    make_run(runs, url, "run-fail", adapter, verdict="fail")
+    make_run(runs, url, "run-none", adapter, verdict=None)
+    r = str(runs)
+
+    failed = versions_main("--runs-dir", r, "promote", "run-fail", "--model", "em", env=env)
+    assert failed.returncode == 2
+    assert "run run-fail failed its evaluation; --force promotes it anyway" in failed.stderr
+    missing = versions_main("--runs-dir", r, "promote", "run-none", "--model", "em", env=env)
+    assert missing.returncode == 2 and "has no evaluation verdict" in missing.stderr
+    assert stages(url, "em") == {}  # a refusal writes nothing
+    assert not (tmp_path / "store").exists()
+
+    ok = versions_main("--runs-dir", r, "promote", "run-pass", "--model", "em", "--stage", "testing", env=env)
+    assert ok.returncode == 0, ok.stderr
+    forced = versions_main(
+        "--runs-dir",
+        r,
+        "promote",
+        "run-fail",
+        "--model",
+        "em",
+        "--force",
+        "--note",
+        "hotfix",
+        "--by",
+        "ops",
+        env=env,
+    )
+    assert forced.returncode == 0, forced.stderr
+    v1, v2 = registry.versions_of(jobs_registry.engine(url), "em")
+    assert (v1.version, v1.stage, v1.verdict, v1.forced, v1.created_by) == (
+        1,
+        "testing",
+        "pass",
+        False,
+        "maria",
+    )
+    assert (v2.version, v2.stage, v2.verdict, v2.forced, v2.created_by, v2.note) == (
+        2,
+        "stored",
+        "fail",
+        True,
+        "ops",
+        "hotfix",
+    )
+    assert v1.scores["win_rate"] == 0.62 and v1.data_sha256 and v1.config_sha256
+    assert v1.adapter_sha256 == v2.adapter_sha256  # the same adapter bytes, two runs: two versions
+
+    shown = versions_main("--runs-dir", r, "model", "em", env=env)
+    assert "v2   stored     verdict fail FORCED" in shown.stdout and "note: hotfix" in shown.stdout
+    listed = versions_main("--runs-dir", r, "models", env=env)
+    assert "em" in listed.stdout and "production -" in listed.stdout
+
+    # The same run again moves the stage of its version; no new number.
+    again = versions_main(
+        "--runs-dir", r, "promote", "run-pass", "--model", "em", "--stage", "production", env=env
+    )
+    assert again.returncode == 0 and stages(url, "em") == {1: "production", 2: "stored"}
+    # The customer's model_artifacts.deployment_status follows (their app reads that column).
+    with jobs_registry.session(url) as s:
+        status = {a.job_id: a.deployment_status for a in s.query(jobs_registry.ModelArtifact)}
+    assert status == {"run-pass": "production", "run-fail": "stored", "run-none": "none"}
+
+
+def test_rollback_goes_back_one_production_at_a_time(env, adapter, tmp_path, versions_main):
+    runs, url, r = tmp_path / "runs", env["DATABASE_URL"], str(tmp_path / "runs")
+    for i in (1, 2, 3):
+        make_run(runs, url, f"run-{i}", adapter)
+        out = versions_main(
+            "--runs-dir", r, "promote", f"run-{i}", "--model", "em", "--stage", "production", env=env
+        )
+        assert out.returncode == 0, out.stderr
+    assert stages(url, "em") == {1: "archived", 2: "archived", 3: "production"}
+
+    out = versions_main("--runs-dir", r, "rollback", "em", env=env)
+    assert out.stdout.strip() == "em: production is em@v2 again (run run-2); em@v3 archived"
+    assert stages(url, "em") == {1: "archived", 2: "production", 3: "archived"}
+    versions_main("--runs-dir", r, "rollback", "em", env=env)  # further back, not forth to v3
+    assert stages(url, "em") == {1: "production", 2: "archived", 3: "archived"}
+    last = versions_main("--runs-dir", r, "rollback", "em", env=env)
+    assert (
+        last.returncode == 2 and "em@v1 is the only version of em that was ever in production" in last.stderr
+    )
+
+    # After a rollback to v1, a new production v4 rolls back to v1 (not to the rolled-back v2 or v3).
+    make_run(runs, url, "run-4", adapter)
+    versions_main("--runs-dir", r, "promote", "run-4", "--model", "em", "--stage", "production", env=env)
+    versions_main("--runs-dir", r, "rollback", "em", env=env)
+    assert stages(url, "em") == {1: "production", 2: "archived", 3: "archived", 4: "archived"}
+    nothing = versions_main("--runs-dir", r, "rollback", "other", env=env)
+    assert nothing.returncode == 2 and "no model named 'other'" in nothing.stderr
+
+
+def test_the_database_refuses_a_second_production_version(env, adapter, tmp_path, versions_main):
+    runs, url, r = tmp_path / "runs", env["DATABASE_URL"], str(tmp_path / "runs")
+    for i in (1, 2):
+        make_run(runs, url, f"run-{i}", adapter)
+        versions_main("--runs-dir", r, "promote", f"run-{i}", "--model", "em", "--stage", "testing", env=env)
+    engine = jobs_registry.engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE model_versions SET stage = 'production' WHERE version = 1"))
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # the index, not our code, says no
+        conn.execute(text("UPDATE model_versions SET stage = 'production' WHERE version = 2"))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("UPDATE model_versions SET stage = 'deployed' WHERE version = 2"))
+
+
+# One promoting process: imports done and the registry opened (its migration check takes a lock, which
+# would stagger the processes), it says it is ready, then waits for the go file (all start together).
+PROMOTE_AT_GO = """
+import sys, time
+from pathlib import Path
+from jobs import registry
+from versions.__main__ import main
+registry.engine()
+ready, go = Path(sys.argv[1]), Path(sys.argv[2])
+ready.touch()
+while not go.exists():
+    time.sleep(0.001)
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def test_concurrent_promotions_leave_exactly_one_production(env, adapter, tmp_path):
+    runs, url, n = tmp_path / "runs", env["DATABASE_URL"], 5
+    for i in range(n):
+        make_run(runs, url, f"run-{i}", adapter)
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROMOTE_AT_GO, str(tmp_path / f"ready-{i}"), str(go), "--runs-dir", str(runs),
+             "promote", f"run-{i}", "--model", "em", "--stage", "production"],
+            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for i in range(n)
+    ]  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{i}").exists() for i in range(n)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a process died early"
+        time.sleep(0.01)
+    go.touch()
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, "\n".join(outputs)[-3000:]
+    versions = registry.versions_of(jobs_registry.engine(url), "em")
+    assert sorted(v.version for v in versions) == list(range(1, n + 1))  # n numbers, none twice
+    assert sorted(v.run_id for v in versions) == sorted(f"run-{i}" for i in range(n))
+    assert [v.stage for v in versions].count("production") == 1
+    assert all(v.complete for v in versions)
+
+
+def test_a_run_that_cannot_be_promoted_says_why_and_writes_nothing(env, adapter, tmp_path, versions_main):
+    runs, url, r = tmp_path / "runs", env["DATABASE_URL"], str(tmp_path / "runs")
+    run_dir = make_run(runs, url, "run-1", adapter)
+    (run_dir / "output" / "adapter_model.safetensors").unlink()
+    (run_dir / "output" / "adapter_model.safetensors").symlink_to(adapter / "adapter_model.safetensors")
+    out = versions_main("--runs-dir", r, "promote", "run-1", "--model", "em", env=env)
+    assert out.returncode == 2
+    assert "run run-1: nothing to promote (adapter_model.safetensors missing in its run folder" in out.stderr
+    make_run(runs, url, "run-2", adapter)
+    (runs / "run-2" / "run.json").write_text("{not json")
+    out = versions_main("--runs-dir", r, "promote", "run-2", "--model", "em", env=env)
+    assert (
+        out.returncode == 2 and "run run-2: its run folder could not be read (JSONDecodeError)" in out.stderr
+    )
+    jobs_registry.update_job("run-2", url, status="training")
+    out = versions_main("--runs-dir", r, "promote", "run-2", "--model", "em", env=env)
+    assert out.returncode == 2 and "status training; only a completed run is promoted" in out.stderr
+    bad = versions_main("--runs-dir", r, "promote", "run-1", "--model", "../em", env=env)
+    assert bad.returncode == 2 and "model name '../em'" in bad.stderr
+    assert stages(url, "em") == {} and not (tmp_path / "store").exists()

@@ -1,0 +1,10 @@
+"""Named models with versions and the artifact store (`python -m versions`, `just promote|models|model|...`).
+
+  registry.py  the model_versions table: reserve a number, complete it, stages, one production, rollback
+  store.py     a folder or an S3-compatible bucket: upload (manifest last, idempotent), verified download,
+               presigned URLs, a check of what is still there
+  promote.py   a completed, evaluated run into version N: checks, reservation, upload, stage
+  __main__.py  the command line
+
+The jobs service serves the same over HTTP (jobs/service/models_api.py).
+"""

@@ -1,0 +1,213 @@
+"""Promotion: a finished, evaluated run becomes version N of a named model, with its files in the store.
+
+Steps: the run and its evaluation are checked (a verdict of fail, or none, is refused unless forced, and a
+forced promotion says so on the version for good); the version's number is reserved in the registry; the
+files go to the store, the manifest last; the version is completed and moved to its stage. Promoting the
+same run to the same model again returns that version: it finishes an interrupted upload, or moves the
+stage when one is asked for.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from pathlib import Path
+
+import yaml
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from jobs.registry import ModelArtifact, TrainingJob
+from jobs.runfolder import RUN_ID, sha256_file, yaml_load
+from versions import registry, store
+
+ADAPTER = ("adapter_model.safetensors", "adapter_config.json")
+# What a PEFT adapter folder may hold beside it for a loader (Axolotl saves the tokenizer with the adapter).
+TOKENIZER = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "added_tokens.json",
+)
+RUN_FILES = ("config.yaml", "data-manifest.json", "report.html")
+REFUSED_VERDICTS = (None, "fail")
+MAX_NOTE = 2000
+MANIFEST_FIELDS = (
+    "model_name",
+    "version",
+    "run_id",
+    "adapter_sha256",
+    "data_sha256",
+    "config_sha256",
+    "base_model",
+    "verdict",
+    "forced",
+)
+
+
+def who(by: str | None) -> str:
+    name = by or os.environ.get("USER") or os.environ.get("LOGNAME")
+    if not name:
+        try:
+            name = getpass.getuser()  # the account's name, where the environment names none (a container)
+        except (KeyError, OSError):
+            name = "unknown"
+    if len(name) > 128 or not name.isprintable():
+        raise registry.VersionError("--by: at most 128 printable characters")
+    return name
+
+
+def run_files(run_id: str, run_dir: Path) -> list[tuple[str, Path]]:
+    """(name in the version, local file): the adapter (and tokenizer) under adapter/, the config, the data
+    manifest, the evaluation and the report as the run folder has them. Links are not followed: what goes
+    up is the run folder's own files."""
+    out = run_dir / "output"
+    missing = [n for n in ADAPTER if not plain_file(out / n)] + [
+        n for n in ("config.yaml",) if not plain_file(run_dir / n)
+    ]
+    if missing:
+        raise registry.Conflict(
+            f"run {run_id}: nothing to promote ({', '.join(missing)} missing in its run folder; "
+            "a pod run: `just fetch RUN` first)"
+        )
+    files = [(f"adapter/{n}", out / n) for n in (*ADAPTER, *TOKENIZER) if plain_file(out / n)]
+    files += [(n, run_dir / n) for n in RUN_FILES if plain_file(run_dir / n)]
+    evals = run_dir / "eval"
+    if evals.is_dir() and not evals.is_symlink():
+        files += [
+            (f"eval/{p.relative_to(evals).as_posix()}", p) for p in sorted(evals.rglob("*")) if plain_file(p)
+        ]
+    return files
+
+
+def plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+def verdict_of(job: TrainingJob, run_dir: Path) -> tuple[str | None, dict | None]:
+    """The registry's verdict and figures; eval/verdict.json when the row has none (evaluated elsewhere)."""
+    if job.verdict:
+        return job.verdict, job.evaluation
+    path = run_dir / "eval" / "verdict.json"
+    if path.is_file():
+        data = json.loads(path.read_text("utf-8"))
+        return data.get("verdict"), {"verdict": data.get("verdict"), "gates": data.get("gates")}
+    return None, None
+
+
+def identity(s: Session, job: TrainingJob, run_dir: Path) -> dict:
+    """What the version is, fixed at promotion: sha256s of adapter, data and config, and the base model."""
+    lineage = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    adapter = sha256_file(run_dir / "output" / "adapter_model.safetensors")
+    recorded = (lineage.get("adapter") or {}).get("sha256")
+    if recorded and recorded != adapter:
+        raise registry.Conflict(
+            f"run {job.id}: output/ holds another adapter than the run recorded in run.json"
+        )
+    manifest = run_dir / "data-manifest.json"
+    data = (lineage.get("data") or {}).get("manifest_sha256") or (
+        sha256_file(manifest) if manifest.is_file() else None
+    )
+    config = (lineage.get("config") or {}).get("sha256") or sha256_file(run_dir / "config.yaml")
+    artifact = s.scalar(
+        select(ModelArtifact).where(ModelArtifact.job_id == job.id, ModelArtifact.artifact_type == "adapter")
+    )
+    base = artifact.base_model if artifact else (yaml_load(run_dir / "config.yaml") or {}).get("base_model")
+    return {
+        "adapter_sha256": adapter,
+        "data_sha256": data,
+        "config_sha256": config,
+        "base_model": str(base or "?"),
+    }
+
+
+def promote(
+    engine: Engine,
+    runs_dir: str | Path,
+    run_id: str,
+    model: str,
+    stage: str | None = None,
+    note: str | None = None,
+    force: bool = False,
+    by: str | None = None,
+    store_url: str | None = None,
+    say=print,
+) -> registry.ModelVersion:
+    registry.check_name(model)
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise registry.VersionError(f"run {run_id!r}: a run id is 1-64 of 0-9 A-Z a-z . _ -")
+    if stage is not None and stage not in registry.PROMOTE_STAGES:
+        raise registry.VersionError(f"stage {stage!r}: one of {', '.join(registry.PROMOTE_STAGES)}")
+    if note is not None and (len(note) > MAX_NOTE or not note.replace("\n", " ").isprintable()):
+        raise registry.VersionError(f"note: at most {MAX_NOTE} printable characters")
+    person = who(by)
+    run_dir = Path(runs_dir) / run_id
+
+    # 1. The run: finished, its adapter there, its evaluation good enough (or forced, and recorded).
+    with Session(engine) as s:
+        job = s.get(TrainingJob, run_id)
+        if job is None:
+            raise registry.NotFound(f"run {run_id}: not in the registry")
+        if job.status != "completed":
+            raise registry.Conflict(f"run {run_id}: status {job.status}; only a completed run is promoted")
+        files = run_files(run_id, run_dir)
+        try:
+            verdict, scores = verdict_of(job, run_dir)
+            fields = identity(s, job, run_dir)
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # a damaged run.json, verdict.json, config.yaml
+            raise registry.Conflict(
+                f"run {run_id}: its run folder could not be read ({type(exc).__name__})"
+            ) from None
+    if verdict in REFUSED_VERDICTS and not force:
+        why = (
+            "has no evaluation verdict (`just eval RUN` first)"
+            if verdict is None
+            else "failed its evaluation"
+        )
+        raise registry.Conflict(
+            f"run {run_id} {why}; --force promotes it anyway, and the version records that"
+        )
+    fields |= {
+        "verdict": verdict,
+        "scores": scores,
+        "forced": force and verdict in REFUSED_VERDICTS,
+        "note": note,
+    }
+
+    # 2. The number: this run's version of the model if it has one, else the next.
+    root = store.open_store(store_url).url()
+    row = registry.reserve(engine, model, run_id, root, fields, person)
+    if row.adapter_sha256 != fields["adapter_sha256"]:
+        raise registry.Conflict(
+            f"{row.ref} was made from run {run_id} with another adapter; versions are immutable"
+        )
+    if row.complete:
+        say(f"{row.ref} is run {run_id} already ({row.stage})")
+        if stage is not None and stage != row.stage:
+            row = registry.set_stage(engine, model, row.version, stage, person)
+            say(f"{row.ref}: stage {row.stage}")
+        return row
+
+    # 3. The files to ARTIFACT_STORE (an unfinished version moves there if it began elsewhere), manifest last.
+    folder = registry.folder(model, row.version)
+    if row.store_url != f"{root.rstrip('/')}/{folder}":
+        say(f"{row.ref}: its unfinished upload began at {row.store_url}; it goes to {root} now")
+        row = registry.relocate(engine, row.id, f"{root.rstrip('/')}/{folder}")
+    say(f"{row.ref}: run {run_id}, verdict {row.verdict or 'none'}{' (forced)' if row.forced else ''}")
+    # The row's own fields (a resumed upload writes the manifest the first attempt would have written).
+    meta = {key: getattr(row, key) for key in MANIFEST_FIELDS}
+    try:
+        digest, _ = store.upload(store.store_of(row.store_url, folder), folder, files, meta, say)
+    except store.StoreError as exc:
+        raise store.StoreError(
+            f"{exc}; {row.ref} stays unfinished: the same promote command finishes it"
+        ) from None
+
+    # 4. Complete, in its stage (production: the previous production version archived in the same step).
+    row = registry.complete(engine, row.id, digest, stage or "stored", person)
+    say(f"{row.ref}: complete, stage {row.stage}, manifest sha256 {digest[:12]}")
+    return row
