@@ -1,10 +1,10 @@
 """Promotion: a finished, evaluated run becomes version N of a named model, with its files in the store.
 
-Steps: the run and its evaluation are checked (a verdict of fail, or none, is refused unless forced, and a
-forced promotion says so on the version for good); the version's number is reserved in the registry; the
-files go to the store, the manifest last; the version is completed and moved to its stage. Promoting the
-same run to the same model again returns that version: it finishes an interrupted upload, or moves the
-stage when one is asked for.
+Steps: the run and its evaluation are checked (a verdict other than pass, i.e. fail, incomplete or none, is
+refused unless forced, and a forced promotion says so on the version for good); the version's number is
+reserved in the registry; the files go to the store, the manifest last; the version is completed and moved
+to its stage. Promoting the same run to the same model again returns that version: it finishes an
+interrupted upload, or moves the stage when one is asked for.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ TOKENIZER = (
     "added_tokens.json",
 )
 RUN_FILES = ("config.yaml", "data-manifest.json", "report.html")
-REFUSED_VERDICTS = (None, "fail")
+# Only a passed evaluation promotes by itself: "incomplete" (a gate not run, e.g. no judge) is evidence
+# missing, as much as no evaluation at all.
+PROMOTES = "pass"
 MAX_NOTE = 2000
 MANIFEST_FIELDS = (
     "model_name",
@@ -162,19 +164,19 @@ def promote(
             raise registry.Conflict(
                 f"run {run_id}: its run folder could not be read ({type(exc).__name__})"
             ) from None
-    if verdict in REFUSED_VERDICTS and not force:
-        why = (
-            "has no evaluation verdict (`just eval RUN` first)"
-            if verdict is None
-            else "failed its evaluation"
-        )
+    if verdict != PROMOTES and not force:
+        why = {
+            None: "has no evaluation verdict (`just eval RUN` first)",
+            "fail": "failed its evaluation",
+            "incomplete": "has an incomplete evaluation (a gate was not run: `just verdict RUN`)",
+        }.get(verdict, f"has the verdict {verdict!r}")
         raise registry.Conflict(
             f"run {run_id} {why}; --force promotes it anyway, and the version records that"
         )
     fields |= {
         "verdict": verdict,
         "scores": scores,
-        "forced": force and verdict in REFUSED_VERDICTS,
+        "forced": force and verdict != PROMOTES,
         "note": note,
     }
 

@@ -35,6 +35,7 @@ def test_verdict_gate_force_recorded_and_stages(env, adapter, tmp_path, versions
     make_run(runs, url, "run-pass", adapter)
     make_run(runs, url, "run-fail", adapter, verdict="fail")
     make_run(runs, url, "run-none", adapter, verdict=None)
+    make_run(runs, url, "run-incomplete", adapter, verdict="incomplete")  # e.g. no judge configured
     r = str(runs)
 
     failed = versions_main("--runs-dir", r, "promote", "run-fail", "--model", "em", env=env)
@@ -42,6 +43,8 @@ def test_verdict_gate_force_recorded_and_stages(env, adapter, tmp_path, versions
     assert "run run-fail failed its evaluation; --force promotes it anyway" in failed.stderr
     missing = versions_main("--runs-dir", r, "promote", "run-none", "--model", "em", env=env)
     assert missing.returncode == 2 and "has no evaluation verdict" in missing.stderr
+    partial = versions_main("--runs-dir", r, "promote", "run-incomplete", "--model", "em", env=env)
+    assert partial.returncode == 2 and "has an incomplete evaluation" in partial.stderr
     assert stages(url, "em") == {}  # a refusal writes nothing
     assert not (tmp_path / "store").exists()
 
@@ -94,7 +97,12 @@ def test_verdict_gate_force_recorded_and_stages(env, adapter, tmp_path, versions
     # The customer's model_artifacts.deployment_status follows (their app reads that column).
     with jobs_registry.session(url) as s:
         status = {a.job_id: a.deployment_status for a in s.query(jobs_registry.ModelArtifact)}
-    assert status == {"run-pass": "production", "run-fail": "stored", "run-none": "none"}
+    assert status == {
+        "run-pass": "production",
+        "run-fail": "stored",
+        "run-none": "none",
+        "run-incomplete": "none",
+    }
 
 
 def test_rollback_goes_back_one_production_at_a_time(env, adapter, tmp_path, versions_main):
