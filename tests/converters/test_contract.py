@@ -14,6 +14,8 @@ def test_sample_contract(sample_out):
     manifest = json.loads((sample_out / "manifest.json").read_text())
     assert counts["targets"] == manifest["counts"]["trained_targets"] == 60  # 63 pairs, 3 null targets
     assert counts["val_conversations"] == 1  # round(12 * 0.1)
+    assert counts["heldout"] == manifest["counts"]["per_split"]["val"]["trained_targets"] > 0
+    assert manifest["outputs"]["heldout.jsonl"]["lines"] == counts["heldout"]
     # Merging: one line per conversation, plus one for the pair whose history was edited.
     assert manifest["counts"]["lines"] == 13
     assert manifest["counts"]["own_context_lines"] == 1
@@ -23,6 +25,7 @@ def test_demo_contract(demo_out):
     counts = contract.check(DEMO, demo_out)
     manifest = json.loads((demo_out / "manifest.json").read_text())
     assert counts["targets"] == manifest["counts"]["trained_targets"]
+    assert counts["heldout"] == manifest["counts"]["per_split"]["val"]["trained_targets"] > 0
     assert manifest["counts"]["own_context_lines"] >= 1
     assert manifest["counts"]["null_or_blank_targets"] >= 3
     assert manifest["repairs"]["by_field"]["target_response"] >= 1
@@ -51,5 +54,5 @@ def test_val_fraction_zero_keeps_everything(tmp_path):
         run_cli("convert", str(SAMPLE), "--out", str(out), "--val-fraction", "0", "--quiet").returncode == 0
     )
     counts = contract.check(SAMPLE, out)
-    assert counts["val_conversations"] == 0
-    assert (out / "val.jsonl").read_text() == ""
+    assert counts["val_conversations"] == 0 == counts["heldout"]
+    assert (out / "val.jsonl").read_text() == "" == (out / "heldout.jsonl").read_text()
