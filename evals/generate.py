@@ -46,11 +46,14 @@ def answer(
     *,
     cap: int = CAP,
     batch_size: int = 8,
+    vllm_args: dict | None = None,
 ) -> tuple[list[dict], dict]:
     """answers.jsonl rows (base and adapter for every prompt, greedy) and generation.json.
     transformers: base loaded once, PeftModel on it, base answers under `disable_adapter()`.
     vllm: one LLM(enable_lora=True), base = no LoRARequest, adapter = LoRARequest, batched (import only
-    when chosen; not testable here, written against vLLM's documented API)."""
+    when chosen; not testable here, written against vLLM's documented API).
+    batch_size: prompts per generate call (transformers). vllm_args: more `vllm.LLM` arguments, e.g.
+    {"tensor_parallel_size": 2} or {"quantization": "fp8"} for a 70B base on its GPUs."""
     if backend not in BACKENDS:
         raise ConfigError(f"generation back-end {backend!r}: expected one of {', '.join(BACKENDS)}")
     if not prompts:
@@ -79,7 +82,8 @@ def answer(
         "max_new_tokens_rule": rule,
     }
     if backend == "vllm":
-        texts, models = _vllm(vllm_api, prompts, base_model, adapter_dir, tokenizer, limit, stops)
+        texts, models = _vllm(vllm_api, prompts, base_model, adapter_dir, tokenizer, limit, stops, vllm_args)
+        info["vllm_args"] = vllm_args or {}
     else:
         texts, models = _transformers(
             prompts, base_model, adapter_dir, tokenizer, limit, stops, device, batch_size
@@ -200,15 +204,20 @@ def _import_vllm():
     return vllm, LoRARequest
 
 
-def _vllm(vllm_api, prompts, base_model, adapter_dir, tokenizer, limit, stops):
+def _vllm(vllm_api, prompts, base_model, adapter_dir, tokenizer, limit, stops, vllm_args):
     vllm, LoRARequest = vllm_api
     rank = json.loads((adapter_dir / "adapter_config.json").read_text())["r"]
+    longest = max(len(_rendered(tokenizer, p)) for p in prompts)
     llm = vllm.LLM(
         model=str(base_model),
         enable_lora=True,
         max_loras=1,
         max_lora_rank=next((r for r in VLLM_RANKS if r >= rank), rank),
+        # The longest prompt and its answer, not the model's 128k context: the KV cache a 70B leaves room
+        # for on its GPUs must hold max_model_len, or the engine refuses to start.
+        max_model_len=longest + limit,
         seed=0,
+        **(vllm_args or {}),
     )
     params = vllm.SamplingParams(temperature=0, max_tokens=limit, stop_token_ids=stops)
     conversations = [p["messages"] for p in prompts]
