@@ -40,7 +40,7 @@ def _positive(text: str) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m converters", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("convert", help="brightrun-v4 JSON -> DIR/{train,val}.jsonl + manifest.json")
+    c = sub.add_parser("convert", help="brightrun-v4 JSON -> DIR/{train,val,heldout}.jsonl + manifest.json")
     c.add_argument("input", type=Path)
     c.add_argument("--out", type=Path, required=True, help="output folder (replaced only on success)")
     c.add_argument(

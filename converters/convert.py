@@ -1,9 +1,10 @@
-"""brightrun-v4 file -> DIR/train.jsonl, DIR/val.jsonl, DIR/manifest.json.
+"""brightrun-v4 file -> DIR/train.jsonl, DIR/val.jsonl, DIR/heldout.jsonl, DIR/manifest.json.
 
 Steps, in order: load and validate the whole file; repair text (counted); split conversations;
 merge each conversation's pairs into lines; count tokens (with a tokenizer); write everything to a
 temporary sibling of DIR and rename it into place, so DIR either holds a whole conversion or is
-left as it was.
+left as it was. heldout.jsonl (one record per trained target of val, with its labels) and the manifest's
+consultant_profile are for the evaluation (evals/); Axolotl reads only train.jsonl and val.jsonl.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def flatten(data, repairer, min_quality: float | None) -> list[Conversation]:
             target = None if target is None or not target.strip() else fix(target, "target_response")
             quality = float(p.training_metadata.quality_score)
             trainable = target is not None and (min_quality is None or quality >= min_quality)
+            skills = (p.training_metadata.model_extra or {}).get("demonstrates_skills")
             c.pairs.append(
                 merge.Pair(
                     id=p.id,
@@ -69,6 +71,9 @@ def flatten(data, repairer, min_quality: float | None) -> list[Conversation]:
                     target=target,
                     quality=quality,
                     trainable=trainable,
+                    emotional_context=p.emotional_context,
+                    # An optional field the schema does not check: only its strings are kept.
+                    skills=tuple(x for x in skills if isinstance(x, str)) if isinstance(skills, list) else (),
                 )
             )
         out.append(c)
@@ -87,6 +92,42 @@ def line_record(line: merge.Line, conv: Conversation) -> dict:
         "emotional_arc_key": conv.arc,
         "training_topic_key": conv.topic,
     }
+
+
+def heldout_record(pair: merge.Pair, conv: Conversation) -> dict:
+    """What the evaluation needs of one held-out target (heldout.jsonl): its context as chat messages,
+    the reference answer, and the labels the judge's rubrics are built from. The trainer never reads it."""
+    detected = (pair.emotional_context or {}).get("detected_emotions")
+    detected = detected if isinstance(detected, dict) else {}
+    primary, intensity = detected.get("primary"), detected.get("intensity")
+    return {
+        "conversation_id": conv.id,
+        "pair_id": pair.id,
+        "turn": pair.turn,
+        "persona_key": conv.persona,
+        "emotional_arc_key": conv.arc,
+        "training_topic_key": conv.topic,
+        "emotional_context": pair.emotional_context,
+        "primary_emotion": primary if isinstance(primary, str) else None,
+        "intensity": float(intensity)
+        if isinstance(intensity, int | float) and not isinstance(intensity, bool)
+        else None,
+        "demonstrates_skills": list(pair.skills),
+        "quality_score": pair.quality,
+        "messages": [{"role": r, "content": c} for r, c in pair.context],
+        "reference": pair.target,
+    }
+
+
+def repaired(value, fix, field: str):
+    """A JSON value with every string passed through the repairer (the consultant profile)."""
+    if isinstance(value, str):
+        return fix(value, field)
+    if isinstance(value, list):
+        return [repaired(v, fix, field) for v in value]
+    if isinstance(value, dict):
+        return {k: repaired(v, fix, field) for k, v in value.items()}
+    return value
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -173,6 +214,7 @@ def convert(input_path: Path | str, out_dir: Path | str, opts: Options | None = 
 
     # 4. Merge prefix chains into lines.
     records: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    heldout: list[dict] = []  # every trained target of a held-out conversation, for the evaluation
     token_inputs: dict[str, list] = {s: [] for s in SPLITS}
     naive_inputs: dict[str, list] = {s: [] for s in SPLITS}
     counts = {s: Counter() for s in SPLITS}
@@ -192,6 +234,8 @@ def convert(input_path: Path | str, out_dir: Path | str, opts: Options | None = 
             records[side].append(line_record(ln, conv))
             token_inputs[side].append([(r, c) for r, c, _ in ln.messages])
         naive_inputs[side].extend(merge.naive_lines(conv.pairs))
+        if side == "val":
+            heldout.extend(heldout_record(p, conv) for p in conv.pairs if p.trainable)
 
     if not records["train"]:
         raise load.InputError(
@@ -215,9 +259,12 @@ def convert(input_path: Path | str, out_dir: Path | str, opts: Options | None = 
 
     # 6. Write atomically, with the manifest last to be computed.
     files = {f"{s}.jsonl": jsonl(records[s]) for s in SPLITS}
+    files["heldout.jsonl"] = jsonl(heldout)
+    profile = repaired(loaded.data.consultant_profile, repairer.fix, "consultant_profile")
     manifest = build_manifest(
         input_path, loaded, repairer, counts, conversations, val_ids, opts, token_stats, files
     )
+    manifest["consultant_profile"] = profile
     files["manifest.json"] = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     write_atomically(out_dir, files)
     return manifest

@@ -28,6 +28,9 @@ class Pair:
     target: str | None  # None when the file's target is null or blank
     quality: float
     trainable: bool  # has a target and passes the quality filter
+    # Carried for the evaluation's held-out sidecar (heldout.jsonl), never trained.
+    emotional_context: dict | None = None
+    skills: tuple[str, ...] = ()
 
 
 @dataclass

@@ -5,7 +5,8 @@ it derives what must be trained: for each pair with a non-blank target (and qual
 context = system + history + user input, and the target. From the converter's JSONL it reads what is
 trained: every message with train=true and the messages before it. The two must be equal as
 multisets, each line's pair_ids must name its trained messages in order, only assistant messages may
-be trained, no mojibake may be left, and no conversation may sit in both splits.
+be trained, no mojibake may be left, and no conversation may sit in both splits. The evaluation's
+sidecar (heldout.jsonl) must hold exactly the val targets, each with its source context and labels.
 """
 
 from __future__ import annotations
@@ -82,4 +83,56 @@ def check(source: Path, out_dir: Path, min_quality: float | None = None) -> dict
     train_ids = {ln["conversation_id"] for ln in splits["train"]}
     val_ids = {ln["conversation_id"] for ln in splits["val"]}
     assert not train_ids & val_ids, f"conversations in both splits: {train_ids & val_ids}"
-    return {"targets": len(found), "lines": len(all_lines), "val_conversations": len(val_ids)}
+    heldout = check_heldout(source, out_dir, expected, val_ids)
+    return {
+        "targets": len(found),
+        "lines": len(all_lines),
+        "val_conversations": len(val_ids),
+        "heldout": heldout,
+    }
+
+
+def check_heldout(source: Path, out_dir: Path, expected: dict[str, tuple], val_ids: set[str]) -> int:
+    """The evaluation's sidecar: one record per target trained in val, whose messages + reference are
+    that pair's context + target in the source, with the pair's labels copied from the source."""
+    records = [json.loads(x) for x in (out_dir / "heldout.jsonl").read_text("utf-8").splitlines()]
+    data = json.loads(source.read_bytes().decode("utf-8-sig"))
+    pairs = {
+        p["id"]: (conv["conversation_metadata"], p)
+        for conv in data["conversations"]
+        for p in conv["training_pairs"]
+    }
+    in_val = {pid for pid in expected if pairs[pid][0]["conversation_id"] in val_ids}
+    ids = [r["pair_id"] for r in records]
+    assert len(ids) == len(set(ids)) and set(ids) == in_val, (
+        f"heldout.jsonl: missing {sorted(in_val - set(ids))}, unexpected {sorted(set(ids) - in_val)}"
+    )
+    for rec in records:
+        meta, pair = pairs[rec["pair_id"]]
+        context, target = expected[rec["pair_id"]]
+        assert tuple((m["role"], m["content"]) for m in rec["messages"]) == context, rec["pair_id"]
+        assert all(set(m) == {"role", "content"} for m in rec["messages"])
+        assert rec["reference"] == target, rec["pair_id"]
+        assert rec["conversation_id"] == meta["conversation_id"] and rec["turn"] == pair["turn_number"]
+        assert {k: rec[k] for k in meta["scaffolding"]} == meta["scaffolding"]
+        assert rec["emotional_context"] == pair["emotional_context"]
+        detected = pair["emotional_context"].get("detected_emotions", {})
+        assert (rec["primary_emotion"], rec["intensity"]) == (
+            detected.get("primary"),
+            detected.get("intensity"),
+        )
+        assert rec["demonstrates_skills"] == pair["training_metadata"].get("demonstrates_skills", [])
+        assert rec["quality_score"] == pair["training_metadata"]["quality_score"]
+    manifest = json.loads((out_dir / "manifest.json").read_text("utf-8"))
+    assert manifest["consultant_profile"] == _fixed(data["consultant_profile"])
+    return len(records)
+
+
+def _fixed(value):
+    if isinstance(value, str):
+        return ftfy.fix_encoding(value)
+    if isinstance(value, list):
+        return [_fixed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _fixed(v) for k, v in value.items()}
+    return value

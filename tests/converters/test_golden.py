@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT
 
 GOLDEN = ROOT / "tests" / "golden" / "sample"
-FILES = ("train.jsonl", "val.jsonl", "manifest.json")
+FILES = ("train.jsonl", "val.jsonl", "heldout.jsonl", "manifest.json")
 
 
 def normalised_manifest(text: str) -> dict:
@@ -27,14 +27,14 @@ def normalised_manifest(text: str) -> dict:
 def test_sample_matches_golden(sample_out):
     if os.environ.get("REGEN_GOLDEN"):
         GOLDEN.mkdir(parents=True, exist_ok=True)
-        for name in FILES[:2]:
+        for name in FILES[:3]:
             (GOLDEN / name).write_bytes((sample_out / name).read_bytes())
         manifest = normalised_manifest((sample_out / "manifest.json").read_text("utf-8"))
         (GOLDEN / "manifest.json").write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8"
         )
         pytest.skip("golden files regenerated")
-    for name in FILES[:2]:
+    for name in FILES[:3]:
         assert (sample_out / name).read_bytes() == (GOLDEN / name).read_bytes(), f"{name} differs from golden"
     assert normalised_manifest((sample_out / "manifest.json").read_text("utf-8")) == json.loads(
         (GOLDEN / "manifest.json").read_text("utf-8")

@@ -1,0 +1,165 @@
+"""General ability kept: base model and adapter on the same lm-evaluation-harness tasks, and the difference.
+
+Each model is scored through lm-eval's own back-ends with `lm_eval.simple_evaluate`: `hf` (transformers;
+the adapter through its `peft=` model argument) or `vllm` (the adapter through `lora_local_path`). By
+default the task is `brightrun_ifeval` (evals/tasks/: 25 IFEval prompts kept in the repo, scored by
+lm-eval's IFEval rule-based checkers), so nothing is downloaded; the hub's tasks are one argument away
+(`tasks=["ifeval", "mmlu", "arc_easy", "hellaswag"]`, with `limit`), on a machine that can fetch them.
+
+Why not Axolotl's integration (`axolotl.integrations.lm_eval`, `lm_eval_tasks` / `lm_eval_post_train`):
+it builds an `lm_eval` command line and runs it in a subprocess after training, for one model only:
+`pretrained=` the output folder (or `lm_eval_model`), which for a LoRA run holds the adapter and not a
+model, no `peft=` argument, so no base-vs-adapter pair; `dtype` is always bfloat16 or float16 (slow or
+unsupported on CPU); no `--limit`, no `--include_path` (so no task kept in the repo), no vLLM back-end;
+and the results land in a timestamped folder to be found and parsed again. What it does, calling lm-eval
+on the run's model, is done here with lm-eval's Python entry point, which returns the scores and their
+standard errors; the back-ends, task format and metrics are lm-eval's own, not wired a second way.
+
+Scores are reported in percentage points (lm-eval's fraction × 100), with lm-eval's standard error;
+delta = adapter − base, and its standard error sqrt(se_base² + se_adapter²) treats the two runs as
+independent samples (they share prompts, so this overstates it: a conservative gate).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import math
+import time
+from pathlib import Path
+
+from brightrun.errors import ConfigError
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+OFFLINE_TASK = "brightrun_ifeval"
+BACKENDS = {"hf": "hf", "vllm": "vllm"}  # our name -> lm-eval's model name
+# The headline metric of each task we name; any other task reports its first accuracy-like metric.
+METRICS = {
+    "brightrun_ifeval": "prompt_level_strict_acc",
+    "ifeval": "prompt_level_strict_acc",
+    "mmlu": "acc",
+    "arc_easy": "acc",
+    "arc_challenge": "acc_norm",
+    "hellaswag": "acc_norm",
+}
+
+
+def score(
+    base_model: str,
+    adapter_dir: Path,
+    tasks: list[str] | None = None,
+    limit: int | None = None,
+    backend: str = "hf",
+    device: str = "cpu",
+    *,
+    batch_size: int = 1,
+    max_gen_toks: int | None = None,
+    apply_chat_template: bool = True,
+) -> dict:
+    """{"tasks": {...: {"metric", "base", "base_stderr", "adapter", "adapter_stderr", "delta",
+    "delta_stderr", "n"}}, "backend", "limit", "wall_s", "lm_eval_version"}; default task = the offline
+    repo task."""
+    tasks = list(tasks or [OFFLINE_TASK])
+    if backend not in BACKENDS:
+        raise ConfigError(f"lm-eval back-end {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            "lm-eval's vllm back-end needs vLLM, which is not installed here; it runs on a GPU machine "
+            "(pip install vllm), or choose backend hf"
+        )
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ConfigError(f"{adapter_dir}: no adapter_config.json (not a PEFT adapter folder)")
+
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    # Indexing lm-eval's ~10,000 task files takes seconds: only when a hub task is asked for.
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=set(tasks) != {OFFLINE_TASK})
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise ConfigError(f"unknown lm-eval task(s): {', '.join(unknown)}")
+
+    base_args, adapter_args = model_args(base_model, adapter_dir, backend, device)
+    start = time.perf_counter()
+    runs, walls = {}, {}
+    for name, args in (("base", base_args), ("adapter", adapter_args)):
+        t0 = time.perf_counter()
+        runs[name] = lm_eval.simple_evaluate(
+            model=BACKENDS[backend],
+            model_args=args,
+            tasks=tasks,
+            limit=limit,
+            batch_size=batch_size,
+            task_manager=manager,
+            apply_chat_template=apply_chat_template,
+            gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
+            log_samples=False,
+        )
+        walls[name] = round(time.perf_counter() - t0, 2)
+    return {
+        "tasks": {task: compare(task, runs["base"], runs["adapter"]) for task in tasks},
+        "backend": backend,
+        "device": "cuda" if backend == "vllm" else device,
+        "limit": limit,
+        "apply_chat_template": apply_chat_template,
+        "max_gen_toks": max_gen_toks,
+        "unit": "percentage points",
+        "models": {"base": {"wall_s": walls["base"]}, "adapter": {"wall_s": walls["adapter"]}},
+        "wall_s": round(time.perf_counter() - start, 2),
+        "lm_eval_version": importlib.metadata.version("lm_eval"),
+    }
+
+
+def model_args(base_model: str, adapter_dir: Path, backend: str, device: str) -> tuple[dict, dict]:
+    """lm-eval model arguments for the base and for the adapter, differing only by the adapter."""
+    if backend == "vllm":
+        rank = json.loads((adapter_dir / "adapter_config.json").read_text())["r"]
+        # Two engines in one process (lm-eval builds one per simple_evaluate): each gets under half the GPU.
+        base = {"pretrained": str(base_model), "gpu_memory_utilization": 0.45, "seed": 0}
+        return base, {**base, "lora_local_path": str(adapter_dir), "max_lora_rank": rank}
+    # float32 on CPU: lm-eval's hf default dtype "auto" can pick bfloat16, slow on most CPUs.
+    base = {
+        "pretrained": str(base_model),
+        "device": device,
+        "dtype": "float32" if device == "cpu" else "auto",
+    }
+    return base, {**base, "peft": str(adapter_dir)}
+
+
+def compare(task: str, base: dict, adapter: dict) -> dict:
+    metric = METRICS.get(task) or first_metric(base["results"][task])
+    b, b_se = value(base, task, metric)
+    a, a_se = value(adapter, task, metric)
+    both = b_se is not None and a_se is not None
+    n = (base.get("n-samples") or {}).get(task, {}).get("effective")
+    return {
+        "metric": metric,
+        "base": b,
+        "base_stderr": b_se,
+        "adapter": a,
+        "adapter_stderr": a_se,
+        "delta": round(a - b, 4),
+        "delta_stderr": round(math.sqrt(b_se**2 + a_se**2), 4) if both else None,
+        "n": n,
+    }
+
+
+def value(run: dict, task: str, metric: str) -> tuple[float, float | None]:
+    """A metric and its standard error in points; lm-eval writes "N/A" where it has no standard error."""
+    row = run["results"][task]
+    key = f"{metric},none"
+    if key not in row:
+        raise ConfigError(f"lm-eval task {task} has no metric {metric} (it has: {', '.join(sorted(row))})")
+    se = row.get(f"{metric}_stderr,none")
+    return round(100 * row[key], 4), round(100 * se, 4) if isinstance(se, int | float) else None
+
+
+def first_metric(row: dict) -> str:
+    names = [
+        k.split(",")[0] for k, v in row.items() if "," in k and "_stderr" not in k and isinstance(v, float)
+    ]
+    if not names:
+        raise ConfigError(f"lm-eval returned no numeric metric: {sorted(row)}")
+    return next((n for n in names if n.startswith("acc")), names[0])
