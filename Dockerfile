@@ -51,6 +51,8 @@ COPY brightrun/ brightrun/
 COPY converters/ converters/
 COPY axolotl_configs/ axolotl_configs/
 COPY jobs/ jobs/
+COPY evals/ evals/
+COPY versions/ versions/
 COPY assets/build.py assets/build.py
 COPY --chmod=0755 docker/entrypoint.sh docker/entrypoint.sh
 
