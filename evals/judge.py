@@ -14,9 +14,10 @@ Retry-After itself (max_retries, timeout), and returns the token usage we record
 Statuses of a judgement row: "ok"; "unparseable" (no JSON object, or one failing the pydantic schema);
 "refused" (the message's refusal field, or finish_reason content_filter); "error" (the endpoint failed after
 the client's own retries). Unparseable and refused answers are asked again, at most `parse_retries` times,
-with a nudge that says what was wrong (greedy decoding would repeat the same answer to the same prompt); then
-the row stays unscored. Every non-ok row is counted as unscored and left out of the means: never a crash,
-never a silent score. A wrong key, model or URL (401/403/404) is a ConfigError: every call would fail alike.
+with a nudge in the prompt that says what was wrong (greedy decoding would repeat the same answer to the
+same prompt); then the row stays unscored. Every non-ok row is counted as unscored and left out of the
+means: never a crash, never a silent score. A wrong key, model or URL (401/403/404) is a ConfigError:
+every call would fail alike.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from brightrun.errors import ConfigError
 from evals import rubrics, stats
 
 NUDGE = (
-    "Your answer was not usable ({why}). Reply again with the JSON object only, in exactly the format asked."
+    "(A previous answer was not usable: {why}. Reply with the JSON object only, in exactly the form asked.)"
 )
 MODELS = ("base", "adapter")
 
@@ -213,18 +214,18 @@ async def _judge_one(client, semaphore, settings: JudgeSettings, state: dict, ta
             attempt["why"] = why
             if verdict is not None:
                 break
-            messages = [
-                *messages,
-                {"role": "assistant", "content": attempt["raw"] or attempt["refusal"] or ""},
-                {"role": "user", "content": NUDGE.format(why=why)},
-            ]
+            # Asked afresh with the nudge in the last turn, without the failed answer: greedy decoding of the
+            # same prompt would repeat it, and a small model shown its own answer copies it (smollm2 did).
+            last = task["messages"][-1]
+            nudged = {**last, "content": last["content"] + "\n\n" + NUDGE.format(why=why)}
+            messages = [*task["messages"][:-1], nudged]
         seconds = time.monotonic() - started
     prompt_tokens = sum(a.get("prompt_tokens", 0) for a in attempts)
     completion_tokens = sum(a.get("completion_tokens", 0) for a in attempts)
     row = {key: task[key] for key in ("kind", "id", "model", "order") if key in task}
     row |= {
         "status": attempts[-1]["status"],
-        "messages": task["messages"],  # the judge prompt; nudges are in the attempts' order below
+        "messages": task["messages"],  # the judge prompt; a retry adds NUDGE to its last turn
         "attempts": attempts,
         "raw": attempts[-1].get("raw"),
         "prompt_tokens": prompt_tokens,

@@ -178,10 +178,9 @@ def pointwise_messages(prompt: dict, profile: dict, answer: str) -> list[dict]:
         f"Reference reply:\n{prompt.get('reference', '').strip()}\n\n"
         f"Reply to grade:\n{answer.strip()}\n\n"
         f"{_rubric(prompt, profile)}\n"
-        "Answer with JSON only, exactly these keys: "
-        '{"on_brand": {"score": 1-5, "reason": "one line"}, '
-        '"emotional_intelligence": {"score": 1-5, "reason": "one line"}, '
-        '"helpful": {"score": 1-5, "reason": "one line"}}'
+        # In words, not a JSON template: a small model copies a template as is ("score": 1-5, invalid JSON).
+        "Answer with one JSON object in the same form as before: the keys on_brand, emotional_intelligence "
+        'and helpful, each an object with an integer "score" from 1 to 5 and a one-line "reason".'
     )
     return [
         {"role": "system", "content": SYSTEM},
@@ -200,7 +199,8 @@ def pairwise_messages(prompt: dict, profile: dict, first: str, second: str) -> l
         f"Reply B:\n{second.strip()}\n\n"
         f"{_rubric(prompt, profile)}\n"
         "Which reply is better on these criteria taken together? The order of the replies means nothing. "
-        'Answer with JSON only: {"winner": "A" or "B" or "tie", "reason": "one line"}'
+        'Answer with one JSON object in the same form as before: "winner" is "A", "B" or "tie", and "reason" '
+        "says why in one line."
     )
     return [
         {"role": "system", "content": SYSTEM},
@@ -243,14 +243,16 @@ def _first_object(text: str) -> tuple[dict | None, bool]:
 
 
 def _close_cut_off(text: str, start: int) -> dict | None:
-    """The object opened at `start`, closed after its last complete nested member: `{"a": {...}, "b": {..`
-    becomes `{"a": {...}}`. Only members that are themselves objects, which is what our schemas have."""
-    end = text.rfind("}")
-    while end > start:
+    """The object opened at `start`, closed after its last complete member: `{"a": 1, "b": {..}, "c": "d`
+    becomes `{"a": 1, "b": {..}}`. Tried at each `}` and `,` from the end, the longest that decodes wins."""
+    text = text[start : start + 20000]  # a judge's answer is short; this bounds the quadratic search
+    cuts = sorted(
+        {i + 1 for i, ch in enumerate(text) if ch == "}"} | {i for i, ch in enumerate(text) if ch == ","}
+    )
+    for cut in reversed(cuts):
         try:
-            value = json.loads(text[start : end + 1] + "}")
+            value = json.loads(text[:cut] + "}")
         except json.JSONDecodeError:
-            end = text.rfind("}", start, end)
             continue
         return value if isinstance(value, dict) else None
     return None

@@ -112,8 +112,12 @@ def test_malformed_or_refused_answers_are_retried_then_unscored(mode, status, wh
     assert summary["criteria"]["on_brand"]["adapter"] == {"mean": None, "n": 0}
     assert summary["pairwise"]["unscored"] == 2 and summary["pairwise"]["win_rate"] is None
     # the retry tells the judge what was wrong (a greedy judge would repeat itself on the same prompt)
-    retried = [req["body"]["messages"] for req in standin.requests if len(req["body"]["messages"]) > 4]
-    assert len(retried) == 16 and retried[0][-1]["content"].startswith(NUDGE.split("{")[0])
+    nudge = NUDGE.split("{")[0]
+    retried = [
+        req["body"]["messages"] for req in standin.requests if nudge in req["body"]["messages"][-1]["content"]
+    ]
+    assert len(retried) == 16 and all(len(messages) == 4 for messages in retried)
+    assert why in retried[0][-1]["content"]
     assert all(r["scores"] is None for r in rows if r["kind"] == "pointwise")
 
 

@@ -120,6 +120,12 @@ def test_an_object_cut_off_by_max_tokens_is_closed_after_its_last_complete_membe
     )
     verdict, why, closed = parse(text, PointwiseVerdict)
     assert closed and why is None and verdict.emotional_intelligence.score == 2
+    # smollm2's pairwise answer, looping on invented string keys until max_tokens
+    looping = '{"winner": "A", "reason": "B", "winner_reason": "A", "reason_reason": "A", "winner_reason_re'
+    verdict, why, closed = parse(looping, PairwiseVerdict)
+    assert closed and verdict.winner == "A" and verdict.reason == "B"
+    # a reason cut off mid-string leaves no complete reason: rejected
+    assert parse('{"winner": "A", "reason": "A says that the client', PairwiseVerdict)[0] is None
     # cut before all three criteria: closed, then rejected by the schema
     verdict, why, closed = parse(text[:60], PointwiseVerdict)
     assert verdict is None and closed and why.startswith("schema:")
