@@ -168,7 +168,7 @@ async def _request(client, settings: JudgeSettings, state: dict, messages: list[
         retry = await _request(client, settings, {"json_mode": False}, messages)
         if "error" not in retry:
             state["json_mode"] = False
-        return retry
+        return retry | {"json_mode_refused": _scrub(error, settings)}
     except openai.OpenAIError as error:  # connection, timeout, 429/5xx after the client's retries
         return {
             "error": f"{type(error).__name__}: {_scrub(error, settings)}",

@@ -77,6 +77,9 @@ EXAMPLE_PAIRWISE_USER = (
 EXAMPLE_PAIRWISE_ANSWER = json.dumps({"winner": "B", "reason": "B names the feeling and asks one question"})
 
 
+EXAMPLE_ANSWERS = {PointwiseVerdict: EXAMPLE_POINTWISE_ANSWER, PairwiseVerdict: EXAMPLE_PAIRWISE_ANSWER}
+
+
 def _flatten(value) -> list[str]:
     """The profile's values as short phrases, whatever the nesting: the file's shape is not fixed
     (core_philosophy is a dict of principle_n in the sample, a list or a sentence in other files)."""
@@ -266,7 +269,16 @@ def parse(text: str | None, schema: type[BaseModel]) -> tuple[BaseModel | None, 
     if found is None:
         return None, "no JSON object in the answer", False
     try:
-        return schema.model_validate(found), None, closed
+        verdict = schema.model_validate(found)
     except ValueError as error:
         # pydantic's message, first lines only: enough to see which key failed, short enough for a row.
         return None, "schema: " + " | ".join(str(error).splitlines()[:4]), closed
+    if _reasons(verdict) == _reasons(schema.model_validate_json(EXAMPLE_ANSWERS[schema])):
+        # The worked example's own reasons, word for word: copied, not judged (smollm2 did this).
+        return None, "the worked example copied, not a judgement", closed
+    return verdict, None, closed
+
+
+def _reasons(verdict: BaseModel) -> list[str]:
+    data = verdict.model_dump()
+    return [data["reason"]] if "reason" in data else [data[c]["reason"] for c in CRITERIA]

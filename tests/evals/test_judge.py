@@ -174,11 +174,13 @@ def test_a_timeout_is_retried_then_unscored():
 def test_a_400_to_response_format_drops_json_mode_for_the_rest():
     prompts = sample_prompts(SAMPLE, 2)
     with StandIn("no_json_mode") as standin:
-        _, summary = judge_all(prompts, answers_for(prompts), PROFILE, settings(standin, concurrency=1))
+        rows, summary = judge_all(prompts, answers_for(prompts), PROFILE, settings(standin, concurrency=1))
     assert summary["unscored"] == 0
     sent = [("response_format" in req["body"], req["status"]) for req in standin.requests]
     assert sent[:2] == [(True, 400), (False, 200)] and all(s == (False, 200) for s in sent[2:])
     assert len(sent) == 9  # 8 judgements + the one refused request
+    refused = [a for r in rows for a in r["attempts"] if "json_mode_refused" in a]
+    assert len(refused) == 1 and "response_format is not supported" in refused[0]["json_mode_refused"]
 
 
 def test_a_marker_in_the_prompt_picks_the_behaviour_per_prompt():

@@ -153,6 +153,15 @@ def test_strict_validation(text, why):
     assert verdict is None and reason.startswith(why)
 
 
+def test_a_copy_of_the_worked_example_is_not_a_judgement():
+    copied = rubrics.EXAMPLE_POINTWISE_ANSWER[:-1] + ', "criteria": {"score": 1, "reason": "x"}}'
+    assert parse(copied, PointwiseVerdict)[:2] == (None, "the worked example copied, not a judgement")
+    assert parse(rubrics.EXAMPLE_PAIRWISE_ANSWER, PairwiseVerdict)[0] is None
+    same_scores = json.loads(rubrics.EXAMPLE_POINTWISE_ANSWER)
+    same_scores["helpful"]["reason"] = "its own words"
+    assert parse(json.dumps(same_scores), PointwiseVerdict)[0].helpful.score == 3
+
+
 def test_pairwise_schema():
     assert parse('{"winner": "tie", "reason": "same"}', PairwiseVerdict)[0].winner == "tie"
     for bad in ('{"winner": "a", "reason": "x"}', '{"winner": "Answer A", "reason": "x"}', '{"winner": "B"}'):
