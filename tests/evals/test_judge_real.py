@@ -7,53 +7,21 @@ bench/judge_smollm2.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import httpx
 import pytest
-from conftest import ROOT, TINY_MODEL_DIR, free_port, stop_process
+from conftest import ROOT, TINY_MODEL_DIR
 
-from brightrun import offline
 from evals.judge import JudgeSettings, judge_all
+from evals.local_judge import local_judge
 from tests.judge_standin import profile_of, sample_prompts
 
 SAMPLE = ROOT / "tests" / "fixtures" / "brightrun-v4-sample.json"
 
 
-def start_transformers_serve(model: Path, log: Path, timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    """`transformers serve MODEL` on a free loopback port (the model named up front, so it is loaded once,
-    before the first request), returned once /health answers."""
-    port = free_port()
-    serve = Path(sys.executable).parent / "transformers"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(serve), "serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-            env={**os.environ, **offline.ALL, "TRANSFORMERS_OFFLINE": "1"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc, f"http://127.0.0.1:{port}/v1"
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("transformers serve did not start:\n" + log.read_text()[-3000:])
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def tiny_judge(assets, tmp_path_factory):
-    proc, url = start_transformers_serve(TINY_MODEL_DIR, tmp_path_factory.mktemp("serve") / "serve.log")
-    yield url
-    stop_process(proc)
+    """`transformers serve` with the tiny Llama on a free loopback port, as `--local-judge` starts it."""
+    with local_judge(TINY_MODEL_DIR, tmp_path_factory.mktemp("serve") / "serve.log") as env:
+        yield env["JUDGE_BASE_URL"]
 
 
 def test_real_server_unparseable_answers_are_retried_then_unscored(tiny_judge):

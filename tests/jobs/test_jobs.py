@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
-from conftest import CUSTOMER_SECRET, SAMPLE, TINY_MODEL_DIR, jobs_cli, no_loss, smoke_job_args
+from conftest import (
+    CUSTOMER_SECRET,
+    ROOT,
+    SAMPLE,
+    TINY_MODEL_DIR,
+    jobs_cli,
+    jobs_env,
+    no_loss,
+    smoke_job_args,
+)
 
 from jobs import registry, webhooks
 from jobs.runfolder import sha256_file
 from tests import status_log
 from tests.customer_app import CustomerApp
+from tests.judge_standin import StandIn
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +222,72 @@ def test_eval_in_training_matches_a_fresh_load(smoke_run):
     for side in ("base", "adapter"):
         assert reloaded[side]["loss"] == pytest.approx(in_training[side]["loss"], rel=1e-5)
     assert reloaded["samples"] == in_training["samples"]
+
+
+def evals_cli(*args: str, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`python -m evals ...` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "evals", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=jobs_env() | env,
+    )
+
+
+def test_eval_judges_the_finished_run_and_records_its_verdict(smoke_run, tmp_path):
+    """`just eval RUN` on a real finished run: real answers from the tiny model and its adapter, real lm-eval,
+    the judge over real HTTP (the stand-in: it scores every answer 3 and calls every comparison a tie, so the
+    adapter's win rate is exactly 50% and that gate fails), the verdict in eval/, the registry and the report."""
+    run_dir, url, _ = smoke_run
+    key = "judge-key-3f9c1b"
+    bad_gates = tmp_path / "gates.yaml"
+    bad_gates.write_text("judge:\n  min_win_rate: 0.6\n")
+    with StandIn() as judge:
+        env = {
+            "DATABASE_URL": url,
+            "JUDGE_BASE_URL": judge.url,
+            "JUDGE_MODEL": "stand-in",
+            "JUDGE_API_KEY": key,
+        }
+        runs = str(run_dir.parent)
+        refused = evals_cli("--runs-dir", runs, "run", run_dir.name, "--gates", str(bad_gates), env=env)
+        assert (
+            refused.returncode == 2 and "judge.min_win_rate: Extra inputs are not permitted" in refused.stderr
+        )
+        assert not (run_dir / "eval").exists() and not judge.requests  # nothing judged, nothing written
+        args = ("--limit", "2", "--max-new-tokens", "8", "--general-limit", "2")
+        proc = evals_cli("--runs-dir", runs, "run", run_dir.name, *args, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_dir / "eval"
+    assert {p.name for p in out.iterdir()} >= {
+        "prompts.jsonl",
+        "answers.jsonl",
+        "generation.json",
+        "judgements.jsonl",
+        "judge.json",
+        "general.json",
+        "verdict.json",
+    }
+    prompts = [json.loads(x) for x in (out / "prompts.jsonl").read_text().splitlines()]
+    answers = [json.loads(x) for x in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(prompts) == 2 and {(a["id"], a["model"]) for a in answers} == {
+        (p["id"], m) for p in prompts for m in ("base", "adapter")
+    }
+    rows = [json.loads(x) for x in (out / "judgements.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"ok"}  # 2 graded + 2 orders, per prompt
+    assert {r["headers"].get("authorization") for r in judge.requests} == {f"Bearer {key}"}
+    verdict = json.loads((out / "verdict.json").read_text())
+    gates = {g["gate"]: g for g in verdict["gates"]}
+    assert (
+        gates["judge_win_rate"]["status"] == "fail" and "win rate 0.50" in gates["judge_win_rate"]["detail"]
+    )
+    assert gates["judge_on_brand"]["status"] == "pass"  # 3 against 3: not below the base
+    assert gates["general_brightrun_ifeval"]["status"] in ("pass", "fail")  # scored, whatever the tiny model
+    assert verdict["verdict"] == "fail"
+    job = registry.get_job(run_dir.name, url)
+    assert job.verdict == "fail" and job.evaluation["gates"] == verdict["gates"]
+    assert "Evaluation verdict: <span class='verdict-fail'>FAIL" in (run_dir / "report.html").read_text()
+    for path in run_dir.rglob("*"):  # the judge's key is in no file the run keeps
+        assert not path.is_file() or key.encode() not in path.read_bytes(), path
