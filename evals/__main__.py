@@ -2,7 +2,8 @@
 
 Usage:
   python -m evals run RUN [--limit 40] [--backend transformers|vllm] [--device cpu] [--max-new-tokens N]
-                          [--no-judge] [--no-general] [--tasks T,T] [--general-limit N] [--gates FILE]
+                          [--no-judge] [--no-general] [--tasks T,T] [--general-limit N]
+                          [--general-max-tokens N] [--gates FILE] [--local-judge MODEL_DIR]
   python -m evals show RUN       (the verdict table of the last evaluation)
 
 The judge is any OpenAI-compatible chat-completions endpoint, from the environment only: JUDGE_BASE_URL,
@@ -34,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--no-general", action="store_true", help="skip lm-eval (its gate is not_run)")
     r.add_argument("--tasks", default=None, help="lm-eval tasks, comma-separated (default: the offline task)")
     r.add_argument("--general-limit", type=int, default=None, help="lm-eval items per task")
+    r.add_argument(
+        "--general-max-tokens", type=int, default=None, help="lm-eval's max new tokens (default: the task's)"
+    )
     r.add_argument("--gates", default=None, help="a gates YAML (default evals/gates.yaml)")
     r.add_argument(
         "--local-judge",
@@ -87,7 +91,7 @@ def _run(args) -> int:
     from evals.run import Options, evaluate_run
     from jobs import registry
 
-    for name in ("limit", "general_limit", "max_new_tokens"):
+    for name in ("limit", "general_limit", "max_new_tokens", "general_max_tokens"):
         value = getattr(args, name)
         if value is not None and value < 1:
             from brightrun.errors import ConfigError
@@ -103,6 +107,7 @@ def _run(args) -> int:
         general=not args.no_general,
         tasks=[t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None,
         general_limit=args.general_limit,
+        general_max_tokens=args.general_max_tokens,
         gates=Path(args.gates) if args.gates else None,
     )
     if args.local_judge and not args.no_judge:

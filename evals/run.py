@@ -35,6 +35,7 @@ class Options:
     general: bool = True  # False: the general-ability gate is not_run
     tasks: list[str] | None = None  # lm-eval tasks; None: the offline task shipped in evals/tasks/
     general_limit: int | None = None  # lm-eval items per task
+    general_max_tokens: int | None = None  # lm-eval's max_gen_toks for generative tasks (None: the task's)
     gates: Path | None = None  # default evals/gates.yaml
     seed: int = 0
     timings: dict = field(default_factory=dict)
@@ -140,7 +141,13 @@ def evaluate_run(run_id: str, runs_dir: Path | str = "runs", opts: Options | Non
     with timed(opts, "general"):
         if opts.general:
             scores = general.score(
-                base_model, adapter, opts.tasks, opts.general_limit, general_backend(opts), opts.device
+                base_model,
+                adapter,
+                opts.tasks,
+                opts.general_limit,
+                general_backend(opts),
+                opts.device,
+                max_gen_toks=opts.general_max_tokens,
             )
         else:
             scores = {"skipped": "--no-general"}

@@ -257,7 +257,7 @@ def test_eval_judges_the_finished_run_and_records_its_verdict(smoke_run, tmp_pat
             refused.returncode == 2 and "judge.min_win_rate: Extra inputs are not permitted" in refused.stderr
         )
         assert not (run_dir / "eval").exists() and not judge.requests  # nothing judged, nothing written
-        args = ("--limit", "2", "--max-new-tokens", "8", "--general-limit", "2")
+        args = ("--limit", "2", "--max-new-tokens", "8", "--general-limit", "2", "--general-max-tokens", "16")
         proc = evals_cli("--runs-dir", runs, "run", run_dir.name, *args, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = run_dir / "eval"
