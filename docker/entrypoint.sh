@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One BrightRun training job on a GPU pod: the Axolotl config `jobs launch` rendered for it, run exactly as
-# it is. The image's CMD.
+# it is. Our image's CMD; on Axolotl's own image (the default), what the pod's start command runs once it
+# has installed our wheels from the volume (jobs/pod/bundle.py, BRIGHTRUN_BUNDLE).
 #
 # The image keeps Axolotl's ENTRYPOINT, /root/cloud-entrypoint.sh: it starts sshd (PUBLIC_KEY or SSH_KEY),
 # Jupyter Lab on 8888 (unless JUPYTER_DISABLE=1, password JUPYTER_PASSWORD), puts CUDA 13's libraries on
@@ -51,8 +52,11 @@ fail() {
   exit 2
 }
 
-# The repo root (jobs/ runs its subprocesses there, and model profiles name assets/ relative to it).
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# The repo root in our image (jobs/ runs its subprocesses there, and model profiles name assets/ relative
+# to it). On Axolotl's own image this script runs from the volume's bundle (jobs/pod/bundle.py: the start
+# command installed our wheel first), where there is no source tree to go to.
+root="$(dirname "${BASH_SOURCE[0]}")/.."
+if [[ -d "${root}/jobs" ]]; then cd "$root"; fi
 
 volume="${BRIGHTRUN_VOLUME:-/workspace/data}"
 runs_dir="${volume}/runs"
@@ -99,6 +103,7 @@ if [[ -n "${RUNPOD_POD_ID:-}" ]]; then
   date -u +%Y-%m-%dT%H:%M:%SZ >"${marks}.started"
 fi
 echo "entrypoint: ${line% }" >&2
+echo "entrypoint: code from $(python -c 'import jobs; print(jobs.__file__)')" >&2
 
 # The job runs as a child so that this script (PID 1 in the container) can pass on the SIGTERM of a pod
 # stop: the trainer then saves a checkpoint and stops (status interrupted, resumable).

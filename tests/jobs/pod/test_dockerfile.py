@@ -98,6 +98,8 @@ def test_hardware_files_name_the_images_cuda():
     for path in sorted((ROOT / "axolotl_configs" / "hardware").glob("*.yaml")):
         hw = yaml.safe_load(path.read_text("utf-8"))
         if hw["gpu_type"] != "none":
+            # The default image (Axolotl's, our code installed from the volume) is the Dockerfile's base.
+            assert hw["image"] == base_image()[0] + ":" + base_image()[1], path
             assert hw["cuda"] == image_cuda, path
             assert runpod.cuda_at_least(hw["cuda"]) == [image_cuda]  # 13.0 is the newest RunPod lists
 

@@ -70,7 +70,11 @@ def setup(tmp_path):
             "BRIGHTRUN_VOLUME_DIR": str(fake.workspace),
             "DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
             "BRIGHTRUN_IMAGE": "registry.example/brightrun-lora:test",
+            # A launch on Axolotl's image (no BRIGHTRUN_IMAGE) sends no wheel of jobs/pod/bundle.py's EXTRA:
+            # the fake's pods are this machine, which has them; and nothing here reaches PyPI.
+            "BRIGHTRUN_POD_WHEELS": str(tmp_path / "no-extra-wheels"),
         }
+        (tmp_path / "no-extra-wheels").mkdir(exist_ok=True)
         for name in ("HF_TOKEN", "WANDB_API_KEY", "TRAINING_WEBHOOK_SECRET", "WEBHOOK_URL"):
             env[name] = ""
         return fake, env
@@ -425,7 +429,7 @@ def test_network_volume_errors_create_nothing(tmp_path, sample_out, setup):
         )
         no_keys = jobs_cli(*base, "--network-volume", "realvol", env=env | {"RUNPOD_S3_SECRET_KEY": ""})
         assert no_keys.returncode == 2 and "set RUNPOD_S3_SECRET_KEY" in no_keys.stderr, no_keys.stderr
-        bare = jobs_cli(*base, "--network-volume", "realvol", env=env | {"BRIGHTRUN_IMAGE": ""})
+        bare = jobs_cli(*base, "--network-volume", "realvol", "--image", "brightrun-lora:0.1.0", env=env)
         assert bare.returncode == 2 and "RunPod must pull it from a registry" in bare.stderr, bare.stderr
         assert not fake.pods and not fake.gone
         for out in (unknown, no_keys, bare):
