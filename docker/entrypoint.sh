@@ -29,6 +29,8 @@
 #   WEBHOOK_URL, TRAINING_WEBHOOK_SECRET, HF_TOKEN, WANDB_API_KEY: read by the job itself from the
 #                         environment; this script never prints them (and never runs with `set -x`).
 #   BRIGHTRUN_DRY_RUN=1   print the command it would run (one line, on stdout) and exit 0
+#   BRIGHTRUN_STOP_GRACE_S  optional  seconds the trainer may spend saving after SIGTERM (jobs/stopgrace.py);
+#                         default 3 on a RunPod pod (SIGKILL follows in ~5 s), no bound elsewhere
 #   BRIGHTRUN_KEEP_ALIVE=1  after the job, stay up (the image's own CMD, `sleep infinity`) for SSH/Jupyter;
 #                         otherwise exit with the job's code. A pod whose container exits may be restarted
 #                         by the cloud: a restart resumes from the run's checkpoint instead of starting over.
@@ -101,12 +103,16 @@ if [[ -n "${RUNPOD_POD_ID:-}" ]]; then
   marks="${volume}/pods/${RUNPOD_POD_ID}"
   mkdir -p "${volume}/pods"
   date -u +%Y-%m-%dT%H:%M:%SZ >"${marks}.started"
+  # RunPod sends SIGKILL about 5 s after SIGTERM: the trainer tries its checkpoint save for 3 s at most,
+  # the job is killed 1 s later, and the run is recorded interrupted in what is left (jobs/stopgrace.py).
+  export BRIGHTRUN_STOP_GRACE_S="${BRIGHTRUN_STOP_GRACE_S:-3}"
 fi
 echo "entrypoint: ${line% }" >&2
 echo "entrypoint: code from $(python -c 'import jobs; print(jobs.__file__)')" >&2
 
 # The job runs as a child so that this script (PID 1 in the container) can pass on the SIGTERM of a pod
-# stop: the trainer then saves a checkpoint and stops (status interrupted, resumable).
+# stop: the trainer then tries a checkpoint save within BRIGHTRUN_STOP_GRACE_S and stops (status
+# interrupted, resumable from its last complete checkpoint).
 "${cmd[@]}" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null || true' TERM INT
