@@ -113,3 +113,46 @@ def test_the_parent_kills_a_trainer_that_does_not_stop_within_the_grace_and_reco
     finally:
         proc.kill()
         proc.wait()
+
+
+# The image's `python` for docker/entrypoint.sh: the job itself only says which grace it was given.
+STUB = """#!/bin/bash
+if [[ "$1 $2" == "-m jobs" ]]; then echo "${BRIGHTRUN_STOP_GRACE_S:-unset}" >"$GRACE_OUT"; exit 0; fi
+if [[ "$1" == "-c" ]]; then exit 0; fi  # its import checks: Axolotl is not what this test is about
+exec "%s" "$@"
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "given"),
+    [
+        ({"RUNPOD_POD_ID": "pod1"}, "3"),
+        ({"RUNPOD_POD_ID": "pod1", stopgrace.GRACE_VAR: "2"}, "2"),
+        ({}, "unset"),
+    ],
+)
+def test_the_entrypoint_sets_the_grace_on_a_runpod_pod_only(tmp_path, env, given):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(STUB % sys.executable)
+    (bin_dir / "python").chmod(0o755)
+    volume = tmp_path / "volume"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "docker" / "entrypoint.sh")],
+        env={
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(ROOT),
+            "BRIGHTRUN_VOLUME": str(volume),
+            "BRIGHTRUN_CONFIG": str(volume / "configs" / "run-1" / "config.yaml"),
+            "BRIGHTRUN_RUN_ID": "run-1",
+            "GRACE_OUT": str(tmp_path / "grace"),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "grace").read_text().strip() == given
+    if given == "3":
+        assert float(given) == stopgrace.POD_DEFAULT_S  # the entrypoint's default is the module's
