@@ -273,11 +273,19 @@ def follow(runs: Path, run_id: str, env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=jobs_env() | env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def patient_pod(env: dict, volume: Path) -> list[str]:
+    """pod_command on a pod whose stop waits for the trainer's save (the fake's stop_grace here is 120 s,
+    as `docker stop -t 120`): the trainer's own bound (jobs/stopgrace.py, 3 s by default on a pod, RunPod's
+    SIGKILL being about 5 s away) raised to match, so that the stop's checkpoint is what is tested."""
+    env["BRIGHTRUN_STOP_GRACE_S"] = "60"
+    return pod_command(env, volume)
+
+
 @pytest.mark.slow(80)
 def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, sample_out, setup, customer_app):
     """Also: an override with spaces, quotes and a `#` reaches the config the pod ran unchanged, and that
     config is, byte for byte, the one the launcher recorded."""
-    fake, env = setup()
+    fake, env = setup(command=patient_pod)
     env |= customer_app.env()
     status_log.watch(env["DATABASE_URL"])
     runs, log = tmp_path / "runs", tmp_path / "launch.log"
