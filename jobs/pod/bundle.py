@@ -38,6 +38,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from jobs.runfolder import ROOT
 
 # Axolotl's cloud image, the repo name: an image of it holds Axolotl, not our code (see above).
@@ -108,16 +110,34 @@ def own_wheel(dest: Path) -> Path:
 
 
 def extra_wheels(say: Callable[[str], None]) -> list[Path]:
-    """EXTRA's wheels for the image's Python: BRIGHTRUN_POD_WHEELS's, or the cache's (downloaded once)."""
+    """EXTRA's wheels for the image's Python, each at its pin: those in BRIGHTRUN_POD_WHEELS's folder (as
+    given: an offline launcher, or the tests' empty one), or the cache's, downloaded once where missing.
+    Other wheels in the folder (an older pin's) are left out."""
     given = os.environ.get("BRIGHTRUN_POD_WHEELS")
     folder = Path(given) if given else CACHE / f"py{PYTHON}"
-    if not given:
-        have = {p.name.split("-")[0].lower().replace("_", "-") for p in folder.glob("*.whl")}
-        want = [r for r in EXTRA if r.split("==")[0].replace("_", "-") not in have]
-        if want:
-            say(f"bundle: downloading {len(want)} wheel(s) for the image's Python {PYTHON} into {folder}")
-            download(want, folder)
-    return sorted(folder.glob("*.whl"))
+    found, missing = pinned(folder)
+    if missing and not given:
+        say(f"bundle: downloading {len(missing)} wheel(s) for the image's Python {PYTHON} into {folder}")
+        download(missing, folder)
+        found, missing = pinned(folder)
+    return found
+
+
+def pinned(folder: Path) -> tuple[list[Path], list[str]]:
+    """(the wheels in `folder` that are EXTRA's, at their pins; EXTRA's requirements without one)."""
+    have = {}
+    for path in folder.glob("*.whl"):
+        name, version = path.name.split("-")[:2]
+        have[(canonicalize_name(name), version)] = path
+    found, missing = [], []
+    for requirement in EXTRA:
+        name, version = requirement.split("==")
+        key = (canonicalize_name(name), version)
+        if key in have:
+            found.append(have[key])
+        else:
+            missing.append(requirement)
+    return found, missing
 
 
 def download(requirements: list[str] | tuple[str, ...], folder: Path, python: str = PYTHON) -> None:

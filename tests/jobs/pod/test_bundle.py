@@ -79,6 +79,7 @@ def test_publish_puts_the_bundle_up_once(tmp_path, monkeypatch):
     extra = tmp_path / "extra"
     extra.mkdir()
     (extra / "ftfy-6.3.1-py3-none-any.whl").write_bytes(b"not really a wheel")
+    (extra / "ftfy-6.2.0-py3-none-any.whl").write_bytes(b"an older pin's: left out")
     monkeypatch.setenv("BRIGHTRUN_POD_WHEELS", str(extra))
     volume, said = vol.LocalVolume(tmp_path / "volume"), []
     key = bundle.publish(volume, say=said.append)
