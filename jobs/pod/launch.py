@@ -244,9 +244,8 @@ def launch(
         "ports": "22/tcp,8888/http",
     }
     if bundle_key:
-        pod_spec["dockerArgs"] = (
-            bundle.START_COMMAND
-        )  # the image's CMD replaced: install, then our entrypoint
+        # In place of the image's CMD: install our wheels from the volume, then run our entrypoint.
+        pod_spec["dockerArgs"] = bundle.START_COMMAND
     if network_volume:
         pod_spec["networkVolumeId"] = network_volume
         pod_spec["dataCenterId"] = datacenter  # a pod mounts only a volume of its own datacenter
