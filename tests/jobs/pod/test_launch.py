@@ -35,6 +35,9 @@ BIN = Path(sys.executable).parent
 def pod_command(env: dict, volume: Path) -> list[str]:
     """What the image would run, on this machine: the real entrypoint with the venv's Python."""
     env.update(offline.ALL, PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", BRIGHTRUN_HARDWARE="cpu")
+    # This checkout's code in every process of the pod, Axolotl's too (its console script does not start in
+    # the repo root): in a git worktree the venv's editable install may point at another checkout.
+    env["PYTHONPATH"] = str(ROOT)
     return ["bash", str(ROOT / "docker" / "entrypoint.sh")]
 
 

@@ -29,6 +29,7 @@ ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 def logged_pod(env: dict, volume) -> list[str]:
     """The real entrypoint, as test_launch.pod_command runs it, its stderr kept on the volume per pod."""
     env.update(offline.ALL, PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", BRIGHTRUN_HARDWARE="cpu")
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's code, as test_launch.pod_command says
     log = volume / f"container-{env['RUNPOD_POD_ID']}.log"
     return ["bash", "-c", f'exec bash "{ENTRYPOINT}" 2>>"{log}"']
 
@@ -70,7 +71,11 @@ def test_a_finished_run_ends_its_pod_at_once_and_is_never_resumed(tmp_path, samp
     pod_env = {p["key"]: p["value"] for p in create["env"]} | {"RUNPOD_POD_ID": job.pod_id}
     again = subprocess.run(
         ["bash", str(ENTRYPOINT)],
-        env={"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp")}
+        env={
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "PYTHONPATH": str(ROOT),
+        }
         | offline.ALL
         | pod_env,
         capture_output=True,
