@@ -17,6 +17,11 @@ configs/ID/, the run in runs/ID with its own registry (runs/registry.db). Two ca
   * BRIGHTRUN_VOLUME_DIR set: a local directory that *is* the pod's volume (tests/fake_runpod.py's
     workspace; a network filesystem mounted here). Pods see the same path.
 
+The image. By default Axolotl's own cloud image (the hardware file's `image:`): the launcher puts our code
+and the wheels it adds to Axolotl's stack on the volume (brightrun/<hash>/), and the pod's start command
+installs them, then runs docker/entrypoint.sh (jobs/pod/bundle.py). `--image` / BRIGHTRUN_IMAGE: this
+repo's Dockerfile image, pushed, which has the code inside and starts the entrypoint itself.
+
 Cost so far is the launcher's own sum over its pods of billed time × costPerHr, each pod billed from just
 before its create to its termination (jobs/pod/billing.py).
 
