@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One BrightRun training job on a GPU pod: the Axolotl config `jobs launch` rendered for it, run exactly as
-# it is. The image's CMD.
+# it is. Our image's CMD; on Axolotl's own image (the default), what the pod's start command runs once it
+# has installed our wheels from the volume (jobs/pod/bundle.py, BRIGHTRUN_BUNDLE).
 #
 # The image keeps Axolotl's ENTRYPOINT, /root/cloud-entrypoint.sh: it starts sshd (PUBLIC_KEY or SSH_KEY),
 # Jupyter Lab on 8888 (unless JUPYTER_DISABLE=1, password JUPYTER_PASSWORD), puts CUDA 13's libraries on
@@ -28,6 +29,8 @@
 #   WEBHOOK_URL, TRAINING_WEBHOOK_SECRET, HF_TOKEN, WANDB_API_KEY: read by the job itself from the
 #                         environment; this script never prints them (and never runs with `set -x`).
 #   BRIGHTRUN_DRY_RUN=1   print the command it would run (one line, on stdout) and exit 0
+#   BRIGHTRUN_STOP_GRACE_S  optional  seconds the trainer may spend saving after SIGTERM (jobs/stopgrace.py);
+#                         default 3 on a RunPod pod (SIGKILL follows in ~5 s), no bound elsewhere
 #   BRIGHTRUN_KEEP_ALIVE=1  after the job, stay up (the image's own CMD, `sleep infinity`) for SSH/Jupyter;
 #                         otherwise exit with the job's code. A pod whose container exits may be restarted
 #                         by the cloud: a restart resumes from the run's checkpoint instead of starting over.
@@ -51,8 +54,11 @@ fail() {
   exit 2
 }
 
-# The repo root (jobs/ runs its subprocesses there, and model profiles name assets/ relative to it).
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# The repo root in our image (jobs/ runs its subprocesses there, and model profiles name assets/ relative
+# to it). On Axolotl's own image this script runs from the volume's bundle (jobs/pod/bundle.py: the start
+# command installed our wheel first), where there is no source tree to go to.
+root="$(dirname "${BASH_SOURCE[0]}")/.."
+if [[ -d "${root}/jobs" ]]; then cd "$root"; fi
 
 volume="${BRIGHTRUN_VOLUME:-/workspace/data}"
 runs_dir="${volume}/runs"
@@ -97,11 +103,16 @@ if [[ -n "${RUNPOD_POD_ID:-}" ]]; then
   marks="${volume}/pods/${RUNPOD_POD_ID}"
   mkdir -p "${volume}/pods"
   date -u +%Y-%m-%dT%H:%M:%SZ >"${marks}.started"
+  # RunPod sends SIGKILL about 5 s after SIGTERM: the trainer tries its checkpoint save for 3 s at most,
+  # the job is killed 1 s later, and the run is recorded interrupted in what is left (jobs/stopgrace.py).
+  export BRIGHTRUN_STOP_GRACE_S="${BRIGHTRUN_STOP_GRACE_S:-3}"
 fi
 echo "entrypoint: ${line% }" >&2
+echo "entrypoint: code from $(python -c 'import jobs; print(jobs.__file__)')" >&2
 
 # The job runs as a child so that this script (PID 1 in the container) can pass on the SIGTERM of a pod
-# stop: the trainer then saves a checkpoint and stops (status interrupted, resumable).
+# stop: the trainer then tries a checkpoint save within BRIGHTRUN_STOP_GRACE_S and stops (status
+# interrupted, resumable from its last complete checkpoint).
 "${cmd[@]}" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null || true' TERM INT

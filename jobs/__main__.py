@@ -95,7 +95,12 @@ def parser() -> argparse.ArgumentParser:
         help="where the pod mounts the volume (default: the hardware profile's)",
     )
     la.add_argument("--detach", action="store_true", help="create the pod and return (`jobs follow RUN`)")
-    la.add_argument("--image", default=None, help="the pushed image of this repo (default $BRIGHTRUN_IMAGE)")
+    la.add_argument(
+        "--image",
+        default=None,
+        help="the pushed image of this repo (default $BRIGHTRUN_IMAGE, else Axolotl's own image, our code "
+        "installed from the volume at start)",
+    )
     la.add_argument(
         "--registry-auth",
         default=None,

@@ -4,7 +4,8 @@ Loaded by Axolotl in the training process (`plugins: [..., jobs.axolotl_plugin.R
 with `brightrun_run_id` and `brightrun_run_dir` in the config). It writes each logged step to
 runs/<id>/metrics.jsonl and to the registry (DATABASE_URL, set by the launcher in the environment:
 never in the config). On SIGTERM it asks the trainer to save a checkpoint and stop at the end of the
-current step, so `jobs resume` can go on from there. With WEBHOOK_URL set, each status change and
+current step, so `jobs resume` can go on from there; on a pod (BRIGHTRUN_STOP_GRACE_S) it waits for that
+at most the grace, then exits (jobs/stopgrace.py). With WEBHOOK_URL set, each status change and
 logged step is also sent as a signed event (jobs/webhooks.py), off the training thread.
 """
 
@@ -19,7 +20,7 @@ from axolotl.integrations.base import BasePlugin
 from pydantic import BaseModel
 from transformers import TrainerCallback
 
-from jobs import registry
+from jobs import registry, stopgrace
 from jobs.status import Cancelled, set_status
 from jobs.status import emit as emit_status
 
@@ -50,9 +51,15 @@ class RegistryCallback(TrainerCallback):
         self.run_dir = run_dir
         self.metrics_path = Path(run_dir) / "metrics.jsonl"
         self.stop_requested = False
+        self.deadline = None  # the timer that ends the process after a SIGTERM's grace, once armed
 
     def _on_sigterm(self, signum, frame):
         self.stop_requested = True
+        # On a pod SIGKILL follows within seconds: the save is tried, never waited for past the grace
+        # (jobs/stopgrace.py). Once: a second SIGTERM does not move the deadline.
+        seconds = stopgrace.grace()
+        if seconds is not None and self.deadline is None:
+            self.deadline = stopgrace.arm(seconds)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:

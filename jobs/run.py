@@ -3,6 +3,7 @@ layout and shared rules: jobs/runfolder.py; results: jobs/results.py; cancel: jo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 from axolotl_configs.profiles import Profiles
 from brightrun import offline
 from brightrun.errors import ConfigError
-from jobs import registry, webhooks
+from jobs import registry, stopgrace, webhooks
 from jobs.results import final_metrics, results
 from jobs.runfolder import (
     CANCEL_FILE,
@@ -207,17 +208,29 @@ def run_logged(cmd: list[str], log: Path, env: dict, progress=None) -> int:
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         interrupted = []
+        grace = stopgrace.grace()
+        kill_at = []  # on a pod: when the trainer's process group is killed if it has not stopped
 
         def forward(signum, frame):
             interrupted.append(signum)
             child.send_signal(signal.SIGTERM)
+            if grace is not None and not kill_at:
+                kill_at.append(time.monotonic() + grace + stopgrace.PARENT_EXTRA_S)
 
         old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             while child.poll() is None:
                 if progress:
                     progress()
-                time.sleep(0.5)
+                if kill_at and time.monotonic() >= kill_at[0]:
+                    # The trainer's own timer did not end it (jobs/stopgrace.py): its whole group goes, so
+                    # the run is recorded interrupted before the pod's SIGKILL.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(child.pid, signal.SIGKILL)
+                    out.write(f"\nbrightrun: killed {grace + stopgrace.PARENT_EXTRA_S:g} s after SIGTERM\n")
+                    child.wait()
+                    break
+                time.sleep(0.1 if kill_at else 0.5)
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)

@@ -25,13 +25,19 @@ Shapes, copied (the same sources as jobs/pod/runpod.py):
          is older than the image's fails with "OCI runtime create failed"
   NETVOL = docs.runpod.io/storage/network-volumes: "Network volumes are only available for Pods in the
          Secure Cloud"
+  DOCKERARGS = dockerArgs, the pod's "container arguments" (docs.runpod.io runpodctl create pod, `--args`;
+         SDK mutations/pods.py sends it as dockerArgs), given to the image's ENTRYPOINT in place of its CMD
+         as `docker run IMAGE ARGS` does; Axolotl's cloud image's ENTRYPOINT, scripts/cloud-entrypoint.sh
+         (github.com/axolotl-ai-cloud/axolotl @ 067b021c), ends in `exec "$@"`. Our default pod runs
+         Axolotl's image with a start command that installs our wheels from the volume (jobs/pod/bundle.py)
 Made up here (RunPod does not publish them): the prices, the wording of errors other than
 NO_INSTANCES, the status of a pod whose container is still starting (CREATED; RunPod itself may already
 say RUNNING with runtime null), and how long a reclaimed spot pod stays listed before it is gone.
 
 A pod can run a real local command: `command(env, volume) -> argv`, called when the pod starts, with the
 env the pod's process gets (add to it what the image itself would set) and the directory standing in
-for its volumeMountPath (`workspace`, shared by every pod like a network volume). podStop, podTerminate
+for its volumeMountPath (`workspace`, shared by every pod like a network volume): the image's CMD. A pod
+created with dockerArgs runs those instead, in the environment `command` set up (DOCKERARGS). podStop, podTerminate
 and preempt() send that process SIGTERM, then SIGKILL after `stop_grace` seconds, as `docker stop` does.
 
 When that process exits by itself, the container is started again (restart_on_exit, on by default: DSTACK;
@@ -50,6 +56,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import tempfile
@@ -819,7 +826,14 @@ class FakeRunPod:
                 k: str(self.workspace) + v[len(mount) :] if v.startswith(mount) else v for k, v in env.items()
             }
             self.volume_sync.pull(self.workspace)
-        return env, self.command(env, self.workspace)
+        argv = self.command(env, self.workspace)
+        if pod.input.get("dockerArgs"):
+            # DOCKERARGS: the pod's start command replaces the image's CMD (what `command` returned; it has
+            # set the image's environment in env meanwhile) and runs through the image's ENTRYPOINT, which
+            # for Axolotl's image ends in `exec "$@"`. How RunPod splits the string is not documented:
+            # shell words here (start commands are written as `bash -c '...'`).
+            argv = shlex.split(pod.input["dockerArgs"])
+        return env, argv
 
     def _halt(self, pod: FakePod, why: str, grace: float | None = None) -> None:
         """SIGTERM to the pod's process, SIGKILL after `grace` (default stop_grace) s; EXITED at once."""

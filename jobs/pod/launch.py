@@ -17,6 +17,11 @@ configs/ID/, the run in runs/ID with its own registry (runs/registry.db). Two ca
   * BRIGHTRUN_VOLUME_DIR set: a local directory that *is* the pod's volume (tests/fake_runpod.py's
     workspace; a network filesystem mounted here). Pods see the same path.
 
+The image. By default Axolotl's own cloud image (the hardware file's `image:`): the launcher puts our code
+and the wheels it adds to Axolotl's stack on the volume (brightrun/<hash>/), and the pod's start command
+installs them, then runs docker/entrypoint.sh (jobs/pod/bundle.py). `--image` / BRIGHTRUN_IMAGE: this
+repo's Dockerfile image, pushed, which has the code inside and starts the entrypoint itself.
+
 Cost so far is the launcher's own sum over its pods of billed time × costPerHr, each pod billed from just
 before its create to its termination (jobs/pod/billing.py).
 
@@ -39,8 +44,8 @@ from axolotl_configs.profiles import names as profile_names
 from brightrun.errors import ConfigError
 from jobs import registry, runfolder
 from jobs import run as run_mod
+from jobs.pod import bundle, runpod
 from jobs.pod import config as pod_config
-from jobs.pod import runpod
 from jobs.pod import volume as vol
 from jobs.pod.follow import follow
 from jobs.pod.pods import (
@@ -139,12 +144,15 @@ def launch(
     if hw["gpu_type"] == "none":
         raise ConfigError(f"hardware {hw_name!r} is this machine's CPU: `jobs train` runs it, not launch")
     gpu_id, gpu_count = hw["gpu_type"], int(hw["gpu_count"])
+    # Default: Axolotl's own cloud image (the hardware file's), our code installed from the volume at start
+    # (jobs/pod/bundle.py); --image: this repo's Dockerfile image, pushed, with the code inside.
     image = image or os.environ.get("BRIGHTRUN_IMAGE") or hw["image"]
     if "/" not in image:
         raise ConfigError(
             f"image {image!r}: RunPod must pull it from a registry. Build this repo's Dockerfile, push it "
             "(docker build -t REGISTRY/brightrun-lora:0.1.0 . && docker push REGISTRY/brightrun-lora:0.1.0) "
-            "and pass --image REGISTRY/brightrun-lora:0.1.0 or set BRIGHTRUN_IMAGE"
+            "and pass --image REGISTRY/brightrun-lora:0.1.0 or set BRIGHTRUN_IMAGE; or leave both unset "
+            f"for Axolotl's own image ({hw['image']})"
         )
     mount = (volume_path or hw.get("volume_path") or POD_VOLUME).rstrip("/")
     if not mount.startswith("/") or mount == "/workspace":
@@ -206,6 +214,12 @@ def launch(
         vol.put_dir(volume, Path(data_dir), f"datasets/{data_name}", say=say)
     except (vol.VolumeError, OSError) as exc:
         raise ConfigError(f"uploading {data_dir}: {exc} (no pod was created)") from None
+    bundle_key = None
+    if bundle.installs_code(image):
+        try:
+            bundle_key = bundle.publish(volume, say=say)
+        except (vol.VolumeError, OSError, RuntimeError) as exc:
+            raise ConfigError(f"putting our code on the volume: {exc} (no pod was created)") from None
     # The secrets a pod gets are named by its hardware profile; values are read from here at create.
     secrets = [name for name in hw.get("secrets") or [] if os.environ.get(name)]
     env = {
@@ -217,6 +231,8 @@ def launch(
         "BRIGHTRUN_JOB_ID": run_id,
         "BRIGHTRUN_FOLLOWED": "1",
     }
+    if bundle_key:
+        env["BRIGHTRUN_BUNDLE"] = f"{pod_volume}/{bundle_key}"  # what START_COMMAND installs and runs
     if os.environ.get("WEBHOOK_URL"):
         env["WEBHOOK_URL"] = os.environ["WEBHOOK_URL"]
     pod_spec = {
@@ -232,6 +248,9 @@ def launch(
         # "8888/http,22/tcp", github.com/runpod/docs api-reference/openapi.json).
         "ports": "22/tcp,8888/http",
     }
+    if bundle_key:
+        # In place of the image's CMD: install our wheels from the volume, then run our entrypoint.
+        pod_spec["dockerArgs"] = bundle.START_COMMAND
     if network_volume:
         pod_spec["networkVolumeId"] = network_volume
         pod_spec["dataCenterId"] = datacenter  # a pod mounts only a volume of its own datacenter

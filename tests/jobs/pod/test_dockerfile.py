@@ -87,8 +87,10 @@ def test_base_image_is_axolotls_cloud_image_for_our_pinned_axolotl():
 
 
 def test_hardware_files_name_the_images_cuda():
-    """`cuda:` beside `image:` in each GPU hardware file is the base image's (its tag's cuNNN), so the
-    launcher asks RunPod for hosts that can run it (allowedCudaVersions, issue 16)."""
+    """`cuda:` beside `image:` in each GPU hardware file is the image's (its tag's cuNNN: Axolotl's build
+    matrix, .github/workflows/main.yml, cuda 130 = CUDA 13.0.0), so the launcher asks RunPod for hosts that
+    can run it (allowedCudaVersions, issue 16). The default image, Axolotl's own (our code installed from
+    the volume), is also the Dockerfile's base, so `--image` of ours needs the same hosts."""
     import yaml
 
     from jobs.pod import runpod
@@ -98,7 +100,9 @@ def test_hardware_files_name_the_images_cuda():
     for path in sorted((ROOT / "axolotl_configs" / "hardware").glob("*.yaml")):
         hw = yaml.safe_load(path.read_text("utf-8"))
         if hw["gpu_type"] != "none":
-            assert hw["cuda"] == image_cuda, path
+            assert hw["image"] == base_image()[0] + ":" + base_image()[1], path
+            own = re.fullmatch(r"axolotlai/axolotl-cloud:\S*-cu(\d+)(\d)-\S+", hw["image"])
+            assert hw["cuda"] == image_cuda == f"{own.group(1)}.{own.group(2)}", path
             assert runpod.cuda_at_least(hw["cuda"]) == [image_cuda]  # 13.0 is the newest RunPod lists
 
 

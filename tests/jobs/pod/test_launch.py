@@ -35,6 +35,9 @@ BIN = Path(sys.executable).parent
 def pod_command(env: dict, volume: Path) -> list[str]:
     """What the image would run, on this machine: the real entrypoint with the venv's Python."""
     env.update(offline.ALL, PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", BRIGHTRUN_HARDWARE="cpu")
+    # This checkout's code in every process of the pod, Axolotl's too (its console script does not start in
+    # the repo root): in a git worktree the venv's editable install may point at another checkout.
+    env["PYTHONPATH"] = str(ROOT)
     return ["bash", str(ROOT / "docker" / "entrypoint.sh")]
 
 
@@ -70,7 +73,11 @@ def setup(tmp_path):
             "BRIGHTRUN_VOLUME_DIR": str(fake.workspace),
             "DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
             "BRIGHTRUN_IMAGE": "registry.example/brightrun-lora:test",
+            # A launch on Axolotl's image (no BRIGHTRUN_IMAGE) sends no wheel of jobs/pod/bundle.py's EXTRA:
+            # the fake's pods are this machine, which has them; and nothing here reaches PyPI.
+            "BRIGHTRUN_POD_WHEELS": str(tmp_path / "no-extra-wheels"),
         }
+        (tmp_path / "no-extra-wheels").mkdir(exist_ok=True)
         for name in ("HF_TOKEN", "WANDB_API_KEY", "TRAINING_WEBHOOK_SECRET", "WEBHOOK_URL"):
             env[name] = ""
         return fake, env
@@ -269,11 +276,19 @@ def follow(runs: Path, run_id: str, env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=jobs_env() | env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def patient_pod(env: dict, volume: Path) -> list[str]:
+    """pod_command on a pod whose stop waits for the trainer's save (the fake's stop_grace here is 120 s,
+    as `docker stop -t 120`): the trainer's own bound (jobs/stopgrace.py, 3 s by default on a pod, RunPod's
+    SIGKILL being about 5 s away) raised to match, so that the stop's checkpoint is what is tested."""
+    env["BRIGHTRUN_STOP_GRACE_S"] = "60"
+    return pod_command(env, volume)
+
+
 @pytest.mark.slow(80)
 def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, sample_out, setup, customer_app):
     """Also: an override with spaces, quotes and a `#` reaches the config the pod ran unchanged, and that
     config is, byte for byte, the one the launcher recorded."""
-    fake, env = setup()
+    fake, env = setup(command=patient_pod)
     env |= customer_app.env()
     status_log.watch(env["DATABASE_URL"])
     runs, log = tmp_path / "runs", tmp_path / "launch.log"
@@ -425,7 +440,7 @@ def test_network_volume_errors_create_nothing(tmp_path, sample_out, setup):
         )
         no_keys = jobs_cli(*base, "--network-volume", "realvol", env=env | {"RUNPOD_S3_SECRET_KEY": ""})
         assert no_keys.returncode == 2 and "set RUNPOD_S3_SECRET_KEY" in no_keys.stderr, no_keys.stderr
-        bare = jobs_cli(*base, "--network-volume", "realvol", env=env | {"BRIGHTRUN_IMAGE": ""})
+        bare = jobs_cli(*base, "--network-volume", "realvol", "--image", "brightrun-lora:0.1.0", env=env)
         assert bare.returncode == 2 and "RunPod must pull it from a registry" in bare.stderr, bare.stderr
         assert not fake.pods and not fake.gone
         for out in (unknown, no_keys, bare):

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -28,6 +29,7 @@ ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 def logged_pod(env: dict, volume) -> list[str]:
     """The real entrypoint, as test_launch.pod_command runs it, its stderr kept on the volume per pod."""
     env.update(offline.ALL, PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", BRIGHTRUN_HARDWARE="cpu")
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's code, as test_launch.pod_command says
     log = volume / f"container-{env['RUNPOD_POD_ID']}.log"
     return ["bash", "-c", f'exec bash "{ENTRYPOINT}" 2>>"{log}"']
 
@@ -69,7 +71,11 @@ def test_a_finished_run_ends_its_pod_at_once_and_is_never_resumed(tmp_path, samp
     pod_env = {p["key"]: p["value"] for p in create["env"]} | {"RUNPOD_POD_ID": job.pod_id}
     again = subprocess.run(
         ["bash", str(ENTRYPOINT)],
-        env={"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp")}
+        env={
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "PYTHONPATH": str(ROOT),
+        }
         | offline.ALL
         | pod_env,
         capture_output=True,
@@ -280,3 +286,53 @@ def test_a_preempted_pod_is_relaunched_without_waiting_for_a_status_that_cannot_
     done = jobs_cli("--runs-dir", str(runs), "cancel", job.id, env=env)
     assert done.returncode == 0, done.stderr
     assert proc.wait(60) == 130, log.read_text()[-4000:]
+
+
+def test_a_5xx_streak_is_outlasted_then_ends_the_follower_naming_the_pod(
+    tmp_path,
+    sample_out,
+    setup,  # noqa: F811
+    monkeypatch,
+    capsys,
+):
+    """HTTP 5xx from RunPod (a gateway in front of its API, problem 6), on its own: each poll is retried by
+    the client (runpod.Client's max_time, small here so that the test is fast), then counted by the follower.
+    A streak that ends is outlasted; one that does not ends the follower with exit 75 and no traceback,
+    naming the pod, that stopping it failed too, and the commands to re-attach or terminate it; once RunPod
+    answers again, `jobs cancel` terminates the pod."""
+    from jobs.pod import runpod
+    from jobs.pod.follow import API_FAILURES, follow
+
+    fake, env = setup(command=sleeper)
+    runs, log = tmp_path / "runs", tmp_path / "launch.log"
+    assert launch(runs, sample_out, env, "--detach", "max_steps=2", log=log).wait(120) == 0, log.read_text()
+    job = the_run(env["DATABASE_URL"])
+    wait_for(lambda: fake.pods[job.pod_id].status == "RUNNING", 10)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    # Fewer 502s than API_FAILURES polls take (each failed poll spends at least one): outlasted.
+    fake.server_error(API_FAILURES - 2)
+    codes = []
+    follower = threading.Thread(
+        target=lambda: codes.append(follow(job.id, str(runs), runpod.Client(max_time=0.05), 0.05))
+    )
+    follower.start()
+    wait_for(lambda: fake._server_errors == 0, 30)
+    time.sleep(1)
+    assert follower.is_alive() and not codes
+    fake.server_error(10**6)  # then RunPod's gateway fails for good
+    follower.join(60)
+    assert codes == [75]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "HTTP 502 Bad Gateway" in err and "failure 1/8" in err
+    assert f"RunPod's API failed {API_FAILURES} time(s) in a row" in err
+    assert f"pod {job.pod_id} may still be running and billing" in err and "stopping it failed too" in err
+    assert f"`jobs follow {job.id}`" in err and f"`jobs cancel {job.id}`" in err
+    assert registry.get_job(job.id, env["DATABASE_URL"]).status == "queued"  # nothing decided about the run
+    assert fake.pods[job.pod_id].status == "RUNNING"  # what the follower said: it may still bill
+
+    fake.server_error(0)
+    done = jobs_cli("--runs-dir", str(runs), "cancel", job.id, env=env)
+    assert done.returncode == 0, done.stderr
+    assert job.pod_id in fake.gone
