@@ -72,7 +72,17 @@ def local_judge(model_dir: Path | str, log: Path, timeout_s: float = 120):
                 raise ConfigError(f"the local judge did not answer within {timeout_s:.0f} s; see {log}")
             time.sleep(0.5)
         # transformers serve names a local model by its path; it needs no key, the client wants one.
-        yield {"JUDGE_BASE_URL": base + "/v1", "JUDGE_MODEL": str(model_dir), "JUDGE_API_KEY": "local"}
+        # It answers one request at a time (no continuous batching on CPU): more than one in flight only
+        # queues them into the client's timeout (measured: 3 of 12 judgements timed out at concurrency 4).
+        # A small model's answer past ~160 tokens is chatter, not the JSON asked for; one retry, not two.
+        pace = {"JUDGE_CONCURRENCY": "1", "JUDGE_MAX_TOKENS": "160", "JUDGE_TIMEOUT_S": "300"}
+        pace["JUDGE_PARSE_RETRIES"] = "1"
+        yield {
+            "JUDGE_BASE_URL": base + "/v1",
+            "JUDGE_MODEL": str(model_dir),
+            "JUDGE_API_KEY": "local",
+            **{k: os.environ.get(k, v) for k, v in pace.items()},
+        }
     finally:
         proc.terminate()
         try:
