@@ -23,7 +23,7 @@ demo: convert-demo
     run="$(date -u +%Y%m%d-%H%M%S)-demo"
     {{python}} -m jobs train balanced smollm2-cpu --data data/converted/demo-cpu --run-id "$run" learning_rate=5e-4 gradient_accumulation_steps=1
     # The judge: SmolLM2 itself through `transformers serve` (checks the mechanism, not the quality).
-    {{python}} -m evals run "$run" --limit 2 --max-new-tokens 96 --general-limit 2 --general-max-tokens 96 --local-judge assets/smollm2-135m-instruct
+    {{python}} -m evals run "$run" --limit 2 --max-new-tokens 64 --general-limit 2 --general-max-tokens 64 --local-judge assets/smollm2-135m-instruct
 
 # Generate and convert the demo data: the CPU demo's short conversations and the 36-conversation file
 convert-demo:
