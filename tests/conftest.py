@@ -74,7 +74,7 @@ def sample_out(tmp_path_factory, assets) -> Path:
 # The longest files start first: a worker takes the next file when it frees up, so one long real run left
 # to the end would leave the others idle. A file's weight is the seconds of its `@pytest.mark.slow` tests
 # plus the fixtures below that it builds, measured on CI's 2 cores (`--durations`).
-BUILDS = {"customer_run": 170, "service": 90, "smoke_prepared": 50, "demo_converted": 30}
+BUILDS = {"customer_run": 200, "service": 90, "smoke_prepared": 50, "demo_converted": 30}
 
 
 def pytest_collection_modifyitems(config, items):
