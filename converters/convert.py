@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from brightrun.files import swap_in
 from converters import __version__, load, merge, split
 
 SPLITS = ("train", "val")
@@ -174,13 +174,7 @@ def write_atomically(out_dir: Path, files: dict[str, bytes]) -> None:
     try:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "previous")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
+        swap_in(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

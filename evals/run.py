@@ -9,7 +9,6 @@ interrupted or failed evaluation leaves the previous one, or none.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from brightrun.errors import ConfigError
+from brightrun.files import swap_in
 from jobs.runfolder import check_run_id, sha256_file
 
 EVAL_DIR = "eval"
@@ -195,13 +195,7 @@ def write_eval_dir(run_dir: Path, files: dict[str, bytes]) -> Path:
     try:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=".eval.old-", dir=run_dir))
-            os.replace(final, old / "previous")
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
+        swap_in(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -181,8 +181,15 @@ def jobs_env(url: str | None = None) -> dict:
 
 def jobs_cli(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """`python -m jobs ...` as a user runs it."""
+    return module_cli("jobs", *args, env=env, timeout=timeout)
+
+
+def module_cli(
+    module: str, *args: str, env: dict | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    """`python -m MODULE ...` (jobs, evals, versions) as a user runs it, in the repo root."""
     return subprocess.run(
-        [sys.executable, "-m", "jobs", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 from conftest import (
     CUSTOMER_SECRET,
-    ROOT,
     SAMPLE,
     TINY_MODEL_DIR,
     jobs_cli,
-    jobs_env,
+    module_cli,
     no_loss,
     smoke_job_args,
 )
@@ -224,16 +222,8 @@ def test_eval_in_training_matches_a_fresh_load(smoke_run):
     assert reloaded["samples"] == in_training["samples"]
 
 
-def evals_cli(*args: str, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
-    """`python -m evals ...` as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "evals", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=jobs_env() | env,
-    )
+def evals_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return module_cli("evals", *args, env=env)
 
 
 def test_eval_judges_the_finished_run_and_records_its_verdict(smoke_run, tmp_path):

@@ -7,7 +7,6 @@ Also the environment for an S3 artifact store on loopback (tests/s3_server.py's 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_MODEL_DIR, once
+from conftest import ROOT, TINY_MODEL_DIR, module_cli, once
 
 from jobs import registry
 from jobs.runfolder import sha256_file, write_json
@@ -159,14 +158,7 @@ def db_url(request, tmp_path):
 
 def cli(*args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
     """`python -m versions ...` as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "versions", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    return module_cli("versions", *args, env=env, timeout=timeout)
 
 
 @pytest.fixture
