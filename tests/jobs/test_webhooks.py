@@ -91,7 +91,10 @@ def test_events_spooled_while_the_receiver_is_down_arrive_in_order_after_replay(
     port = free_port()  # nothing listens here yet
     url = f"http://127.0.0.1:{port}/hook"
     sending(url)
-    monkeypatch.setattr(webhooks, "RETRY_SECONDS", 0.5)
+    # This process's sender gives up on each event after 0.5 s. Patching RETRY_SECONDS would not do it: it is
+    # Sender's default, read when the class is defined, so the sender kept retrying for 60 s and, on a loaded
+    # CI machine, delivered the last events itself once the receiver below came up (replay found 2, not 4).
+    monkeypatch.setattr(webhooks, "_sender", webhooks.Sender(url, SECRET, max_time=0.5))
     run_dir = tmp_path / "runs" / "run-2"
     run_dir.mkdir(parents=True)
     webhooks.emit(run_dir, "run-2", "queued")
@@ -105,7 +108,8 @@ def test_events_spooled_while_the_receiver_is_down_arrive_in_order_after_replay(
     assert child.returncode == 0, child.stderr
     assert "undelivered" in child.stderr  # the process says what it left behind
     webhooks.emit(run_dir, "run-2", "completed", artifact_path="x/output")
-    webhooks._sender.flush(5)
+    webhooks._sender.flush(30)
+    assert webhooks._sender.queue.unfinished_tasks == 0  # it has given up: nothing is in flight any more
     left = webhooks.pending(run_dir)
     assert [e["sequence"] for e in left] == [1, 2, 3, 4]
 
