@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brightrun.files import swap_in
+from brightrun.files import write_folder
 from converters import __version__, load, merge, split
 
 SPLITS = ("train", "val")
@@ -170,14 +168,7 @@ def write_atomically(out_dir: Path, files: dict[str, bytes]) -> None:
     out_dir = out_dir.resolve()
     check_out_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        swap_in(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    write_folder(out_dir, files)
 
 
 def jsonl(records: list[dict]) -> bytes:

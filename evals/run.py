@@ -9,9 +9,7 @@ interrupted or failed evaluation leaves the previous one, or none.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from brightrun.errors import ConfigError
-from brightrun.files import swap_in
+from brightrun.files import write_folder
 from jobs.runfolder import check_run_id, sha256_file
 
 EVAL_DIR = "eval"
@@ -190,16 +188,8 @@ def dumps(obj) -> bytes:
 
 def write_eval_dir(run_dir: Path, files: dict[str, bytes]) -> Path:
     """All files into a temporary sibling, then one rename: eval/ is whole or absent (or the previous)."""
-    final = run_dir / EVAL_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=".eval.tmp-", dir=run_dir))
-    try:
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        swap_in(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return final
+    write_folder(run_dir / EVAL_DIR, files)
+    return run_dir / EVAL_DIR
 
 
 def headline(judged: dict, scores: dict, generation: dict) -> dict:
