@@ -22,7 +22,10 @@ quiet_pip install --quiet --upgrade pip
 # --no-compile: pip would byte-compile all ~45,000 installed modules (91 s measured, one process); Python compiles
 # the ones a run imports on first use instead (what uv does by default).
 # torch first, exactly: 2.13.0 is the CPU build on these machines; anything else pulls GBs of CUDA.
-quiet_pip install --quiet --no-compile torch==2.13.0
-quiet_pip install --quiet --no-compile -e '.[dev]'
+quiet_pip install --quiet --no-compile torch==2.13.0 uv==0.13.8
+# The rest through uv (pinned in pyproject for the pods too): the same packages and versions as pip
+# resolves here (compared freeze to freeze), in 1m52 instead of 3m36 for this script on this machine,
+# because uv downloads in parallel. It keeps the torch just installed (==2.13.0 is met by 2.13.0+cpu).
+.venv/bin/uv pip install --quiet --python .venv/bin/python -e '.[dev]'
 .venv/bin/python assets/build.py --demo-model
 echo "setup.sh: ready (.venv/bin/just --list shows the menu)"

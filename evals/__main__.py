@@ -121,8 +121,9 @@ def _run(args) -> int:
         from evals.local_judge import WARNING, local_judge
 
         log = Path(args.runs_dir) / args.run / "logs" / "local-judge.log"
-        with local_judge(args.local_judge, log) as env:
+        with local_judge(args.local_judge, log) as (env, ready):
             os.environ.update(env)
+            opts.judge_ready = ready
             opts.notes.append(WARNING.format(model=Path(args.local_judge).name))
             verdict = evaluate_run(args.run, args.runs_dir, opts)
     else:

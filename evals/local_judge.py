@@ -41,7 +41,8 @@ def serve_command(model_dir: Path, port: int) -> list[str]:
 
 @contextmanager
 def local_judge(model_dir: Path | str, log: Path, timeout_s: float = 120):
-    """Start the server, wait until it answers, yield the settings' environment, stop it after."""
+    """Start the server; yield the judge settings' environment and `ready` (waits until it answers); stop it
+    after."""
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"{model_dir}: not a local model folder (no config.json) for the local judge")
@@ -55,8 +56,11 @@ def local_judge(model_dir: Path | str, log: Path, timeout_s: float = 120):
             env={**os.environ, **OFFLINE},
             start_new_session=True,
         )
-    try:
-        base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> None:
+        """Block until the server answers /health. Called when the judge stage begins, so the server
+        loads while the answers are generated instead of before them."""
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
@@ -65,24 +69,27 @@ def local_judge(model_dir: Path | str, log: Path, timeout_s: float = 120):
                 )
             try:
                 if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
+                    return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
                 raise ConfigError(f"the local judge did not answer within {timeout_s:.0f} s; see {log}")
             time.sleep(0.5)
+
+    try:
         # transformers serve names a local model by its path; it needs no key, the client wants one.
         # It answers one request at a time (no continuous batching on CPU): more than one in flight only
         # queues them into the client's timeout (measured: 3 of 12 judgements timed out at concurrency 4).
         # A small model's answer past ~160 tokens is chatter, not the JSON asked for; one retry, not two.
         pace = {"JUDGE_CONCURRENCY": "1", "JUDGE_MAX_TOKENS": "160", "JUDGE_TIMEOUT_S": "300"}
         pace["JUDGE_PARSE_RETRIES"] = "1"
-        yield {
+        env = {
             "JUDGE_BASE_URL": base + "/v1",
             "JUDGE_MODEL": str(model_dir),
             "JUDGE_API_KEY": "local",
             **{k: os.environ.get(k, v) for k, v in pace.items()},
         }
+        yield env, ready
     finally:
         proc.terminate()
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class Options:
     seed: int = 0
     timings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # said with the verdict (e.g. a local demo judge)
+    judge_ready: Callable[[], None] | None = None  # a local judge still starting: wait for it here
 
 
 def say(message: str) -> None:
@@ -135,6 +137,8 @@ def evaluate_run(run_id: str, runs_dir: Path | str = "runs", opts: Options | Non
             judgements, judged = [], {"skipped": why}
             say(f"[eval] judge skipped: {why}")
         else:
+            if opts.judge_ready:
+                opts.judge_ready()
             judgements, judged = judge.judge_all(chosen, answers, profile, settings)
     with timed(opts, "general"):
         if opts.general:

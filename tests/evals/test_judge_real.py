@@ -20,7 +20,8 @@ SAMPLE = ROOT / "tests" / "fixtures" / "brightrun-v4-sample.json"
 @pytest.fixture(scope="module")
 def tiny_judge(assets, tmp_path_factory):
     """`transformers serve` with the tiny Llama on a free loopback port, as `--local-judge` starts it."""
-    with local_judge(TINY_MODEL_DIR, tmp_path_factory.mktemp("serve") / "serve.log") as env:
+    with local_judge(TINY_MODEL_DIR, tmp_path_factory.mktemp("serve") / "serve.log") as (env, ready):
+        ready()
         yield env["JUDGE_BASE_URL"]
 
 
