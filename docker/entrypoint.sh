@@ -31,6 +31,11 @@
 #   BRIGHTRUN_DRY_RUN=1   print the command it would run (one line, on stdout) and exit 0
 #   BRIGHTRUN_STOP_GRACE_S  optional  seconds the trainer may spend saving after SIGTERM (jobs/stopgrace.py);
 #                         default 3 on a RunPod pod (SIGKILL follows in ~5 s), no bound elsewhere
+#   ARTIFACT_STORE, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION  optional:
+#                         an S3 artifact store (versions/store.py); once the run completed, its adapter, config,
+#                         data manifest, eval/ and report go there under runs/ID/ from this pod (jobs/pod/
+#                         stored.py), before the exit mark, so the adapter exists off the pod before the launcher
+#                         terminates it. A failed upload leaves the run completed (said, and in runs/ID/stored.json).
 #   BRIGHTRUN_KEEP_ALIVE=1  after the job, stay up (the image's own CMD, `sleep infinity`) for SSH/Jupyter;
 #                         otherwise exit with the job's code. A pod whose container exits may be restarted
 #                         by the cloud: a restart resumes from the run's checkpoint instead of starting over.
@@ -43,7 +48,8 @@
 #
 # A restarted container on a finished run (completed, failed or cancelled in the volume's registry) exits
 # 0 at once: RunPod restarts a container whose process exits (dstack issue 1142), and `resume` refuses a
-# completed run, so without this the pod would restart, and bill, until someone terminates it.
+# completed run, so without this the pod would restart, and bill, until someone terminates it. (It first
+# finishes an artifact-store upload that a killed container left half done, and writes the exit mark.)
 #
 # Exit code: the job's (jobs/__main__.py: 0 done, 1 failed, 2 bad input, 130 interrupted or cancelled:
 # a config that is not the one job.json names is bad input); 2 when a required variable is missing.
@@ -73,9 +79,24 @@ has_checkpoint() {
   python -m jobs.runfolder checkpoint "$1" >/dev/null
 }
 
+# The completed run's files to the artifact store (a no-op without ARTIFACT_STORE, or when the run did not
+# complete, or when they are there already). Its failure is said and recorded, never the job's exit code.
+store_upload() {
+  [[ -n "${ARTIFACT_STORE:-}" ]] || return 0
+  python -m jobs.pod.stored "$runs_dir" "$run_id" ||
+    echo "entrypoint: warning: the run's files are not in the artifact store (its adapter stays on the volume)" >&2
+}
+
 run_id="$BRIGHTRUN_RUN_ID"
 if [[ -f "${runs_dir}/${run_id}/run.json" ]] && python -m jobs.runfolder finished "${runs_dir}/${run_id}"; then
-  echo "entrypoint: run ${run_id} is already over on the volume (a restarted container): nothing to do" >&2
+  echo "entrypoint: run ${run_id} is already over on the volume (a restarted container): nothing to train" >&2
+  # A container killed during the upload (a restart before its exit mark): the upload is finished now,
+  # then the mark the launcher waits for is written.
+  store_upload
+  if [[ -n "${RUNPOD_POD_ID:-}" && ! -f "${volume}/pods/${RUNPOD_POD_ID}.exited" ]]; then
+    mkdir -p "${volume}/pods"
+    echo 0 >"${volume}/pods/${RUNPOD_POD_ID}.exited"
+  fi
   exit 0
 fi
 cmd=(python -m jobs --runs-dir "$runs_dir")
@@ -124,6 +145,7 @@ while kill -0 "$child" 2>/dev/null; do # a trapped signal ends `wait` early: wai
 done
 trap - TERM INT
 echo "entrypoint: the job exited with ${status}" >&2
+[[ "$status" == 0 ]] && store_upload
 [[ -n "$marks" ]] && echo "$status" >"${marks}.exited"
 
 if [[ "${BRIGHTRUN_KEEP_ALIVE:-}" == "1" ]]; then

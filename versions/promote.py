@@ -73,8 +73,8 @@ def run_files(run_id: str, run_dir: Path) -> list[tuple[str, Path]]:
     ]
     if missing:
         raise registry.Conflict(
-            f"run {run_id}: nothing to promote ({', '.join(missing)} missing in its run folder; "
-            "a pod run: `just fetch RUN` first)"
+            f"run {run_id}: nothing to promote ({', '.join(missing)} missing in its run folder, and no "
+            "copy in the artifact store; a pod run: `just fetch RUN` first)"
         )
     files = [(f"adapter/{n}", out / n) for n in (*ADAPTER, *TOKENIZER) if plain_file(out / n)]
     files += [(n, run_dir / n) for n in RUN_FILES if plain_file(run_dir / n)]
@@ -148,6 +148,10 @@ def promote(
         raise registry.VersionError(f"note: at most {MAX_NOTE} printable characters")
     person = who(by)
     run_dir = Path(runs_dir) / run_id
+    if not plain_file(run_dir / "output" / ADAPTER[0]):
+        from jobs.pod import stored
+
+        stored.fill_run_folder(run_dir, say)  # a pod run never fetched: its copy in the store, if any
 
     # 1. The run: finished, its adapter there, its evaluation good enough (or forced, and recorded).
     with Session(engine) as s:

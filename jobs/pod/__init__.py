@@ -10,6 +10,7 @@
   runpod.py   RunPod's GraphQL API (the operations we use, their shapes)
   volume.py   the pod's volume from here: a local directory or a network volume through RunPod's S3 API
   bundle.py   our code and the wheels it adds to Axolotl's stack, on the volume for Axolotl's own image
+  stored.py   the completed run's files into the artifact store, from the pod (and back, for promote)
 
 The pod itself runs docker/entrypoint.sh, which trains through the same code as a local run (jobs/run.py).
 Cancel is jobs/cancel.py, one for local and pod runs.

@@ -82,15 +82,19 @@ def started(attempt: dict, volume: vol.Volume | None, runtime: dict, state: dict
     return bool(attempt.get("started_ts"))
 
 
-def container_done(attempt: dict, volume: vol.Volume | None) -> bool:
+def container_done(attempt: dict, volume: vol.Volume | None, after: str | None = None) -> bool:
     """The run is over on the volume: is its container done too (eval, uploads, webhooks)? Yes once it wrote
-    its exit mark, once RunPod restarted it since, or END_GRACE_S after the end was first seen."""
+    its exit mark, once RunPod restarted it since, or END_GRACE_S after the end was first seen. `after`: a
+    file the container writes last of its work (the artifact store's marker): until it is on the volume, a
+    restart is no end (the restarted container finishes the upload, jobs/pod/stored.py)."""
     if not attempt.get("over_seen_ts"):
         attempt |= {"over_seen_ts": time.time(), "restarts_at_over": attempt.get("restarts", 0)}
     restarted = attempt.get("restarts", 0) > attempt["restarts_at_over"]
-    if restarted or time.time() - attempt["over_seen_ts"] >= END_GRACE_S:
+    if time.time() - attempt["over_seen_ts"] >= END_GRACE_S:
         return True
     try:
-        return bool(volume) and volume.has(exited_mark(attempt["pod_id"]))
+        if after and volume and not volume.has(after):
+            return False
+        return restarted or (bool(volume) and volume.has(exited_mark(attempt["pod_id"])))
     except vol.VolumeError:
         return False

@@ -78,7 +78,8 @@ PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in range(35, 16, -1)] + ["manylinux
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "brightrun" / "pod-wheels"
 PREFIX = "brightrun"
 # What the wheel is built from (pyproject.toml's packages, and the README it names).
-SOURCES = ("pyproject.toml", "README.md", "brightrun", "converters", "axolotl_configs", "jobs")
+# versions: the artifact store, which the pod uploads a completed run to (jobs/pod/stored.py).
+SOURCES = ("pyproject.toml", "README.md", "brightrun", "converters", "axolotl_configs", "jobs", "versions")
 DONE = "done"
 # The pod's start command (dockerArgs): the paths come from the pod's env (BRIGHTRUN_BUNDLE), so the same
 # string works wherever the volume is mounted. No compile, no cache, no index: what is on the volume only.

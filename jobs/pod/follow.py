@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from jobs import registry, runfolder
-from jobs.pod import billing, runpod
+from jobs.pod import billing, runpod, stored
 from jobs.pod import volume as vol
 from jobs.pod.pods import (
     ACTIVE,
@@ -204,7 +204,11 @@ class Follower:
             if not billing.started(attempt, self.volume, runtime, state):
                 if time.time() - attempt.get("created_ts", time.time()) >= self.start_timeout:
                     return self.no_start(attempt, state, runtime)
-            elif state and state["status"] in billing.OVER and billing.container_done(attempt, self.volume):
+            elif (
+                state
+                and state["status"] in billing.OVER
+                and billing.container_done(attempt, self.volume, self.upload_marker(state, vrun))
+            ):
                 attempt["ended"] = now_iso()
                 return self.ended(attempt, pod, state)
             time.sleep(self.poll)
@@ -245,6 +249,12 @@ class Follower:
             )
         say(f"error: RunPod's API failed {self.failures} time(s) in a row (last: {exc}); {left}")
         return 75  # EX_TEMPFAIL: nothing is decided about the run; the registry is left as it was
+
+    def upload_marker(self, state: dict, vrun: str) -> str | None:
+        """The key the pod writes once its upload to the artifact store is over, when it makes one."""
+        if self.info.get("store_upload") and state["status"] == "completed":
+            return f"runs/{vrun}/{stored.MARKER}"
+        return None
 
     def no_start(self, attempt: dict, state: dict | None, runtime: dict) -> int | None:
         """A pod whose container never ran our entrypoint: terminated, counted, relaunched or given up."""
@@ -334,16 +344,20 @@ class Follower:
             attempt["outcome"] = "completed"
             # Fetched first, then terminated: a pod's own volume (not a network volume) goes with it.
             fetched = fetch_adapter(self.volume, vrun, self.run_dir)
+            where = self.stored(vrun) if self.info.get("store_upload") else None
             if pod is not None:
                 self.terminate(pod_id)
             if fetched:
                 record_adapter(self.run_id, self.run_dir, self.lineage)
             path = fetched or f"{self.info['volume_dir'] or POD_VOLUME}/runs/{vrun}/output"
+            event = {"lora_artifact_path": path, "metrics": self.with_lost(state["metrics"])}
+            if where:
+                event["artifact_store"] = where
             code = self.finish(
                 "completed",
                 None,
                 0,
-                event={"lora_artifact_path": path, "metrics": self.with_lost(state["metrics"])},
+                event=event,
                 step=state["step"],
                 total_steps=state["total_steps"],
                 metrics=self.with_lost(state["metrics"]),
@@ -363,6 +377,16 @@ class Follower:
                 self.terminate(pod_id)
             return self.finish("cancelled", state["error"] or "cancelled on the pod", 130)
         return self.relaunch(attempt, pod, state)
+
+    def stored(self, vrun: str) -> dict:
+        """Where the pod put the run's files in the artifact store, or why they are not there: kept in
+        run.json's `stored` (`promote` takes the adapter from there when it never came here), said, and
+        returned for the completed event."""
+        found = stored.read_marker(self.volume, vrun) if self.volume else None
+        self.lineage["stored"] = found or {"error": "the pod's upload did not finish before its end"}
+        self.save()
+        say(f"run {self.run_id}: {stored.describe(self.lineage['stored'])}")
+        return stored.event_field(self.lineage["stored"])
 
     def relaunch(
         self, attempt: dict, pod: dict | None, state: dict | None, outcome: str | None = None, why: str = ""

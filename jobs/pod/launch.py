@@ -44,7 +44,7 @@ from axolotl_configs.profiles import names as profile_names
 from brightrun.errors import ConfigError
 from jobs import registry, runfolder
 from jobs import run as run_mod
-from jobs.pod import bundle, runpod
+from jobs.pod import bundle, runpod, stored
 from jobs.pod import config as pod_config
 from jobs.pod import volume as vol
 from jobs.pod.follow import follow
@@ -222,6 +222,13 @@ def launch(
             raise ConfigError(f"putting our code on the volume: {exc} (no pod was created)") from None
     # The secrets a pod gets are named by its hardware profile; values are read from here at create.
     secrets = [name for name in hw.get("secrets") or [] if os.environ.get(name)]
+    # An S3 artifact store: the pod puts the completed run's files there itself (jobs/pod/stored.py).
+    store_vars = stored.pod_vars()
+    secrets += [name for name in store_vars if name not in secrets]
+    if os.environ.get("ARTIFACT_STORE") and not store_vars:
+        say(
+            "note: ARTIFACT_STORE is a folder here, which a pod cannot reach: the adapter comes home by fetch"
+        )
     env = {
         "BRIGHTRUN_CONFIG": pod_config.pod_path(pod_volume, run_id),  # preset, overrides and all, rendered
         "BRIGHTRUN_RUN_ID": run_id,
@@ -287,6 +294,7 @@ def launch(
         "pod": {k: v for k, v in pod_spec.items() if k != "name"},
         "env": env,  # names and paths only; secrets go by name:
         "secrets": secrets,
+        "store_upload": bool(store_vars),  # the follower waits for the pod's upload (stored.json)
     }
     job = {
         "preset": preset,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from brightrun.errors import ConfigError
 from jobs import registry
-from jobs.pod import runpod
+from jobs.pod import runpod, stored
 from jobs.pod import volume as vol
 from jobs.pod.follow import follow
 from jobs.pod.pods import client, say, volume_of, volume_state
@@ -57,6 +57,8 @@ def status(run_id: str, runs_dir: str = "runs") -> int:
     est = f" (estimate ${job.estimated_cost:.2f})" if job.estimated_cost is not None else ""
     price = f"; ${job.price_per_hour:.2f}/h now" if job.price_per_hour is not None else ""
     print(f"cost      ${cost:.4f}{cap}{est}; {job.gpu_hours or 0:.4f} GPU-h{price}")
+    if lineage.get("stored"):
+        print(f"store     {stored.describe(lineage['stored'])}")
     return 0
 
 
@@ -106,6 +108,8 @@ def fetch(run_id: str, runs_dir: str = "runs", checkpoints: bool = False) -> int
         count = vol.fetch_run(volume, vrun, Path(runs_dir) / run_id, say=say, checkpoints=checkpoints)
     except vol.VolumeError as exc:
         raise ConfigError(str(exc)) from None
+    if lineage.get("stored"):  # what the pod put in the artifact store at the run's end (jobs/pod/stored.py)
+        say(f"run {run_id}: {stored.describe(lineage['stored'])}")
     return 0 if count else 1
 
 

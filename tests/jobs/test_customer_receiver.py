@@ -107,9 +107,12 @@ def test_every_kind_of_event_is_applied_whole(tmp_path, sender):
     done = app.new_job()
     emit(run_dir, done, "training", Row(done), step=2, total_steps=2, metrics=train)
     final = {**train, "heldout_base_loss": 2.7, "heldout_adapter_loss": 2.1, "train_runtime": 12.5}
+    # The launcher's completed event of a pod run says where the pod put the adapter in the store.
+    where = {"status": "stored", "folder": f"runs/{done}", "manifest_sha256": "ab" * 32}
     emit(
-        run_dir, done, "completed", Row(done), step=2, total_steps=2, metrics=final, lora_artifact_path="/r/o"
-    )
+        run_dir, done, "completed", Row(done), step=2, total_steps=2, metrics=final, lora_artifact_path="/r/o",
+        artifact_store=where,
+    )  # fmt: skip
     webhooks._sender.flush(20)
     t = app.tally(done)
     no_loss(t)
@@ -117,6 +120,7 @@ def test_every_kind_of_event_is_applied_whole(tmp_path, sender):
     last = json.loads((run_dir / webhooks.SPOOL).read_text().splitlines()[-1])
     assert last["eval"] == {"heldout_base_loss": 2.7, "heldout_adapter_loss": 2.1} and "metrics" not in last
     assert last["other_metrics"]["train_runtime"] == 12.5
+    assert last["artifact_store"] == where  # an extra key: their handler applies the rest whole (no_loss)
 
 
 def test_the_old_names_are_what_the_customer_loses(tmp_path, customer_app):

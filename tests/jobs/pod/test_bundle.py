@@ -73,6 +73,7 @@ def test_the_wheel_runs_without_the_checkout(tmp_path):
         Path(n).name for n in names
     }
     assert "jobs/migrations/versions/0001_initial.py" in names and "jobs/pod/bundle.py" in names
+    assert "versions/store.py" in names  # the pod uploads a completed run to the artifact store
 
 
 def test_publish_puts_the_bundle_up_once(tmp_path, monkeypatch):

@@ -12,15 +12,20 @@ import subprocess
 import sys
 import threading
 import time
+from unittest.mock import patch
 
 import pytest
 from conftest import ROOT, jobs_cli, no_loss
 
 from brightrun import offline
 from jobs import registry
+from jobs.pod import stored
+from jobs.runfolder import sha256_file
 from tests import status_log
 from tests.jobs.pod.test_launch import BIN, launch, setup, sleeper, the_run, wait_for  # noqa: F401
 from tests.s3_server import DATACENTER, s3_server
+from tests.versions.runs import s3_env, stored_keys
+from versions import store
 
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 # `setup` (imported above) is test_launch's fixture: a fake RunPod and the launcher's environment.
@@ -50,9 +55,18 @@ def test_a_finished_run_ends_its_pod_at_once_and_is_never_resumed(tmp_path, samp
     assert fake.restart_on_exit
     status_log.watch(env["DATABASE_URL"])
     runs, log = tmp_path / "runs", tmp_path / "launch.log"
-    proc = launch(runs, sample_out, env, "max_steps=2", "brightrun_heldout_eval=false", log=log)
-    assert proc.wait(600) == 0, log.read_text()[-4000:]
-    job = the_run(env["DATABASE_URL"])
+    with (
+        s3_server() as s3
+    ):  # an S3 artifact store: the pod puts the adapter there itself (jobs/pod/stored.py)
+        env |= s3_env(s3, "model-artifacts")
+        proc = launch(runs, sample_out, env, "max_steps=2", "brightrun_heldout_eval=false", log=log)
+        assert proc.wait(600) == 0, log.read_text()[-4000:]
+        keys = stored_keys(s3, "model-artifacts")
+        job = the_run(env["DATABASE_URL"])
+        store_env = {k: env[k] for k in stored.STORE_VARS if k in env}
+        with patch.dict(os.environ, store_env):
+            marker = json.loads((fake.workspace / "runs" / job.id / stored.MARKER).read_text())
+            manifest = store.read_manifest(store.open_store(), f"runs/{job.id}", marker["manifest_sha256"])
     assert (job.status, job.step) == ("completed", 2)
     assert status_log.changes(env["DATABASE_URL"], job.id).count("completed") == 1
     assert (runs / job.id / "output" / "adapter_model.safetensors").is_file()  # fetched before terminate
@@ -66,8 +80,29 @@ def test_a_finished_run_ends_its_pod_at_once_and_is_never_resumed(tmp_path, samp
     container = (volume / f"container-{job.pod_id}.log").read_text()
     assert " resume " not in container, container
 
-    # A container started again on the finished run (as RunPod would) exits 0 at once, training nothing.
+    # The adapter was in the store before the pod was terminated: the pod uploaded it (the manifest last),
+    # then wrote its exit mark, which the launcher waited for; the store's sha256 is the fetched adapter's.
+    assert f"brightrun/runs/{job.id}/manifest.json" in keys
+    adapter = sha256_file(runs / job.id / "output" / "adapter_model.safetensors")
+    assert (
+        manifest["files"]["adapter/adapter_model.safetensors"]["sha256"]
+        == adapter
+        == marker["adapter_sha256"]
+    )
+    assert (
+        (volume / "runs" / job.id / stored.MARKER).stat().st_mtime <= exited.stat().st_mtime <= pod.halted_at
+    )
+    assert f"adapter in the store at s3://model-artifacts/brightrun/runs/{job.id}/" in log.read_text()
+    assert json.loads((runs / job.id / "run.json").read_text())["stored"] == marker
+    # Where the store is and its keys went to the pod as secrets: never in run.json, the volume or its log.
     create = next(a["input"] for name, a in fake.calls if name == "podFindAndDeployOnDemand")
+    assert {p["key"] for p in create["env"]} >= set(store_env)
+    launched = json.loads((runs / job.id / "run.json").read_text())["launch"]
+    assert set(store_env) <= set(launched["secrets"]) and not set(store_env) & set(launched["env"])
+    for value in (env["AWS_SECRET_ACCESS_KEY"], env["AWS_ENDPOINT_URL"], env["ARTIFACT_STORE"]):
+        assert value not in container and value not in json.dumps(marker)
+
+    # A container started again on the finished run (as RunPod would) exits 0 at once, training nothing.
     pod_env = {p["key"]: p["value"] for p in create["env"]} | {"RUNPOD_POD_ID": job.pod_id}
     again = subprocess.run(
         ["bash", str(ENTRYPOINT)],
@@ -83,6 +118,7 @@ def test_a_finished_run_ends_its_pod_at_once_and_is_never_resumed(tmp_path, samp
         timeout=120,
     )
     assert again.returncode == 0 and "already over on the volume" in again.stderr, again.stderr
+    assert "is already complete" in again.stderr  # the upload is not done again (the marker says so)
     assert " resume " not in again.stderr and "run-config" not in again.stderr
     assert registry.get_job(job.id, env["DATABASE_URL"]).status == "completed"
 

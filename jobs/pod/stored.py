@@ -1,0 +1,203 @@
+"""A completed pod run's files in the artifact store, sent from the pod itself, so that an adapter exists
+off the pod before the pod (and a pod's own volume) is gone.
+
+On the pod (docker/entrypoint.sh, after the job and before its exit mark; again on a restarted container):
+    python -m jobs.pod.stored RUNS_DIR RUN_ID
+uploads what promotion takes from a run folder (versions/promote.py run_files: adapter/, config.yaml,
+data-manifest.json, report.html, eval/) and its run.json, under runs/<job id>/ in ARTIFACT_STORE, with
+versions/store.py's upload: every object's sha256 checked, the manifest last, so a restarted container
+sends only what is missing and a complete upload sends nothing. Then it writes runs/RUN_ID/stored.json on
+the volume: the folder, the manifest's and the adapter's sha256s, or the error. A failed upload changes
+nothing about the run (completed, its adapter still on the volume): it is said, and the marker says it.
+
+Where the store is (ARTIFACT_STORE, AWS_ENDPOINT_URL) and its keys reach the pod as secrets, by name
+(jobs/pod/launch.py): nothing here writes them, to the volume or to the pod's log. The marker names the
+folder relative to the store; the launcher, which has the same environment, resolves it.
+
+On the launcher: `read_marker` (the follower at the run's end), `fill_run_folder` (`promote` of a pod run
+whose adapter was never fetched: the store's copy, every sha256 checked, into runs/RUN/ as a fetch would).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from jobs import registry
+from jobs.runfolder import sha256_file, write_json
+
+MARKER = "stored.json"
+# Where the store is and how to get in: secrets, passed to the pod by name and never written down there.
+STORE_VARS = (
+    "ARTIFACT_STORE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
+
+def folder(job_id: str) -> str:
+    return f"runs/{job_id}"
+
+
+def pod_vars() -> list[str]:
+    """The store's variables a pod gets, from this environment: none unless ARTIFACT_STORE is an S3 URL
+    (a folder here is not a folder on the pod)."""
+    if not os.environ.get("ARTIFACT_STORE", "").startswith("s3://"):
+        return []
+    return [name for name in STORE_VARS if os.environ.get(name)]
+
+
+def redact(text: str) -> str:
+    """text with the store's location and keys replaced by their variables' names (the pod's log and the
+    volume are read by more people than the bucket's owner)."""
+    for name in STORE_VARS:
+        value = os.environ.get(name, "").rstrip("/")
+        if len(value) >= 4 and name not in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            text = text.replace(value, f"${name}")
+    return text
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# -- on the pod ------------------------------------------------------------------------------------------
+
+
+def upload_run(run_dir: Path, job_id: str, say=print) -> dict | None:
+    """The completed run's files to ARTIFACT_STORE under runs/<job_id>/; the marker written and returned.
+    None: nothing to do (no store, the run not completed)."""
+    from versions import store
+    from versions.promote import run_files
+    from versions.registry import VersionError
+
+    if not os.environ.get("ARTIFACT_STORE"):
+        return None
+    job = registry.get_job(run_dir.name)
+    if job is None or job.status != "completed":
+        return None
+    marker = run_dir / MARKER
+    done = json.loads(marker.read_text()) if marker.is_file() else {}
+    if done.get("manifest_sha256"):
+        say(f"store: {done['folder']}/ is already complete (manifest sha256 {done['manifest_sha256'][:12]})")
+        return done
+    where = folder(job_id)
+    record = {"folder": where, "at": now()}
+    try:
+        files = run_files(run_dir.name, run_dir) + [("run.json", run_dir / "run.json")]
+        adapter = sha256_file(run_dir / "output" / "adapter_model.safetensors")
+        meta = {"run_id": job_id, "volume_run_id": run_dir.name, "adapter_sha256": adapter}
+        digest, _ = store.upload(store.open_store(), where, files, meta, lambda line: say(redact(line)))
+        record |= {"manifest_sha256": digest, "adapter_sha256": adapter, "files": len(files)}
+        say(f"store: the adapter is in the store at $ARTIFACT_STORE/{where}/ (manifest sha256 {digest[:12]})")
+    # The store refusing or failing, files missing in the run folder: the run stays completed, its adapter
+    # on the volume; said here, kept in the marker for the launcher.
+    except (store.StoreError, VersionError, OSError) as exc:
+        record["error"] = redact(f"{type(exc).__name__}: {exc}")
+        say(
+            f"warning: the upload to the artifact store failed ({record['error']}); the run is completed "
+            f"and its adapter stays on the volume (runs/{run_dir.name}/output/); a restarted container "
+            "tries again"
+        )
+    write_json(marker, record)
+    return record
+
+
+def main(argv: list[str]) -> int:
+    """`python -m jobs.pod.stored RUNS_DIR RUN_ID` (docker/entrypoint.sh): 0 stored or nothing to do, 1 the
+    upload failed (the entrypoint says so and goes on), 2 bad arguments."""
+    if len(argv) != 2:
+        print("usage: python -m jobs.pod.stored RUNS_DIR RUN_ID", file=sys.stderr)
+        return 2
+    run_dir = Path(argv[0]) / argv[1]
+    if not (run_dir / "run.json").is_file():
+        print(f"stored: {run_dir}: not a run folder", file=sys.stderr)
+        return 2
+    job_id = os.environ.get("BRIGHTRUN_JOB_ID") or argv[1]
+    record = upload_run(run_dir, job_id, say=lambda line: print(line, file=sys.stderr, flush=True))
+    return 1 if record and record.get("error") else 0
+
+
+# -- on the launcher -------------------------------------------------------------------------------------
+
+
+def read_marker(volume, vrun: str) -> dict | None:
+    """The pod's stored.json for its run, or None (no store, not written yet, or the volume unreadable)."""
+    from jobs.pod import volume as vol
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            volume.get(f"runs/{vrun}/{MARKER}", Path(tmp) / MARKER)
+            return json.loads((Path(tmp) / MARKER).read_text())
+        except (vol.VolumeError, OSError, ValueError):
+            return None
+
+
+def describe(record: dict) -> str:
+    """One line for the launcher's terminal and `jobs status`; the store's URL from this environment."""
+    from versions import store
+
+    if not record.get("manifest_sha256"):
+        return f"warning: not in the artifact store ({record.get('error')}); the adapter is on the volume"
+    try:
+        root = store.open_store().url()
+    except store.StoreError:
+        root = "$ARTIFACT_STORE"
+    digest = record["manifest_sha256"][:12]
+    return f"adapter in the store at {root}/{record['folder']}/ (manifest sha256 {digest})"
+
+
+def event_field(record: dict) -> dict:
+    """The completed event's `artifact_store` (docs/webhook-contract.md): the folder in the customer's
+    store and its manifest's sha256, or the upload's error."""
+    if record.get("manifest_sha256"):
+        return {"status": "stored", "folder": record["folder"], "manifest_sha256": record["manifest_sha256"]}
+    return {"status": "failed", "error": record.get("error") or "unknown"}
+
+
+def fill_run_folder(run_dir: Path, say=print) -> bool:
+    """A pod run whose adapter never came here: its store copy (run.json's `stored`, recorded by the
+    launcher) into run_dir as `jobs fetch` would put it (output/, eval/, report.html where missing),
+    every sha256 checked against the manifest recorded at the run's end. False when there is none.
+    Downloaded then uploaded again by promote, not copied inside the store: the store a version goes to
+    may be another (or a folder), and only bytes read here can be checked against their sha256s."""
+    from versions import store
+
+    lineage = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    record = lineage.get("stored") or {}
+    if not record.get("manifest_sha256"):
+        return False
+    staged = run_dir / ".stored"
+    if staged.exists():
+        shutil.rmtree(staged)  # a copy that an earlier promote left half moved
+    say(
+        f"run {run_dir.name}: its adapter was never fetched; taking its copy in the store "
+        f"({record['folder']}/)"
+    )
+    try:
+        store.download(store.open_store(), record["folder"], record["manifest_sha256"], staged, say)
+    except store.StoreError as exc:
+        raise type(exc)(f"run {run_dir.name}: its copy in the artifact store: {exc}") from None
+    out = run_dir / "output"
+    out.mkdir(exist_ok=True)
+    # The weights last: their presence is what says the folder holds the adapter.
+    for path in sorted((staged / "adapter").iterdir(), key=lambda p: p.name == "adapter_model.safetensors"):
+        path.replace(out / path.name)
+    for name in ("eval", "report.html"):
+        if (staged / name).exists() and not (run_dir / name).exists():
+            (staged / name).replace(run_dir / name)
+    shutil.rmtree(staged)
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
