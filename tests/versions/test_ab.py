@@ -13,12 +13,14 @@ import shutil
 
 import pytest
 from conftest import TINY_MODEL_DIR
-from sqlalchemy import text
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
 from jobs import registry as jobs_registry
 from tests.judge_standin import StandIn
 from tests.versions.runs import adapter, adapter_b, cli, make_run, versions_main  # noqa: F401
 from versions import registry
+from versions.abtests import ABTest, for_versions
 from versions.promote import promote
 
 SMALL = ("--limit", "2", "--max-new-tokens", "8")
@@ -155,19 +157,19 @@ def test_a_judge_that_prefers_the_first_reply_gives_ties_not_a_winner(world):
         in proc.stdout
     )
     assert requests == 8
-    with world["engine"].connect() as conn:
-        row = conn.execute(
-            text(
-                "SELECT a_ref, b_ref, win_rate, ci_low, ci_high, judge_model, general FROM ab_tests WHERE a_ref = 'run-a'"
-            )
-        ).one()
-    assert tuple(row)[:6] == ("run-a", "em@v2", 0.5, 0.5, 0.5, "stand-in")
-    general = row[6]["brightrun_ifeval"]  # lm-eval on both adapters, delta = B - A
+    with Session(world["engine"]) as s:
+        row = s.scalar(select(ABTest).where(ABTest.a_ref == "run-a"))
+    assert (row.b_ref, row.win_rate, row.ci_low, row.ci_high, row.judge_model) == (
+        "em@v2",
+        0.5,
+        0.5,
+        0.5,
+        "stand-in",
+    )
+    general = row.general["brightrun_ifeval"]  # lm-eval on both adapters, delta = B - A
     assert {"A", "B", "delta"} <= set(general)
     assert general["delta"] == pytest.approx(general["B"] - general["A"], abs=1e-3)
     # The run-side A/B shows under em@v1 too (the version made from run-a), as side A.
     tests = registry.versions_of(world["engine"], "em")
-    from versions.abtests import for_versions
-
     listed = for_versions(world["engine"], tests)
     assert any(t["a"] == "run-a" and t["side"] == "A" for t in listed[tests[0].id])
