@@ -140,9 +140,13 @@ compare RUN_A RUN_B:
 merge RUN:
     {{python}} -m jobs merge {{RUN}}
 
-# Print the vLLM command that serves the base model with a run's adapter
-serve RUN:
-    @{{python}} -m jobs serve-adapter {{RUN}}
+# The vLLM command serving one base with several adapters, each by its model name: `just serve elena-morales@v3 elena-morales@v4 [RUN ...] [--exec]`
+serve +REFS:
+    @{{python}} -m jobs serve-adapter {{REFS}}
+
+# Two versions (or runs) on the same held-out prompts: judge both orders, held-out loss, general ability; B's win rate over A: `just ab elena-morales@v3 elena-morales@v4 [--limit N]`
+ab A B *ARGS:
+    {{python}} -m versions ab {{A}} {{B}} {{ARGS}}
 
 # What `just train` costs over bare `axolotl preprocess` + `axolotl train` on the smoke job (ratio)
 bench-train-overhead:

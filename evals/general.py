@@ -56,10 +56,13 @@ def score(
     batch_size: int = 1,
     max_gen_toks: int | None = None,
     apply_chat_template: bool = True,
+    sides: dict[str, Path | None] | None = None,
 ) -> dict:
     """{"tasks": {...: {"metric", "base", "base_stderr", "adapter", "adapter_stderr", "delta",
     "delta_stderr", "n"}}, "backend", "limit", "wall_s", "lm_eval_version"}; default task = the offline
-    repo task."""
+    repo task. sides: the two models scored, name -> adapter folder (None: the base alone), default
+    {"base": None, "adapter": adapter_dir}; the A/B passes {"A": folder_a, "B": folder_b}, and then the
+    rows say "A", "B" and delta = B - A."""
     tasks = list(tasks or [OFFLINE_TASK])
     if backend not in BACKENDS:
         raise ConfigError(f"lm-eval back-end {backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -68,9 +71,12 @@ def score(
             "lm-eval's vllm back-end needs vLLM, which is not installed here; it runs on a GPU machine "
             "(pip install vllm), or choose backend hf"
         )
-    adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise ConfigError(f"{adapter_dir}: no adapter_config.json (not a PEFT adapter folder)")
+    sides = {"base": None, "adapter": adapter_dir} if sides is None else sides
+    if len(sides) != 2:
+        raise ConfigError(f"general ability compares two models, not {len(sides)}")
+    for folder in (Path(f) for f in sides.values() if f is not None):
+        if not (folder / "adapter_config.json").is_file():
+            raise ConfigError(f"{folder}: no adapter_config.json (not a PEFT adapter folder)")
 
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -81,10 +87,10 @@ def score(
     if unknown:
         raise ConfigError(f"unknown lm-eval task(s): {', '.join(unknown)}")
 
-    base_args, adapter_args = model_args(base_model, adapter_dir, backend, device)
     start = time.perf_counter()
     runs, walls = {}, {}
-    for name, args in (("base", base_args), ("adapter", adapter_args)):
+    for name, folder in sides.items():
+        args = model_args(base_model, folder, backend, device)
         t0 = time.perf_counter()
         runs[name] = lm_eval.simple_evaluate(
             model=BACKENDS[backend],
@@ -99,47 +105,51 @@ def score(
         )
         walls[name] = round(time.perf_counter() - t0, 2)
     return {
-        "tasks": {task: compare(task, runs["base"], runs["adapter"]) for task in tasks},
+        "tasks": {task: compare(task, runs, tuple(sides)) for task in tasks},
         "backend": backend,
         "device": "cuda" if backend == "vllm" else device,
         "limit": limit,
         "apply_chat_template": apply_chat_template,
         "max_gen_toks": max_gen_toks,
         "unit": "percentage points",
-        "models": {"base": {"wall_s": walls["base"]}, "adapter": {"wall_s": walls["adapter"]}},
+        "models": {name: {"wall_s": wall} for name, wall in walls.items()},
         "wall_s": round(time.perf_counter() - start, 2),
         "lm_eval_version": importlib.metadata.version("lm_eval"),
     }
 
 
-def model_args(base_model: str, adapter_dir: Path, backend: str, device: str) -> tuple[dict, dict]:
-    """lm-eval model arguments for the base and for the adapter, differing only by the adapter."""
+def model_args(base_model: str, adapter_dir: Path | None, backend: str, device: str) -> dict:
+    """lm-eval model arguments for the base (adapter_dir None) or base + adapter: the same but the adapter."""
     if backend == "vllm":
-        rank = json.loads((adapter_dir / "adapter_config.json").read_text())["r"]
         # Two engines in one process (lm-eval builds one per simple_evaluate): each gets under half the GPU.
         base = {"pretrained": str(base_model), "gpu_memory_utilization": 0.45, "seed": 0}
-        return base, {**base, "lora_local_path": str(adapter_dir), "max_lora_rank": rank}
+        if adapter_dir is None:
+            return base
+        rank = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"]
+        return {**base, "lora_local_path": str(adapter_dir), "max_lora_rank": rank}
     # float32 on CPU: lm-eval's hf default dtype "auto" can pick bfloat16, slow on most CPUs.
     base = {
         "pretrained": str(base_model),
         "device": device,
         "dtype": "float32" if device == "cpu" else "auto",
     }
-    return base, {**base, "peft": str(adapter_dir)}
+    return base if adapter_dir is None else {**base, "peft": str(adapter_dir)}
 
 
-def compare(task: str, base: dict, adapter: dict) -> dict:
-    metric = METRICS.get(task) or first_metric(base["results"][task])
-    b, b_se = value(base, task, metric)
-    a, a_se = value(adapter, task, metric)
+def compare(task: str, runs: dict[str, dict], names: tuple[str, str] = ("base", "adapter")) -> dict:
+    """One task's row: each model's score and standard error, delta = second - first."""
+    first, second = names
+    metric = METRICS.get(task) or first_metric(runs[first]["results"][task])
+    b, b_se = value(runs[first], task, metric)
+    a, a_se = value(runs[second], task, metric)
     both = b_se is not None and a_se is not None
-    n = (base.get("n-samples") or {}).get(task, {}).get("effective")
+    n = (runs[first].get("n-samples") or {}).get(task, {}).get("effective")
     return {
         "metric": metric,
-        "base": b,
-        "base_stderr": b_se,
-        "adapter": a,
-        "adapter_stderr": a_se,
+        first: b,
+        f"{first}_stderr": b_se,
+        second: a,
+        f"{second}_stderr": a_se,
         "delta": round(a - b, 4),
         "delta_stderr": round(math.sqrt(b_se**2 + a_se**2), 4) if both else None,
         "n": n,

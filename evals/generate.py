@@ -47,20 +47,27 @@ def answer(
     cap: int = CAP,
     batch_size: int = 8,
     vllm_args: dict | None = None,
+    sides: dict[str, Path | None] | None = None,
 ) -> tuple[list[dict], dict]:
     """answers.jsonl rows (base and adapter for every prompt, greedy) and generation.json.
     transformers: base loaded once, PeftModel on it, base answers under `disable_adapter()`.
     vllm: one LLM(enable_lora=True), base = no LoRARequest, adapter = LoRARequest, batched (import only
     when chosen; not testable here, written against vLLM's documented API).
     batch_size: prompts per generate call (transformers). vllm_args: more `vllm.LLM` arguments, e.g.
-    {"tensor_parallel_size": 2} or {"quantization": "fp8"} for a 70B base on its GPUs."""
+    {"tensor_parallel_size": 2} or {"quantization": "fp8"} for a 70B base on its GPUs.
+    sides: the answer sets, name -> adapter folder (None: the base model alone), in the order they are
+    generated; default {"base": None, "adapter": adapter_dir}. The A/B between versions passes
+    {"A": folder_a, "B": folder_b}: one base in memory, both adapters on it."""
     if backend not in BACKENDS:
         raise ConfigError(f"generation back-end {backend!r}: expected one of {', '.join(BACKENDS)}")
     if not prompts:
         raise ConfigError("no prompts to answer")
     adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise ConfigError(f"{adapter_dir}: no adapter_config.json (not a PEFT adapter folder)")
+    sides = {"base": None, "adapter": adapter_dir} if sides is None else sides
+    sides = {name: Path(folder) if folder is not None else None for name, folder in sides.items()}
+    for folder in (f for f in sides.values() if f is not None):
+        if not (folder / "adapter_config.json").is_file():
+            raise ConfigError(f"{folder}: no adapter_config.json (not a PEFT adapter folder)")
     if backend == "vllm":
         vllm_api = _import_vllm()  # before any model loads, so a missing vLLM fails at once
     from transformers import AutoTokenizer
@@ -74,6 +81,7 @@ def answer(
         "backend": backend,
         "model": str(base_model),
         "adapter": str(adapter_dir),
+        "sides": {name: str(f) if f else None for name, f in sides.items()},
         "device": "cuda" if backend == "vllm" else device,
         "prompts": len(prompts),
         "decoding": {"greedy": True, "temperature": 0, "stop_token_ids": stops},
@@ -82,19 +90,13 @@ def answer(
         "max_new_tokens_rule": rule,
     }
     if backend == "vllm":
-        texts, models = _vllm(vllm_api, prompts, base_model, adapter_dir, tokenizer, limit, stops, vllm_args)
+        texts, models = _vllm(vllm_api, prompts, base_model, sides, tokenizer, limit, stops, vllm_args)
         info["vllm_args"] = vllm_args or {}
     else:
-        texts, models = _transformers(
-            prompts, base_model, adapter_dir, tokenizer, limit, stops, device, batch_size
-        )
+        texts, models = _transformers(prompts, base_model, sides, tokenizer, limit, stops, device, batch_size)
         info["batch_size"] = batch_size
     info["models"] = models
-    rows = [
-        {"id": p["id"], "model": name, **texts[name][i]}
-        for name in ("base", "adapter")
-        for i, p in enumerate(prompts)
-    ]
+    rows = [{"id": p["id"], "model": name, **texts[name][i]} for name in sides for i, p in enumerate(prompts)]
     return rows, info
 
 
@@ -135,13 +137,19 @@ def _rendered(tokenizer, prompt: dict) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _transformers(prompts, base_model, adapter_dir, tokenizer, limit, stops, device, batch_size):
+def _transformers(prompts, base_model, sides, tokenizer, limit, stops, device, batch_size):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(base_model, dtype="auto").to(device)
-    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    # Every adapter on the one base, by its side's name (PEFT's multi-adapter API: load_adapter, then
+    # set_adapter picks the active one; disable_adapter() is the plain base).
+    adapters = [(name, folder) for name, folder in sides.items() if folder is not None]
+    model = PeftModel.from_pretrained(base, str(adapters[0][1]), adapter_name=adapters[0][0])
+    for name, folder in adapters[1:]:
+        model.load_adapter(str(folder), adapter_name=name)
+    model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     encoded = [_rendered(tokenizer, p) for p in prompts]
     # Longest first: a batch holds prompts of similar length (little padding), and an out-of-memory
@@ -170,10 +178,15 @@ def _transformers(prompts, base_model, adapter_dir, tokenizer, limit, stops, dev
         seconds = time.perf_counter() - start
         return out, _speed(out, seconds)
 
-    with model.disable_adapter():
-        base_rows, base_speed = run_all()
-    adapter_rows, adapter_speed = run_all()
-    return {"base": base_rows, "adapter": adapter_rows}, {"base": base_speed, "adapter": adapter_speed}
+    texts, speeds = {}, {}
+    for name, folder in sides.items():
+        if folder is None:
+            with model.disable_adapter():
+                texts[name], speeds[name] = run_all()
+        else:
+            model.set_adapter(name)
+            texts[name], speeds[name] = run_all()
+    return texts, speeds
 
 
 def _decoded(tokenizer, row: list[int], stops: list[int], limit: int) -> dict:
@@ -204,14 +217,15 @@ def _import_vllm():
     return vllm, LoRARequest
 
 
-def _vllm(vllm_api, prompts, base_model, adapter_dir, tokenizer, limit, stops, vllm_args):
+def _vllm(vllm_api, prompts, base_model, sides, tokenizer, limit, stops, vllm_args):
     vllm, LoRARequest = vllm_api
-    rank = json.loads((adapter_dir / "adapter_config.json").read_text())["r"]
+    folders = [f for f in sides.values() if f is not None]
+    rank = max(json.loads((f / "adapter_config.json").read_text())["r"] for f in folders)
     longest = max(len(_rendered(tokenizer, p)) for p in prompts)
     llm = vllm.LLM(
         model=str(base_model),
         enable_lora=True,
-        max_loras=1,
+        max_loras=len(folders),
         max_lora_rank=next((r for r in VLLM_RANKS if r >= rank), rank),
         # The longest prompt and its answer, not the model's 128k context: the KV cache a 70B leaves room
         # for on its GPUs must hold max_model_len, or the engine refuses to start.
@@ -221,9 +235,12 @@ def _vllm(vllm_api, prompts, base_model, adapter_dir, tokenizer, limit, stops, v
     )
     params = vllm.SamplingParams(temperature=0, max_tokens=limit, stop_token_ids=stops)
     conversations = [p["messages"] for p in prompts]
-    lora = LoRARequest("adapter", 1, str(adapter_dir))
+    requests = {
+        name: LoRARequest(name, i, str(folder)) if folder is not None else None
+        for i, (name, folder) in enumerate(sides.items(), 1)
+    }
     texts, models = {}, {}
-    for name, request in (("base", None), ("adapter", lora)):
+    for name, request in requests.items():
         start = time.perf_counter()
         outputs = llm.chat(
             conversations, params, use_tqdm=False, lora_request=request, chat_template=tokenizer.chat_template

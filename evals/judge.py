@@ -36,6 +36,8 @@ from evals import rubrics, stats
 NUDGE = (
     "(A previous answer was not usable: {why}. Reply with the JSON object only, in exactly the form asked.)"
 )
+# The two answer sets a judgement compares, (first, second): the evaluation's base vs adapter; the A/B
+# between versions (versions/ab.py) passes ("A", "B"). The win rate is always the second's over the first.
 MODELS = ("base", "adapter")
 
 
@@ -105,16 +107,22 @@ class JudgeSettings:
         return (prompt_tokens * self.price_per_mtok_in + completion_tokens * self.price_per_mtok_out) / 1e6
 
 
-def tasks_for(prompts: list[dict], answers: list[dict], profile: dict, pairwise: bool = True) -> list[dict]:
-    """One task per judge judgement: pointwise for base and adapter, then pairwise as (base, adapter) and
-    (adapter, base): the swap is what cancels a judge's preference for a position."""
+def tasks_for(
+    prompts: list[dict],
+    answers: list[dict],
+    profile: dict,
+    pairwise: bool = True,
+    models: tuple[str, str] = MODELS,
+) -> list[dict]:
+    """One task per judge judgement: pointwise for both models, then pairwise as (first, second) and
+    (second, first): the swap is what cancels a judge's preference for a position."""
     text = {(a["id"], a["model"]): a["text"] for a in answers}
     tasks = []
     for prompt in prompts:
-        missing = [m for m in MODELS if (prompt["id"], m) not in text]
+        missing = [m for m in models if (prompt["id"], m) not in text]
         if missing:
             raise ConfigError(f"answers.jsonl has no {' or '.join(missing)} answer for prompt {prompt['id']}")
-        for model in MODELS:
+        for model in models:
             tasks.append(
                 {
                     "kind": "pointwise",
@@ -124,7 +132,7 @@ def tasks_for(prompts: list[dict], answers: list[dict], profile: dict, pairwise:
                 }
             )
         if pairwise:
-            for order in (("base", "adapter"), ("adapter", "base")):
+            for order in (models, models[::-1]):
                 first, second = (text[prompt["id"], m] for m in order)
                 tasks.append(
                     {
@@ -266,17 +274,19 @@ def combine_orders(first: str | None, second: str | None) -> str | None:
     return first if first == second and first != "tie" else "tie"
 
 
-def pairwise_summary(rows: list[dict], seed: int = 0) -> dict:
+def pairwise_summary(rows: list[dict], seed: int = 0, models: tuple[str, str] = MODELS) -> dict:
+    """Per prompt the two orders combined; the win rate of the second model over the first, its interval."""
+    first, second = models
     by_prompt: dict[str, dict] = {}
     for row in rows:
         if row["kind"] == "pairwise":
             by_prompt.setdefault(row["id"], {})[row["order"][0]] = row["winner_model"]
-    outcomes = [combine_orders(orders.get("base"), orders.get("adapter")) for orders in by_prompt.values()]
+    outcomes = [combine_orders(orders.get(first), orders.get(second)) for orders in by_prompt.values()]
     scored = [o for o in outcomes if o is not None]
-    values = [{"adapter": stats.WIN, "tie": stats.TIE, "base": stats.LOSS}[o] for o in scored]
+    values = [{second: stats.WIN, "tie": stats.TIE, first: stats.LOSS}[o] for o in scored]
     summary = {
-        "adapter_wins": scored.count("adapter"),
-        "base_wins": scored.count("base"),
+        f"{second}_wins": scored.count(second),
+        f"{first}_wins": scored.count(first),
         "ties": scored.count("tie"),
         "unscored": len(outcomes) - len(scored),
         "n": len(scored),
@@ -293,7 +303,9 @@ def pairwise_summary(rows: list[dict], seed: int = 0) -> dict:
     return summary
 
 
-def summarize(rows: list[dict], settings: JudgeSettings, wall_s: float, seed: int = 0) -> dict:
+def summarize(
+    rows: list[dict], settings: JudgeSettings, wall_s: float, seed: int = 0, models: tuple[str, str] = MODELS
+) -> dict:
     criteria = {
         criterion: {
             model: stats.mean_n(
@@ -303,7 +315,7 @@ def summarize(rows: list[dict], settings: JudgeSettings, wall_s: float, seed: in
                     if r["kind"] == "pointwise" and r["model"] == model and r["status"] == "ok"
                 ]
             )
-            for model in MODELS
+            for model in models
         }
         for criterion in rubrics.CRITERIA
     }
@@ -323,16 +335,23 @@ def summarize(rows: list[dict], settings: JudgeSettings, wall_s: float, seed: in
         "completion_tokens": completion_tokens,
         "cost_usd": round(cost, 6) if cost is not None else None,
         "criteria": criteria,
-        "pairwise": pairwise_summary(rows, seed=seed),
+        "pairwise": pairwise_summary(rows, seed=seed, models=models),
     }
 
 
 def judge_all(
-    prompts: list[dict], answers: list[dict], profile: dict, settings: JudgeSettings, *, pairwise: bool = True
+    prompts: list[dict],
+    answers: list[dict],
+    profile: dict,
+    settings: JudgeSettings,
+    *,
+    pairwise: bool = True,
+    models: tuple[str, str] = MODELS,
 ) -> tuple[list[dict], dict]:
     """judgements rows (one per judgement: its prompt, every attempt's raw answer and tokens, its status) and
-    judge.json's summary. The API key never appears in either."""
-    tasks = tasks_for(prompts, answers, profile, pairwise=pairwise)
+    judge.json's summary. The API key never appears in either. models: the answers' two names, (first,
+    second); the win rate is the second's."""
+    tasks = tasks_for(prompts, answers, profile, pairwise=pairwise, models=models)
     started = time.monotonic()
     rows = asyncio.run(_judge_tasks(tasks, settings))
-    return rows, summarize(rows, settings, time.monotonic() - started)
+    return rows, summarize(rows, settings, time.monotonic() - started, models=models)

@@ -18,7 +18,7 @@ Usage:
   python -m jobs eval RUN
   python -m jobs compare RUN_A RUN_B
   python -m jobs merge RUN
-  python -m jobs serve-adapter RUN [--run]
+  python -m jobs serve-adapter REF [REF ...] [--run]   (REF: a run id or NAME@vN; one base, every adapter)
   python -m jobs service [--host 127.0.0.1] [--port 8000]
   python -m jobs webhooks-replay RUN
 
@@ -139,9 +139,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("run_b")
     m = sub.add_parser("merge", help="merge the adapter into the base model (Axolotl's merge-lora)")
     m.add_argument("run")
-    v = sub.add_parser("serve-adapter", help="print (or --run) the vLLM command serving base + adapter")
-    v.add_argument("run")
-    v.add_argument("--run", dest="execute", action="store_true", help="run it instead of printing it")
+    v = sub.add_parser("serve-adapter", help="print (or --run) the vLLM command serving base + adapters")
+    v.add_argument("refs", nargs="+", metavar="REF", help="a run id or NAME@vN (downloaded from the store)")
+    v.add_argument(
+        "--run", "--exec", dest="execute", action="store_true", help="run it instead of printing it"
+    )
     v = sub.add_parser("service", help="the jobs service: webhook receiver, REST API, dashboard")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
@@ -307,7 +309,7 @@ def _merge(args) -> int:
 def _serve_adapter(args) -> int:
     from jobs import serve
 
-    return serve.serve(args.run, args.runs_dir, execute=args.execute)
+    return serve.serve(args.refs, args.runs_dir, execute=args.execute)
 
 
 def _compare(args) -> int:

@@ -1,9 +1,14 @@
-"""Merge an adapter into its base (Axolotl's merge-lora) or serve base + adapter with vLLM.
+"""Merge an adapter into its base (Axolotl's merge-lora) or serve base + adapters with vLLM.
 
-vLLM's OpenAI-compatible server loads a LoRA adapter beside the base model (`--enable-lora
---lora-modules NAME=PATH`); `--max-lora-rank` must be at least the adapter's rank and is one of the
-sizes vLLM accepts. Before printing the command we check the adapter holds nothing vLLM rejects:
-`modules_to_save` (e.g. trained embeddings or LM head) and target modules outside the projections.
+vLLM's OpenAI-compatible server loads LoRA adapters beside one base model: `--enable-lora --lora-modules
+NAME=PATH NAME=PATH ...`, each adapter then answering as its NAME in the request's "model" (vLLM's docs,
+"Serving LoRA Adapters": https://docs.vllm.ai/en/latest/features/lora.html, docs/features/lora.md in
+vllm-project/vllm). `--max-lora-rank` must be at least the largest adapter's rank and one of the sizes
+vLLM accepts; `--max-loras` is how many adapters one batch may mix (default 1, which would make requests
+for two versions wait on each other), so it is the number served. Several versions of a model in one
+server, one base in memory, is the live A/B: the customer's app picks a version by its model name.
+Before printing the command we check each adapter holds nothing vLLM rejects: `modules_to_save` (e.g.
+trained embeddings or LM head) and target modules outside the projections; and that all share one base.
 """
 
 from __future__ import annotations
@@ -51,34 +56,71 @@ def adapter_problems(adapter_cfg: dict) -> list[str]:
     return problems
 
 
-def vllm_command(run_dir: Path) -> list[str]:
-    adapter_cfg = json.loads((run_dir / "output" / "adapter_config.json").read_text())
-    problems = adapter_problems(adapter_cfg)
+def lora_sides(refs: list[str], runs_dir: str, say=print) -> list:
+    """Each NAME@vN or run id as an adapter folder here (versions/sides.py: a version always from the
+    store, through the sha256-checked cache, so what is served is what was promoted), all on one base."""
+    from versions import registry as versions_registry
+    from versions import sides
+
+    if len(set(refs)) != len(refs):
+        raise ConfigError(f"{', '.join(sorted({r for r in refs if refs.count(r) > 1}))}: named twice")
+    engine = registry.engine() if any("@" in r for r in refs) else None
+    try:
+        found = [sides.lookup(engine, runs_dir, ref) for ref in refs]
+    except versions_registry.VersionError as exc:
+        raise ConfigError(str(exc)) from None
+    bases = {s.base_model for s in found}
+    if len(bases) > 1 or "?" in bases:
+        on = "; ".join(f"{s.ref} on {s.base_model}" for s in found)
+        raise ConfigError(f"one vLLM server holds one base model, and these are not all on the same: {on}")
+    return [sides.materialize(s, runs_dir, prefer_store=True, say=say) for s in found]
+
+
+def vllm_command(found: list) -> list[str]:
+    """`vllm serve BASE --enable-lora --lora-modules NAME=PATH ...` for sides on one base (lora_sides)."""
+    ranks, problems = [], []
+    for side in found:
+        adapter_cfg = json.loads((side.adapter_dir / "adapter_config.json").read_text())
+        problems += [f"{side.ref}: {p}" for p in adapter_problems(adapter_cfg)]
+        ranks.append(adapter_cfg["r"])
     if problems:
-        raise ConfigError("the adapter cannot be served by vLLM: " + "; ".join(problems))
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    rank = next(r for r in VLLM_LORA_RANKS if r >= adapter_cfg["r"])
+        raise ConfigError("vLLM cannot serve: " + "; ".join(problems))
+    rank = next(r for r in VLLM_LORA_RANKS if r >= max(ranks))
+    lengths = [n for n in (side.config().get("sequence_len") for side in found) if n]
     return [
         "vllm",
         "serve",
-        cfg["base_model"],
+        found[0].base_model,
         "--enable-lora",
         "--lora-modules",
-        f"brightrun-{run_dir.name}={run_dir / 'output'}",
+        *(f"{side.served_name}={side.adapter_dir}" for side in found),
         "--max-lora-rank",
         str(rank),
-        "--max-model-len",
-        str(cfg["sequence_len"]),
+        "--max-loras",
+        str(len(found)),
+        *(["--max-model-len", str(max(lengths))] if lengths else []),
     ]
 
 
-def serve(run_id: str, runs_dir: str = "runs", execute: bool = False) -> int:
-    cmd = vllm_command(_run_dir(run_id, runs_dir))
+def serve(refs: list[str], runs_dir: str = "runs", execute: bool = False) -> int:
+    from versions import store
+
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout: the command only)
+    try:
+        found = lora_sides(refs, runs_dir, say)
+    except store.StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    cmd = vllm_command(found)
     if not execute:
         print(shlex.join(cmd))
-        print(f'# then: POST /v1/chat/completions with "model": "brightrun-{run_id}"', file=sys.stderr)
+        names = ", ".join(f'"{side.served_name}"' for side in found)
+        print(f'# then: POST /v1/chat/completions with "model": one of {names}', file=sys.stderr)
         return 0
-    return subprocess.call(cmd)
+    try:
+        return subprocess.call(cmd)
+    except FileNotFoundError:
+        raise ConfigError("vllm is not installed here: run the printed command on the GPU machine") from None
 
 
 def merge(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> int:

@@ -8,23 +8,30 @@ Usage:
   python -m versions rollback NAME [--by WHO]
   python -m versions download NAME@vN [--to DIR]
   python -m versions url NAME@vN [--file NAME] [--expires SECONDS]
+  python -m versions ab A B [--limit N] [--backend transformers|vllm] [--device cpu] [--max-new-tokens N]
+                        [--no-general] [--tasks T1,T2] [--general-limit N] [--general-max-tokens N]
+                        [--data DIR] [--local-judge MODEL_DIR] [--by WHO]
+                        (A, B: NAME@vN or run ids; the judge from JUDGE_BASE_URL, JUDGE_MODEL, JUDGE_API_KEY)
 
 Settings from the environment only: DATABASE_URL (registry; default runs/registry.db), ARTIFACT_STORE (a
 folder, default artifacts/, or s3://bucket/prefix with AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY), USER (who promotes, unless --by).
 
 Exit codes: 0 done; 1 the store failed or refused (a sha256 mismatch, deleted files); 2 refused input
-(unknown run or version, a failed verdict without --force, a bad name): nothing is changed.
+(unknown run or version, a failed verdict without --force, a bad name; an A/B of the same run twice or
+of runs trained on other data): nothing is changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from brightrun.errors import ConfigError
 from jobs import registry as jobs_registry
-from versions import registry, store
+from versions import abtests, registry, store
 from versions.promote import promote, who
 
 
@@ -57,6 +64,28 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("ref", metavar="NAME@vN")
     u.add_argument("--file", default=None, help="only this file, e.g. adapter/adapter_model.safetensors")
     u.add_argument("--expires", type=int, default=3600, help="seconds (default 3600, at most 7 days)")
+    ab = sub.add_parser(
+        "ab", help="two versions (or runs) on the same held-out prompts: judge, loss, general"
+    )
+    ab.add_argument("a", metavar="A", help="NAME@vN or a run id")
+    ab.add_argument("b", metavar="B", help="NAME@vN or a run id; the win rate is B's over A")
+    ab.add_argument("--limit", type=int, default=40, help="held-out prompts, stratified by arc (default 40)")
+    ab.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
+    ab.add_argument("--device", default="cpu", help="transformers back-end device (cpu, cuda)")
+    ab.add_argument("--max-new-tokens", type=int, default=None, help="default: from the reference lengths")
+    ab.add_argument("--no-general", action="store_true", help="skip lm-eval")
+    ab.add_argument(
+        "--tasks", default=None, help="lm-eval tasks, comma-separated (default: the offline task)"
+    )
+    ab.add_argument("--general-limit", type=int, default=None, help="lm-eval items per task")
+    ab.add_argument("--general-max-tokens", type=int, default=None, help="lm-eval max_gen_toks")
+    ab.add_argument(
+        "--data", default=None, help="the converted data both trained on (default: from run.json)"
+    )
+    ab.add_argument(
+        "--local-judge", default=None, metavar="MODEL_DIR", help="`transformers serve` as the judge"
+    )
+    ab.add_argument("--by", default=None, help="who runs it (default: $USER)")
     return p
 
 
@@ -78,6 +107,7 @@ def show_model(engine, name: str, check: bool) -> int:
     if not rows:
         raise registry.NotFound(f"no model named {name!r}")
     print(f"{name}: {len(rows)} version(s)")
+    tests = abtests.for_versions(engine, rows)
     for v in rows:
         state = v.stage if v.complete else "UNFINISHED upload (promote the same run again to finish it)"
         forced = " FORCED" if v.forced else ""
@@ -89,11 +119,64 @@ def show_model(engine, name: str, check: bool) -> int:
         print(f"       adapter {v.adapter_sha256[:16]}  base {v.base_model}  {v.store_url}")
         if v.note:
             print(f"       note: {v.note}")
+        for t in tests.get(v.id, []):
+            print(f"       {ab_line(t)}")
         if check and v.complete:
             folder = registry.folder(v.model_name, v.version)
             print(
                 f"       store: {store.check(store.store_of(v.store_url, folder), folder, v.manifest_sha256)}"
             )
+    return 0
+
+
+def ab_line(t: dict) -> str:
+    """One A/B under a version: the other side, and B's win rate over A with its interval."""
+    rate = "no win rate"
+    if t["win_rate_b_over_a"] is not None:
+        lo, hi = t["ci95"]
+        rate = f"B won {t['win_rate_b_over_a']:.2f} [{lo:.2f}, {hi:.2f}]"
+    loss = t["heldout_loss"]
+    losses = f"; held-out A {loss['A']:.3f} B {loss['B']:.3f}" if None not in loss.values() else ""
+    sides = f"{t['a']} (A) vs {t['b']} (B), this is {t['side']}"
+    return f"A/B {t['id']}: {sides}: {rate} on {t['n_prompts']} prompts{losses}"
+
+
+def run_ab(engine, args) -> int:
+    from evals.judge import JudgeSettings
+    from versions import ab
+
+    for name in ("limit", "general_limit", "max_new_tokens", "general_max_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise registry.VersionError(
+                f"--{name.replace('_', '-')} {value}: expected a whole number of at least 1"
+            )
+    opts = ab.Options(
+        limit=args.limit,
+        backend=args.backend,
+        device=args.device,
+        max_new_tokens=args.max_new_tokens,
+        general=not args.no_general,
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None,
+        general_limit=args.general_limit,
+        general_max_tokens=args.general_max_tokens,
+        data=Path(args.data) if args.data else None,
+        by=who(args.by),
+    )
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731  (stdout: the result only)
+    if args.local_judge:
+        import tempfile
+
+        from evals.local_judge import local_judge
+
+        ab.check(engine, Path(args.runs_dir), args.a, args.b, opts)  # bad input fails before a server starts
+        log = Path(tempfile.gettempdir()) / f"brightrun-ab-judge-{os.getpid()}.log"
+        with local_judge(args.local_judge, log) as env:
+            result = ab.run_ab(engine, args.runs_dir, args.a, args.b, opts, JudgeSettings.from_env(env), say)
+    else:
+        result = ab.run_ab(engine, args.runs_dir, args.a, args.b, opts, JudgeSettings.from_env(), say)
+    print("\n".join(ab.report(result)))
+    print(f"  files: {Path(args.runs_dir) / ab.AB_DIR / result['id']}/")
     return 0
 
 
@@ -128,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if not found:
                 print("no models yet: `just promote RUN --model NAME`")
+        elif args.command == "ab":
+            return run_ab(engine, args)
         elif args.command == "model":
             return show_model(engine, args.name, args.check)
         elif args.command == "rollback":
@@ -149,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                 for name, item in urls.items():
                     print(f"{name}\t{item['sha256']}\t{item['url']}")
     except registry.VersionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:  # evals' refusals in an A/B: a bad task, a data folder without its sidecar
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except store.StoreError as exc:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from versions import registry, store
+from versions import abtests, registry, store
 from versions.promote import MAX_NOTE, promote
 
 log = logging.getLogger("jobs.service")
@@ -73,7 +73,9 @@ def router(engine: Engine, runs: Path, authorized: Callable, public: Callable[[s
         if not versions:
             raise HTTPException(404, "no such model")
         production = next((v.version for v in versions if v.stage == "production"), None)
-        return {"name": name, "production": production, "versions": [registry.as_dict(v) for v in versions]}
+        tests = abtests.for_versions(engine, versions)  # each version's A/B results (versions/ab.py)
+        listed = [registry.as_dict(v) | {"ab": tests[v.id]} for v in versions]
+        return {"name": name, "production": production, "versions": listed}
 
     @api.post("/{name}/promote", status_code=201)
     def promote_run(name: str, body: Promote):

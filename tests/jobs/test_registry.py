@@ -142,7 +142,7 @@ def test_processes_migrating_a_fresh_registry_at_once_all_succeed(fresh_db_url, 
     assert [p.returncode for p in procs] == [0] * 6, "\n".join(outputs)[-3000:]
     db = create_engine(fresh_db_url)
     with db.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0005"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0006"]
         tables = set(inspect(conn).get_table_names())
         columns = {c["name"] for c in inspect(conn).get_columns("training_jobs")}
     db.dispose()
@@ -151,3 +151,4 @@ def test_processes_migrating_a_fresh_registry_at_once_all_succeed(fresh_db_url, 
     assert {"gpu_type", "gpu_count", "price_per_hour"} <= set(columns)  # and 0003
     assert {"verdict", "evaluation"} <= set(columns)  # and 0004
     assert "model_versions" in tables  # and 0005
+    assert "ab_tests" in tables  # and 0006

@@ -26,23 +26,23 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 torch.manual_seed(0)
 model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(sys.argv[1]))
+torch.manual_seed(int(sys.argv[3]))  # the adapter's own seed: another seed, another adapter on the same base
 # init_lora_weights=False: random A and B, so the adapter changes the model (PEFT's default B is zero).
 lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
 get_peft_model(model, lora).save_pretrained(sys.argv[2])
 """
 
 
-BUILT: list[Path] = []  # each test file that imports the fixture registers its own copy: build once for all
+BUILT: dict[int, Path] = {}  # each test file that imports a fixture registers its own copy: build once
 
 
-@pytest.fixture(scope="session")
-def adapter(tmp_path_factory, assets) -> Path:
-    if BUILT:
-        return BUILT[0]
+def build_adapter(tmp_path_factory, seed: int) -> Path:
+    if seed in BUILT:
+        return BUILT[seed]
 
     def build(folder: Path) -> None:
         proc = subprocess.run(
-            [sys.executable, "-c", BUILD_ADAPTER, str(TINY_MODEL_DIR), str(folder)],
+            [sys.executable, "-c", BUILD_ADAPTER, str(TINY_MODEL_DIR), str(folder), str(seed)],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -50,8 +50,19 @@ def adapter(tmp_path_factory, assets) -> Path:
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
 
-    BUILT.append(once(tmp_path_factory, "peft-adapter", build))
-    return BUILT[0]
+    BUILT[seed] = once(tmp_path_factory, f"peft-adapter-{seed}", build)
+    return BUILT[seed]
+
+
+@pytest.fixture(scope="session")
+def adapter(tmp_path_factory, assets) -> Path:
+    return build_adapter(tmp_path_factory, 0)
+
+
+@pytest.fixture(scope="session")
+def adapter_b(tmp_path_factory, assets) -> Path:
+    """Another real adapter on the same base (another seed): the other side of an A/B."""
+    return build_adapter(tmp_path_factory, 1)
 
 
 def evaluation(verdict: str, adapter_loss: float = 2.49) -> dict:
@@ -68,8 +79,12 @@ def evaluation(verdict: str, adapter_loss: float = 2.49) -> dict:
     return {"verdict": verdict, "gates": gates, "win_rate": 0.62, "win_rate_ci95": [0.55, 0.69]}
 
 
-def make_run(runs: Path, url: str, run_id: str, adapter: Path, verdict: str | None = "pass") -> Path:
-    """runs/RUN/ as a completed, evaluated run leaves it, and its registry row (verdict None: not evaluated)."""
+def make_run(
+    runs: Path, url: str, run_id: str, adapter: Path, verdict: str | None = "pass", data: Path | None = None
+) -> Path:
+    """runs/RUN/ as a completed, evaluated run leaves it, and its registry row (verdict None: not evaluated).
+    data: a converted folder the run trained on (its manifest, recorded in run.json as jobs/run.py does);
+    default a stand-in manifest with no held-out prompts."""
     run_dir = runs / run_id
     out = run_dir / "output"
     out.mkdir(parents=True)
@@ -77,12 +92,17 @@ def make_run(runs: Path, url: str, run_id: str, adapter: Path, verdict: str | No
         shutil.copyfile(adapter / name, out / name)
     shutil.copyfile(TINY_MODEL_DIR / "tokenizer_config.json", out / "tokenizer_config.json")
     (run_dir / "config.yaml").write_text(f"base_model: {TINY_MODEL_DIR}\nadapter: lora\nlora_r: 8\n")
-    write_json(
-        run_dir / "data-manifest.json", {"input": {"path": "demo.json", "sha256": "0" * 64}, "outputs": {}}
-    )
+    if data is not None:
+        shutil.copyfile(data / "manifest.json", run_dir / "data-manifest.json")
+    else:
+        write_json(
+            run_dir / "data-manifest.json",
+            {"input": {"path": "demo.json", "sha256": "0" * 64}, "outputs": {}},
+        )
     lineage = {
         "run_id": run_id,
-        "data": {"manifest_sha256": sha256_file(run_dir / "data-manifest.json")},
+        "data": {"manifest_sha256": sha256_file(run_dir / "data-manifest.json")}
+        | ({"dir": str(data)} if data is not None else {}),
         "config": {"sha256": sha256_file(run_dir / "config.yaml")},
         "adapter": {"sha256": sha256_file(out / "adapter_model.safetensors")},
     }

@@ -1,0 +1,134 @@
+"""What `ab` and `serve` take: a version (NAME@vN) or a run id, as an adapter folder on this machine.
+
+Two steps, so that a refusal costs nothing: `lookup` reads what the registry (a version) or the run folder
+(a run) says of it, without touching the store; `materialize` then finds its files: a version's run folder
+when it is here and holds the very adapter promoted (same sha256), else the version downloaded from the
+store into a local cache, every sha256 checked (store.download). A cached copy is used again only if every
+file still matches the manifest it came with, and that manifest is the version's (its adapter sha256).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from sqlalchemy.engine import Engine
+
+from jobs.runfolder import RUN_ID, sha256_file
+from versions import registry, store
+
+
+@dataclass
+class Side:
+    ref: str  # as asked: NAME@vN or a run id
+    run_id: str
+    base_model: str
+    adapter_sha256: str
+    data_sha256: str | None
+    version: registry.ModelVersion | None = None
+    folder: Path | None = None  # the run folder, or the version's downloaded folder (after materialize)
+    lineage: dict = field(default_factory=dict)  # run.json, when the run folder is here
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.folder / ("adapter" if self.downloaded else "output")
+
+    @property
+    def downloaded(self) -> bool:
+        return self.folder is not None and (self.folder / store.MANIFEST).is_file()
+
+    @property
+    def served_name(self) -> str:
+        """Its model name on the OpenAI API of `just serve`: elena-morales-v3, or brightrun-RUN."""
+        if self.version is not None:
+            return f"{self.version.model_name}-v{self.version.version}"
+        return f"brightrun-{self.run_id}"
+
+    def config(self) -> dict:
+        path = self.folder / "config.yaml"
+        return (yaml.safe_load(path.read_text("utf-8")) or {}) if path.is_file() else {}
+
+
+def cache_root() -> Path:
+    """Where versions downloaded for `ab` and `serve` are kept (VERSIONS_CACHE, default cache/versions/)."""
+    return Path(os.environ.get("VERSIONS_CACHE") or store.ROOT / "cache" / "versions")
+
+
+def lookup(engine: Engine, runs_dir: Path | str, ref: str) -> Side:
+    """The side's identity, from the registry (NAME@vN) or its run folder (a run id); nothing downloaded.
+    NotFound / Conflict / VersionError name the ref."""
+    if "@" in ref:
+        name, number = registry.parse_ref(ref)
+        v = registry.get_version(engine, name, number)
+        if not v.complete:
+            raise registry.Conflict(f"{v.ref}: its upload is unfinished; promote run {v.run_id} again")
+        return Side(ref, v.run_id, v.base_model, v.adapter_sha256, v.data_sha256, version=v)
+    if not RUN_ID.fullmatch(ref):
+        raise registry.VersionError(f"{ref!r}: expected NAME@vN (e.g. elena-morales@v3) or a run id")
+    run_dir = Path(runs_dir) / ref
+    adapter = run_dir / "output" / "adapter_model.safetensors"
+    if not (run_dir / "output" / "adapter_config.json").is_file() or not adapter.is_file():
+        raise registry.NotFound(
+            f"{ref}: no run folder with an adapter in {runs_dir}/ (see `just runs`); a version is NAME@vN"
+        )
+    lineage = (
+        json.loads((run_dir / "run.json").read_text("utf-8")) if (run_dir / "run.json").is_file() else {}
+    )
+    manifest = run_dir / "data-manifest.json"
+    data = (lineage.get("data") or {}).get("manifest_sha256") or (
+        sha256_file(manifest) if manifest.is_file() else None
+    )
+    side = Side(ref, ref, "?", sha256_file(adapter), data, folder=run_dir, lineage=lineage)
+    side.base_model = str(side.config().get("base_model") or "?")
+    return side
+
+
+def materialize(side: Side, runs_dir: Path | str, prefer_store: bool = False, say=print) -> Side:
+    """side.folder set: the run folder (a run; a version whose run folder holds its adapter, unless
+    prefer_store) or the version downloaded into the cache."""
+    v = side.version
+    if v is None:
+        return side
+    run_dir = Path(runs_dir) / v.run_id
+    adapter = run_dir / "output" / "adapter_model.safetensors"
+    if not prefer_store and adapter.is_file() and sha256_file(adapter) == v.adapter_sha256:
+        side.folder = run_dir
+        run_json = run_dir / "run.json"
+        side.lineage = json.loads(run_json.read_text("utf-8")) if run_json.is_file() else {}
+        return side
+    side.folder = cached(v, say)
+    return side
+
+
+def cached(v: registry.ModelVersion, say=print) -> Path:
+    """The version's files in the local cache, downloaded (sha256-checked) unless a whole copy is there."""
+    dest = cache_root() / v.model_name / f"v{v.version}-{v.manifest_sha256[:16]}"
+    if dest.is_dir():
+        problem = damaged(dest, v)
+        if problem is None:
+            say(f"{v.ref}: from the cache, {dest}/ (every sha256 checked)")
+            return dest
+        say(f"{v.ref}: the cached copy is damaged ({problem}); downloading it again")
+        shutil.rmtree(dest)
+    folder = registry.folder(v.model_name, v.version)
+    store.download(store.store_of(v.store_url, folder), folder, v.manifest_sha256, dest, say=say)
+    return dest
+
+
+def damaged(dest: Path, v: registry.ModelVersion) -> str | None:
+    """What is wrong with a cached copy of v, or None when every file matches the version's manifest."""
+    try:
+        manifest = json.loads((dest / store.MANIFEST).read_text("utf-8"))
+    except (OSError, ValueError):
+        return "no readable manifest"
+    if manifest.get("adapter_sha256") != v.adapter_sha256:
+        return "another adapter"
+    for name, want in sorted(manifest.get("files", {}).items()):
+        path = dest / name
+        if not path.is_file() or sha256_file(path) != want["sha256"]:
+            return f"{name} differs"
+    return None
