@@ -171,7 +171,8 @@ def run_ab(engine, args) -> int:
 
         ab.check(engine, Path(args.runs_dir), args.a, args.b, opts)  # bad input fails before a server starts
         log = Path(tempfile.gettempdir()) / f"brightrun-ab-judge-{os.getpid()}.log"
-        with local_judge(args.local_judge, log) as env:
+        with local_judge(args.local_judge, log) as (env, ready):
+            ready()
             result = ab.run_ab(engine, args.runs_dir, args.a, args.b, opts, JudgeSettings.from_env(env), say)
     else:
         result = ab.run_ab(engine, args.runs_dir, args.a, args.b, opts, JudgeSettings.from_env(), say)
