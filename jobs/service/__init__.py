@@ -3,7 +3,8 @@
   POST /api/training/webhook   signed status events from runs (jobs/webhooks.py): no bearer token
   GET  /api/training/jobs      ?status=...; GET/DELETE /api/training/jobs/{id}; POST to start a run
   GET  /api/models             GET /api/models/{name}; POST .../promote, .../rollback; GET
-                               .../versions/{v}/download (presigned URLs): versions/ over HTTP (models_api.py)
+                               .../versions/{v}/download (presigned URLs), POST .../versions/{v}/test (a
+                               version's answer: versions/answer.py): versions/ over HTTP (models_api.py)
   GET  /health, /openapi.json, /docs; GET / the dashboard (jobs/service/static)
 
 JOBS_API_TOKEN (the API's bearer token) and TRAINING_WEBHOOK_SECRET (the webhook HMAC key) come from the

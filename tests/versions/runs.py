@@ -23,7 +23,7 @@ from tests.s3_server import ACCESS_KEY, DATACENTER, SECRET_KEY
 
 BUILD_ADAPTER = """
 import sys, torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 torch.manual_seed(0)
 model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(sys.argv[1]))
@@ -31,6 +31,7 @@ model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(sys.argv[1])
 lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
 get_peft_model(model, lora).save_pretrained(sys.argv[2])
 # And the same adapter merged into the real base (merged/): what a server that cannot load adapters serves.
+from peft import PeftModel
 base = AutoModelForCausalLM.from_pretrained(sys.argv[1])
 PeftModel.from_pretrained(base, sys.argv[2]).merge_and_unload().save_pretrained(sys.argv[2] + "/merged")
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -27,36 +28,50 @@ ASK = {"messages": HELLO, "max_tokens": 8}
 TEST = "/api/models/em/versions/1/test"
 
 
-@pytest.fixture
-def api(tmp_path, monkeypatch, adapter):  # noqa: F811
+@contextmanager
+def service(tmp_path, adapter):  # noqa: F811
     """The service over em@v1 (run-1, complete, in a folder store) and em@v2 (an unfinished upload)."""
     from fastapi.testclient import TestClient
 
     from jobs.service.app import create_app
 
-    for key, value in {"JOBS_API_TOKEN": TOKEN, "TRAINING_WEBHOOK_SECRET": SECRET}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("ARTIFACT_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("VERSIONS_CACHE", str(tmp_path / "cache"))
-    for key in ("DATABASE_URL", "MODELS_SERVER_URL", "MODELS_SERVER_API_KEY", "MODELS_TEST_TIMEOUT_S"):
-        monkeypatch.delenv(key, raising=False)
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
-    runs = tmp_path / "runs"
-    for run in ("run-1", "run-2"):
-        make_run(runs, url, run, adapter, "pass")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {"JOBS_API_TOKEN": TOKEN, "TRAINING_WEBHOOK_SECRET": SECRET}.items():
+            mp.setenv(key, value)
+        mp.setenv("ARTIFACT_STORE", str(tmp_path / "store"))
+        mp.setenv("VERSIONS_CACHE", str(tmp_path / "cache"))
+        for key in ("DATABASE_URL", "MODELS_SERVER_URL", "MODELS_SERVER_API_KEY", "MODELS_TEST_TIMEOUT_S"):
+            mp.delenv(key, raising=False)
+        url = f"sqlite:///{tmp_path / 'registry.db'}"
+        runs = tmp_path / "runs"
+        for run in ("run-1", "run-2"):
+            make_run(runs, url, run, adapter, "pass")
 
-    def client():
-        c = TestClient(create_app(runs, url, tmp_path / "data"), raise_server_exceptions=False)
-        c.headers["Authorization"] = f"Bearer {TOKEN}"
-        return c
+        def client():
+            c = TestClient(create_app(runs, url, tmp_path / "data"), raise_server_exceptions=False)
+            c.headers["Authorization"] = f"Bearer {TOKEN}"
+            return c
 
-    with client() as c:
-        assert c.post("/api/models/em/promote", json={"run_id": "run-1"}).status_code == 201
-        # em@v2: reserved as a promotion does first, its upload never finished
-        fields = {"adapter_sha256": "0" * 64, "base_model": str(TINY_MODEL_DIR)}
-        registry.reserve(c.app.state.engine, "em", "run-2", str(tmp_path / "store"), fields, "test")
-        c.client, c.runs = client, runs
-        yield c
+        with client() as c:
+            assert c.post("/api/models/em/promote", json={"run_id": "run-1"}).status_code == 201
+            # em@v2: reserved as a promotion does first, its upload never finished
+            fields = {"adapter_sha256": "0" * 64, "base_model": str(TINY_MODEL_DIR)}
+            registry.reserve(c.app.state.engine, "em", "run-2", str(tmp_path / "store"), fields, "test")
+            c.client, c.runs, c.tmp = client, runs, tmp_path
+            yield c
+
+
+@pytest.fixture
+def api(tmp_path, adapter):  # noqa: F811
+    with service(tmp_path, adapter) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def idle(tmp_path_factory, adapter):  # noqa: F811
+    """One service for the table of refusals: none of them may start a worker, so it stays idle."""
+    with service(tmp_path_factory.mktemp("idle"), adapter) as client:
+        yield client
 
 
 def test_the_test_route_wants_the_token(api):
@@ -96,11 +111,12 @@ def message(role="user", content="hi"):
         ("/api/models/em/versions/2/test", ASK, 409, "em@v2: its upload is unfinished; promote run run-2 again"),
     ],
 )  # fmt: skip
-def test_bad_input_is_a_clear_4xx_and_starts_nothing(api, path, body, status, error):
-    r = api.post(path, json=body)
+def test_bad_input_is_a_clear_4xx_and_starts_nothing(idle, path, body, status, error):
+    r = idle.post(path, json=body)
     assert r.status_code == status, r.text
     assert error in r.json()["error"], r.text
-    assert api.app.state.answerer._pool is None  # no worker started, nothing loaded
+    assert idle.app.state.answerer._pool is None  # no worker started, nothing loaded
+    assert not (idle.tmp / "cache").exists()  # nothing downloaded
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +163,17 @@ def test_a_version_answers_on_cpu_in_a_worker_bounded_in_time_and_concurrency(ap
     # The adapter's answer: what the merged weights say, and not what the base says.
     assert got["answer"] == chat(served, "em-v1") != chat(served, "base")
     assert api.post(TEST, json=ASK).json()["answer"] == got["answer"]  # loaded once, greedy: the same
+
+    # Without its run folder, the version comes from the store (every sha256 checked) into the cache.
+    shutil.rmtree(api.runs / "run-1")
+    again = api.post(TEST, json=ASK)
+    assert again.status_code == 200 and again.json()["answer"] == got["answer"], again.text
+    assert [p.name for p in (api.tmp / "cache" / "em").iterdir()][0].startswith("v1-")
+    # ...and with the store's copy gone as well, a clear 410, not a crash.
+    shutil.rmtree(api.tmp / "store" / "models" / "em" / "v1")
+    shutil.rmtree(api.tmp / "cache")
+    gone = api.post(TEST, json=ASK)
+    assert gone.status_code == 410 and "this version's files were deleted" in gone.json()["error"], gone.text
 
 
 def test_a_version_answers_through_an_openai_compatible_server(api, served, monkeypatch):

@@ -3,6 +3,7 @@ a folder artifact store) with versions made through its own API (promote, a forc
 then Debian's headless Chromium loads `/#token=...` and the test reads the DOM it rendered: the models, the
 first model's versions with their stage (one production, marked), verdict, scores, run, author, the forced
 flag, and the A/B column (the API's `ab` list per version when it has one; a dash when it has none).
+MODELS_SCREENSHOT=path keeps a screenshot of the page.
 """
 
 from __future__ import annotations
@@ -91,3 +92,8 @@ def test_models_view_shows_versions_with_production_marked_in_headless_chromium(
     cells = [a["data-ab"] for a in dom.find("td") if "data-ab" in a]
     assert cells == [expected[v] for v in ("3", "2", "1")]
     assert not dom.find("b")  # nothing from the API became markup
+
+    if keep := os.environ.get("MODELS_SCREENSHOT"):  # a picture for the README or a review, on request
+        shot = headless(browser, tmp_path / "profile-shot", "--window-size=1280,1400", f"--screenshot={keep}",
+                        f"{service}/#token={TOKEN}")  # fmt: skip
+        assert shot.returncode == 0, shot.stderr[-2000:]
