@@ -270,7 +270,7 @@ class Answerer:
             with self._lock:
                 self._pool = None  # the next request starts a new worker
             raise Unanswered("the generation worker died (out of memory?); retry") from None
-        return {"model": f"{v.base_model} + {v.ref}", **result}
+        return {"model": served_name(v), **result}  # the name it answers by on a server too; no path
 
     def close(self) -> None:
         if self._pool is not None:

@@ -62,6 +62,9 @@ def main(
         reason = getattr(exc, "orig", None) or exc
         print(f"error: the registry database is unreachable: {reason}", file=sys.stderr)
         return 1
+    except RuntimeError as exc:  # a setting out of range (e.g. MODELS_TEST_TIMEOUT_S): said, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # server_header off: no version banner for scanners; proxy headers are not trusted by default.
     uvicorn.run(
         app,

@@ -158,7 +158,7 @@ def test_a_version_answers_on_cpu_in_a_worker_bounded_in_time_and_concurrency(ap
         time.sleep(0.2)
     assert r.status_code == 200, r.text
     got = r.json()
-    assert (got["ref"], got["backend"]) == ("em@v1", "transformers")
+    assert (got["ref"], got["model"], got["backend"]) == ("em@v1", "em-v1", "transformers")
     assert 1 <= got["tokens"] <= 8 and got["seconds"] > 0 and got["finish_reason"] in ("stop", "length")
     # The adapter's answer: what the merged weights say, and not what the base says.
     assert got["answer"] == chat(served, "em-v1") != chat(served, "base")
