@@ -44,18 +44,28 @@ class Side:
     @property
     def served_name(self) -> str:
         """Its model name on the OpenAI API of `just serve`: elena-morales-v3, or brightrun-RUN."""
-        if self.version is not None:
-            return f"{self.version.model_name}-v{self.version.version}"
-        return f"brightrun-{self.run_id}"
+        return version_name(self.version) if self.version is not None else f"brightrun-{self.run_id}"
 
     def config(self) -> dict:
         path = self.folder / "config.yaml"
         return (yaml.safe_load(path.read_text("utf-8")) or {}) if path.is_file() else {}
 
 
+def version_name(v: registry.ModelVersion) -> str:
+    """A version's model name on the OpenAI API of `just serve` and the test endpoint: elena-morales-v3."""
+    return f"{v.model_name}-v{v.version}"
+
+
 def cache_root() -> Path:
-    """Where versions downloaded for `ab` and `serve` are kept (VERSIONS_CACHE, default cache/versions/)."""
+    """Where versions downloaded to be used here are kept (ab, serve, the API's test endpoint):
+    VERSIONS_CACHE, default cache/versions/."""
     return Path(os.environ.get("VERSIONS_CACHE") or store.ROOT / "cache" / "versions")
+
+
+def cache_dir(v: registry.ModelVersion) -> Path:
+    """The version's folder in the cache; its manifest's sha256 in the name, so another upload of the same
+    NAME@vN (a store that was rebuilt) never passes for this one."""
+    return cache_root() / v.model_name / f"v{v.version}-{v.manifest_sha256[:16]}"
 
 
 def lookup(engine: Engine, runs_dir: Path | str, ref: str) -> Side:
@@ -106,7 +116,7 @@ def materialize(side: Side, runs_dir: Path | str, prefer_store: bool = False, sa
 
 def cached(v: registry.ModelVersion, say=print) -> Path:
     """The version's files in the local cache, downloaded (sha256-checked) unless a whole copy is there."""
-    dest = cache_root() / v.model_name / f"v{v.version}-{v.manifest_sha256[:16]}"
+    dest = cache_dir(v)
     if dest.is_dir():
         problem = damaged(dest, v)
         if problem is None:

@@ -3,7 +3,8 @@
   POST /api/training/webhook   signed status events from runs (jobs/webhooks.py): no bearer token
   GET  /api/training/jobs      ?status=...; GET/DELETE /api/training/jobs/{id}; POST to start a run
   GET  /api/models             GET /api/models/{name}; POST .../promote, .../rollback; GET
-                               .../versions/{v}/download (presigned URLs): versions/ over HTTP (models_api.py)
+                               .../versions/{v}/download (presigned URLs), POST .../versions/{v}/test (a
+                               version's answer: versions/answer.py): versions/ over HTTP (models_api.py)
   GET  /health, /openapi.json, /docs; GET / the dashboard (jobs/service/static)
 
 JOBS_API_TOKEN (the API's bearer token) and TRAINING_WEBHOOK_SECRET (the webhook HMAC key) come from the
@@ -61,6 +62,9 @@ def main(
         reason = getattr(exc, "orig", None) or exc
         print(f"error: the registry database is unreachable: {reason}", file=sys.stderr)
         return 1
+    except RuntimeError as exc:  # a setting out of range (e.g. MODELS_TEST_TIMEOUT_S): said, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # server_header off: no version banner for scanners; proxy headers are not trusted by default.
     uvicorn.run(
         app,

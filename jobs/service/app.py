@@ -7,6 +7,7 @@ in this closure only: never logged, stored or answered. Every error is {"error":
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import logging
@@ -35,6 +36,7 @@ from jobs.cancel import cancel
 from jobs.runfolder import ROOT, Conflict, NotFound
 from jobs.service import models_api, receiver, start, store, views
 from jobs.service.db import make_engine
+from versions import answer
 
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("jobs.service")
@@ -159,14 +161,25 @@ def create_app(
     registry.use_runs_dir(runs)
     url = registry.database_url(db_url)
     engine = make_engine(url)
+    try:
+        answerer = answer.Answerer.from_env()  # MODELS_SERVER_URL / _API_KEY, MODELS_TEST_*: "test a model"
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        answerer.close()  # the generation worker, if one was started
 
     app = FastAPI(
         title="BrightRun LoRA jobs",
         version="1",
         description="Training jobs: signed webhook events in, the registry out (bearer token).",
+        lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, limit=receiver.MAX_BODY)
-    app.state.engine = engine  # for tests and tools; the secrets are deliberately not on app.state
+    # For tests and tools; the secrets are deliberately not on app.state (the answerer's key is not shown).
+    app.state.engine, app.state.answerer = engine, answerer
 
     def authorized(credentials: Credentials) -> None:
         given = credentials.credentials.encode() if credentials else b""
@@ -318,7 +331,9 @@ def create_app(
         return {"id": job_id, "status": status}
 
     # Named models and their versions (versions/): /api/models...
-    app.include_router(models_api.router(engine, runs, authorized, lambda message: public(message, places)))
+    app.include_router(
+        models_api.router(engine, runs, authorized, lambda message: public(message, places), answerer)
+    )
 
     # The dashboard: public files; the page asks for the token and sends it with each API call.
     @app.get("/", include_in_schema=False)

@@ -1,4 +1,5 @@
-"""The jobs service's named models (versions/): list, show, promote, roll back, hand out download URLs.
+"""The jobs service's named models (versions/): list, show, promote, roll back, hand out download URLs,
+and answer chat messages with a version ("test a model": versions/answer.py does the generating).
 
 Behind the same bearer token as the jobs API (app.py passes its check in). Names are names (a model name
 as versions.registry.check_name says, a run id as jobs.runfolder.RUN_ID), never paths; every refusal is a
@@ -15,12 +16,13 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from versions import abtests, registry, store
+from versions import abtests, answer, registry, store
 from versions.promote import MAX_NOTE, promote
 
 log = logging.getLogger("jobs.service")
@@ -40,7 +42,32 @@ class Promote(BaseModel):
     )
 
 
-def router(engine: Engine, runs: Path, authorized: Callable, public: Callable[[str], str]) -> APIRouter:
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1, max_length=answer.MAX_CHARS)
+
+
+class Ask(BaseModel):
+    """POST /api/models/{name}/versions/{v}/test: a conversation for the version to answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    messages: list[Message] = Field(min_length=1, max_length=answer.MAX_MESSAGES)
+    max_tokens: int = Field(128, ge=1, le=answer.MAX_TOKENS)
+    temperature: float = Field(0.0, ge=0, le=2, description="0: greedy, the same answer every time")
+
+    @model_validator(mode="after")
+    def a_question_last(self) -> Ask:
+        if self.messages[-1].role != "user":
+            raise ValueError("the last message is the user's: the version answers it")
+        if sum(len(m.content) for m in self.messages) > answer.MAX_TOTAL_CHARS:
+            raise ValueError(f"at most {answer.MAX_TOTAL_CHARS} characters in all messages")
+        return self
+
+
+def router(
+    engine: Engine, runs: Path, authorized: Callable, public: Callable[[str], str], answerer: answer.Answerer
+) -> APIRouter:
     api = APIRouter(prefix="/api/models", tags=["models"], dependencies=[Depends(authorized)])
 
     def refused(exc: Exception) -> HTTPException:
@@ -56,6 +83,12 @@ def router(engine: Engine, runs: Path, authorized: Callable, public: Callable[[s
             return HTTPException(502, "artifact store: " + public(str(exc)))
         log.error("models: database error %s", type(exc).__name__)
         return HTTPException(503, "the registry database is unavailable; try again")
+
+    def finished(v: registry.ModelVersion) -> registry.ModelVersion:
+        """A version whose files are all in the store (a half upload is never downloaded nor answered)."""
+        if not v.complete:
+            raise registry.Conflict(f"{v.ref}: its upload is unfinished; promote run {v.run_id} again")
+        return v
 
     def named(name: str) -> str:
         try:
@@ -104,13 +137,40 @@ def router(engine: Engine, runs: Path, authorized: Callable, public: Callable[[s
         expires: int = Query(3600, ge=60, le=store.MAX_URL_SECONDS, description="seconds the URLs work"),
     ):
         try:
-            v = registry.get_version(engine, named(name), version)
-            if not v.complete:
-                raise registry.Conflict(f"{v.ref}: its upload is unfinished; promote run {v.run_id} again")
+            v = finished(registry.get_version(engine, named(name), version))
             folder = registry.folder(v.model_name, v.version)
             files = store.presign_all(store.store_of(v.store_url, folder), folder, v.manifest_sha256, expires)
         except (registry.VersionError, store.StoreError, SQLAlchemyError) as exc:
             raise refused(exc) from None
         return {"ref": v.ref, "expires_in": expires, "manifest_sha256": v.manifest_sha256, "files": files}
+
+    @api.post(
+        "/{name}/versions/{version}/test",
+        responses={
+            429: {"description": "as many answers as allowed are being generated; see Retry-After"},
+            504: {"description": "no answer within the time allowed"},
+        },
+    )
+    async def test_version(body: Ask, name: str, version: int = Version):
+        # async: the registry read goes to the threadpool, the generation to a worker process or the
+        # model server; the event loop only waits.
+        try:
+            v = finished(await run_in_threadpool(registry.get_version, engine, named(name), version))
+        except (registry.VersionError, SQLAlchemyError) as exc:
+            raise refused(exc) from None
+        messages = [m.model_dump() for m in body.messages]
+        try:
+            result = await answerer.answer(v, runs, messages, body.max_tokens, body.temperature)
+        except answer.Busy as exc:
+            raise HTTPException(exc.status, str(exc), {"Retry-After": str(answer.RETRY_AFTER_S)}) from None
+        except answer.Unanswered as exc:
+            log.warning("test %s: %s", v.ref, public(str(exc)))
+            raise HTTPException(exc.status, public(str(exc))) from None
+        except store.StoreError as exc:
+            raise refused(exc) from None
+        log.info(
+            "test %s: %s tokens in %.1f s (%s)", v.ref, result["tokens"], result["seconds"], result["backend"]
+        )
+        return {"ref": v.ref, **result}
 
     return api

@@ -1,5 +1,6 @@
 """Finished runs to promote, without training: a real PEFT adapter on assets/tiny-llama (peft's LoraConfig and
-save_pretrained, built once per test run in a subprocess: torch stays out of the test process), copied into
+save_pretrained, built once per test run in a subprocess: torch stays out of the test process; merged/ beside
+it holds the same adapter merged into the base by PEFT), copied into
 run folders shaped as jobs/run.py leaves them, each with its registry row, adapter record and verdict.
 
 Also the environment for an S3 artifact store on loopback (tests/s3_server.py's moto server).
@@ -30,6 +31,10 @@ torch.manual_seed(int(sys.argv[3]))  # the adapter's own seed: another seed, ano
 # init_lora_weights=False: random A and B, so the adapter changes the model (PEFT's default B is zero).
 lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
 get_peft_model(model, lora).save_pretrained(sys.argv[2])
+# And the same adapter merged into the real base (merged/): what a server that cannot load adapters serves.
+from peft import PeftModel
+base = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+PeftModel.from_pretrained(base, sys.argv[2]).merge_and_unload().save_pretrained(sys.argv[2] + "/merged")
 """
 
 

@@ -1,4 +1,5 @@
 // The jobs dashboard: the table of jobs and the selected job's loss curves, from the service's JSON API.
+// models.js adds the models view through window.brightrun (the helpers below and a refresh hook).
 // Every value from the API is user data (job ids, error messages, paths): it goes into the page through
 // textContent and attributes only, never parsed as HTML.
 "use strict";
@@ -21,6 +22,7 @@
   let plotJob = null;
 
   class AuthError extends Error {}
+  const hooks = []; // more views to refresh with the jobs (models.js), each an async function
 
   // ---- token: from #token=..., then sessionStorage; the fragment is removed from the address bar
 
@@ -42,7 +44,8 @@
     sessionStorage.removeItem(TOKEN_KEY);
     document.body.dataset.state = "signed-out";
     $("sign-in").hidden = false;
-    for (const id of ["jobs-card", "detail", "refresh", "sign-out", "live", "banner"]) $(id).hidden = true;
+    const views = ["jobs-card", "detail", "models-card", "model-detail"];
+    for (const id of [...views, "refresh", "sign-out", "live", "banner"]) $(id).hidden = true;
     $("updated").textContent = "";
     $("sign-in-error").hidden = !message;
     $("sign-in-error").textContent = message || "";
@@ -369,6 +372,7 @@
       } else {
         $("detail").hidden = true;
       }
+      for (const hook of hooks) await hook();
       showBanner(null);
       $("live").hidden = !live;
       $("live").setAttribute("data-live", String(live));
@@ -389,6 +393,17 @@
     timer = setTimeout(refresh, again ? 0 : live ? LIVE_MS : IDLE_MS);
     again = false;
   }
+
+  window.brightrun = Object.freeze({
+    api,
+    el,
+    fmtTime,
+    fmtNum,
+    DASH,
+    verdictCell,
+    onRefresh: (hook) => hooks.push(hook),
+    refresh: () => refresh(),
+  });
 
   // ---- start
 
