@@ -23,7 +23,8 @@ SECRET = "whsec-dash-models-8c1f"
 
 @pytest.fixture
 def service(tmp_path, browser, adapter):  # noqa: F811
-    """The service over runs run-1 and run-2 (passed) and run-bad (failed its evaluation); yields its URL."""
+    """The service over runs run-1 and run-2 (passed) and run-bad (failed its evaluation); yields its URL
+    and its registry's URL."""
     runs = tmp_path / "runs"
     url = f"sqlite:///{runs / 'registry.db'}"
     for run, verdict in [("run-1", "pass"), ("run-2", "pass"), ("run-bad", "fail")]:
@@ -40,12 +41,35 @@ def service(tmp_path, browser, adapter):  # noqa: F811
     args = ["-m", "jobs", "--runs-dir", str(runs), "service", "--port", str(port)]
     proc = start_service(args, env, tmp_path / "service.log", port)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", url
     finally:
         stop_process(proc)
 
 
+def record_ab(db_url: str, runs) -> None:
+    """An A/B of em@v1 (A) against em@v3 (B) as `python -m versions ab` records it, B winning 0.70."""
+    from jobs import registry as jobs_registry
+    from versions import abtests, registry
+
+    engine = jobs_registry.engine(db_url)
+    v1, v3 = (registry.get_version(engine, "em", n) for n in (1, 3))
+    side = lambda v, loss: {"ref": v.ref, "run_id": v.run_id, "version_id": v.id, "heldout_loss": loss}  # noqa: E731
+    result = {
+        "id": "20261201-120000-ab0001",
+        "a": side(v1, 2.49),
+        "b": side(v3, 2.41),
+        "data_sha256": "0" * 64,
+        "n_prompts": 10,
+        "win_rate": 0.7,
+        "ci95": [0.55, 0.85],
+        "judge": {"model": "judge-model"},
+        "created_by": "test",
+    }
+    abtests.record(engine, result, str(runs / "ab" / result["id"]))
+
+
 def test_models_view_shows_versions_with_production_marked_in_headless_chromium(service, browser, tmp_path):
+    service, db_url = service
     with httpx.Client(base_url=service, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as api:
         for name, body in [
             ("em", {"run_id": "run-1", "stage": "production"}),  # v1
@@ -56,6 +80,7 @@ def test_models_view_shows_versions_with_production_marked_in_headless_chromium(
             r = api.post(f"/api/models/{name}/promote", json=body)
             assert r.status_code == 201, r.text
         assert api.post("/api/models/em/rollback").status_code == 200  # v1 production again, v3 rolled back
+        record_ab(db_url, tmp_path / "runs")
         shown = api.get("/api/models/em").json()
 
     dumped = headless(browser, tmp_path / "profile", "--dump-dom", f"{service}/#token={TOKEN}")
@@ -90,7 +115,11 @@ def test_models_view_shows_versions_with_production_marked_in_headless_chromium(
     # A/B: the API's list per version when it has one (versions/abtests), a dash when it has none.
     expected = {str(v["version"]): str(len(v["ab"])) if "ab" in v else "absent" for v in shown["versions"]}
     cells = [a["data-ab"] for a in dom.find("td") if "data-ab" in a]
-    assert cells == [expected[v] for v in ("3", "2", "1")]
+    assert cells == [expected[v] for v in ("3", "2", "1")] == ["1", "0", "1"]
+    # Each side shows its own win rate over the other: v3 (B) won 0.70, so v1 (A) shows 0.30.
+    wins = {a["data-ab-other"]: a["data-ab-win"] for a in dom.find("li") if "data-ab-other" in a}
+    assert wins == {"em@v1": "0.70", "em@v3": "0.30"}
+    assert "vs em@v1: wins 0.70 [0.55, 0.85] · 10 prompts" in page
     assert not dom.find("b")  # nothing from the API became markup
 
     if keep := os.environ.get("MODELS_SCREENSHOT"):  # a picture for the README or a review, on request
