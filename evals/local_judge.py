@@ -105,8 +105,10 @@ def local_judge(model_dir: Path | str, log: Path, timeout_s: float = 120):
         # transformers serve names a local model by its path; it needs no key, the client wants one.
         # It answers one request at a time (no continuous batching on CPU): more than one in flight only
         # queues them into the client's timeout (measured: 3 of 12 judgements timed out at concurrency 4).
-        # A small model's answer past ~160 tokens is chatter, not the JSON asked for; one retry, not two.
-        pace = {"JUDGE_CONCURRENCY": "1", "JUDGE_MAX_TOKENS": "160", "JUDGE_TIMEOUT_S": "300"}
+        # The 135M model's whole JSON answers took 12 (pairwise) to 48 (pointwise) tokens in four demo runs'
+        # 56 attempts; the rest ran on to the cap repeating itself. 96 tokens keeps twice the longest whole
+        # answer and cuts each runaway call's ~7.5 s at 160 to ~4.5 s (~21 tokens/s here); one retry, not two.
+        pace = {"JUDGE_CONCURRENCY": "1", "JUDGE_MAX_TOKENS": "96", "JUDGE_TIMEOUT_S": "300"}
         pace["JUDGE_PARSE_RETRIES"] = "1"
         env = {
             "JUDGE_BASE_URL": base,
