@@ -159,12 +159,7 @@ def evaluate_run(run_id: str, runs_dir: Path | str = "runs", opts: Options | Non
     result["run_id"] = run_id
     result["notes"] = opts.notes
     files = {
-        "prompts.jsonl": jsonl(chosen),
-        "answers.jsonl": jsonl(answers),
-        "generation.json": dumps(generation),
-        "judgements.jsonl": jsonl(judgements),
-        "judge.json": dumps(judged),
-        "general.json": dumps(scores),
+        **stage_files(chosen, answers, generation, judgements, judged, scores),
         "heldout.json": dumps(heldout or {"skipped": "no held-out loss"}),
         "timings.json": dumps(opts.timings),
         "verdict.json": dumps(result),
@@ -180,6 +175,18 @@ def evaluate_run(run_id: str, runs_dir: Path | str = "runs", opts: Options | Non
 def general_backend(opts: Options) -> str:
     # lm-eval's own back-ends: "hf" (with the PEFT adapter) beside transformers, "vllm" beside vLLM.
     return "vllm" if opts.backend == "vllm" else "hf"
+
+
+def stage_files(chosen, answers, generation, judgements, judged, scores) -> dict[str, bytes]:
+    """What each stage leaves, by file name: an evaluation's eval/ and an A/B's folder (versions/ab.py)."""
+    return {
+        "prompts.jsonl": jsonl(chosen),
+        "answers.jsonl": jsonl(answers),
+        "generation.json": dumps(generation),
+        "judgements.jsonl": jsonl(judgements),
+        "judge.json": dumps(judged),
+        "general.json": dumps(scores),
+    }
 
 
 def jsonl(rows: list[dict]) -> bytes:

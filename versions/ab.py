@@ -154,7 +154,7 @@ def run_ab(
     """The whole A/B; settings: the judge's (evals.judge.JudgeSettings) or None (judge skipped).
     Returns ab.json."""
     from evals import general, generate, judge, prompts
-    from evals.run import dumps, jsonl
+    from evals.run import dumps, stage_files
 
     runs_dir = Path(runs_dir)
     a, b, data = check(engine, runs_dir, ref_a, ref_b, opts)
@@ -217,15 +217,7 @@ def run_ab(
         "created_by": opts.by,
         "created_at": now().isoformat(timespec="seconds") + "Z",
     }
-    files = {
-        "prompts.jsonl": jsonl(chosen),
-        "answers.jsonl": jsonl(answers),
-        "generation.json": dumps(generation),
-        "judgements.jsonl": jsonl(judgements),
-        "judge.json": dumps(judged),
-        "general.json": dumps(scores),
-        "ab.json": dumps(result),
-    }
+    files = {**stage_files(chosen, answers, generation, judgements, judged, scores), "ab.json": dumps(result)}
     folder = runs_dir / AB_DIR / result["id"]
     folder.parent.mkdir(parents=True, exist_ok=True)
     write_folder(folder, files)

@@ -201,3 +201,21 @@ def versions_main(monkeypatch, capsys):
         return subprocess.CompletedProcess(args, rc, out, err)
 
     return call
+
+
+def dies_at(module: str) -> str:
+    """`python -c` source: MODULE's main(argv[2:]) in a process that dies (os._exit: no cleanup, no except)
+    just before storing its Nth object (argv[1]): an upload interrupted as a killed machine leaves it."""
+    return f"""
+import os, sys
+from versions import store
+from {module} import main
+real, sent = store.S3Store.put, []
+def put(self, src, key, sha256):
+    if len(sent) == int(sys.argv[1]):
+        os._exit(9)
+    real(self, src, key, sha256)
+    sent.append(key)
+store.S3Store.put = put
+sys.exit(main(sys.argv[2:]))
+"""

@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT
 
 from tests.s3_server import s3_server
-from tests.versions.runs import adapter, cli, make_run, s3_env, stored_keys, versions_main
+from tests.versions.runs import adapter, cli, dies_at, make_run, s3_env, stored_keys, versions_main
 
 BUCKET = "model-artifacts"  # the customer's bucket name in their plan
 PREFIX = "brightrun/models/elena-morales/v1"
@@ -82,20 +82,7 @@ def test_promote_uploads_download_verifies_urls_work(s3, env, adapter, tmp_path,
     assert stored_keys(s3, bucket) == keys
 
 
-# The promote command, in a process that dies (os._exit: no cleanup, no except) just before its Nth object.
-DIES_AT = """
-import os, sys
-from versions import store
-from versions.__main__ import main
-real, sent = store.S3Store.put, []
-def put(self, src, key, sha256):
-    if len(sent) == int(sys.argv[1]):
-        os._exit(9)
-    real(self, src, key, sha256)
-    sent.append(key)
-store.S3Store.put = put
-sys.exit(main(sys.argv[2:]))
-"""
+DIES_AT = dies_at("versions.__main__")  # the promote command, killed before its Nth object
 
 
 def test_an_upload_cut_short_never_looks_complete_and_a_rerun_finishes_it(

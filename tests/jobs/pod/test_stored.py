@@ -25,7 +25,7 @@ from jobs.pod.follow import Follower
 from jobs.runfolder import sha256_file, write_json
 from tests.jobs.pod.test_launch import BIN
 from tests.s3_server import SECRET_KEY, s3_server
-from tests.versions.runs import adapter, make_run, s3_env, stored_keys, versions_main  # noqa: F401
+from tests.versions.runs import adapter, dies_at, make_run, s3_env, stored_keys, versions_main  # noqa: F401
 from versions import store
 
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
@@ -72,20 +72,7 @@ def secret_free(text: str, env: dict) -> None:
         assert env[name] not in text, name
 
 
-# The pod's upload in a process that dies (os._exit: no cleanup, no except) just before its Nth object.
-DIES_AT = """
-import os, sys
-from versions import store
-from jobs.pod.stored import main
-real, sent = store.S3Store.put, []
-def put(self, src, key, sha256):
-    if len(sent) == int(sys.argv[1]):
-        os._exit(9)
-    real(self, src, key, sha256)
-    sent.append(key)
-store.S3Store.put = put
-sys.exit(main(sys.argv[2:]))
-"""
+DIES_AT = dies_at("jobs.pod.stored")  # the pod's upload, killed before its Nth object
 
 
 def test_a_container_killed_mid_upload_is_finished_by_its_restart(s3, pod, monkeypatch):
