@@ -67,7 +67,9 @@ def sample_out(tmp_path_factory, assets) -> Path:
 
 # `just test` runs the suite on two pytest-xdist workers, one per core on CI, a test file at a time
 # (`--dist loadfile`). A third worker did not pay: 926 s for 317 tests with three, 797 s for 304 with two
-# (the 13 added include a ~120 s real run); each real run got that much slower sharing the cores.
+# (the 13 added include a ~120 s real run); each real run got that much slower sharing the cores. Again on
+# 2026-12-01 with 485 tests: three workers had run 35% of them after 16 min (load average 6), where two
+# had run 89% after 12.4 min and all in 18.5 min.
 # A file's module fixtures (a finished run, a started service) are built once, on one worker. The session
 # fixtures that build something slow or write into the repo (the preprocessed smoke data, data/converted/)
 # are built once per run, by whichever worker asks first (`once`, below).

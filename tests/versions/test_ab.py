@@ -89,6 +89,7 @@ def test_refusals_are_exit_2_name_the_side_and_write_nothing(world, versions_mai
     assert written(world) == before
 
 
+@pytest.mark.slow(40)
 def test_ab_of_two_versions_with_a_real_judge_is_stored_with_both(world, versions_main):  # noqa: F811
     r, env = str(world["runs"]), world["env"]
     args = ("--no-general", "--local-judge", str(TINY_MODEL_DIR))  # lm-eval: in the stand-in's test
@@ -142,6 +143,7 @@ def test_ab_of_two_versions_with_a_real_judge_is_stored_with_both(world, version
     assert v1_ab["id"] == result["id"] and v1_ab["heldout_loss"] == {"A": 2.49, "B": 2.31}
 
 
+@pytest.mark.slow(30)
 def test_a_judge_that_prefers_the_first_reply_gives_ties_not_a_winner(world):
     """The stand-in always answers "A": each prompt's two orders disagree, so every outcome is a tie and the
     win rate is exactly 0.5, with the first-position rate (1.0) saying why. A run against a version."""

@@ -141,6 +141,7 @@ def chat(url: str, model: str) -> str:
     return r.json()["choices"][0]["message"]["content"].strip()  # as the service strips it
 
 
+@pytest.mark.slow(30)
 def test_a_version_answers_on_cpu_in_a_worker_bounded_in_time_and_concurrency(api, served):
     answerer = api.app.state.answerer
     # Cold: the worker process still imports torch after half a second, so the answer is late (504), and
