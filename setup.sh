@@ -24,8 +24,9 @@ quiet_pip install --quiet --upgrade pip
 # torch first, exactly: 2.13.0 is the CPU build on these machines; anything else pulls GBs of CUDA.
 quiet_pip install --quiet --no-compile torch==2.13.0 uv==0.13.8
 # The rest through uv (pinned in pyproject for the pods too): the same packages and versions as pip
-# resolves here (compared freeze to freeze), in 1m52 instead of 3m36 for this script on this machine,
-# because uv downloads in parallel. It keeps the torch just installed (==2.13.0 is met by 2.13.0+cpu).
+# resolves here (compared freeze to freeze), faster because uv downloads in parallel: with both caches off
+# the cold demo's setup took ~1 min 40 s here, 3 min through pip. It keeps the torch just installed
+# (==2.13.0 is met by 2.13.0+cpu). uv reads no pip.conf: the freezes matched without it.
 .venv/bin/uv pip install --quiet --python .venv/bin/python -e '.[dev]'
 .venv/bin/python assets/build.py --demo-model
 echo "setup.sh: ready (.venv/bin/just --list shows the menu)"
