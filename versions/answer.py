@@ -21,7 +21,6 @@ import asyncio
 import functools
 import multiprocessing
 import os
-import shutil
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -30,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from brightrun.offline import ALL as OFFLINE
-from jobs.runfolder import sha256_file
-from versions import registry, sides, store
+from versions import registry, sides
 
 MAX_TOKENS = 256  # an answer to look at, not a document: CPU generation of a 1B model is ~10 tokens/s
 MAX_MESSAGES = 32
@@ -61,43 +59,11 @@ class TimedOut(Unanswered):
     status = 504
 
 
-@functools.lru_cache(maxsize=64)
-def _sha256(path: str, mtime_ns: int, size: int) -> str:
-    return sha256_file(Path(path))  # keyed by mtime and size: a changed file is hashed again
-
-
-def same_file(path: Path, sha256: str) -> bool:
-    if not path.is_file():
-        return False
-    st = path.stat()
-    return _sha256(str(path), st.st_mtime_ns, st.st_size) == sha256
-
-
 def adapter_folder(v: registry.ModelVersion, runs: Path) -> Path:
     """The version's adapter on this machine: its run folder's output/ when it holds the adapter promoted,
-    else the version from the store in the cache (downloaded once, every sha256 checked; a cached copy whose
-    adapter no longer matches is fetched again)."""
-    output = runs / v.run_id / "output"
-    if same_file(output / "adapter_model.safetensors", v.adapter_sha256):
-        return output
-    dest = sides.cache_dir(v)
-    if same_file(dest / "adapter" / "adapter_model.safetensors", v.adapter_sha256):
-        return dest / "adapter"
-    folder = registry.folder(v.model_name, v.version)
-    stale = dest.with_name(dest.name + ".stale")
-    if dest.exists():
-        dest.rename(stale)  # store.download lands by one rename into a folder that must not exist
-    try:
-        store.download(
-            store.store_of(v.store_url, folder), folder, v.manifest_sha256, dest, say=lambda _: None
-        )
-    except store.StoreError:
-        if not same_file(dest / "adapter" / "adapter_model.safetensors", v.adapter_sha256):
-            raise  # else: a concurrent request put the same version in place first
-    finally:
-        if stale.exists():
-            shutil.rmtree(stale, ignore_errors=True)
-    return dest / "adapter"
+    else the version from the store in the cache (versions/sides.local_copy: every sha256 checked)."""
+    folder, downloaded = sides.local_copy(v, runs, say=lambda _: None)
+    return folder / ("adapter" if downloaded else "output")
 
 
 def local_base(base_model: str, max_bytes: int) -> str:

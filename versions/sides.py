@@ -9,6 +9,7 @@ file still matches the manifest it came with, and that manifest is the version's
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -103,15 +104,22 @@ def materialize(side: Side, runs_dir: Path | str, prefer_store: bool = False, sa
     v = side.version
     if v is None:
         return side
-    run_dir = Path(runs_dir) / v.run_id
-    adapter = run_dir / "output" / "adapter_model.safetensors"
-    if not prefer_store and adapter.is_file() and sha256_file(adapter) == v.adapter_sha256:
-        side.folder = run_dir
-        run_json = run_dir / "run.json"
+    side.folder, downloaded = local_copy(v, runs_dir, prefer_store, say)
+    if not downloaded:
+        run_json = side.folder / "run.json"
         side.lineage = json.loads(run_json.read_text("utf-8")) if run_json.is_file() else {}
-        return side
-    side.folder = cached(v, say)
     return side
+
+
+def local_copy(
+    v: registry.ModelVersion, runs_dir: Path | str, prefer_store: bool = False, say=print
+) -> tuple[Path, bool]:
+    """(folder, downloaded): the version's run folder when it holds the very adapter promoted (its adapter
+    in output/), else its copy in the cache (adapter/). One rule for ab, serve and the test endpoint."""
+    run_dir = Path(runs_dir) / v.run_id
+    if not prefer_store and same_file(run_dir / "output" / "adapter_model.safetensors", v.adapter_sha256):
+        return run_dir, False
+    return cached(v, say), True
 
 
 def cached(v: registry.ModelVersion, say=print) -> Path:
@@ -123,10 +131,29 @@ def cached(v: registry.ModelVersion, say=print) -> Path:
             say(f"{v.ref}: from the cache, {dest}/ (every sha256 checked)")
             return dest
         say(f"{v.ref}: the cached copy is damaged ({problem}); downloading it again")
-        shutil.rmtree(dest)
+        shutil.rmtree(dest, ignore_errors=True)
     folder = registry.folder(v.model_name, v.version)
-    store.download(store.store_of(v.store_url, folder), folder, v.manifest_sha256, dest, say=say)
+    try:
+        store.download(store.store_of(v.store_url, folder), folder, v.manifest_sha256, dest, say=say)
+    except store.StoreError:
+        # store.download lands by one rename into a folder that must not exist: a concurrent caller (the
+        # service answers requests in threads) may have put the same version there first.
+        if not dest.is_dir() or damaged(dest, v) is not None:
+            raise
     return dest
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    return sha256_file(Path(path))  # keyed by mtime and size: a changed file is hashed again
+
+
+def same_file(path: Path, sha256: str) -> bool:
+    """Whether path holds those bytes, hashed once per change of the file (the service asks per request)."""
+    if not path.is_file():
+        return False
+    st = path.stat()
+    return _sha256(str(path), st.st_mtime_ns, st.st_size) == sha256
 
 
 def damaged(dest: Path, v: registry.ModelVersion) -> str | None:
@@ -138,7 +165,6 @@ def damaged(dest: Path, v: registry.ModelVersion) -> str | None:
     if manifest.get("adapter_sha256") != v.adapter_sha256:
         return "another adapter"
     for name, want in sorted(manifest.get("files", {}).items()):
-        path = dest / name
-        if not path.is_file() or sha256_file(path) != want["sha256"]:
+        if not same_file(dest / name, want["sha256"]):
             return f"{name} differs"
     return None
