@@ -32,8 +32,14 @@ FACTOR = 1.25
 # <|im_end|>). A base (not instruct) model's generation_config stops only on end-of-text, while the
 # template, and so the adapter, ends a turn with these: without them the adapter would run on past its answer.
 END_OF_TURN = ("<|eot_id|>", "<|im_end|>")
-# vLLM accepts only these LoRA ranks for max_lora_rank (vllm/config.py, LoRAConfig.max_lora_rank).
+# vLLM accepts only these LoRA ranks for max_lora_rank (vllm/config/lora.py, MaxLoRARanks).
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The max_lora_rank (--max-lora-rank) for adapters up to this rank: the smallest vLLM accepts; a rank
+    above them all is returned as is, for vLLM to refuse by its own words (jobs/serve.py refuses it first)."""
+    return next((r for r in VLLM_RANKS if r >= rank), rank)
 
 
 def answer(
@@ -226,7 +232,7 @@ def _vllm(vllm_api, prompts, base_model, sides, tokenizer, limit, stops, vllm_ar
         model=str(base_model),
         enable_lora=True,
         max_loras=len(folders),
-        max_lora_rank=next((r for r in VLLM_RANKS if r >= rank), rank),
+        max_lora_rank=vllm_lora_rank(rank),
         # The longest prompt and its answer, not the model's 128k context: the KV cache a 70B leaves room
         # for on its GPUs must hold max_model_len, or the engine refuses to start.
         max_model_len=longest + limit,

@@ -24,11 +24,11 @@ import yaml
 
 from axolotl_configs.profiles import Profiles
 from brightrun.errors import ConfigError
+from evals.generate import VLLM_RANKS, vllm_lora_rank
 from jobs import registry
 from jobs.run import axolotl_command, child_env
 from jobs.runfolder import sha256_file
 
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's accepted --max-lora-rank values
 SERVABLE_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
@@ -49,10 +49,8 @@ def adapter_problems(adapter_cfg: dict) -> list[str]:
     odd = sorted(set(targets) - SERVABLE_MODULES) if isinstance(targets, list) else [targets]
     if odd:
         problems.append(f"target_modules {odd}: outside the attention and MLP projections vLLM serves")
-    if adapter_cfg.get("r", 0) > VLLM_LORA_RANKS[-1]:
-        problems.append(
-            f"rank {adapter_cfg['r']} exceeds vLLM's largest --max-lora-rank {VLLM_LORA_RANKS[-1]}"
-        )
+    if adapter_cfg.get("r", 0) > VLLM_RANKS[-1]:
+        problems.append(f"rank {adapter_cfg['r']} exceeds vLLM's largest --max-lora-rank {VLLM_RANKS[-1]}")
     return problems
 
 
@@ -85,7 +83,7 @@ def vllm_command(found: list) -> list[str]:
         ranks.append(adapter_cfg["r"])
     if problems:
         raise ConfigError("vLLM cannot serve: " + "; ".join(problems))
-    rank = next(r for r in VLLM_LORA_RANKS if r >= max(ranks))
+    rank = vllm_lora_rank(max(ranks))
     lengths = [n for n in (side.config().get("sequence_len") for side in found) if n]
     return [
         "vllm",
