@@ -183,11 +183,7 @@ def run_ab(engine, args) -> int:
 
 def complete_version(engine, ref: str) -> tuple[registry.ModelVersion, store.Store, str]:
     name, number = registry.parse_ref(ref)
-    v = registry.get_version(engine, name, number)
-    if not v.complete:
-        raise registry.Conflict(
-            f"{v.ref}: its upload is unfinished; promote run {v.run_id} again to finish it"
-        )
+    v = registry.finished(registry.get_version(engine, name, number))
     folder = registry.folder(name, number)
     return v, store.store_of(v.store_url, folder), folder
 

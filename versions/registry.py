@@ -220,8 +220,7 @@ def set_stage(engine: Engine, name: str, version: int, stage: str, who: str) -> 
         )
         if row is None:
             raise NotFound(f"{name}@v{version}: no such version")
-        if not row.complete:
-            raise Conflict(f"{row.ref}: its upload is unfinished; run the promotion again to finish it")
+        finished(row)
         if row.stage != stage:
             move(s, row, stage, who)
         return row
@@ -275,6 +274,13 @@ def get_version(engine: Engine, name: str, version: int) -> ModelVersion:
     if row is None:
         raise NotFound(f"{name}@v{version}: no such version")
     return row
+
+
+def finished(v: ModelVersion) -> ModelVersion:
+    """v, if its files are all in the store: a half upload is never downloaded, served nor answered."""
+    if not v.complete:
+        raise Conflict(f"{v.ref}: its upload is unfinished; promote run {v.run_id} again to finish it")
+    return v
 
 
 def models(engine: Engine) -> list[dict]:

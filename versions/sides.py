@@ -74,9 +74,7 @@ def lookup(engine: Engine, runs_dir: Path | str, ref: str) -> Side:
     NotFound / Conflict / VersionError name the ref."""
     if "@" in ref:
         name, number = registry.parse_ref(ref)
-        v = registry.get_version(engine, name, number)
-        if not v.complete:
-            raise registry.Conflict(f"{v.ref}: its upload is unfinished; promote run {v.run_id} again")
+        v = registry.finished(registry.get_version(engine, name, number))
         return Side(ref, v.run_id, v.base_model, v.adapter_sha256, v.data_sha256, version=v)
     if not RUN_ID.fullmatch(ref):
         raise registry.VersionError(f"{ref!r}: expected NAME@vN (e.g. elena-morales@v3) or a run id")

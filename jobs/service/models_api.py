@@ -84,12 +84,6 @@ def router(
         log.error("models: database error %s", type(exc).__name__)
         return HTTPException(503, "the registry database is unavailable; try again")
 
-    def finished(v: registry.ModelVersion) -> registry.ModelVersion:
-        """A version whose files are all in the store (a half upload is never downloaded nor answered)."""
-        if not v.complete:
-            raise registry.Conflict(f"{v.ref}: its upload is unfinished; promote run {v.run_id} again")
-        return v
-
     def named(name: str) -> str:
         try:
             return registry.check_name(name)
@@ -137,7 +131,7 @@ def router(
         expires: int = Query(3600, ge=60, le=store.MAX_URL_SECONDS, description="seconds the URLs work"),
     ):
         try:
-            v = finished(registry.get_version(engine, named(name), version))
+            v = registry.finished(registry.get_version(engine, named(name), version))
             folder = registry.folder(v.model_name, v.version)
             files = store.presign_all(store.store_of(v.store_url, folder), folder, v.manifest_sha256, expires)
         except (registry.VersionError, store.StoreError, SQLAlchemyError) as exc:
@@ -155,7 +149,7 @@ def router(
         # async: the registry read goes to the threadpool, the generation to a worker process or the
         # model server; the event loop only waits.
         try:
-            v = finished(await run_in_threadpool(registry.get_version, engine, named(name), version))
+            v = registry.finished(await run_in_threadpool(registry.get_version, engine, named(name), version))
         except (registry.VersionError, SQLAlchemyError) as exc:
             raise refused(exc) from None
         messages = [m.model_dump() for m in body.messages]
