@@ -36,16 +36,14 @@ have, want = m.version('axolotl'), pins['axolotl']; \
 assert Version(have).release[:2] == Version(want).release[:2], f'the base image has axolotl {have}, pyproject.toml pins {want}'; \
 print('base image: axolotl', have, '(pinned', want + ')', 'torch', m.version('torch'))"
 
-# Our other pins (pyproject.toml less torch and axolotl), with uv as the image does it (its venv has no
-# pip). The constraints hold torch and axolotl at the image's versions: a dependency that wanted another
-# one would fail the build instead of replacing them. pip is added for assets/build.py (`pip download`).
-RUN python -c "import tomllib; \
-deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
-print('\n'.join(d for d in deps if d.split('==')[0] not in ('torch', 'axolotl')))" > /tmp/requirements.txt && \
-    python -c "import importlib.metadata as m; print(f\"torch=={m.version('torch')}\naxolotl=={m.version('axolotl')}\")" \
-      > /tmp/image-pins.txt && \
-    uv pip install --no-cache --constraint /tmp/image-pins.txt --requirement /tmp/requirements.txt pip==26.3 && \
-    rm /tmp/requirements.txt /tmp/image-pins.txt
+# What our dependencies add to the image's stack, at the versions uv.lock resolved: the list `just lock`
+# derives from the lock (jobs/pod/lockfile.py), the same wheels a pod on Axolotl's own image installs from
+# its volume (jobs/pod/bundle.py). --no-deps: nothing else is resolved on the day of the build, and torch
+# and axolotl stay the image's. uv as the image does it (its venv has no pip); pip, at the lock's version,
+# is added for assets/build.py (`pip download`).
+COPY jobs/pod/extra-requirements.txt /tmp/extra-requirements.txt
+RUN uv pip install --no-cache --no-deps --requirement /tmp/extra-requirements.txt pip==26.3 && \
+    rm /tmp/extra-requirements.txt
 
 COPY brightrun/ brightrun/
 COPY converters/ converters/

@@ -12,9 +12,15 @@ tokenizer := "assets/llama3-tokenizer"
 default:
     @just --list --unsorted
 
-# Install everything into .venv (idempotent)
+# Install everything into .venv (idempotent): exactly uv.lock, compiled
 setup:
     bash setup.sh
+
+# After a change to pyproject.toml's dependencies: re-resolve uv.lock, derive the pod's list from it, install it (`just lock --upgrade-package NAME` moves one package)
+lock *ARGS:
+    {{justfile_directory()}}/.venv/bin/uv lock {{ARGS}}
+    {{python}} -m jobs.pod.lockfile
+    {{justfile_directory()}}/.venv/bin/uv sync --frozen --extra dev --compile-bytecode
 
 # The main job, on CPU: demo data -> convert -> train SmolLM2-135M-Instruct through Axolotl -> evaluate -> verdict
 demo: convert-demo

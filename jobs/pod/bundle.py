@@ -40,38 +40,18 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from jobs.pod import lockfile
 from jobs.runfolder import ROOT
 
 # Axolotl's cloud image, the repo name: an image of it holds Axolotl, not our code (see above).
 OFFICIAL = "axolotlai/axolotl-cloud"
-# What our pyproject.toml's dependencies add to Axolotl 0.19.0's own requirements (their closure, from the
-# installed metadata: tests/jobs/pod/test_bundle.py recomputes it), at our pins. Axolotl's image has the
-# rest (torch, transformers, pydantic, fastapi, httpx, backoff, botocore, PyYAML, rich ...).
-EXTRA = (
-    "alembic==1.20.1",
-    "boto3==1.41.5",
-    "contourpy==1.3.3",
-    "cycler==0.12.1",
-    "fonttools==4.68.0",
-    "ftfy==6.3.1",
-    "gguf==0.19.0",
-    "httpcore2==2.16.2",
-    "httpx2==2.16.2",
-    "jiter==0.19.0",
-    "kiwisolver==1.5.1",
-    "mako==1.4.3",
-    "matplotlib==3.11.2",
-    "openai==3.57.0",
-    "psycopg==3.3.9",
-    "psycopg-binary==3.3.9",
-    "pyparsing==3.3.3",
-    "s3transfer==0.15.0",
-    "sqlalchemy==2.1.9",
-    "truststore==0.10.5",
-    "wcwidth==0.9.4",
-)
+# What our pyproject.toml's dependencies add to Axolotl 0.19.0's own requirements, at the versions uv.lock
+# resolved: jobs/pod/extra-requirements.txt, which `just lock` derives from the lock (jobs/pod/lockfile.py
+# says how; tests/jobs/pod/test_bundle.py checks it). Axolotl's image has the rest (torch, transformers,
+# pydantic, fastapi, httpx, backoff, botocore, PyYAML, rich ...).
+EXTRA = lockfile.read()
 # The image's Python and platform for `pip download` (the image is Ubuntu 22.04 or newer: glibc >= 2.35).
-PYTHON = "3.12"
+PYTHON = lockfile.IMAGE["python_version"]
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in range(35, 16, -1)] + ["manylinux2014_x86_64"]
 # Where the extra wheels are kept between launches (filled once from PyPI), unless BRIGHTRUN_POD_WHEELS
 # names a folder of them (an offline launcher; the tests, whose stand-in image has them all already).

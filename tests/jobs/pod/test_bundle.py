@@ -2,56 +2,98 @@
 
 from __future__ import annotations
 
-import importlib.metadata as md
-import tomllib
 import zipfile
 from pathlib import Path
 
 import yaml
 from conftest import ROOT
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
-from jobs.pod import bundle
+from jobs.pod import bundle, lockfile
 from jobs.pod import volume as vol
 
-# The image's Python (bundle.PYTHON) on Linux x86_64: which requirements apply there.
-MARKERS = {
-    "python_version": "3.12",
-    "python_full_version": "3.12.3",
-    "sys_platform": "linux",
-    "platform_system": "Linux",
-    "platform_machine": "x86_64",
-    "implementation_name": "cpython",
-    "platform_python_implementation": "CPython",
-    "os_name": "posix",
-}
+
+def test_extra_is_derived_from_the_lock():
+    """The committed list is what uv.lock gives (`just lock` rewrites both): the pod installs the versions
+    that were resolved and tested here, whatever the registry holds today."""
+    assert lockfile.render((ROOT / "uv.lock").read_text()) == lockfile.LIST.read_text()
+    assert bundle.EXTRA == lockfile.read() and len(bundle.EXTRA) > 10
+    assert not any(r.split("==")[0] in ("torch", "axolotl", "transformers", "peft") for r in bundle.EXTRA)
 
 
-def closure(roots: list[tuple[str, tuple[str, ...]]]) -> set[str]:
-    """The distributions `roots` need, from the installed metadata, markers evaluated for the image."""
-    seen, todo = set(), list(roots)
-    while todo:
-        name, extras = todo.pop()
-        if (canonicalize_name(name), extras) in seen:
-            continue
-        seen.add((canonicalize_name(name), extras))
-        for req in map(Requirement, md.requires(name) or []):
-            wanted = [{**MARKERS, "extra": e} for e in (extras or ("",))]
-            if req.marker is None or any(req.marker.evaluate(m) for m in wanted):
-                todo.append((req.name, tuple(sorted(req.extras))))
-    return {name for name, _ in seen}
+LOCK = """
+version = 1
+[[package]]
+name = "brightrun-lora"
+version = "0.1.0"
+source = { editable = "." }
+dependencies = [
+    { name = "axolotl" },
+    { name = "psycopg", extra = ["binary"] },
+    { name = "Shared_Dep" },
+    { name = "colorama", marker = "sys_platform == 'win32'" },
+    { name = "old-backport", marker = "python_full_version < '3.12'" },
+]
+[package.optional-dependencies]
+dev = [{ name = "pytest" }]
+
+[[package]]
+name = "axolotl"
+version = "0.19.0"
+dependencies = [{ name = "shared-dep" }]
+
+[[package]]
+name = "shared-dep"
+version = "1.0"
+dependencies = [{ name = "only-on-312", marker = "python_full_version >= '3.12'" }]
+
+[[package]]
+name = "only-on-312"
+version = "2.0"
+
+[[package]]
+name = "psycopg"
+version = "3.3.9"
+dependencies = [{ name = "tzdata", marker = "sys_platform == 'win32'" }]
+[package.optional-dependencies]
+binary = [{ name = "psycopg-binary" }]
+
+[[package]]
+name = "psycopg-binary"
+version = "3.3.9"
+
+[[package]]
+name = "colorama"
+version = "0.4.6"
+
+[[package]]
+name = "old-backport"
+version = "1.0"
+
+[[package]]
+name = "pytest"
+version = "9.2.0"
+"""
 
 
-def test_extra_is_what_our_dependencies_add_to_axolotls():
-    """EXTRA = closure(pyproject's dependencies) - closure(axolotl), at the versions installed (our pins)."""
-    deps = [
-        Requirement(d)
-        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    ]
-    ours = closure([(r.name, tuple(sorted(r.extras))) for r in deps])
-    added = sorted(ours - closure([("axolotl", ())]))
-    assert list(bundle.EXTRA) == [f"{name}=={md.version(name)}" for name in added]
+def test_the_derivation_follows_extras_and_markers_and_leaves_axolotls_out():
+    """Extras pull their optional dependencies; markers are the image's (Python 3.12, Linux): a Windows
+    or pre-3.12 dependency is not installed there; what Axolotl already needs is on the image; the dev
+    extra is not the pod's."""
+    assert lockfile.extra(LOCK) == ["psycopg==3.3.9", "psycopg-binary==3.3.9"]
+    graph = lockfile.packages(LOCK)
+    assert lockfile.closure(graph, [{"name": "axolotl"}]) == {"axolotl", "shared-dep", "only-on-312"}
+    cpu = {**lockfile.IMAGE, "python_version": "3.11", "python_full_version": "3.11.7"}
+    assert "old-backport" in lockfile.closure(graph, graph["brightrun-lora"]["dependencies"], cpu)
+
+
+def test_a_lock_missing_a_package_is_refused():
+    broken = LOCK.replace('[[package]]\nname = "psycopg-binary"', '[[package]]\nname = "not-it"')
+    try:
+        lockfile.extra(broken)
+    except lockfile.LockError as exc:
+        assert str(exc) == "uv.lock: psycopg-binary is required but has no [[package]] entry"
+    else:
+        raise AssertionError("a dangling dependency passed")
 
 
 def test_only_axolotls_image_installs_our_code():

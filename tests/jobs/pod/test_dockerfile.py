@@ -16,7 +16,6 @@ import shlex
 import subprocess
 import sys
 import tomllib
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from conftest import ROOT
 
 from axolotl_configs.cli import parse_with_overrides
 from jobs.__main__ import parser as jobs_parser
+from jobs.pod import lockfile
 
 DOCKERFILE = ROOT / "Dockerfile"
 PYPROJECT = ROOT / "pyproject.toml"
@@ -140,25 +140,19 @@ def test_build_pin_check_runs_and_rejects_another_axolotl(tmp_path):
     assert ok.returncode == 0 and f"axolotl {version} (pinned {version}.dev0)" in ok.stdout, ok.stderr
 
 
-def test_build_installs_our_pins_but_holds_torch_and_axolotl(tmp_path):
-    """The second RUN's Python steps (requirements and constraints files), run here into tmp_path."""
-    run = [args for kw, args in dockerfile() if kw == "RUN"][1]
-    steps = [s.strip() for s in run.split("&&")]
-    python_steps = [s.replace("/tmp/", f"{tmp_path}/") for s in steps if s.startswith("python -c")]
-    assert len(python_steps) == 2
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    for step in python_steps:
-        proc = subprocess.run(["bash", "-c", step], cwd=ROOT, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-    deps = tomllib.loads(PYPROJECT.read_text("utf-8"))["project"]["dependencies"]
-    requirements = (tmp_path / "requirements.txt").read_text().split()
-    assert requirements == [d for d in deps if not d.startswith(("torch==", "axolotl=="))]
-    held = (tmp_path / "image-pins.txt").read_text().split()
-    # The installed versions, local label and all (here torch's +cpu, in the image +cu130).
-    assert held == [f"torch=={metadata.version('torch')}", f"axolotl=={metadata.version('axolotl')}"]
-    install = [s for s in steps if s.startswith("uv pip install")]
-    assert install and "--constraint /tmp/image-pins.txt" in install[0]
-    assert "torch" not in install[0].replace("image-pins", "")  # never asked for, so never replaced
+def test_build_installs_the_locked_extra_and_holds_torch_and_axolotl():
+    """The image gets what the pod bundle gets: jobs/pod/extra-requirements.txt (derived from uv.lock),
+    with no resolution of its own, so torch and axolotl stay the image's."""
+    steps = dockerfile()
+    copied = [args for kw, args in steps if kw == "COPY" and "extra-requirements.txt" in args]
+    assert copied == ["jobs/pod/extra-requirements.txt /tmp/extra-requirements.txt"]
+    install = [args for kw, args in steps if kw == "RUN" and "uv pip install" in args]
+    assert len(install) == 1 and "--no-deps --requirement /tmp/extra-requirements.txt" in install[0]
+    assert "torch" not in install[0] and "axolotl" not in install[0]
+    lock = {p["name"]: p["version"] for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+    assert re.search(rf"\bpip=={re.escape(lock['pip'])}\b", install[0])  # the lock's pip, not the newest
+    listed = lockfile.read()
+    assert not any(r.startswith(("torch==", "axolotl==")) for r in listed) and len(listed) > 10
 
 
 # --- lint ----------------------------------------------------------------------------------------------
