@@ -111,8 +111,8 @@ def run_convert(args) -> int:
     )
     from rich.console import Console
 
-    # Loading transformers and counting tokens takes seconds: show that something is happening
-    # (rich draws the spinner only on a terminal).
+    # Counting tokens takes a second (seconds more for a tokenizer folder that needs transformers):
+    # show that something is happening (rich draws the spinner only on a terminal).
     with Console(stderr=True).status(f"converting {args.input} ..."):
         try:
             manifest = convert.convert(args.input, args.out, opts)

@@ -36,6 +36,13 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def validation_cache(tmp_path_factory):
+    """Axolotl's validation cache (axolotl_configs/validate.py) in a folder of this run's own, for every
+    process a test starts: no test reads or fills the user's, so each config meets Axolotl once per run."""
+    os.environ["BRIGHTRUN_VALIDATION_CACHE"] = str(tmp_path_factory.mktemp("validated"))
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     if not (TOKENIZER_DIR / "tokenizer.json").exists() or not (TINY_MODEL_DIR / "config.json").exists():
@@ -45,9 +52,10 @@ def assets() -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer(assets):
-    from converters.tokens import load_tokenizer
+    """Llama 3's tokenizer as Axolotl loads it: transformers' AutoTokenizer (the converter counts without it)."""
+    from transformers import AutoTokenizer
 
-    return load_tokenizer(TOKENIZER_DIR)
+    return AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
 
 
 def _convert(tmp_path_factory, name: str, source: Path, *extra: str) -> Path:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-from conftest import SAMPLE, TOKENIZER_DIR, run_cli
+from conftest import ROOT, SAMPLE, TOKENIZER_DIR, run_cli
 
 from converters import demo_data
 
@@ -50,3 +52,27 @@ def test_lines_over_sequence_len_warn_loudly(tmp_path, assets):
     assert manifest["tokens"]["lines_over_sequence_len"] == len(over) > 0
     assert "WARNING: lines would be dropped" in stdout
     assert f"{len(over)} line(s) are longer than sequence_len 1000" in stdout
+
+
+def test_counting_imports_neither_torch_nor_transformers(tmp_path, assets):
+    """AutoTokenizer's import (torch, sklearn, the generation utilities: ~5 s) was most of the converter's
+    run time; its counts come from tokenizers and jinja2 now (converters/tokens.py)."""
+    out = tmp_path / "out"
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['converters', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('converters', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = [m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    args = ["convert", str(SAMPLE), "--out", str(out), "--tokenizer", str(TOKENIZER_DIR), "--quiet"]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tokens"]["tokens"] > 0
+    assert manifest["tokens"]["tokenizer"]["class"] == "TokenizersBackend"
