@@ -7,8 +7,11 @@ what each trial changes.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import io
 import json
+import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -46,10 +49,28 @@ def trials(sweep_file: Path) -> list[dict]:
             raise ConfigError(f"{sweep_file}: {key}: expected a non-empty list of values")
         if key == "_" and not all(isinstance(x, dict) for x in values):
             raise ConfigError(f"{sweep_file}: _: expected a list of mappings (settings that go together)")
-    from axolotl.cli.utils.sweeps import generate_sweep_configs
-
     with redirect_stdout(io.StringIO()):  # it prints every combination
-        return generate_sweep_configs({}, spec)
+        return axolotl_sweeps().generate_sweep_configs({}, spec)
+
+
+def axolotl_sweeps():
+    """Axolotl's axolotl/cli/utils/sweeps.py (standard library only), loaded from its file without the
+    packages above it: importing axolotl.cli.utils runs their __init__ files, which import torch and
+    transformers (~6 s), and a sweep whose trials are all validated already (validate.py's cache) needs
+    nothing else of Axolotl. Imported the usual way where that file is not found or does not load alone."""
+    name = "axolotl.cli.utils.sweeps"
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        top = importlib.util.find_spec("axolotl")  # finds, does not import
+        path = Path(top.submodule_search_locations[0]) / "cli" / "utils" / "sweeps.py"
+        spec = importlib.util.spec_from_file_location("brightrun_axolotl_sweeps", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.generate_sweep_configs  # noqa: B018 -- the function is there
+        return module
+    except Exception:  # any other layout: the usual import, slower but the same function
+        return importlib.import_module(name)
 
 
 def expand(
