@@ -149,6 +149,9 @@ def build() -> None:
 
 
 if __name__ == "__main__":
+    from brightrun.quiet import quiet_third_party_logs
+
+    quiet_third_party_logs()  # before transformers imports torchao: brightrun/quiet.py
     build()
     if "--demo-model" in sys.argv[1:]:
         build_demo_model()

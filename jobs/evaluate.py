@@ -23,7 +23,7 @@ SAMPLE_TOKENS = 48
 
 
 def load_rows(cfg: dict, tokenizer) -> tuple[list[dict], list[dict]]:
-    from axolotl_configs.validate import quiet_third_party_logs
+    from brightrun.quiet import quiet_third_party_logs
 
     quiet_third_party_logs()
     from axolotl.prompt_strategies.chat_template import load as load_strategy

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from axolotl_configs.profiles import Profiles
-from brightrun import offline
+from brightrun import offline, quiet
 from brightrun.errors import ConfigError
 from jobs import registry, stopgrace, webhooks
 from jobs.results import final_metrics, results
@@ -85,6 +85,7 @@ def child_env(config: dict, db_url: str) -> dict:
         env |= offline.HUB
     if not env.get("WANDB_API_KEY"):
         env |= offline.WANDB
+    env |= quiet.child_env(env)  # two harmless torchao/torch lines stay out of the logs: brightrun/quiet.py
     return env
 
 
