@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -57,20 +58,24 @@ def heavy_imports(importtime_stderr: str) -> list[str]:
     return [n for n in names if n.split(".")[0] in HEAVY]
 
 
-def test_a_hit_imports_nothing_of_axolotl(cache, runs, sample_out):
-    out = render.golden_path("balanced", "smoke")
-    first = render.render("balanced", "smoke", str(sample_out), out_path=out)  # a miss: Axolotl validates
-    assert runs == ["unknown_keys", "axolotl_validate"] and len(entries(cache)) == 1
-    # The same render in a fresh process, as `just render` runs it: the cache answers, Axolotl stays unloaded.
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "axolotl_configs", "render", "balanced", "smoke"]
-        + ["--data", str(sample_out)],
+def cli_importtime(cache: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m axolotl_configs ARGS` in a fresh process, as `just` runs it, with its imports timed."""
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "axolotl_configs", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, validate.CACHE_ENV: str(cache)},
     )
+
+
+def test_a_hit_imports_nothing_of_axolotl(cache, runs, sample_out):
+    out = render.golden_path("balanced", "smoke")
+    first = render.render("balanced", "smoke", str(sample_out), out_path=out)  # a miss: Axolotl validates
+    assert runs == ["unknown_keys", "axolotl_validate"] and len(entries(cache)) == 1
+    # The same render in a fresh process, as `just render` runs it: the cache answers, Axolotl stays unloaded.
+    proc = cli_importtime(cache, "render", "balanced", "smoke", "--data", str(sample_out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout == first.text
     assert heavy_imports(proc.stderr) == []
@@ -187,15 +192,8 @@ def test_a_sweep_validates_each_trial_once_and_then_not_at_all(cache, runs, samp
     assert runs.count("axolotl_validate") == len(first) == 6 and len(entries(cache)) == 6
     sweep.expand("balanced", "smoke", lr_x_rank, tmp_path / "b", str(sample_out))
     assert runs.count("axolotl_validate") == 6  # all six were hits
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "axolotl_configs", "sweep", "balanced", "smoke"]
-        + [str(lr_x_rank), "--data", str(sample_out), "--out", str(tmp_path / "c")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, validate.CACHE_ENV: str(cache)},
-    )
+    out = ["--data", str(sample_out), "--out", str(tmp_path / "c")]
+    proc = cli_importtime(cache, "sweep", "balanced", "smoke", str(lr_x_rank), *out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert heavy_imports(proc.stderr) == []
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == sorted(
