@@ -19,8 +19,8 @@ setup:
 # After a change to pyproject.toml's dependencies: re-resolve uv.lock, derive the pod's list from it, install it (`just lock --upgrade-package NAME` moves one package)
 lock *ARGS:
     {{justfile_directory()}}/.venv/bin/uv lock {{ARGS}}
-    {{python}} -m jobs.pod.lockfile
     {{justfile_directory()}}/.venv/bin/uv sync --frozen --extra dev --compile-bytecode
+    {{python}} -m jobs.pod.lockfile
 
 # The main job, on CPU: demo data -> convert -> train SmolLM2-135M-Instruct through Axolotl -> evaluate -> verdict
 demo: convert-demo

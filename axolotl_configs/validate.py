@@ -4,9 +4,10 @@ Axolotl silently ignores unknown keys (`lora_rr: 8` trains with the default rank
 checked against its schema first: `AxolotlInputConfig`'s fields and aliases, widened by the input
 arguments of the plugins the config loads; dataset entries against `SFTDataset`; nested blocks
 (fsdp_config, special_tokens) against their own models. Then `validate_config` checks types and
-combinations. Importing Axolotl's schema takes 6-10 s on two cores (~20 s cold), so it happens here only
-(`jobs train` calls this in its preprocess subprocess, where Axolotl is imported anyway), and only once
-per config: a success is remembered (below), so rendering a config again imports nothing heavy.
+combinations. Importing Axolotl's schema takes 6-10 s on two cores (a render that validates: ~14 s), so
+it happens here only (`jobs train` calls this in its preprocess subprocess, where Axolotl is imported
+anyway), and only once per config: a success is remembered (below), so rendering a config again
+imports nothing heavy.
 
 The cache of successes: one small JSON file per key in $BRIGHTRUN_VALIDATION_CACHE, by default
 $XDG_CACHE_HOME/brightrun/validated/ (~/.cache/brightrun/validated/): per user and per machine like any

@@ -101,3 +101,22 @@ def test_a_process_the_jobs_runner_starts_is_quiet_and_still_warns():
         assert "another torchao warning" in out[name] and "another pytree warning" in out[name], out[name]
     assert LOAD_FAILED in out["bare"] and ENUM_NOTICE in out["bare"], out["bare"]  # what a newcomer saw
     assert LOAD_FAILED not in out["jobs"] and ENUM_NOTICE not in out["jobs"], out["jobs"]
+
+
+def test_startup_folders_chain_once_each(tmp_path):
+    """Two _startup folders on PYTHONPATH (two checkouts, or one under a symlinked spelling) and another
+    sitecustomize after them: each runs once, the last one too, and none calls the other again."""
+    source = os.path.join(quiet.STARTUP, "sitecustomize.py")
+    one, two, last = tmp_path / "one", tmp_path / "two", tmp_path / "last"
+    for folder in (one, two, last):
+        folder.mkdir()
+    for folder in (one, two):
+        text = open(source, encoding="utf-8").read()
+        (folder / "sitecustomize.py").write_text(f"print('ran {folder.name}')\n" + text)
+    (last / "sitecustomize.py").write_text("print('ran last')\n")
+    (tmp_path / "link").symlink_to(two)
+    path = os.pathsep.join(str(p) for p in (one, two, tmp_path / "link", last))
+    env = {**os.environ, "PYTHONPATH": path}
+    proc = subprocess.run([sys.executable, "-c", "pass"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Error in sitecustomize" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["ran one", "ran two", "ran last"]

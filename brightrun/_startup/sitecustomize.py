@@ -17,9 +17,14 @@ else:
 
 
 def _run_the_shadowed_one() -> None:
-    here = os.path.dirname(os.path.abspath(__file__))
-    rest = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
-    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
+    """The next sitecustomize along sys.path, searched only after this folder's last entry (a symlinked
+    spelling of it counts as it): one earlier on the path has run already, so two _startup folders (two
+    checkouts) chain once each instead of calling each other forever."""
+    here = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
+    entries = [os.path.realpath(p or os.curdir) for p in sys.path]
+    last = max((i for i, entry in enumerate(entries) if entry == here), default=len(entries) - 1)
+    after = sys.path[last + 1 :]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", after)
     if spec is not None and spec.loader is not None:
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
 

@@ -12,8 +12,14 @@ closures over the lock's dependency graph:
 each package at the version uv.lock resolved, markers evaluated for the image (CPython 3.12, Linux
 x86-64). The launcher downloads those wheels for Python 3.12 (jobs/pod/bundle.py) and our Dockerfile
 installs the same list, so a pod runs the versions that were resolved and tested here, not whatever the
-registry serves on the day of the install. The lock is resolved for Python 3.11 (the CPU venv): a
-dependency that only a 3.12 interpreter would need is not in it, and so not in the list either.
+registry serves on the day of the install.
+
+What this cannot see: the lock is resolved for Python 3.11 alone (the CPU venv), and uv simplifies its
+markers against that, so no python_version marker survives in it: a dependency that only 3.12 needs is
+missing here, and one that only 3.11 needs would be listed (none today: evaluated for 3.11 and for 3.12 the
+list is the same). And Axolotl's closure is subtracted at the lock's versions, while the image holds the
+versions Axolotl's image was built with: a package that one of those versions needs and the other does
+not (sniffio, with this lock's anyio) is listed or left out by the lock's view.
 """
 
 from __future__ import annotations

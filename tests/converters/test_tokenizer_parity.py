@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import pytest
 from conftest import ROOT, SAMPLE, TOKENIZER_DIR
@@ -185,3 +186,21 @@ def test_the_transformers_path_still_counts(tmp_path, assets):
     ours = tokens.load_tokenizer(TOKENIZER_DIR)
     conversations = odd_conversations(ours)[:20]
     assert tokens.count(tok, conversations) == tokens.count(ours, conversations)
+
+
+@pytest.mark.parametrize("setting", ["padding", "truncation"])
+def test_a_tokenizer_json_that_pads_or_truncates_takes_the_transformers_path(tmp_path, assets, setting):
+    """transformers takes a padding's pad_token as the pad_token (adding it as a special token when it is
+    not one): a folder whose tokenizer.json pads, or truncates, is left to transformers to load."""
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
+    if setting == "padding":
+        backend.enable_padding(pad_token="<pad>")
+    else:
+        backend.enable_truncation(max_length=512)
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    backend.save(str(folder / "tokenizer.json"))
+    shutil.copyfile(TOKENIZER_DIR / "tokenizer_config.json", folder / "tokenizer_config.json")
+    assert tokens._load_fast(folder) is None
