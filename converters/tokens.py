@@ -189,13 +189,11 @@ def _load_fast(folder: Path) -> FastTokenizer | None:
     if _not_plain(folder, cfg, added) is not None:
         return None
     # A tokenizer.json that pads or truncates: TokenizersBackend.__init__ takes its padding's pad_token as
-    # the pad_token (and adds it as a special token when it is not one yet): transformers decides.
+    # the pad_token (and adds it as a special token when it is not one yet): transformers decides. So the
+    # backend here neither pads nor truncates, as transformers' plain call does not.
     if backend.padding is not None or backend.truncation is not None:
         return None
-    # TokenizersBackend.__init__ and set_truncation_and_padding: a plain call neither truncates nor pads,
-    # whatever tokenizer.json says; special tokens written in the text are split only when configured.
-    backend.no_truncation()
-    backend.no_padding()
+    # Special tokens written in the text are split only when configured.
     backend.encode_special_tokens = bool(cfg.get("split_special_tokens", False))
     from converters import chat_template
 
