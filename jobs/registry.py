@@ -1,21 +1,23 @@
 """The job registry: three tables that mirror the customer's schema (training_jobs, model_artifacts,
 training_metrics_history), and webhook_events, the events the jobs service has applied. SQLite file
-by default (runs/registry.db); PostgreSQL when DATABASE_URL says so. The schema is created and
-upgraded by Alembic migrations (jobs/migrations), never by create_all, so a database made by an older
-version upgrades in place.
+by default (runs/registry.db); PostgreSQL when DATABASE_URL says so, in a schema of our own (SCHEMA),
+never among the customer's tables of the same names. The schema is created and upgraded by Alembic
+migrations (jobs/migrations), never by create_all, so a database made by an older version upgrades in
+place.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, delete, select
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, delete, select, text
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from jobs.payload import CUSTOMER_STATUSES
@@ -123,6 +125,112 @@ def database_url(url: str | None = None) -> str:
     return f"sqlite:///{DEFAULT_DB.resolve()}"
 
 
+# PostgreSQL: our tables live in a schema of our own, never in the database's `public`, where the customer's
+# database (Supabase) has tables of the same names (training_jobs, training_metrics_history: their own
+# columns) that we must never read, alter or write. Every connection we open (engine(), migrate() through
+# jobs/migrations/env.py, jobs.service.db.make_engine) starts with search_path = SCHEMA and nothing else
+# (connect_args below), so every unqualified name, ours and Alembic's alembic_version, resolves there or
+# nowhere; migrate() creates it. The rule's one exception: a URL that sets search_path itself
+# (`?options=-csearch_path%3D<schema>`, as the tests and bench/webhooks.py isolate their runs) is obeyed as
+# it is: nothing overridden, created or moved. That is also how a deployment picks another schema: in the
+# URL, which reaches every process of a run (local children and pods) whole, where a setting of its own
+# might not. (libpq's PGOPTIONS is not the URL: our options replace it.)
+SCHEMA = "brightrun"
+OLD_SCHEMA = "public"  # where an older version made our tables (the default search_path)
+
+
+def _url_options(url: str) -> str:
+    options = make_url(url).query.get("options", "")
+    return " ".join(options) if isinstance(options, tuple) else options
+
+
+def own_schema(url: str) -> str | None:
+    """SCHEMA for a PostgreSQL URL; None for SQLite and for a URL that sets search_path itself."""
+    if make_url(url).get_backend_name() != "postgresql":
+        return None
+    # `-c search-path=...` is the same setting to PostgreSQL (a dash in a name reads as an underscore)
+    if "search_path" in _url_options(url).lower().replace("-", "_"):
+        return None
+    return SCHEMA
+
+
+def connect_args(url: str) -> dict:
+    """The driver's connect arguments that put our schema on the search_path (see SCHEMA); {} where the
+    URL is SQLite or chooses the search_path itself. Other options in the URL are kept (these replace
+    the URL's `options` whole)."""
+    schema = own_schema(url)
+    if schema is None:
+        return {}
+    return {"options": f"{_url_options(url)} -csearch_path={schema}".strip()}
+
+
+def prepare_schema(conn: Connection, schema: str) -> None:
+    """Create our schema, and move our tables there from `public` if an older version made them there.
+
+    Runs in the migrations' transaction under PG_MIGRATE_LOCK (jobs/migrations/env.py), on a connection
+    whose search_path is `schema` alone. The move happens once: only while `schema` has no
+    alembic_version, `public` has one, and public.training_jobs is ours (it has our `preset` column; the
+    customer's has none). It takes alembic_version, training_jobs and every public table that refers to
+    those it takes by a foreign key (all of ours do: the customer's refer to their own training_jobs,
+    never ours); any other public table, theirs included, is never touched. A failure rolls it all back.
+    """
+    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+    def exists(table: str, in_schema: str) -> bool:
+        found = conn.execute(text("SELECT to_regclass(:name)"), {"name": f'"{in_schema}"."{table}"'})
+        return found.scalar() is not None
+
+    ours_in_old = (
+        not exists("alembic_version", schema)
+        and exists("alembic_version", OLD_SCHEMA)
+        and conn.execute(
+            text(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(:table) AND attname = 'preset'"
+                " AND NOT attisdropped"
+            ),
+            {"table": f'"{OLD_SCHEMA}"."training_jobs"'},
+        ).first()
+        is not None
+    )
+    if ours_in_old:
+        tables = {"training_jobs"}
+        while True:  # the tables that refer to ours, by foreign key, until none is new
+            referring = set(
+                conn.execute(
+                    text(
+                        "SELECT DISTINCT src.relname FROM pg_constraint c"
+                        " JOIN pg_class src ON src.oid = c.conrelid"
+                        " JOIN pg_namespace sn ON sn.oid = src.relnamespace"
+                        " JOIN pg_class dst ON dst.oid = c.confrelid"
+                        " JOIN pg_namespace dn ON dn.oid = dst.relnamespace"
+                        " WHERE c.contype = 'f' AND sn.nspname = :old AND dn.nspname = :old"
+                        " AND dst.relname = ANY(:tables)"
+                    ),
+                    {"old": OLD_SCHEMA, "tables": sorted(tables)},
+                ).scalars()
+            )
+            if referring <= tables:
+                break
+            tables |= referring
+        moved = ["alembic_version", *sorted(tables)]
+        for table in moved:  # its indexes, constraints and owned sequences go with it
+            conn.execute(text(f'ALTER TABLE "{OLD_SCHEMA}"."{table}" SET SCHEMA "{schema}"'))
+        print(
+            f"registry: moved our tables from schema {OLD_SCHEMA} (an older version's) to {schema}: "
+            + ", ".join(moved),
+            file=sys.stderr,
+        )
+    # A connection pooler that drops the startup options would leave us on the default search_path,
+    # among the customer's tables: refuse to migrate (and so to run) there.
+    current = conn.execute(text("SELECT current_schema()")).scalar()
+    if current != schema:
+        raise RuntimeError(
+            f"the registry's connection has search_path schema {current!r}, not {schema!r}: does something"
+            " between us and PostgreSQL (a pooler in transaction mode?) drop the connection's options?"
+            " Connect directly, or name the schema in the URL (?options=-csearch_path%3D<schema>)"
+        )
+
+
 def use_runs_dir(runs_dir: str | Path) -> None:
     """Without DATABASE_URL, the registry is a SQLite file in the runs folder."""
     global DEFAULT_DB
@@ -170,7 +278,7 @@ def engine(url: str | None = None) -> Engine:
     url = database_url(url)
     if url not in _engines:
         migrate(url)
-        _engines[url] = create_engine(url)
+        _engines[url] = create_engine(url, connect_args=connect_args(url))
     return _engines[url]
 
 

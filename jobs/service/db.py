@@ -24,8 +24,15 @@ def make_engine(url: str) -> Engine:
         return create_engine(
             url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, connect_args={"timeout": SQLITE_BUSY_SECONDS}
         )
-    # pre_ping: a PostgreSQL restart must not turn the first request after it into a 500.
-    return create_engine(url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_pre_ping=True)
+    # pre_ping: a PostgreSQL restart must not turn the first request after it into a 500. connect_args:
+    # our own schema on the search_path, never the customer's tables (registry.SCHEMA).
+    return create_engine(
+        url,
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
+        pool_pre_ping=True,
+        connect_args=registry.connect_args(url),
+    )
 
 
 @contextmanager
