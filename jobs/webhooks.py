@@ -18,6 +18,13 @@ background thread from a bounded queue, retried with exponential backoff and ful
 `backoff` library). Delivered ids go to events-delivered.txt. What is still undelivered when a process
 ends (receiver down, queue full, retries spent) stays in the spool for `just webhooks-replay RUN` or
 the run's next start. Training never waits on the network: emit() writes one line and enqueues.
+
+Never backwards: their handler applies whatever arrives last, so for one job (one run folder) no event
+is delivered after one with a higher `sequence`, and a terminal one is the last delivered (`completed`,
+`cancelled`; a `failed` only for its attempt: a resumed attempt's events, with a higher `retry_count`,
+follow it). What this refuses is not sent but recorded in events-dropped.jsonl and no longer pending.
+The launcher, the trainer and a replay deliver from one spool, so each attempt (check, POST, mark) holds
+events-delivery.lock: a lock of its own, as emit() must never wait behind a POST on events.lock.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ SPOOL = "events.jsonl"
 DELIVERED = "events-delivered.txt"
 SEQUENCE = "events.seq"
 LOCK = "events.lock"
+DELIVERY_LOCK = "events-delivery.lock"
+DROPPED = "events-dropped.jsonl"
+TERMINAL = ("completed", "cancelled")  # their statuses after which nothing is delivered; `failed`: refusal()
 SIGNATURE_HEADER = "X-Webhook-Signature"
 QUEUE_SIZE = 1000
 RETRY_SECONDS = 60.0  # per event in the background; then it waits in the spool
@@ -89,8 +99,8 @@ def settings() -> tuple[str, str] | None:
 
 
 @contextmanager
-def locked(run_dir: Path):
-    with (run_dir / LOCK).open("a") as handle:
+def locked(run_dir: Path, name: str = LOCK):
+    with (Path(run_dir) / name).open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -120,13 +130,27 @@ def mark_delivered(run_dir: Path, event_id: str) -> None:
         out.write(event_id + "\n")
 
 
-def pending(run_dir: Path) -> list[dict]:
-    """Spooled events not yet delivered, oldest first."""
-    run_dir = Path(run_dir)
-    if not (run_dir / SPOOL).is_file():
+def lines(path: Path) -> list[str]:
+    """The file's complete lines: one that another process is appending right now (no newline yet) waits."""
+    if not path.is_file():
         return []
-    done = set((run_dir / DELIVERED).read_text().split()) if (run_dir / DELIVERED).is_file() else set()
-    events = [json.loads(line) for line in (run_dir / SPOOL).read_text("utf-8").splitlines() if line.strip()]
+    return [line for line in path.read_text("utf-8").split("\n")[:-1] if line.strip()]
+
+
+def delivered_ids(run_dir: Path) -> set[str]:
+    return {line.strip() for line in lines(run_dir / DELIVERED)}
+
+
+def dropped(run_dir: Path | str) -> list[dict]:
+    """The events the ordering rule refused, as recorded (event_id, sequence, status, why, when)."""
+    return [json.loads(line) for line in lines(Path(run_dir) / DROPPED)]
+
+
+def pending(run_dir: Path) -> list[dict]:
+    """Spooled events neither delivered nor dropped, oldest first."""
+    run_dir = Path(run_dir)
+    done = delivered_ids(run_dir) | {d["event_id"] for d in dropped(run_dir)}
+    events = [json.loads(line) for line in lines(run_dir / SPOOL)]
     return sorted((e for e in events if e["event_id"] not in done), key=lambda e: e["sequence"])
 
 
@@ -160,13 +184,123 @@ def post(client, url: str, secret: str, event: dict) -> None:
     raise Rejected(f"HTTP {response.status_code}: {response.text[:200]}")
 
 
-def deliver(client, url: str, secret: str, event: dict, max_time: float) -> None:
+def retrying(send, max_time: float):
     import backoff
 
-    retrying = backoff.on_exception(
+    return backoff.on_exception(
         backoff.expo, Retryable, max_time=max_time, jitter=backoff.full_jitter, factor=0.5, max_value=10
-    )(post)
-    retrying(client, url, secret, event)
+    )(send)
+
+
+def deliver(client, url: str, secret: str, event: dict, max_time: float) -> None:
+    """post() with retries, no ordering check (deliver_in_order is what the sender and replay use)."""
+    retrying(post, max_time)(client, url, secret, event)
+
+
+# -- never backwards ---------------------------------------------------------------------------------------
+
+NOTHING_YET = {"sequence": 0, "closed": None, "failed": -1, "attempt": 0}
+
+
+def attempt_of(event: dict) -> int:
+    return event.get("retry_count") or 0  # no registry row, no retry_count: the first attempt
+
+
+def fold(jobs: dict, event: dict) -> None:
+    """Add one delivered event to its job's state: highest sequence, a terminal status, the highest
+    attempt whose `failed` was delivered."""
+    state = jobs.setdefault(event.get("job_id"), dict(NOTHING_YET))
+    state["sequence"] = max(state["sequence"], event["sequence"])
+    state["attempt"] = max(state["attempt"], attempt_of(event))
+    if event["status"] in TERMINAL:
+        state["closed"] = event["status"]
+    elif event["status"] == "failed":
+        state["failed"] = max(state["failed"], attempt_of(event))
+
+
+def refusal(state: dict, event: dict) -> str | None:
+    """Why the customer must not get `event` after what they have had (`state`, its job's); None: send it."""
+    if state["closed"]:
+        return f"the job is {state['closed']} (delivered): a terminal event is the last"
+    # An end of the current attempt goes even behind a later-numbered step (the trainer's last step can
+    # be delivered after a cancel was spooled by another process): otherwise their row stays `training`.
+    ends = event["status"] in (*TERMINAL, "failed") and attempt_of(event) >= state["attempt"]
+    if event["sequence"] <= state["sequence"] and not ends:
+        return f"older than event {state['sequence']}, already delivered"
+    if attempt_of(event) <= state["failed"]:
+        return f"attempt {state['failed']} failed (delivered); this event is from attempt {attempt_of(event)}"
+    return None
+
+
+# Per run folder: (size of events-delivered.txt, its last id, {job_id: state}). Deriving the state joins
+# every delivered id with the spool; a training process delivers thousands of steps, so it is derived
+# again only when the file is not what our own appends made it (another process delivered, an old folder).
+_seen: dict[str, tuple[int, str, dict]] = {}
+
+
+def delivered_tail(run_dir: Path) -> tuple[int, str]:
+    try:
+        with (run_dir / DELIVERED).open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - 100))
+            tail = handle.read().decode("ascii", "replace").split()
+    except FileNotFoundError:
+        return 0, ""
+    return size, tail[-1] if tail else ""
+
+
+def delivered_state(run_dir: Path) -> dict:
+    """{job_id: state} of what was delivered from this folder; call it holding the delivery lock."""
+    key = str(run_dir.resolve())
+    size, last = delivered_tail(run_dir)
+    cached = _seen.get(key)
+    if cached is None or cached[:2] != (size, last):
+        ids = delivered_ids(run_dir)
+        jobs: dict = {}
+        for line in lines(run_dir / SPOOL):
+            event = json.loads(line)
+            if event["event_id"] in ids:
+                fold(jobs, event)
+        cached = _seen[key] = (size, last, jobs)
+    return cached[2]
+
+
+def record_drop(run_dir: Path, event: dict, why: str) -> bool:
+    """Record a refused event in events-dropped.jsonl; False when it already is (another sender's)."""
+    path = run_dir / DROPPED
+    if path.is_file() and event["event_id"] in path.read_text("utf-8"):  # 32 random hex: no false hit
+        return False
+    record = {k: event.get(k) for k in ("event_id", "sequence", "status")}
+    record |= {"why": why, "when": payload.iso()}
+    with path.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")  # one write: readers skip a partial line
+    return True
+
+
+def attempt(client, url: str, secret: str, run_dir: Path, event: dict) -> str:
+    """One delivery attempt, atomic across processes: decide, POST, mark. Returns "sent", "dropped" (refused,
+    recorded) or "done" (another sender delivered or dropped it already). Raises what post() raises."""
+    with locked(run_dir, DELIVERY_LOCK):
+        jobs = delivered_state(run_dir)
+        state = jobs.get(event.get("job_id"), NOTHING_YET)
+        if event["sequence"] <= state["sequence"] and event["event_id"] in delivered_ids(run_dir):
+            return "done"
+        why = refusal(state, event)
+        if why is not None:
+            return "dropped" if record_drop(run_dir, event, why) else "done"
+        post(client, url, secret, event)
+        mark_delivered(run_dir, event["event_id"])
+        key = str(run_dir.resolve())
+        size, _, _ = _seen[key]
+        _seen[key] = (size + len(event["event_id"]) + 1, event["event_id"], jobs)  # what our append made it
+        fold(jobs, event)
+        return "sent"
+
+
+def deliver_in_order(client, url: str, secret: str, run_dir: Path | str, event: dict, max_time: float) -> str:
+    """attempt() with retries; the delivery lock is let go while backing off, so another sender's newer
+    event may go first (and this one is then dropped)."""
+    return retrying(attempt, max_time)(client, url, secret, Path(run_dir), event)
 
 
 class Sender:
@@ -178,7 +312,7 @@ class Sender:
         self.url, self.secret, self.max_time = url, secret, max_time
         self.client = httpx.Client(timeout=10.0)
         self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
-        self.counts = {"sent": 0, "failed": 0, "queue_full": 0}
+        self.counts = {"sent": 0, "dropped": 0, "done": 0, "failed": 0, "queue_full": 0}
         self.warned = False
         self.thread = threading.Thread(target=self.work, name="webhooks", daemon=True)
         self.thread.start()
@@ -193,9 +327,8 @@ class Sender:
         while True:
             run_dir, event = self.queue.get()
             try:
-                deliver(self.client, self.url, self.secret, event, self.max_time)
-                mark_delivered(run_dir, event["event_id"])
-                self.counts["sent"] += 1
+                outcome = deliver_in_order(self.client, self.url, self.secret, run_dir, event, self.max_time)
+                self.counts[outcome] += 1
             except (Retryable, Rejected) as exc:
                 self.counts["failed"] += 1
                 if not self.warned:  # once per process: the rest are counted at the end
@@ -216,24 +349,48 @@ class Sender:
             time.sleep(0.05)
         left = self.queue.unfinished_tasks
         missed = self.counts["failed"] + left + self.counts["queue_full"]
+        said, stale = [f"{self.counts['sent']} sent"], self.counts["dropped"]
+        if stale:
+            said.append(f"{stale} dropped as stale (a newer or terminal event went first; {DROPPED})")
         if missed:
-            print(
-                f"webhook: {self.counts['sent']} sent, {missed} "
-                "undelivered (kept in the run's events.jsonl; `just webhooks-replay RUN` sends them)",
-                file=sys.stderr,
-            )
+            said.append(f"{missed} undelivered (kept in {SPOOL}; `just webhooks-replay RUN` sends them)")
+        if len(said) > 1:
+            print("webhook: " + ", ".join(said), file=sys.stderr)
 
 
-_sender: Sender | None = None
+_sender: Sender | None = None  # to WEBHOOK_URL
 _sender_lock = threading.Lock()
+# Run folders whose events go somewhere of their own (the jobs service: each customer job's webhook URL and
+# secret, jobs/service/training_api.py), not to this process's WEBHOOK_URL; one Sender per destination.
+_routes: dict[str, tuple[str, str]] = {}
+_routed: dict[tuple[str, str], Sender] = {}
 
 
-def sender() -> Sender | None:
+def route(run_dir: Path | str, url: str, secret: str) -> None:
+    _routes[str(Path(run_dir).resolve())] = (url, secret)
+
+
+def unroute(run_dir: Path | str) -> None:
+    _routes.pop(str(Path(run_dir).resolve()), None)
+
+
+def routed(run_dir: Path | str | None) -> tuple[str, str] | None:
+    return _routes.get(str(Path(run_dir).resolve())) if run_dir is not None else None
+
+
+def sender(run_dir: Path | str | None = None) -> Sender | None:
+    """The sender for a run's events: its route's, else WEBHOOK_URL's; None when sending is off."""
     global _sender
-    config = settings()
-    if config is None:
-        return None
+    where = routed(run_dir)
     with _sender_lock:
+        if where is not None:
+            if where not in _routed:
+                _routed[where] = Sender(*where)
+                atexit.register(_routed[where].flush)
+            return _routed[where]
+        config = settings()
+        if config is None:
+            return None
         if _sender is None:
             _sender = Sender(*config)
             atexit.register(_sender.flush)
@@ -244,7 +401,7 @@ def emit(run_dir: Path | str, job_id: str, status: str, row=None, after: int = 0
     """Spool and send one status event when WEBHOOK_URL is set; a no-op otherwise. `row`, the job's
     registry row, adds what their training_jobs row can hold (pod, cost, retries...). Never raises
     for the network: what cannot be sent now is replayed later."""
-    out = sender()
+    out = sender(run_dir)
     if out is None:
         return None
     event = spool(Path(run_dir), job_id, status, row, after, **fields)
@@ -254,7 +411,7 @@ def emit(run_dir: Path | str, job_id: str, status: str, row=None, after: int = 0
 
 def resend_pending(run_dir: Path | str) -> int:
     """At a run's next start: queue what an earlier process left undelivered (oldest first)."""
-    out = sender()
+    out = sender(run_dir)
     if out is None:
         return 0
     events = pending(Path(run_dir))
@@ -263,26 +420,31 @@ def resend_pending(run_dir: Path | str) -> int:
     return len(events)
 
 
-def replay(run_dir: Path | str, max_time: float = 30.0) -> tuple[int, int]:
-    """Deliver the run's undelivered events in order, now; returns (delivered, still pending)."""
+def replay(run_dir: Path | str, max_time: float = 30.0, to: tuple[str, str] | None = None) -> tuple[int, int]:
+    """Deliver the run's undelivered events in order, now, dropping the stale ones (said once, on stderr);
+    returns (delivered, still pending)."""
     import httpx
 
-    config = settings()
+    config = to or routed(run_dir) or settings()
     if config is None:
         raise ConfigMissing("WEBHOOK_URL is not set: nowhere to replay to")
     run_dir = Path(run_dir)
     events = pending(run_dir)
-    delivered = 0
+    counts = {"sent": 0, "dropped": 0, "done": 0}
     with httpx.Client(timeout=10.0) as client:
         for event in events:
             try:
-                deliver(client, *config, event, max_time)
+                counts[deliver_in_order(client, *config, run_dir, event, max_time)] += 1
             except (Retryable, Rejected) as exc:
                 print(
                     f"webhook: event {event['sequence']} ({event['status']}) not delivered: {exc}",
                     file=sys.stderr,
                 )
                 break  # keep the order: later events wait for this one
-            mark_delivered(run_dir, event["event_id"])
-            delivered += 1
-    return delivered, len(events) - delivered
+    if counts["dropped"]:
+        print(
+            f"webhook: {counts['dropped']} stale event(s) dropped, not sent (a newer or terminal event was "
+            f"delivered first): recorded in {run_dir / DROPPED}",
+            file=sys.stderr,
+        )
+    return counts["sent"], len(events) - sum(counts.values())
