@@ -334,6 +334,23 @@ def execute(
     final = {"metrics": final_metrics(run_dir, registry.get_job(run_id, db_url))}
     if status == "completed":
         final["lora_artifact_path"] = fields["artifact_path"]
+        # An artifact store: the run's files and its adapter.zip go there now, before the completed event,
+        # which then names the zip's key in the customer's bucket (jobs/pod/stored.py). A failed upload is
+        # said and leaves the run completed, the event naming the adapter here. A pod that a launcher
+        # follows uploads from its entrypoint once the run is completed (a restart finishes it there).
+        if os.environ.get("ARTIFACT_STORE") and os.environ.get("BRIGHTRUN_FOLLOWED") != "1":
+            from jobs.pod import stored
+
+            job_id = os.environ.get("BRIGHTRUN_JOB_ID") or run_id
+            try:
+                record = stored.upload_run(
+                    run_dir, job_id, say=lambda line: print(line, file=sys.stderr, flush=True), completed=True
+                )
+            except KeyboardInterrupt:  # the run is completed: a Ctrl-C now stops the upload, not the record
+                record = {"folder": stored.folder(job_id), "error": "the upload was interrupted"}
+                print(f"warning: {record['error']}; the adapter stays in {run_dir}/output/", file=sys.stderr)
+            if record is not None:
+                final |= stored.event_fields(record, fields["artifact_path"])
     # On a pod that a launcher follows, an interruption is the launcher's to resolve (relaunch or give up).
     final["relaunch"] = status == "interrupted" and os.environ.get("BRIGHTRUN_FOLLOWED") == "1"
     try:

@@ -46,6 +46,17 @@ class NoUrl(StoreError):
     """A folder store has no URL to hand to another machine."""
 
 
+class TooLarge(StoreError):
+    """The bucket refused an object over its file-size limit (HTTP 413 EntityTooLarge: Supabase Storage's
+    answer to a PutObject or UploadPart over the project's or the bucket's limit, 50 MB on its free plan)."""
+
+
+SIZE_LIMIT = (
+    "over its file-size limit; raise it in Supabase: Storage → Settings → Upload file size limit "
+    "(and the bucket's own limit)"
+)
+
+
 class LocalStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
@@ -111,11 +122,16 @@ class S3Store:
         try:
             return fn(**kw)
         except Boto3Error as exc:  # upload_file wraps the service's answer in S3UploadFailedError
+            answer = exc.__cause__ or exc.__context__  # the ClientError it was raised in
+            if isinstance(answer, ClientError) and too_large(answer):
+                raise TooLarge(f"{self}: {what}: {SIZE_LIMIT}") from None
             reason = "no such bucket at this endpoint" if "NoSuchBucket" in str(exc) else str(exc)
             raise StoreError(f"{self}: {what} failed: {reason}") from None
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if too_large(exc):
+                raise TooLarge(f"{self}: {what}: {SIZE_LIMIT}") from None
             if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and code != "NoSuchBucket"):
                 raise Missing(f"{self}: {what}: not there") from None
             if code == "NoSuchBucket":
@@ -140,14 +156,19 @@ class S3Store:
 
     def put(self, src: Path, key: str, sha256: str) -> None:
         extra = {"Metadata": {"sha256": sha256}}
-        self._call(
-            f"uploading {key}",
-            self.client.upload_file,
-            Filename=str(src),
-            Bucket=self.bucket,
-            Key=self.key(key),
-            ExtraArgs=extra,
-        )
+        try:
+            self._call(
+                f"uploading {key}",
+                self.client.upload_file,
+                Filename=str(src),
+                Bucket=self.bucket,
+                Key=self.key(key),
+                ExtraArgs=extra,
+            )
+        except TooLarge:
+            raise TooLarge(
+                f"{self}: the bucket refused {key} ({size(src.stat().st_size)}): {SIZE_LIMIT}"
+            ) from None
 
     def get(self, key: str, dest: Path) -> None:
         self._call(
@@ -170,6 +191,12 @@ class S3Store:
 
 
 Store = LocalStore | S3Store
+
+
+def too_large(exc) -> bool:
+    """A ClientError that is the bucket's file-size limit (a proxy's bare 413 included)."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return exc.response.get("Error", {}).get("Code") in ("EntityTooLarge", "413") or status == 413
 
 
 def open_store(url: str | None = None) -> Store:

@@ -352,7 +352,9 @@ class Follower:
             path = fetched or f"{self.info['volume_dir'] or POD_VOLUME}/runs/{vrun}/output"
             event = {"lora_artifact_path": path, "metrics": self.with_lost(state["metrics"])}
             if where:
-                event["artifact_store"] = where
+                # Stored by the pod: the customer's lora_artifact_path is its adapter.zip's key in their
+                # bucket (their dashboard signs it); the path here stays our registry's artifact_path.
+                event |= stored.event_fields(self.lineage["stored"], path)
             code = self.finish(
                 "completed",
                 None,

@@ -2,12 +2,15 @@
 prepared without training (tests/versions/runs.py: a real PEFT adapter, its registry row) on a folder
 standing in for the pod's volume, through the real docker/entrypoint.sh and a real S3 wire protocol
 (moto's server on 127.0.0.1). The upload after a real training run is asserted in test_real_account.py's
-finished-run test; here: a container killed half-way and restarted, a store that refuses, promotion of a
-pod run whose adapter never came home."""
+finished-run test; here: a container killed half-way and restarted, a store that refuses, the adapter as
+one zip whose key the launcher's completed event names, promotion of a pod run whose adapter never came
+home."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
+import io
 import json
 import os
 import shutil
@@ -15,11 +18,15 @@ import subprocess
 import sys
 import threading
 import uuid
+import zipfile
 
 import pytest
 from conftest import ROOT
+from sqlalchemy import select
 
 from brightrun import offline
+from jobs import registry
+from jobs.pod import follow as follow_mod
 from jobs.pod import stored
 from jobs.pod.follow import Follower
 from jobs.runfolder import sha256_file, write_json
@@ -171,6 +178,93 @@ def test_a_store_that_refuses_leaves_the_run_completed_its_adapter_on_the_volume
     assert field == {"status": "failed", "error": marker["error"]}
     assert json.loads((here / "run.json").read_text())["stored"] == marker
     assert stored.describe(marker).startswith("warning: not in the artifact store (StoreError: ")
+
+
+def test_the_adapter_goes_up_as_one_zip_whose_key_the_launchers_completed_event_names(
+    s3, pod, tmp_path, monkeypatch
+):
+    volume, run_dir, bucket, env = pod
+    for key in (
+        "ARTIFACT_STORE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+    ):
+        monkeypatch.setenv(key, env[key])
+    db = f"sqlite:///{volume / 'runs' / 'registry.db'}"
+    monkeypatch.setenv("DATABASE_URL", db)
+    # What Axolotl leaves in output/ beside the adapter (a smoke run's): the tokenizer and chat template go
+    # in the zip (run_files' adapter/), its model card, the base's config and checkpoints do not.
+    out = run_dir / "output"
+    (out / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
+    for name in ("README.md", "config.json", "debug.log"):
+        (out / name).write_text(name)
+    (out / "checkpoint-2").mkdir()
+    (out / "checkpoint-2" / "adapter_model.safetensors").write_bytes(b"older")
+    (run_dir / "logs").mkdir()
+    (run_dir / "logs" / "train.log").write_text("{'loss': 2.5, 'step': 1}\n")
+
+    record = stored.upload_run(run_dir, JOB, say=lambda _: None)
+    key = f"brightrun/runs/{JOB}/adapter.zip"  # in the bucket: the store's prefix, no bucket, no s3://
+    assert record["zip_key"] == key and record["log_key"] == f"brightrun/runs/{JOB}/logs/train.log"
+    assert json.loads((run_dir / stored.MARKER).read_text()) == record
+    body = s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert (hashlib.sha256(body).hexdigest(), len(body)) == (record["zip_sha256"], record["zip_bytes"])
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert zf.namelist() == [
+            "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "tokenizer_config.json"
+        ]  # fmt: skip
+        assert {(i.date_time, i.compress_type) for i in zf.infolist()} == {
+            ((1980, 1, 1, 0, 0, 0), zipfile.ZIP_STORED)
+        }
+        weights = hashlib.sha256(zf.read("adapter_model.safetensors")).hexdigest()
+        assert zf.read("tokenizer_config.json") == (out / "tokenizer_config.json").read_bytes()
+    with registry.session(db) as s:
+        [row] = s.scalars(select(registry.ModelArtifact).filter_by(job_id="run-p")).all()
+    recorded = json.loads((run_dir / "run.json").read_text())["adapter"]["sha256"]
+    assert weights == recorded == row.sha256 == record["adapter_sha256"]
+
+    # Again: nothing sent. With its marker (the entrypoint's restart), and without it (a container killed
+    # between the manifest and the marker): the zip, made again, is the same bytes, so the store's sha256
+    # check finds the version complete.
+    puts = []
+    monkeypatch.setattr(store.S3Store, "put", lambda self, src, key, sha256: puts.append(key))
+    assert stored.upload_run(run_dir, JOB, say=lambda _: None) == record
+    (run_dir / stored.MARKER).unlink()
+    said = []
+    again = stored.upload_run(run_dir, JOB, say=said.append)
+    assert puts == [] and any("is already complete" in line for line in said), said
+    assert {k: again[k] for k in ("manifest_sha256", "zip_key", "zip_sha256")} == {
+        k: record[k] for k in ("manifest_sha256", "zip_key", "zip_sha256")
+    }
+
+    # The launcher at the run's end, its fetch failed: the customer's lora_artifact_path is the zip's key in
+    # their bucket (their dashboard signs it), our registry keeps the volume's path.
+    here = tmp_path / "launcher-runs" / JOB
+    here.mkdir(parents=True)
+    attempt = {"pod_id": "pod1", "volume_run_id": "run-p", "outcome": None, "cost_per_hr": 1.0, "uptime_s": 0}
+    launch = {
+        "volume_dir": str(volume),
+        "max_cost": None,
+        "start_timeout": None,
+        "store_upload": True,
+        "gpus": 1,
+    }
+    write_json(here / "run.json", {"launch": launch, "attempts": [attempt]})
+    sent = []
+    monkeypatch.setattr(follow_mod, "fetch_adapter", lambda *args: None)
+    monkeypatch.setattr(
+        follow_mod, "set_status", lambda *args, event=None, **row: sent.append((args, event, row))
+    )
+    monkeypatch.delenv("WEBHOOK_URL", raising=False)
+    follower = Follower(JOB, str(here.parent), api=None, poll=0.2, settle_s=0)
+    state = {"status": "completed", "step": 3, "total_steps": 3, "metrics": {"loss": 1.5}}
+    assert follower.ended(follower.attempts[-1], None, state) == 0
+    [(args, event, row)] = sent
+    assert args[2] == "completed" and row["artifact_path"] == f"{volume}/runs/run-p/output"
+    assert event["lora_artifact_path"] == key and event["training_log_path"] == record["log_key"]
+    assert event["artifact_store"] == stored.event_field(again) and event["artifact_store"]["zip_key"] == key
 
 
 def test_promote_takes_a_never_fetched_pod_run_from_its_store_copy(
