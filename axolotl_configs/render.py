@@ -167,7 +167,13 @@ def get_dotted(source, key: str):
     return node
 
 
-def derive(p: Profiles, info: data_mod.DataInfo, v: dict, allow_drop: bool = False) -> tuple[dict, dict]:
+def derive(
+    p: Profiles,
+    info: data_mod.DataInfo,
+    v: dict,
+    allow_drop: bool = False,
+    targets_per_step: int | None = None,
+) -> tuple[dict, dict]:
     """The values that follow from data and hardware, each with the reason written beside it."""
     why = BASE_WHY | p.model.get("why", {})
     seq = int(v["sequence_len"])
@@ -195,14 +201,17 @@ def derive(p: Profiles, info: data_mod.DataInfo, v: dict, allow_drop: bool = Fal
     rows_per_micro_step = int(v["micro_batch_size"]) * gpus
     rows = data_mod.rows_per_epoch(info, seq, bool(v.get("sample_packing")))
     targets_per_row = info.train_targets / rows
-    want = p.preset["targets_per_step"]
+    # The customer's `batch_size` (pairs per optimizer step, their app's own step count) when a request
+    # gives one (jobs/service/customer.py), else the preset's.
+    want = targets_per_step or p.preset["targets_per_step"]
     accum = max(1, round(want / (rows_per_micro_step * targets_per_row)))
     if v.get("gradient_accumulation_steps"):  # set on the command line: the numbers follow it
         accum = int(v["gradient_accumulation_steps"])
     steps_per_epoch = math.ceil(rows / (rows_per_micro_step * accum))
     per_step = rows_per_micro_step * accum * targets_per_row
+    source = f"batch_size {want} (the request's" if targets_per_step else f"the seed's {want}"
     why["gradient_accumulation_steps"] = (
-        f"the seed's {want} trained targets per step: a {seq}-token row holds ~{targets_per_row:.1f} here "
+        f"{source} trained targets per step: a {seq}-token row holds ~{targets_per_row:.1f} here "
         f"({'measured' if info.has_tokens else 'assumed'}), so ~{per_step:.0f} per step, "
         f"{steps_per_epoch} steps per epoch"
     )
@@ -282,6 +291,7 @@ def render(
     check: bool = True,
     allow_drop: bool = False,
     data_at: str | None = None,
+    targets_per_step: int | None = None,
 ) -> Rendered:
     """`data_at`: where the trainer finds data_dir, when not at the same path (a pod's volume, for
     `jobs launch`): the config's dataset paths and its header name it; the data is read here."""
@@ -290,7 +300,9 @@ def render(
     parsed = parse_overrides(overrides or [])
     check_numbers(parsed)
     try:
-        return render_parsed(p, info, parsed, preset, model, out_path, check, allow_drop, data_at)
+        return render_parsed(
+            p, info, parsed, preset, model, out_path, check, allow_drop, data_at, targets_per_step
+        )
     except (IndexError, AttributeError, OverflowError, TypeError, ValueError, KeyError) as exc:
         if not parsed:
             raise  # no override to blame: a bug of ours, with its traceback
@@ -311,6 +323,7 @@ def render_parsed(
     check: bool,
     allow_drop: bool,
     data_at: str | None = None,
+    targets_per_step: int | None = None,
 ) -> Rendered:
     name = run_name(p)
     data_at = data_at.rstrip("/") if data_at else info.dir
@@ -319,7 +332,7 @@ def render_parsed(
     v = merged_values(p, info, name, data_at)
     for key, value in parsed:
         set_dotted(v, key, value)
-    derived, why = derive(p, info, v, allow_drop)
+    derived, why = derive(p, info, v, allow_drop, targets_per_step)
     for key, value in derived.items():
         v.setdefault(key, value)
     for key, value in parsed:  # an explicit override beats a derived value

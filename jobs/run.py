@@ -108,6 +108,7 @@ def prepare(
     db_url: str | None = None,
     heldout_eval: bool = True,
     run_id: str | None = None,
+    targets_per_step: int | None = None,
 ) -> str:
     """Everything before Axolotl: our checks (exit 2), the estimate, the run folder. No row yet.
 
@@ -132,6 +133,7 @@ def prepare(
         out_path=str(run_dir / "config.yaml"),
         check=False,
         allow_drop=allow_drop,
+        targets_per_step=targets_per_step,
     )
     est = estimate.estimate(preset, model, data_dir, hardware, rendered=rendered)
     estimate.show(est)
@@ -143,9 +145,11 @@ def prepare(
         "model": model,
         "hardware": profiles.hardware["name"],
         "overrides": list(overrides or []),
+        **({"targets_per_step": targets_per_step} if targets_per_step else {}),
         "lines_dropped_for_length": rendered.derived.get("lines_dropped", 0),
         "estimate": {
             "hours": sum(est.hours.values()),
+            "steps": est.numbers["total_steps"],
             "cost_on_demand": est.costs["on_demand"],
             "peak_memory_gb": est.peak_gb,
         },

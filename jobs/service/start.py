@@ -49,6 +49,9 @@ NUMBERS: dict[str, tuple[type, float, float]] = {
     "logging_steps": (int, 1, 1_000_000),
     "seed": (int, 0, 2**31 - 1),
 }
+# The customer's `batch_size` (jobs/service/customer.py): trained pairs per optimizer step, which the
+# renderer turns into gradient_accumulation_steps for the packed data (axolotl_configs/render.py derive).
+BATCH_SIZE = (int, 1, 4096)
 CHOICES = {"lr_scheduler": ("cosine", "linear", "constant", "constant_with_warmup")}
 ALLOWED = sorted([*NUMBERS, *CHOICES])
 MAX_OVERRIDES = 32
@@ -75,20 +78,25 @@ def check_overrides(items: list[str], data_dir: Path | None = None) -> list[str]
                 raise ConfigError(f"override {key}: one of {', '.join(CHOICES[key])}")
             out.append(f"{key}={raw}")
             continue
-        kind, low, high = NUMBERS[key]
-        if len(raw) > 32 or not NUMBER.fullmatch(raw):
-            raise ConfigError(f"override {key}: expected a number, got {shown(raw, 32)}")
-        value = float(raw)
-        if not math.isfinite(value) or not low <= value <= high:
-            raise ConfigError(f"override {key}: expected {low:g} to {high:g}, got {shown(raw, 32)}")
-        if kind is int and value != int(value):
-            raise ConfigError(f"override {key}: expected a whole number, got {shown(raw, 32)}")
+        value = check_number(key, raw, *NUMBERS[key])
         if key == "sequence_len" and data_dir is not None:
             measured = data_sequence_len(data_dir)
             if measured and value > measured:
                 raise ConfigError(f"override sequence_len: the data was measured for at most {measured}")
-        out.append(f"{key}={int(value) if kind is int else repr(value)}")
+        out.append(f"{key}={value!r}")
     return out
+
+
+def check_number(key: str, raw: str, kind: type, low: float, high: float) -> int | float:
+    """One bounded number of the allow-list, from its text: the value, or a ConfigError naming `key`."""
+    if len(raw) > 32 or not NUMBER.fullmatch(raw):
+        raise ConfigError(f"override {key}: expected a number, got {shown(raw, 32)}")
+    value = float(raw)
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ConfigError(f"override {key}: expected {low:g} to {high:g}, got {shown(raw, 32)}")
+    if kind is int and value != int(value):
+        raise ConfigError(f"override {key}: expected a whole number, got {shown(raw, 32)}")
+    return int(value) if kind is int else value
 
 
 def data_sequence_len(data_dir: Path) -> int | None:
@@ -162,9 +170,14 @@ def start_run(
     db_url: str | None = None,
     heldout_eval: bool = True,
     data_root: str | Path = "data",
+    run_id: str | None = None,
+    targets_per_step: int | None = None,
+    launch: bool = True,
 ) -> str:
     """Checked here (a long-lived process imports Axolotl once), registered as queued, then launched
-    as `python -m jobs execute RUN` in its own session. Nothing stays written for a refused request."""
+    as `python -m jobs execute RUN` in its own session (`launch=False`: the caller starts it later,
+    jobs/service/queue.py). `run_id`: the caller's (the customer's job id), else a new one.
+    Nothing stays written for a refused request."""
     from axolotl_configs import validate
 
     root = Path(data_root).resolve()
@@ -175,7 +188,7 @@ def start_run(
         input_file = str(Path(run_mod.DEFAULT_INPUT).relative_to("data"))
     input_path, data_dir = resolve(root, input_file, data)
     made = []  # what this request wrote into the data folder, deepest last
-    run_id = None
+    wanted, run_id = run_id, None
     try:
         if data_dir is None:
             parent = root / "converted"
@@ -195,6 +208,8 @@ def start_run(
             runs_dir=runs_dir,
             db_url=db_url,
             heldout_eval=heldout_eval,
+            run_id=wanted,
+            targets_per_step=targets_per_step,
         )
         run_dir = Path(runs_dir) / run_id
         config = runfolder.yaml_load(run_dir / "config.yaml")
@@ -206,7 +221,10 @@ def start_run(
             shutil.rmtree(path, ignore_errors=True)
         raise
     lineage = json.loads((run_dir / "run.json").read_text())
-    runfolder.register(run_id, run_dir, lineage, config, db_url, status="queued")
+    steps = lineage["estimate"].get("steps")
+    runfolder.register(run_id, run_dir, lineage, config, db_url, status="queued", total_steps=steps)
+    if not launch:
+        return run_id
     argv = [sys.executable, "-m", "jobs", "--runs-dir", runs_dir, "execute", run_id]
     spawn(
         argv + ([] if heldout_eval else ["--no-eval"]),
