@@ -126,6 +126,10 @@ webhooks-replay RUN:
 service HOST="127.0.0.1" PORT="8000":
     {{python}} -m jobs service --host {{HOST}} --port {{PORT}}
 
+# A RunPod pod template running the service (port 8000, secrets by reference): printed, or `--create`d through RunPod's API (`just template [--cpu] [--image REGISTRY/brightrun-lora:TAG] [--create]`)
+template *ARGS:
+    @{{python}} -m jobs template {{ARGS}}
+
 # One run: status, hyperparameters, metrics history
 show RUN:
     @{{python}} -m jobs show {{RUN}}

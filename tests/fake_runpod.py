@@ -10,6 +10,7 @@ Usage:
         fake.fail_next(fake.NO_INSTANCES)  # the next pod create answers this GraphQL error
         fake.preempt(pod_id)               # RunPod takes a spot pod back: EXITED, then gone
         fake.calls[-1]                     # (field, args) exactly as the client sent them
+        fake.templates                     # POST /v2/templates (REST API v2, TEMPLATES): id -> Template
 
 Shapes, copied (the same sources as jobs/pod/runpod.py):
   SDK  = github.com/runpod/runpod-python @ 07fc6e2: runpod/api/graphql.py (POST {"query"}, 401 = bad key,
@@ -389,6 +390,7 @@ class FakeRunPod:
         self._query_errors = 0
         self._query_error_message = ""
         self._server: ThreadingHTTPServer | None = None
+        self.templates: dict[str, dict] = {}  # POST /v2/templates: id -> the Template answered (TEMPLATES)
 
     # -- switches for tests --------------------------------------------------------------------------------
 
@@ -489,6 +491,8 @@ class FakeRunPod:
             if self._server_errors:
                 self._server_errors -= 1
                 return 502, {"errors": [{"message": "Bad Gateway"}]}
+        if urlparse(path).path == "/v2/templates":  # REST API v2 (TEMPLATES), not GraphQL
+            return self._create_template(header_key, body)
         if (header_key or query_key) != self.api_key:
             return 401, {"errors": [{"message": "Unauthorized"}]}  # SDK graphql.py: 401 = bad key
         try:
@@ -853,11 +857,85 @@ class FakeRunPod:
 
             threading.Thread(target=kill, daemon=True).start()
 
+    # -- REST API v2: templates (TEMPLATES) ---------------------------------------------------------------
+
+    def _create_template(self, key: str | None, body: bytes) -> tuple[int, dict]:
+        """POST /v2/templates: 201 and the Template, or an RFC 9457 problem {title, status, detail, errors}."""
+        if key != self.api_key:  # the reference's UnauthorizedError example; a wrong key's wording made up
+            return _problem(401, "Unauthorized", "missing bearer token" if not key else "invalid api key")
+        try:
+            given = json.loads(body)
+        except ValueError:
+            return _problem(400, "Bad Request", "request could not be processed")
+        errors = _template_errors(given)
+        if errors:
+            return _problem(422, "Unprocessable Entity", "Request validation failed.", errors)
+        with self.lock:
+            self.calls.append(("POST /v2/templates", given))
+            if any(t["name"] == given["name"] for t in self.templates.values()):  # made-up wording
+                return _problem(400, "Bad Request", f"template name {given['name']!r} is already taken")
+            template = {**TEMPLATE_DEFAULTS, **given, "id": _id(8)}
+            self.templates[template["id"]] = template
+        return 201, template
+
     def _forget(self, pod_id: str) -> None:
         with self.lock:
             pod = self.pods.pop(pod_id, None)
             if pod:
                 self.gone[pod_id] = pod
+
+
+# POST /v2/templates, RunPod's REST API v2 createTemplate (TEMPLATES = docs.runpod.io/api-reference-v2/
+# templates/create-a-template; github.com/runpod/docs api-reference-v2/openapi.json @ a900806e, 2026-08-20):
+# CreateTemplateRequest is ContainerConfig (args, disk >= 1, env {str: str}, image, ports ["port/proto"],
+# registry) plus name, allowedCudaVersions ("major.minor"), category (CPU, NVIDIA, AMD), mounts
+# ({persistent: {size >= 10, path}} only), public, serverless, startJupyter, startSsh; name and image
+# required; unevaluatedProperties false. 201 answers the Template: every field, defaults filled in, and
+# its id. Errors: {title, status, detail, errors?} (RFC 9457; the validation example's wording
+# "$: additional properties 'bogus' not allowed"). Names are unique (DOCS sdks/graphql/
+# manage-pod-templates.mdx); v2's status and wording for a taken name are not documented: made up here.
+TEMPLATE_TYPES = {
+    "name": str, "image": str, "args": str, "disk": int, "env": dict, "ports": list, "registry": (str, type(None)),
+    "allowedCudaVersions": list, "category": str, "mounts": dict, "public": bool, "serverless": bool,
+    "startJupyter": bool, "startSsh": bool,
+}  # fmt: skip
+TEMPLATE_DEFAULTS = {
+    "args": "", "disk": 50, "env": {}, "ports": [], "registry": None, "category": "NVIDIA", "mounts": {},
+    "public": False, "serverless": False, "startJupyter": True, "startSsh": True, "allowedCudaVersions": [],
+}  # fmt: skip
+
+
+def _template_errors(given) -> list[str]:
+    if not isinstance(given, dict):
+        return ["$: expected object"]
+    errors = [f"$: additional properties '{k}' not allowed" for k in given if k not in TEMPLATE_TYPES]
+    errors += [f"$: missing property '{k}'" for k in ("name", "image") if not given.get(k)]
+    for key, kind in TEMPLATE_TYPES.items():
+        if key in given and (not isinstance(given[key], kind) or isinstance(given[key], bool) != (kind is bool)):
+            errors.append(f"$.{key}: wrong type")
+    if errors:
+        return errors
+    ports, env, mounts = given.get("ports", []), given.get("env", {}), given.get("mounts", {})
+    errors += [f"$.ports: {p!r} is not port/protocol" for p in ports if not re.fullmatch(r"\d+/(http|tcp)", str(p))]
+    errors += [f"$.env.{k}: expected string" for k, v in env.items() if not isinstance(v, str)]
+    errors += [f"$.allowedCudaVersions: {v!r}" for v in given.get("allowedCudaVersions", []) if not re.fullmatch(r"\d+\.\d+", str(v))]
+    if given.get("category", "NVIDIA") not in ("CPU", "NVIDIA", "AMD"):
+        errors.append("$.category: value must be one of 'CPU', 'NVIDIA', 'AMD'")
+    if given.get("disk", 1) < 1:
+        errors.append("$.disk: minimum: got < 1, want 1")
+    if set(mounts) - {"persistent"}:
+        errors.append("$.mounts: additional properties not allowed (templates take one persistent mount)")
+    persistent = mounts.get("persistent")
+    if persistent is not None and not (
+        isinstance(persistent, dict) and set(persistent) == {"size", "path"} and isinstance(persistent["path"], str)
+        and isinstance(persistent["size"], int) and persistent["size"] >= 10
+    ):
+        errors.append("$.mounts.persistent: size (integer >= 10) and path required, nothing else")
+    return errors
+
+
+def _problem(status: int, title: str, detail: str, errors: list[str] | None = None) -> tuple[int, dict]:
+    return status, {"title": title, "status": status, "detail": detail, **({"errors": errors} if errors else {})}
 
 
 class _Handler(BaseHTTPRequestHandler):
