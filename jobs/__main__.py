@@ -19,7 +19,8 @@ Usage:
   python -m jobs compare RUN_A RUN_B
   python -m jobs merge RUN
   python -m jobs serve-adapter REF [REF ...] [--run]   (REF: a run id or NAME@vN; one base, every adapter)
-  python -m jobs service [--host 127.0.0.1] [--port 8000]
+  python -m jobs service [--host 127.0.0.1] [--port 8000] [--model 70b-qlora] [--preset balanced]
+  python -m jobs template [--create] [--gpu | --cpu] [--name NAME] [--image IMAGE]  (RunPod: the service)
   python -m jobs webhooks-replay RUN
 
 Settings from the environment only: DATABASE_URL (registry), WEBHOOK_URL + TRAINING_WEBHOOK_SECRET
@@ -152,6 +153,26 @@ def parser() -> argparse.ArgumentParser:
         default="data",
         help="the folder API requests' input/data paths resolve in (default: data)",
     )
+    v.add_argument(
+        "--model",
+        default="70b-qlora",
+        help="the model profile a /training/start without base_model trains (default 70b-qlora; smoke: a "
+        "CPU service for checks)",
+    )
+    v.add_argument(
+        "--preset", default="balanced", help="the preset /training/start jobs get (default balanced)"
+    )
+    v.add_argument(
+        "--no-eval", action="store_true", help="no held-out evaluation after a job's training (faster)"
+    )
+    tp = sub.add_parser("template", help="print (or --create) a RunPod pod template running the service")
+    tp.add_argument("--create", action="store_true", help="create it through RunPod's API (RUNPOD_API_KEY)")
+    kind = tp.add_mutually_exclusive_group()
+    kind.add_argument("--gpu", dest="cpu", action="store_false", help="trains on its own GPU (default)")
+    kind.add_argument("--cpu", dest="cpu", action="store_true", help="starts one GPU pod per job")
+    tp.set_defaults(cpu=False)
+    tp.add_argument("--name", default=None, help="the template's name (unique in the account)")
+    tp.add_argument("--image", default=None, help="this repo's pushed image (default $BRIGHTRUN_IMAGE)")
     return p
 
 
@@ -291,7 +312,21 @@ def _webhooks_replay(args) -> int:
 def _service(args) -> int:
     from jobs import service
 
-    return service.main(host=args.host, port=args.port, runs_dir=args.runs_dir, data_dir=args.data_dir)
+    return service.main(
+        host=args.host,
+        port=args.port,
+        runs_dir=args.runs_dir,
+        data_dir=args.data_dir,
+        model=args.model,
+        preset=args.preset,
+        evaluate=not args.no_eval,
+    )
+
+
+def _template(args) -> int:
+    from jobs.pod import template
+
+    return template.main(args.create, args.cpu, args.name, args.image)
 
 
 def _eval(args) -> int:
@@ -344,6 +379,7 @@ VERBS = {
     "cancel": _cancel,
     "webhooks-replay": _webhooks_replay,
     "service": _service,
+    "template": _template,
     "eval": _eval,
     "merge": _merge,
     "serve-adapter": _serve_adapter,

@@ -291,3 +291,100 @@ class CustomerApp:
     def env(self) -> dict[str, str]:
         """What a run needs in its environment to report here."""
         return {"WEBHOOK_URL": self.url, "TRAINING_WEBHOOK_SECRET": self.secret}
+
+
+# -- their start call (customer-start-flow.md, "Start"), exactly as their TrainingService makes it --------
+
+
+class StartFailed(Exception):
+    """Their app throws with the response text on a non-2xx answer; the user sees that text."""
+
+
+def start_training_job(
+    app: CustomerApp, endpoint: str, api_key: str, job_id: str, dataset_url: str, hyperparameters: dict
+) -> dict:
+    """Steps 3 and 4: POST ${RUNPOD_ENDPOINT_URL}/training/start with their headers and body (runpod_config
+    not forwarded), then, on a 2xx, their row gets pod id, status preprocessing and started_at."""
+    import httpx
+
+    body = {
+        "job_id": job_id,
+        "dataset_url": dataset_url,
+        "hyperparameters": hyperparameters,
+        "webhook_url": app.url,
+        "webhook_secret": app.secret,
+    }
+    response = httpx.post(
+        f"{endpoint}/training/start",
+        content=json.dumps(body),  # JSON.stringify(body)
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
+        timeout=300,
+    )
+    if not response.is_success:
+        raise StartFailed(response.text)
+    answer = response.json()
+    now = datetime.now(UTC).isoformat()
+    count, error = app.db.execute(
+        "UPDATE training_jobs SET runpod_pod_id = %s, status = 'preprocessing', started_at = %s, "
+        "updated_at = %s WHERE id = %s",
+        [answer.get("pod_id"), now, now, job_id],
+    )
+    assert count == 1, error
+    return answer
+
+
+class Storage:
+    """Their private Supabase Storage bucket `training-files` on loopback: signed download URLs as
+    Supabase writes them (/storage/v1/object/sign/<bucket>/<path>?token=<JWT>), valid `expires` seconds;
+    an expired or wrong token gets Supabase's 400 InvalidJWT answer."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.tokens: dict[str, tuple[str, float]] = {}
+        self.requests: list[str] = []
+
+    def put(self, path: str, data: bytes) -> None:
+        self.files[path] = data
+
+    def sign(self, path: str, expires: float = 3600) -> str:
+        import time
+
+        token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + uuid.uuid4().hex  # JWT-looking, a secret to us
+        self.tokens[token] = (path, time.time() + expires)
+        return f"{self.base}/storage/v1/object/sign/training-files/{path}?token={token}"
+
+    def __enter__(self) -> Storage:
+        import time
+        from urllib.parse import parse_qs, urlsplit
+
+        storage = self
+
+        class Route(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 -- http.server's name
+                parts = urlsplit(self.path)
+                storage.requests.append(parts.path)
+                token = (parse_qs(parts.query).get("token") or [""])[0]
+                path, until = storage.tokens.get(token, (None, 0))
+                prefix = "/storage/v1/object/sign/training-files/"
+                if path is None or parts.path != prefix + path or time.time() > until:
+                    body = b'{"statusCode":"400","error":"InvalidJWT","message":"\\"exp\\" claim timestamp check failed"}'
+                    status = 400
+                else:
+                    body, status = storage.files[path], 200
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Route)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -5,6 +5,9 @@
   GET  /api/models             GET /api/models/{name}; POST .../promote, .../rollback; GET
                                .../versions/{v}/download (presigned URLs), POST .../versions/{v}/test (a
                                version's answer: versions/answer.py): versions/ over HTTP (models_api.py)
+  POST /training/start         the customer's app starts a job (their names: jobs/service/training_api.py);
+                               GET /training/status/{id}, POST /training/stop/{id}, GET /models/list,
+                               POST /models/test. Their jobs run here, one per GPU, the rest queued.
   GET  /health, /openapi.json, /docs; GET / the dashboard (jobs/service/static)
 
 JOBS_API_TOKEN (the API's bearer token) and TRAINING_WEBHOOK_SECRET (the webhook HMAC key) come from the
@@ -41,6 +44,9 @@ def main(
     runs_dir: str = "runs",
     db_url: str | None = None,
     data_dir: str = "data",
+    model: str = "70b-qlora",
+    preset: str = "balanced",
+    evaluate: bool = True,
 ) -> int:
     missing = [name for name in REQUIRED if not os.environ.get(name)]
     if missing:
@@ -56,7 +62,7 @@ def main(
     from jobs.service.app import create_app
 
     try:
-        app = create_app(runs_dir, db_url, data_dir)
+        app = create_app(runs_dir, db_url, data_dir, model, preset, evaluate)
     except SQLAlchemyError as exc:
         # The driver's own message (host, port, why); never the URL, which may hold a password.
         reason = getattr(exc, "orig", None) or exc

@@ -30,11 +30,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from axolotl_configs.profiles import Profiles
 from brightrun.errors import ConfigError
 from jobs import registry, webhooks
 from jobs.cancel import cancel
 from jobs.runfolder import ROOT, Conflict, NotFound
-from jobs.service import models_api, receiver, start, store, views
+from jobs.service import models_api, queue, receiver, start, store, training_api, views
 from jobs.service.db import make_engine
 from versions import answer
 
@@ -148,7 +149,12 @@ def public(message: str, places: dict[Path, str], limit: int = 2000) -> str:
 
 
 def create_app(
-    runs_dir: str | Path = "runs", db_url: str | None = None, data_dir: str | Path = "data"
+    runs_dir: str | Path = "runs",
+    db_url: str | None = None,
+    data_dir: str | Path = "data",
+    model: str = "70b-qlora",
+    preset: str = "balanced",
+    evaluate: bool = True,
 ) -> FastAPI:
     token = os.environ.get("JOBS_API_TOKEN")
     secret = os.environ.get("TRAINING_WEBHOOK_SECRET")
@@ -161,6 +167,14 @@ def create_app(
     registry.use_runs_dir(runs)
     url = registry.database_url(db_url)
     engine = make_engine(url)
+    settings = training_api.Settings(runs, data_root, url, model, preset, evaluate, secret)
+    try:
+        Profiles.load(preset, model)  # the defaults a start request gets: checked before serving any
+    except ConfigError as exc:
+        raise RuntimeError(str(exc)) from None
+    # One run at a time per GPU (a CPU machine: one), the rest queued (jobs/service/queue.py).
+    slots = max(1, gpus()["count"])
+    dispatcher = queue.Dispatcher(engine, runs, url, secret, slots, evaluate)
     try:
         answerer = answer.Answerer.from_env()  # MODELS_SERVER_URL / _API_KEY, MODELS_TEST_*: "test a model"
     except ValueError as exc:
@@ -168,7 +182,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        dispatcher.start()
         yield
+        dispatcher.stop()
         answerer.close()  # the generation worker, if one was started
 
     app = FastAPI(
@@ -218,7 +234,17 @@ def create_app(
         except Exception as exc:  # noqa: BLE001 -- a health check reports, it does not fail
             log.warning("health: database unreachable (%s)", type(exc).__name__)
             reachable = False
-        body = {"ok": reachable, "database": engine.dialect.name, "gpu": dict(gpus())}
+        gpu = dict(gpus())
+        # Their plan's shape first (status, gpu_available, gpu_count), then ours.
+        body = {
+            "status": "healthy" if reachable else "unhealthy",
+            "gpu_available": gpu["present"],
+            "gpu_count": gpu["count"],
+            "registry": reachable,
+            "ok": reachable,
+            "database": engine.dialect.name,
+            "gpu": gpu,
+        }
         return JSONResponse(body, status_code=200 if reachable else 503)
 
     @app.post(
@@ -329,6 +355,13 @@ def create_app(
             raise ServiceError(400, public(str(exc), places)) from None
         log.info("cancel %s: %s", job_id, status)
         return {"id": job_id, "status": status}
+
+    # The customer's app: /training/start, status, stop; /models/list, /models/test (training_api.py).
+    app.include_router(
+        training_api.router(
+            engine, settings, authorized, lambda message: public(message, places), answerer, dispatcher.poke
+        )
+    )
 
     # Named models and their versions (versions/): /api/models...
     app.include_router(

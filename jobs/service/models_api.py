@@ -65,24 +65,69 @@ class Ask(BaseModel):
         return self
 
 
+def refusal(exc: Exception, public: Callable[[str], str]) -> HTTPException:
+    """A refusal as its answer: the registry's own status, 502 for the store, 503 for the database."""
+    if isinstance(exc, registry.VersionError):
+        return HTTPException(exc.status, public(str(exc)))
+    if isinstance(exc, store.Missing):
+        return HTTPException(410, public(str(exc)))
+    if isinstance(exc, store.NoUrl):
+        return HTTPException(409, public(str(exc)))
+    if isinstance(exc, store.StoreError):
+        log.warning("artifact store: %s", public(str(exc)))
+        return HTTPException(502, "artifact store: " + public(str(exc)))
+    log.error("models: database error %s", type(exc).__name__)
+    return HTTPException(503, "the registry database is unavailable; try again")
+
+
+async def answer_with(
+    engine: Engine,
+    runs: Path,
+    public: Callable[[str], str],
+    answerer: answer.Answerer,
+    name: str,
+    version: int | None,
+    body: Ask,
+) -> dict:
+    """A version's answer (None: the model's production version), for both test routes."""
+
+    def pick():
+        if version is not None:
+            return registry.get_version(engine, name, version)
+        production = [v for v in registry.versions_of(engine, name) if v.stage == "production"]
+        if not production:
+            raise registry.NotFound(f"{name} has no production version; name one as {name}@vN")
+        return production[-1]
+
+    # async: the registry read goes to the threadpool, the generation to a worker process or the
+    # model server; the event loop only waits.
+    try:
+        v = registry.finished(await run_in_threadpool(pick))
+    except (registry.VersionError, SQLAlchemyError) as exc:
+        raise refusal(exc, public) from None
+    messages = [m.model_dump() for m in body.messages]
+    try:
+        result = await answerer.answer(v, runs, messages, body.max_tokens, body.temperature)
+    except answer.Busy as exc:
+        raise HTTPException(exc.status, str(exc), {"Retry-After": str(answer.RETRY_AFTER_S)}) from None
+    except answer.Unanswered as exc:
+        log.warning("test %s: %s", v.ref, public(str(exc)))
+        raise HTTPException(exc.status, public(str(exc))) from None
+    except store.StoreError as exc:
+        raise refusal(exc, public) from None
+    log.info(
+        "test %s: %s tokens in %.1f s (%s)", v.ref, result["tokens"], result["seconds"], result["backend"]
+    )
+    return {"ref": v.ref, **result}
+
+
 def router(
     engine: Engine, runs: Path, authorized: Callable, public: Callable[[str], str], answerer: answer.Answerer
 ) -> APIRouter:
     api = APIRouter(prefix="/api/models", tags=["models"], dependencies=[Depends(authorized)])
 
     def refused(exc: Exception) -> HTTPException:
-        """A refusal as its answer: the registry's own status, 502 for the store, 503 for the database."""
-        if isinstance(exc, registry.VersionError):
-            return HTTPException(exc.status, public(str(exc)))
-        if isinstance(exc, store.Missing):
-            return HTTPException(410, public(str(exc)))
-        if isinstance(exc, store.NoUrl):
-            return HTTPException(409, public(str(exc)))
-        if isinstance(exc, store.StoreError):
-            log.warning("artifact store: %s", public(str(exc)))
-            return HTTPException(502, "artifact store: " + public(str(exc)))
-        log.error("models: database error %s", type(exc).__name__)
-        return HTTPException(503, "the registry database is unavailable; try again")
+        return refusal(exc, public)
 
     def named(name: str) -> str:
         try:
@@ -146,25 +191,6 @@ def router(
         },
     )
     async def test_version(body: Ask, name: str, version: int = Version):
-        # async: the registry read goes to the threadpool, the generation to a worker process or the
-        # model server; the event loop only waits.
-        try:
-            v = registry.finished(await run_in_threadpool(registry.get_version, engine, named(name), version))
-        except (registry.VersionError, SQLAlchemyError) as exc:
-            raise refused(exc) from None
-        messages = [m.model_dump() for m in body.messages]
-        try:
-            result = await answerer.answer(v, runs, messages, body.max_tokens, body.temperature)
-        except answer.Busy as exc:
-            raise HTTPException(exc.status, str(exc), {"Retry-After": str(answer.RETRY_AFTER_S)}) from None
-        except answer.Unanswered as exc:
-            log.warning("test %s: %s", v.ref, public(str(exc)))
-            raise HTTPException(exc.status, public(str(exc))) from None
-        except store.StoreError as exc:
-            raise refused(exc) from None
-        log.info(
-            "test %s: %s tokens in %.1f s (%s)", v.ref, result["tokens"], result["seconds"], result["backend"]
-        )
-        return {"ref": v.ref, **result}
+        return await answer_with(engine, runs, public, answerer, named(name), version, body)
 
     return api

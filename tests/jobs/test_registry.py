@@ -142,7 +142,7 @@ def test_processes_migrating_a_fresh_registry_at_once_all_succeed(fresh_db_url, 
     assert [p.returncode for p in procs] == [0] * 6, "\n".join(outputs)[-3000:]
     db = create_engine(fresh_db_url)
     with db.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0006"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0007"]
         tables = set(inspect(conn).get_table_names())
         columns = {c["name"] for c in inspect(conn).get_columns("training_jobs")}
     db.dispose()
