@@ -97,6 +97,12 @@ def parser() -> argparse.ArgumentParser:
     )
     la.add_argument("--detach", action="store_true", help="create the pod and return (`jobs follow RUN`)")
     la.add_argument(
+        "--targets-per-step",
+        type=int,
+        default=None,
+        help="trained pairs per optimizer step (the customer's batch_size) instead of the preset's",
+    )
+    la.add_argument(
         "--image",
         default=None,
         help="the pushed image of this repo (default $BRIGHTRUN_IMAGE, else Axolotl's own image, our code "
@@ -165,6 +171,14 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--no-eval", action="store_true", help="no held-out evaluation after a job's training (faster)"
     )
+    v.add_argument(
+        "--runs",
+        choices=["local", "pods"],
+        default=None,
+        help="where /training/start jobs train: pods (one RunPod pod each; the default with RUNPOD_API_KEY "
+        "set; the volume: $BRIGHTRUN_NETWORK_VOLUME) or local (this machine, one per GPU)",
+    )
+    v.add_argument("--poll", type=float, default=30.0, help="seconds between a pod job's polls (default 30)")
     tp = sub.add_parser("template", help="print (or --create) a RunPod pod template running the service")
     tp.add_argument("--create", action="store_true", help="create it through RunPod's API (RUNPOD_API_KEY)")
     kind = tp.add_mutually_exclusive_group()
@@ -267,6 +281,7 @@ def _launch(args) -> int:
             image=args.image,
             start_timeout=args.start_timeout,
             registry_auth=args.registry_auth,
+            targets_per_step=args.targets_per_step,
         )
     except CreateUnsure as exc:  # no run registered yet: the message says where the pod may be
         print(f"error: {exc}", file=sys.stderr)
@@ -320,6 +335,8 @@ def _service(args) -> int:
         model=args.model,
         preset=args.preset,
         evaluate=not args.no_eval,
+        runs_mode=args.runs,
+        poll=args.poll,
     )
 
 

@@ -147,6 +147,8 @@ def lineage_of(
             "sha256": config_sha256 if config_sha256 is not None else sha256_file(run_dir / "config.yaml"),
         },
         "lines_dropped_for_length": job["lines_dropped_for_length"],
+        # The customer's batch_size as the renderer used it (a relaunch renders again: jobs/pod/config.py).
+        **({"targets_per_step": job["targets_per_step"]} if job.get("targets_per_step") else {}),
         "estimate": job["estimate"],
         "adapter": None,
         "attempts": [],

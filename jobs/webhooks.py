@@ -409,6 +409,29 @@ def emit(run_dir: Path | str, job_id: str, status: str, row=None, after: int = 0
     return event
 
 
+def relay(run_dir: Path | str, event: dict) -> bool:
+    """An event another sender signed for us (a pod of a jobs-service job, to the service's receiver), passed
+    on from here: appended to this run's spool as it came (its event_id and sequence; later events of this
+    folder are numbered above it) and sent to the run's destination, under the same rule (never backwards).
+    False when the spool has it already."""
+    run_dir = Path(run_dir)
+    out = sender(run_dir)
+    if out is None:
+        return False
+    event = {k: v for k, v in event.items() if k != "timestamp"}  # each delivery signs its own time
+    with locked(run_dir):
+        spooled = run_dir / SPOOL
+        if spooled.is_file() and event["event_id"] in spooled.read_text("utf-8"):
+            return False
+        seq_file = run_dir / SEQUENCE
+        last = int(seq_file.read_text() or 0) if seq_file.is_file() else 0
+        seq_file.write_text(str(max(last, int(event["sequence"]))))
+        with spooled.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(event, ensure_ascii=False) + "\n")
+    out.submit(run_dir, event)
+    return True
+
+
 def resend_pending(run_dir: Path | str) -> int:
     """At a run's next start: queue what an earlier process left undelivered (oldest first)."""
     out = sender(run_dir)

@@ -296,6 +296,18 @@ class CustomerApp:
 # -- their start call (customer-start-flow.md, "Start"), exactly as their TrainingService makes it --------
 
 
+# Their form's seven as a user would leave them (customer-start-flow.md, step 1): what a start sends.
+HYPERPARAMETERS = {
+    "num_epochs": 3,
+    "batch_size": 4,
+    "learning_rate": 0.0002,
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "warmup_ratio": 0.03,
+}
+
+
 class StartFailed(Exception):
     """Their app throws with the response text on a non-2xx answer; the user sees that text."""
 

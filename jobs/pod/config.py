@@ -65,6 +65,7 @@ def render(
     pod_volume: str,
     pod_data: str,
     vrun: str,
+    targets_per_step: int | None = None,
 ):
     """The config of volume run `vrun`, read from the data here, naming the pod's paths. Our keys and
     numbers are checked here; Axolotl's own check runs on the pod (jobs/preprocess.py), as for a local run."""
@@ -81,6 +82,7 @@ def render(
         out_path=f"{run_dir}/{CONFIG}",
         check=False,
         allow_drop=allow_drop,
+        targets_per_step=targets_per_step,
         data_at=pod_data,
     )
 
@@ -213,5 +215,6 @@ def render_again(lineage: dict, run_dir: Path, volume, vrun: str) -> str:
         info["env"]["BRIGHTRUN_VOLUME"],
         lineage["data"]["pod_dir"],
         vrun,
+        lineage.get("targets_per_step"),
     )
     return publish(volume, rendered, run_dir / "config.yaml", lineage, vrun)

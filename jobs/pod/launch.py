@@ -111,6 +111,7 @@ def launch(
     volume_path: str | None = None,
     start_timeout: float | None = None,
     registry_auth: str | None = None,
+    targets_per_step: int | None = None,
 ) -> int:
     from axolotl_configs import data as data_mod
     from axolotl_configs import estimate
@@ -173,7 +174,16 @@ def launch(
     if run_dir.exists():
         raise ConfigError(f"{run_dir} exists; pick another --run-id")
     rendered = pod_config.render(
-        preset, model, data_dir, hw_name, overrides, allow_drop, pod_volume, pod_data, run_id
+        preset,
+        model,
+        data_dir,
+        hw_name,
+        overrides,
+        allow_drop,
+        pod_volume,
+        pod_data,
+        run_id,
+        targets_per_step,
     )
     est = estimate.estimate(preset, model, data_dir, hw_name, rendered=rendered)
 
@@ -240,8 +250,10 @@ def launch(
     }
     if bundle_key:
         env["BRIGHTRUN_BUNDLE"] = f"{pod_volume}/{bundle_key}"  # what START_COMMAND installs and runs
-    if os.environ.get("WEBHOOK_URL"):
-        env["WEBHOOK_URL"] = os.environ["WEBHOOK_URL"]
+    # Where the pod's own events go: WEBHOOK_URL, or (a job of the jobs service) the service's receiver,
+    # which passes them on to that job's customer URL with a secret the pod never holds (jobs/service).
+    if pod_url := os.environ.get("BRIGHTRUN_POD_WEBHOOK_URL") or os.environ.get("WEBHOOK_URL"):
+        env["WEBHOOK_URL"] = pod_url
     pod_spec = {
         "name": run_id,
         "imageName": image,
@@ -301,6 +313,7 @@ def launch(
         "model": model,
         "hardware": hw_name,
         "overrides": overrides,
+        "targets_per_step": targets_per_step,
         "lines_dropped_for_length": rendered.derived.get("lines_dropped", 0),
         "estimate": {
             "hours": hours,

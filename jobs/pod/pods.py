@@ -80,7 +80,12 @@ def open_volume(
 
 
 def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, env: dict, secrets: list[str]):
-    if webhooks.run_keys_required() and "TRAINING_WEBHOOK_SECRET" in secrets:
+    if key := os.environ.get("BRIGHTRUN_POD_WEBHOOK_KEY"):
+        # A job of the jobs service: the pod signs with its job's key for the service's receiver, never
+        # with the customer's secret (the service holds that one, and passes the events on).
+        env = {**env, "TRAINING_WEBHOOK_SECRET": key}
+        secrets = [name for name in secrets if name != "TRAINING_WEBHOOK_SECRET"]
+    elif webhooks.run_keys_required() and "TRAINING_WEBHOOK_SECRET" in secrets:
         # The pod gets its own job's key, never the master secret (jobs/webhooks.py, run_key); made here
         # at each create, so it is never written into run.json with the rest of the pod's env.
         key = webhooks.run_key(os.environ["TRAINING_WEBHOOK_SECRET"], spec["name"])

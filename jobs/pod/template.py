@@ -40,7 +40,8 @@ SECRETS = (
 )
 # --cpu starts pods: an account key (RunPod's own RUNPOD_API_KEY in a pod is pod-scoped, docs.runpod.io
 # pods/templates/environment-variables) and the network volume's S3 keys (jobs/pod/volume.py KEY_VARS).
-POD_SECRETS = ("RUNPOD_API_KEY", "RUNPOD_S3_ACCESS_KEY", "RUNPOD_S3_SECRET_KEY")
+# BRIGHTRUN_NETWORK_VOLUME: the network volume id each job's pod mounts (`jobs launch --network-volume`).
+POD_SECRETS = ("RUNPOD_API_KEY", "RUNPOD_S3_ACCESS_KEY", "RUNPOD_S3_SECRET_KEY", "BRIGHTRUN_NETWORK_VOLUME")
 # Storage, USD per GB-month while the pod runs (volume: 0.20 while stopped): docs.runpod.io/pods/pricing
 # (github.com/runpod/docs pods/pricing.mdx @ e979ee42, 2026-07-20). It lists no CPU pod price.
 STORAGE_GB_MONTH = 0.10
@@ -74,12 +75,14 @@ def pick_image(image: str | None) -> str:
     return image
 
 
-def command(volume: str) -> str:
+def command(volume: str, cpu: bool = False) -> str:
     """The container's arguments: Axolotl's ENTRYPOINT (/root/cloud-entrypoint.sh, kept by our Dockerfile)
     ends in `exec "$@"`, so they run in place of our CMD, which trains one job (docker/entrypoint.sh).
-    Runs and API inputs on the volume; 0.0.0.0 for RunPod's proxy."""
+    Runs and API inputs on the volume; 0.0.0.0 for RunPod's proxy. --runs: local trains on this pod's GPU;
+    pods starts one GPU pod per job (jobs/service/queue.py) on the network volume BRIGHTRUN_NETWORK_VOLUME."""
     args = ["python", "-m", "jobs", "--runs-dir", f"{volume}/runs", "service", "--host", "0.0.0.0"]
     args += ["--port", str(PORT), "--model", MODEL, "--data-dir", f"{volume}/data"]
+    args += ["--runs", "pods" if cpu else "local"]
     return shlex.join(args)
 
 
@@ -96,7 +99,7 @@ def build(cpu: bool = False, name: str | None = None, image: str | None = None) 
         "name": name or f"brightrun-jobs-service-{'cpu' if cpu else 'gpu'}",  # unique per account
         "image": pick_image(image),
         "category": "CPU" if cpu else "NVIDIA",  # TemplateCategory: the console's grouping only
-        "args": command(volume),  # "Arguments passed to the container entrypoint"
+        "args": command(volume, cpu),  # "Arguments passed to the container entrypoint"
         "ports": [f"{PORT}/http"],  # "port/protocol"; http: https://<pod id>-8000.proxy.runpod.net
         "env": env,  # an object of strings
         "disk": 50,  # container disk, GB, wiped on restart: logs, temporary files

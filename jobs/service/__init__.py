@@ -47,6 +47,8 @@ def main(
     model: str = "70b-qlora",
     preset: str = "balanced",
     evaluate: bool = True,
+    runs_mode: str | None = None,
+    poll: float = 30.0,
 ) -> int:
     missing = [name for name in REQUIRED if not os.environ.get(name)]
     if missing:
@@ -62,7 +64,7 @@ def main(
     from jobs.service.app import create_app
 
     try:
-        app = create_app(runs_dir, db_url, data_dir, model, preset, evaluate)
+        app = create_app(runs_dir, db_url, data_dir, model, preset, evaluate, runs_mode, poll)
     except SQLAlchemyError as exc:
         # The driver's own message (host, port, why); never the URL, which may hold a password.
         reason = getattr(exc, "orig", None) or exc

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import hmac
+import json
 import logging
 import os
 import re
@@ -155,6 +156,8 @@ def create_app(
     model: str = "70b-qlora",
     preset: str = "balanced",
     evaluate: bool = True,
+    runs_mode: str | None = None,
+    poll: float = 30.0,
 ) -> FastAPI:
     token = os.environ.get("JOBS_API_TOKEN")
     secret = os.environ.get("TRAINING_WEBHOOK_SECRET")
@@ -167,14 +170,27 @@ def create_app(
     registry.use_runs_dir(runs)
     url = registry.database_url(db_url)
     engine = make_engine(url)
-    settings = training_api.Settings(runs, data_root, url, model, preset, evaluate, secret)
+    # With RunPod configured, one pod per job; without it (or --runs local), on this machine.
+    runs_mode = runs_mode or ("pods" if os.environ.get("RUNPOD_API_KEY") else "local")
+    if runs_mode not in ("local", "pods"):
+        raise RuntimeError(f"--runs {runs_mode!r}: local or pods")
+    settings = training_api.Settings(runs, data_root, url, model, preset, evaluate, secret, runs_mode, poll)
     try:
         Profiles.load(preset, model)  # the defaults a start request gets: checked before serving any
     except ConfigError as exc:
         raise RuntimeError(str(exc)) from None
     # One run at a time per GPU (a CPU machine: one), the rest queued (jobs/service/queue.py).
     slots = max(1, gpus()["count"])
-    dispatcher = queue.Dispatcher(engine, runs, url, secret, slots, evaluate)
+    dispatcher = queue.Dispatcher(
+        engine,
+        runs,
+        url,
+        secret,
+        slots,
+        evaluate,
+        poll,
+        lambda job_id: training_api.route_events(engine, settings, job_id),
+    )
     try:
         answerer = answer.Answerer.from_env()  # MODELS_SERVER_URL / _API_KEY, MODELS_TEST_*: "test a model"
     except ValueError as exc:
@@ -282,18 +298,34 @@ def create_app(
         # async for the capped body read; the database work goes to the threadpool.
         try:
             body = await receiver.read_body(request)
+            # A pod of one of our own pod jobs signs with that job's key (it never holds a master secret).
+            pod_job = await run_in_threadpool(pod_job_of, body)
             event = receiver.verify(
                 request.headers.get("content-type"),
                 request.headers.get(webhooks.SIGNATURE_HEADER),
                 body,
                 secret,
-                per_run=webhooks.run_keys_required(),
+                per_run=webhooks.run_keys_required() or pod_job is not None,
             )
             applied = await run_in_threadpool(store.apply, engine, event)
         except receiver.Rejected as exc:
             log.info("webhook rejected (%d): %s", exc.status, exc.message)
             return error(exc.status, exc.message)
+        if pod_job is not None:  # its customer gets it too, signed with their secret, in order
+            await run_in_threadpool(training_api.relay, engine, settings, pod_job, body)
         return {"ok": True, "applied": applied}
+
+    def pod_job_of(body: bytes) -> str | None:
+        """The job id of an event for one of the service's pod jobs, or None (read before the signature,
+        to pick the key: the body is capped, the id checked by its rule)."""
+        try:
+            job_id = json.loads(body).get("job_id")
+        except (ValueError, RecursionError, AttributeError):
+            return None
+        if not isinstance(job_id, str) or not receiver.valid_job_id(job_id):
+            return None
+        job = queue.get(engine, job_id)
+        return job_id if job is not None and job.mode == "pod" else None
 
     @app.get("/api/training/jobs", tags=["jobs"], dependencies=[Depends(authorized)])
     def list_jobs(status: str | None = Query(default=None, description=" | ".join(registry.STATUSES))):

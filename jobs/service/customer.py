@@ -127,6 +127,20 @@ def model_for(base_model, default: str) -> str:
     return known[base_model]
 
 
+# Their runpod_config.gpu_type to RunPod's gpuTypeId (SDK queries/gpus.py ids, as hardware profiles name them)
+GPU_TYPES = {"H100_PCIE": "NVIDIA H100 PCIe", "A100_80GB": "NVIDIA A100 80GB PCIe"}
+
+
+def hardware_for(gpu_type: str | None, model: str) -> str:
+    """The hardware profile a pod job gets: the one for their gpu_type, else the model's (a GPU)."""
+    from jobs.pod.launch import pick_hardware
+
+    try:
+        return pick_hardware(GPU_TYPES[gpu_type] if gpu_type else None, None, None, model)
+    except ConfigError as exc:
+        raise field_error("runpod_config.gpu_type", str(exc)) from None
+
+
 def check_runpod_config(given) -> dict:
     if given is None:
         return {}

@@ -36,7 +36,7 @@ from jobs import payload, registry, webhooks
 from jobs.cancel import cancel
 from jobs.pod import stored
 from jobs.runfolder import Conflict, NotFound
-from jobs.service import customer, dataset, models_api, queue, receiver, secrets, start
+from jobs.service import customer, dataset, models_api, pods, queue, receiver, secrets, start
 from versions import answer
 from versions import registry as versions
 
@@ -54,6 +54,8 @@ class Settings:
     preset: str
     evaluate: bool
     service_secret: str
+    runs_mode: str = "local"  # local: on this machine; pods: one RunPod pod per job (jobs/pod/launch.py)
+    poll: float = 30.0  # seconds between a pod launcher's polls
 
 
 def route_events(engine: Engine, settings: Settings, job_id: str) -> None:
@@ -72,10 +74,22 @@ def start_job(engine: Engine, settings: Settings, body: dict, base_url: str) -> 
         raise customer.Refused(409, f"job {job_id} exists already (a job_id starts one job)")
     model = customer.model_for(asked["base_model"], settings.model)
     overrides, batch = customer.check_hyperparameters(asked["hyperparameters"])
+    if settings.runs_mode == "pods":
+        hardware = customer.hardware_for(asked["runpod_config"].get("gpu_type"), model)
     try:
         path, digest = dataset.fetch(asked["dataset_url"], settings.data_root / "incoming")
     except dataset.FetchError as exc:
         raise customer.Refused(422, str(exc)) from None
+    record = {
+        "dataset": {"url": dataset.redact(asked["dataset_url"]), "sha256": digest},
+        "hyperparameters": asked["hyperparameters"] or {},
+        "base_model": asked["base_model"],
+        "runpod_config": asked["runpod_config"],
+        "model": model,
+        "preset": settings.preset,
+    }
+    if settings.runs_mode == "pods":
+        return pods.start_job(engine, settings, asked, record, path, overrides, batch, hardware, base_url)
     # The run's own events (from `queued` on) go to their route from this process too: routed first.
     webhooks.route(settings.runs / job_id, asked["webhook_url"], asked["webhook_secret"])
     try:
@@ -94,14 +108,6 @@ def start_job(engine: Engine, settings: Settings, body: dict, base_url: str) -> 
     except ConfigError as exc:
         webhooks.unroute(settings.runs / job_id)
         raise customer.Refused(422, str(exc)) from None
-    record = {
-        "dataset": {"url": dataset.redact(asked["dataset_url"]), "sha256": digest},
-        "hyperparameters": asked["hyperparameters"] or {},
-        "base_model": asked["base_model"],
-        "runpod_config": asked["runpod_config"],
-        "model": model,
-        "preset": settings.preset,
-    }
     try:
         sealed = secrets.seal(settings.service_secret, asked["webhook_secret"])
         queue.add(engine, job_id, asked["webhook_url"], sealed, "local", record)
@@ -148,6 +154,22 @@ def artifact_key(settings: Settings, job: registry.TrainingJob) -> str | None:
 
 def status_of(engine: Engine, settings: Settings, job_id: str) -> dict:
     job = registry.get_job(job_id, settings.db_url) if receiver.valid_job_id(job_id) else None
+    if job is None and receiver.valid_job_id(job_id) and queue.get(engine, job_id) is not None:
+        # A pod job whose pod is being created: its row comes with the pod.
+        return {
+            "success": True,
+            "job_id": job_id,
+            "status": "queued",
+            "brightrun_status": "queued",
+            "step": 0,
+            "total_steps": None,
+            "metrics": {},
+            "cost_so_far_usd": 0.0,
+            "pod_id": None,
+            "lora_artifact_path": None,
+            "error_message": None,
+            "queue_position": 0,
+        }
     if job is None:
         raise customer.Refused(404, "no such job")
     with Session(engine) as s:
@@ -182,6 +204,8 @@ def status_of(engine: Engine, settings: Settings, job_id: str) -> dict:
 
 def stop_job(engine: Engine, settings: Settings, job_id: str) -> dict:
     job = registry.get_job(job_id, settings.db_url) if receiver.valid_job_id(job_id) else None
+    if job is None and receiver.valid_job_id(job_id) and queue.get(engine, job_id) is not None:
+        raise customer.Refused(409, f"job {job_id}: its pod is being created; stop it again in a few seconds")
     if job is None:
         raise customer.Refused(404, "no such job")
     if job.status in registry.TERMINAL:
@@ -195,6 +219,20 @@ def stop_job(engine: Engine, settings: Settings, job_id: str) -> dict:
         raise customer.Refused(409, str(exc)) from None
     log.info("stop %s: %s", job_id, status)
     return {"success": True, "job_id": job_id, "status": status}
+
+
+def relay(engine: Engine, settings: Settings, job_id: str, body: bytes) -> None:
+    """A pod's event, accepted by the service's receiver, passed on to its customer (jobs/webhooks.py).
+    Its progress only: the end is its launcher's to announce (completed once the adapter is in their bucket
+    and the pod terminated, failed or cancelled once the pod is gone), and a terminal event is the last
+    their row gets, so the pod's own would shut the launcher's out."""
+    event = json.loads(body)
+    if event.get("status") in payload.CUSTOMER_STATUSES[4:]:  # completed, failed, cancelled
+        log.info("job %s: the pod's %s stays here; its launcher announces the end", job_id, event["status"])
+        return
+    route_events(engine, settings, job_id)
+    if (settings.runs / job_id).is_dir():
+        webhooks.relay(settings.runs / job_id, event)
 
 
 async def json_body(request: Request):

@@ -17,7 +17,8 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "service_jobs",
-        sa.Column("job_id", sa.String(64), sa.ForeignKey("training_jobs.id"), primary_key=True),
+        # No foreign key: a pod job's training_jobs row is made by its launcher once the pod exists.
+        sa.Column("job_id", sa.String(64), primary_key=True),
         sa.Column("webhook_url", sa.Text, nullable=False),
         # Sealed with a key derived from the service's TRAINING_WEBHOOK_SECRET (jobs/service/secrets.py):
         # the registry never holds a secret anyone can use.

@@ -22,23 +22,13 @@ import httpx
 import pytest
 from browser import Elements, headless
 from conftest import CUSTOMER_SECRET, ROOT, SAMPLE, free_port, jobs_env, no_loss, start_service, stop_process
-from customer_app import CustomerApp, StartFailed, Storage, start_training_job
+from customer_app import HYPERPARAMETERS, CustomerApp, StartFailed, Storage, start_training_job
 from s3_server import ACCESS_KEY, SECRET_KEY, s3_server
 
 TOKEN = "svc-token-5c1e"  # our JOBS_API_TOKEN: what their app holds as RUNPOD_API_KEY
 SERVICE_SECRET = "svc-whsec-77b0"  # the service's own, never the customer's
 BUCKET = "model-artifacts"
 PREFIX = "brightrun"
-# Their form's seven, as a user would leave them (customer-start-flow.md, step 1).
-HYPERPARAMETERS = {
-    "num_epochs": 3,
-    "batch_size": 4,
-    "learning_rate": 0.0002,
-    "lora_r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.05,
-    "warmup_ratio": 0.03,
-}
 
 
 @dataclass
