@@ -164,15 +164,19 @@ def connect_args(url: str) -> dict:
     return {"options": f"{_url_options(url)} -csearch_path={schema}".strip()}
 
 
+UNLINKED_TABLES = ("service_jobs",)
+
+
 def prepare_schema(conn: Connection, schema: str) -> None:
     """Create our schema, and move our tables there from `public` if an older version made them there.
 
     Runs in the migrations' transaction under PG_MIGRATE_LOCK (jobs/migrations/env.py), on a connection
     whose search_path is `schema` alone. The move happens once: only while `schema` has no
     alembic_version, `public` has one, and public.training_jobs is ours (it has our `preset` column; the
-    customer's has none). It takes alembic_version, training_jobs and every public table that refers to
-    those it takes by a foreign key (all of ours do: the customer's refer to their own training_jobs,
-    never ours); any other public table, theirs included, is never touched. A failure rolls it all back.
+    customer's has none). It takes alembic_version, training_jobs, UNLINKED_TABLES and every public table
+    that refers to those it takes by a foreign key (the rest of ours do: the customer's refer to their own
+    training_jobs, never ours); any other public table, theirs included, is never touched. A failure rolls
+    it all back.
     """
     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
 
@@ -193,7 +197,8 @@ def prepare_schema(conn: Connection, schema: str) -> None:
         is not None
     )
     if ours_in_old:
-        tables = {"training_jobs"}
+        # Ours that refer to nothing by a foreign key are named (service_jobs: a pod job's row comes later).
+        tables = {"training_jobs", *(t for t in UNLINKED_TABLES if exists(t, OLD_SCHEMA))}
         while True:  # the tables that refer to ours, by foreign key, until none is new
             referring = set(
                 conn.execute(

@@ -42,6 +42,18 @@ class S3:
             config=Config(s3={"addressing_style": "path"}),
         )
 
+    def bucket(self, name: str):
+        """A bucket of that name, made unless it is there: moto keeps its buckets per process, across its
+        servers, so a test that ran before on this worker may have made it."""
+        client = self.client()
+        try:
+            client.create_bucket(
+                Bucket=name, CreateBucketConfiguration={"LocationConstraint": DATACENTER.lower()}
+            )
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        return client
+
     def volume(self, volume_id: str):
         client = self.client()
         client.create_bucket(

@@ -142,7 +142,7 @@ def make_run(
 
 def s3_env(s3, bucket: str, prefix: str = "brightrun") -> dict[str, str]:
     """ARTIFACT_STORE on the loopback S3 server, a bucket created for it."""
-    s3.volume(bucket)
+    s3.bucket(bucket)
     return {
         "ARTIFACT_STORE": f"s3://{bucket}/{prefix}",
         "AWS_ENDPOINT_URL": s3.url,

@@ -66,7 +66,7 @@ def auth() -> dict:
 def world(tmp_path_factory, assets):
     tmp = tmp_path_factory.mktemp("customer-flow")
     with s3_server() as s3, Storage() as storage, CustomerApp(tmp, CUSTOMER_SECRET) as app:
-        s3.client().create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-ro-1"})
+        s3.bucket(BUCKET)
         storage.put("u1/sample.json", SAMPLE.read_bytes())
         port = free_port()
         env = {k: v for k, v in jobs_env().items() if k not in ("DATABASE_URL", "WEBHOOK_URL")}
@@ -141,6 +141,13 @@ def test_a_bad_start_is_refused_by_name_and_leaves_nothing(world):
     del broken["conversations"][1]["training_pairs"][0]["current_user_input"]
     world.storage.put("u1/broken.json", json.dumps(broken).encode())
     refused(world, good | {"dataset_url": world.storage.sign("u1/broken.json")}, 422, "current_user_input")
+
+    # Their "Test model" button on a model that does not exist, or without naming one.
+    assert httpx.get(f"{world.base}/models/list", headers=auth(), timeout=30).json() == {"models": []}
+    asked = httpx.post(f"{world.base}/models/test", json={"model": "nobody", "prompt": "Hi"}, headers=auth())
+    assert asked.status_code == 404, asked.text
+    asked = httpx.post(f"{world.base}/models/test", json={"prompt": "Hi"}, headers=auth())
+    assert asked.status_code == 422 and "model" in asked.json()["error"]
 
     # Nothing was made for any of them: no run folder, no job, no row of ours.
     assert not [p for p in world.runs.iterdir() if p.is_dir()] if world.runs.exists() else True
@@ -235,6 +242,24 @@ def test_their_app_starts_follows_stops_and_collects_runs(world, browser, tmp_pa
     # The dashboard's list holds both jobs, under their ids.
     listed = httpx.get(f"{world.base}/api/training/jobs", headers=auth(), timeout=30).json()["jobs"]
     assert {j["id"]: j["status"] for j in listed} == {stopped: "cancelled", done: "completed"}
+
+    # Their "Test model": the completed job promoted (forced: no evaluation here), then asked by name.
+    promoted = httpx.post(
+        f"{world.base}/api/models/planner/promote",
+        json={"run_id": done, "stage": "production", "force": True},
+        headers=auth(),
+        timeout=120,
+    )
+    assert promoted.status_code == 201, promoted.text
+    models = httpx.get(f"{world.base}/models/list", headers=auth(), timeout=30).json()["models"]
+    assert [m["name"] for m in models] == ["planner"]
+    asked = httpx.post(
+        f"{world.base}/models/test",
+        json={"model": "planner", "prompt": "We keep arguing about money.", "max_tokens": 8},
+        headers=auth(),
+        timeout=300,
+    )
+    assert asked.status_code == 200 and asked.json()["ref"] == "planner@v1", asked.text
 
     # The dashboard, in a real browser: both jobs, and the completed one's loss curve.
     page = f"{world.base}/#token={TOKEN}"

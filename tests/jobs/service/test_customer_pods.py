@@ -54,7 +54,7 @@ def test_with_runpod_each_job_gets_a_pod_that_reports_through_the_service(tmp_pa
     progress on to the customer; the end comes from the launcher, with the zip in their bucket."""
     fake = FakeRunPod(workspace=tmp_path / "volume", command=pod_command, stop_grace=60).start()
     with s3_server() as s3, Storage() as storage, CustomerApp(tmp_path, CUSTOMER_SECRET) as app:
-        s3.client().create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-ro-1"})
+        s3.bucket(BUCKET)
         storage.put("u1/sample.json", SAMPLE.read_bytes())
         (tmp_path / "no-extra-wheels").mkdir()
         port = free_port()
