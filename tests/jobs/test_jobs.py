@@ -87,6 +87,24 @@ def test_run_folder_holds_everything(smoke_run, sample_out):
     assert env["packages"]["axolotl"] == "0.19.0" and env["git_sha"]
 
 
+def test_axolotl_trained_the_rendered_config_as_written(smoke_run):
+    """The real `axolotl train` on the run's config.yaml (what tests/axolotl_configs renders): the adapter
+    it wrote has the config's rank and modules, and Trainer took the two steps with a loss each."""
+    import yaml
+
+    run_dir, _, _ = smoke_run
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    out = run_dir / "output"
+    assert (out / "adapter_model.safetensors").stat().st_size > 0
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == cfg["lora_r"] == 16
+    assert set(adapter["target_modules"]) == set(cfg["lora_target_modules"])
+    state = json.loads(max(out.glob("checkpoint-*/trainer_state.json")).read_text())
+    assert state["global_step"] == 2
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)
+
+
 def test_registry_matches_metrics_jsonl(smoke_run):
     run_dir, url, _ = smoke_run
     job = registry.get_job(run_dir.name, url)
