@@ -242,3 +242,27 @@ def test_jobs_in_one_folder_are_ordered_each_on_its_own(tmp_path, hears):
     webhooks._sender.flush(20)
     assert webhooks.dropped(run_dir) == [] and webhooks.pending(run_dir) == []
     assert app.tally(two)["row"]["status"] == "training"
+
+
+def test_an_end_goes_even_behind_a_later_step_and_a_relayed_event_is_ordered_with_the_rest(tmp_path, hears):
+    """A cancel spooled by one process while the trainer, in another, still logs a step: the step (higher
+    sequence) may be delivered first; the end is delivered after it all the same, then nothing. And an event
+    another sender signed (a pod's, passed on by the service: webhooks.relay) joins the same order."""
+    app = hears
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    job_id = app.new_job()
+    cancelled = webhooks.spool(run_dir, job_id, "cancelled", error_message="cancelled on request")
+    step = webhooks.spool(run_dir, job_id, "training", step=1, total_steps=2, metrics=TRAIN)
+    with httpx.Client() as client:
+        assert webhooks.attempt(client, app.url, app.secret, run_dir, step) == "sent"
+        assert webhooks.attempt(client, app.url, app.secret, run_dir, cancelled) == "sent"
+    row = app.tally(job_id)["row"]
+    assert row["status"] == "cancelled" and row["error_message"] == "cancelled on request"
+    # A pod's late step, relayed after the end: kept in the spool, numbered above, never delivered.
+    pod_event = {**step, "event_id": "f" * 32, "sequence": 9, "timestamp": "2026-12-07T00:00:00.000Z"}
+    assert webhooks.relay(run_dir, pod_event) and not webhooks.relay(run_dir, pod_event)  # once
+    webhooks._sender.flush(20)
+    assert [d["sequence"] for d in webhooks.dropped(run_dir)] == [9]
+    assert webhooks.spool(run_dir, job_id, "training", step=2)["sequence"] == 10  # numbered above the relayed
+    assert app.tally(job_id)["row"]["status"] == "cancelled" and arrived(app, job_id) == [2, 1]
