@@ -122,9 +122,9 @@ cancel RUN:
 webhooks-replay RUN:
     @{{python}} -m jobs webhooks-replay {{RUN}}
 
-# The jobs service: signed webhook receiver, REST API (JOBS_API_TOKEN) and dashboard on http://HOST:PORT/
-service HOST="127.0.0.1" PORT="8000":
-    {{python}} -m jobs service --host {{HOST}} --port {{PORT}}
+# The jobs service: the customer's app's "RunPod API" (/training/start...), webhook receiver, REST API (JOBS_API_TOKEN) and dashboard on http://HOST:PORT/ (`just service 0.0.0.0 8000 --runs pods --model 70b-qlora`)
+service HOST="127.0.0.1" PORT="8000" *ARGS:
+    {{python}} -m jobs service --host {{HOST}} --port {{PORT}} {{ARGS}}
 
 # A RunPod pod template running the service (port 8000, secrets by reference): printed, or `--create`d through RunPod's API (`just template [--cpu] [--image REGISTRY/brightrun-lora:TAG] [--create]`)
 template *ARGS:
