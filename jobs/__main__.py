@@ -33,6 +33,7 @@ missing data): nothing is created; 130 interrupted (resume it) or cancelled.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -317,11 +318,27 @@ def _webhooks_replay(args) -> int:
     if not (Path(args.runs_dir) / args.run).is_dir():
         raise ConfigError(f"no run folder {args.runs_dir}/{args.run}")
     try:
-        sent, left = webhooks.replay(Path(args.runs_dir) / args.run)
+        sent, left = webhooks.replay(Path(args.runs_dir) / args.run, to=service_destination(args.run))
     except webhooks.ConfigMissing as exc:
         raise ConfigError(str(exc)) from None
     print(f"run {args.run}: {sent} event(s) delivered, {left} still pending", file=sys.stderr)
     return 0 if left == 0 else 1
+
+
+def service_destination(run_id: str) -> tuple[str, str] | None:
+    """A job the jobs service started for the customer: its own webhook URL and secret (sealed in the
+    registry, opened with the service's TRAINING_WEBHOOK_SECRET); None for any other run."""
+    from brightrun.errors import ConfigError
+    from jobs import registry
+    from jobs.service import queue, secrets
+
+    secret = os.environ.get("TRAINING_WEBHOOK_SECRET")
+    if not secret:
+        return None
+    try:
+        return queue.destination(registry.engine(), run_id, secret)
+    except secrets.SealError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _service(args) -> int:

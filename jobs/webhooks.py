@@ -43,15 +43,24 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from jobs import payload
+from jobs import payload, webhook_order
+from jobs.webhook_order import (  # noqa: F401 -- the spool's files and readers, used under these names too
+    DELIVERED,
+    DROPPED,
+    NOTHING_YET,
+    SPOOL,
+    delivered_ids,
+    delivered_state,
+    dropped,
+    fold,
+    lines,
+    record_drop,
+    refusal,
+)
 
-SPOOL = "events.jsonl"
-DELIVERED = "events-delivered.txt"
 SEQUENCE = "events.seq"
 LOCK = "events.lock"
 DELIVERY_LOCK = "events-delivery.lock"
-DROPPED = "events-dropped.jsonl"
-TERMINAL = ("completed", "cancelled")  # their statuses after which nothing is delivered; `failed`: refusal()
 SIGNATURE_HEADER = "X-Webhook-Signature"
 QUEUE_SIZE = 1000
 RETRY_SECONDS = 60.0  # per event in the background; then it waits in the spool
@@ -130,22 +139,6 @@ def mark_delivered(run_dir: Path, event_id: str) -> None:
         out.write(event_id + "\n")
 
 
-def lines(path: Path) -> list[str]:
-    """The file's complete lines: one that another process is appending right now (no newline yet) waits."""
-    if not path.is_file():
-        return []
-    return [line for line in path.read_text("utf-8").split("\n")[:-1] if line.strip()]
-
-
-def delivered_ids(run_dir: Path) -> set[str]:
-    return {line.strip() for line in lines(run_dir / DELIVERED)}
-
-
-def dropped(run_dir: Path | str) -> list[dict]:
-    """The events the ordering rule refused, as recorded (event_id, sequence, status, why, when)."""
-    return [json.loads(line) for line in lines(Path(run_dir) / DROPPED)]
-
-
 def pending(run_dir: Path) -> list[dict]:
     """Spooled events neither delivered nor dropped, oldest first."""
     run_dir = Path(run_dir)
@@ -197,84 +190,7 @@ def deliver(client, url: str, secret: str, event: dict, max_time: float) -> None
     retrying(post, max_time)(client, url, secret, event)
 
 
-# -- never backwards ---------------------------------------------------------------------------------------
-
-NOTHING_YET = {"sequence": 0, "closed": None, "failed": -1, "attempt": 0}
-
-
-def attempt_of(event: dict) -> int:
-    return event.get("retry_count") or 0  # no registry row, no retry_count: the first attempt
-
-
-def fold(jobs: dict, event: dict) -> None:
-    """Add one delivered event to its job's state: highest sequence, a terminal status, the highest
-    attempt whose `failed` was delivered."""
-    state = jobs.setdefault(event.get("job_id"), dict(NOTHING_YET))
-    state["sequence"] = max(state["sequence"], event["sequence"])
-    state["attempt"] = max(state["attempt"], attempt_of(event))
-    if event["status"] in TERMINAL:
-        state["closed"] = event["status"]
-    elif event["status"] == "failed":
-        state["failed"] = max(state["failed"], attempt_of(event))
-
-
-def refusal(state: dict, event: dict) -> str | None:
-    """Why the customer must not get `event` after what they have had (`state`, its job's); None: send it."""
-    if state["closed"]:
-        return f"the job is {state['closed']} (delivered): a terminal event is the last"
-    # An end of the current attempt goes even behind a later-numbered step (the trainer's last step can
-    # be delivered after a cancel was spooled by another process): otherwise their row stays `training`.
-    ends = event["status"] in (*TERMINAL, "failed") and attempt_of(event) >= state["attempt"]
-    if event["sequence"] <= state["sequence"] and not ends:
-        return f"older than event {state['sequence']}, already delivered"
-    if attempt_of(event) <= state["failed"]:
-        return f"attempt {state['failed']} failed (delivered); this event is from attempt {attempt_of(event)}"
-    return None
-
-
-# Per run folder: (size of events-delivered.txt, its last id, {job_id: state}). Deriving the state joins
-# every delivered id with the spool; a training process delivers thousands of steps, so it is derived
-# again only when the file is not what our own appends made it (another process delivered, an old folder).
-_seen: dict[str, tuple[int, str, dict]] = {}
-
-
-def delivered_tail(run_dir: Path) -> tuple[int, str]:
-    try:
-        with (run_dir / DELIVERED).open("rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - 100))
-            tail = handle.read().decode("ascii", "replace").split()
-    except FileNotFoundError:
-        return 0, ""
-    return size, tail[-1] if tail else ""
-
-
-def delivered_state(run_dir: Path) -> dict:
-    """{job_id: state} of what was delivered from this folder; call it holding the delivery lock."""
-    key = str(run_dir.resolve())
-    size, last = delivered_tail(run_dir)
-    cached = _seen.get(key)
-    if cached is None or cached[:2] != (size, last):
-        ids = delivered_ids(run_dir)
-        jobs: dict = {}
-        for line in lines(run_dir / SPOOL):
-            event = json.loads(line)
-            if event["event_id"] in ids:
-                fold(jobs, event)
-        cached = _seen[key] = (size, last, jobs)
-    return cached[2]
-
-
-def record_drop(run_dir: Path, event: dict, why: str) -> bool:
-    """Record a refused event in events-dropped.jsonl; False when it already is (another sender's)."""
-    path = run_dir / DROPPED
-    if path.is_file() and event["event_id"] in path.read_text("utf-8"):  # 32 random hex: no false hit
-        return False
-    record = {k: event.get(k) for k in ("event_id", "sequence", "status")}
-    record |= {"why": why, "when": payload.iso()}
-    with path.open("a", encoding="utf-8") as out:
-        out.write(json.dumps(record, ensure_ascii=False) + "\n")  # one write: readers skip a partial line
-    return True
+# -- never backwards: the rule and what was delivered are jobs/webhook_order.py's ---------------------------
 
 
 def attempt(client, url: str, secret: str, run_dir: Path, event: dict) -> str:
@@ -291,8 +207,9 @@ def attempt(client, url: str, secret: str, run_dir: Path, event: dict) -> str:
         post(client, url, secret, event)
         mark_delivered(run_dir, event["event_id"])
         key = str(run_dir.resolve())
-        size, _, _ = _seen[key]
-        _seen[key] = (size + len(event["event_id"]) + 1, event["event_id"], jobs)  # what our append made it
+        size, _, _ = webhook_order._seen[key]
+        # what our append made it
+        webhook_order._seen[key] = (size + len(event["event_id"]) + 1, event["event_id"], jobs)
         fold(jobs, event)
         return "sent"
 

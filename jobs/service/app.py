@@ -31,7 +31,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from axolotl_configs.profiles import Profiles
 from brightrun.errors import ConfigError
 from jobs import registry, webhooks
 from jobs.cancel import cancel
@@ -170,26 +169,8 @@ def create_app(
     registry.use_runs_dir(runs)
     url = registry.database_url(db_url)
     engine = make_engine(url)
-    # With RunPod configured, one pod per job; without it (or --runs local), on this machine.
-    runs_mode = runs_mode or ("pods" if os.environ.get("RUNPOD_API_KEY") else "local")
-    if runs_mode not in ("local", "pods"):
-        raise RuntimeError(f"--runs {runs_mode!r}: local or pods")
-    settings = training_api.Settings(runs, data_root, url, model, preset, evaluate, secret, runs_mode, poll)
-    try:
-        Profiles.load(preset, model)  # the defaults a start request gets: checked before serving any
-    except ConfigError as exc:
-        raise RuntimeError(str(exc)) from None
-    # One run at a time per GPU (a CPU machine: one), the rest queued (jobs/service/queue.py).
-    slots = max(1, gpus()["count"])
-    dispatcher = queue.Dispatcher(
-        engine,
-        runs,
-        url,
-        secret,
-        slots,
-        evaluate,
-        poll,
-        lambda job_id: training_api.route_events(engine, settings, job_id),
+    settings, dispatcher = training_api.configure(
+        engine, runs, data_root, url, secret, model, preset, evaluate, runs_mode, poll, gpus()["count"]
     )
     try:
         answerer = answer.Answerer.from_env()  # MODELS_SERVER_URL / _API_KEY, MODELS_TEST_*: "test a model"
@@ -310,6 +291,8 @@ def create_app(
             applied = await run_in_threadpool(store.apply, engine, event)
         except receiver.Rejected as exc:
             log.info("webhook rejected (%d): %s", exc.status, exc.message)
+            if exc.status == 409 and pod_job is not None:  # applied before, its pass-on maybe not: again
+                await run_in_threadpool(training_api.relay, engine, settings, pod_job, body)
             return error(exc.status, exc.message)
         if pod_job is not None:  # its customer gets it too, signed with their secret, in order
             await run_in_threadpool(training_api.relay, engine, settings, pod_job, body)

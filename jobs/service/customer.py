@@ -73,8 +73,12 @@ def check_webhook_url(url) -> str:
     """https (http only to loopback, for tests), and WEBHOOK_URL_ALLOW's pattern when it is set."""
     if not isinstance(url, str) or not 0 < len(url) <= 2048:
         raise field_error("webhook_url", "a URL (https://…/api/training/webhook) of at most 2048 characters")
-    parts = urlsplit(url)
-    if parts.username or parts.password or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- a port out of range raises here, not at the first event
+    except ValueError:
+        raise field_error("webhook_url", f"{shown(url)} is not a URL") from None
+    if parts.username or parts.password or not parts.hostname or any(c < " " for c in url):
         raise field_error("webhook_url", f"{shown(url)} is not a URL we send to (a host, no user:password@)")
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback(parts.hostname)):
         raise field_error("webhook_url", f"{shown(url)}: https only (plain http only to this machine)")

@@ -6,15 +6,20 @@ per job through the launcher every pod run uses, which creates it, follows it to
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from axolotl_configs.profiles import Profiles
 from brightrun.errors import ConfigError
-from jobs.service import customer, queue, secrets, start
+from jobs import registry, webhooks
+from jobs.service import customer, queue, start
 
 
 def live_price(hardware: dict, spot: bool) -> tuple[float, str]:
@@ -56,13 +61,15 @@ def start_job(
                 preset, model, str(data_dir), hardware, checked, f"{tmp}/config.yaml", targets_per_step=batch
             )
         est = estimate.estimate(preset, model, str(data_dir), hardware, rendered=rendered)
-    except ConfigError as exc:
+        spot = asked["runpod_config"].get("instance_type") == "spot"
+        hw = Profiles.load(preset, model, hardware).hardware
+        price, source = live_price(hw, spot)
+    except BaseException as exc:
         if made:
             shutil.rmtree(data_dir, ignore_errors=True)
-        raise customer.Refused(422, str(exc)) from None
-    spot = asked["runpod_config"].get("instance_type") == "spot"
-    hw = Profiles.load(preset, model, hardware).hardware
-    price, source = live_price(hw, spot)
+        if isinstance(exc, ConfigError):
+            raise customer.Refused(422, str(exc)) from None
+        raise
     hours = sum(est.hours.values())
     record |= {
         "data": str(data_dir),
@@ -72,8 +79,7 @@ def start_job(
         "spot": spot,
         "receiver": f"{base_url}/api/training/webhook",  # where the pod's events go (the service's receiver)
     }
-    sealed = secrets.seal(settings.service_secret, asked["webhook_secret"])
-    queue.add(engine, asked["job_id"], asked["webhook_url"], sealed, "pod", record)
+    queue.ready(engine, asked["job_id"], record)
     return {
         "success": True,
         "job_id": asked["job_id"],
@@ -87,3 +93,64 @@ def start_job(
         "price_source": source,
         "queue_position": 0,  # its own pod: nothing to wait for
     }
+
+
+def launcher_env(
+    job: queue.ServiceJob, db_url: str, destination: tuple[str, str], service_secret: str
+) -> dict:
+    """A pod job's launcher (`jobs launch`, which creates and follows its pod): RunPod's and the volume's keys
+    as the service has them; its own events to the customer with their secret; the pod's events to the
+    service's receiver, signed with the job's own key (the pod never holds the customer's secret)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("JOBS_API_TOKEN", "WEBHOOK_RUN_KEYS")}
+    env["DATABASE_URL"] = db_url
+    env["WEBHOOK_URL"], env["TRAINING_WEBHOOK_SECRET"] = destination
+    env["BRIGHTRUN_POD_WEBHOOK_URL"] = job.request["receiver"]
+    env["BRIGHTRUN_POD_WEBHOOK_KEY"] = webhooks.run_key(service_secret, job.job_id)
+    return env
+
+
+def launch_argv(job: queue.ServiceJob, runs: Path, poll: float) -> list[str]:
+    asked = job.request
+    argv = [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "launch", asked["preset"], asked["model"]]
+    argv += ["--data", asked["data"], "--run-id", job.job_id, "--hardware", asked["hardware"]]
+    argv += ["--poll", f"{poll:g}"] + (["--spot"] if asked.get("spot") else [])
+    if asked.get("batch_size"):
+        argv += ["--targets-per-step", str(asked["batch_size"])]
+    if volume := os.environ.get("BRIGHTRUN_NETWORK_VOLUME"):
+        argv += ["--network-volume", volume]
+    return argv + list(asked.get("overrides") or [])
+
+
+def launcher_log(runs: Path, job_id: str) -> Path:
+    """A pod job's launcher log: beside the runs (its run folder is the launcher's to create)."""
+    folder = runs / ".launchers"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{job_id}.log"
+
+
+def unattended(engine: Engine, runs: Path, db_url: str, known: set[str]) -> list[str]:
+    """Pod jobs dispatched whose launcher is gone before their pod was registered, that no launcher this
+    service started is watching (the service was restarted meanwhile)."""
+    with Session(engine) as s:
+        ids = s.scalars(
+            select(queue.ServiceJob.job_id).where(
+                queue.ServiceJob.mode == "pod", queue.ServiceJob.dispatched_at.is_not(None)
+            )
+        ).all()
+    out = []
+    for job_id in ids:
+        if job_id in known or registry.get_job(job_id, db_url) is not None:
+            continue
+        try:
+            os.kill(int(launcher_log(runs, job_id).with_suffix(".pid").read_text()), 0)
+        except (OSError, ValueError):
+            out.append(job_id)
+    return out
+
+
+def launch_failed(runs: Path, job_id: str, code: int) -> str:
+    """Why a pod job's launcher ended before its pod existed (RunPod refused, no capacity, the volume...):
+    its own error line."""
+    text = launcher_log(runs, job_id).read_text("utf-8", "replace").strip().splitlines()
+    said = next((line for line in reversed(text) if line.startswith("error:")), f"the launcher exited {code}")
+    return f"the pod could not be launched: {said.removeprefix('error:').strip()}"

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from jobs.cancel import cancel
 from jobs.pod import stored
 from jobs.runfolder import Conflict, NotFound
 from jobs.service import customer, dataset, models_api, pods, queue, receiver, secrets, start
+from jobs.service.dispatcher import Dispatcher
 from versions import answer
 from versions import registry as versions
 
@@ -56,6 +59,59 @@ class Settings:
     service_secret: str
     runs_mode: str = "local"  # local: on this machine; pods: one RunPod pod per job (jobs/pod/launch.py)
     poll: float = 30.0  # seconds between a pod launcher's polls
+    slots: int = 1  # local jobs at once: this machine's GPUs over a job's (1 on a CPU)
+
+
+def configure(
+    engine: Engine,
+    runs: Path,
+    data_root: Path,
+    db_url: str,
+    service_secret: str,
+    model: str,
+    preset: str,
+    evaluate: bool,
+    runs_mode: str | None,
+    poll: float,
+    gpus: int,
+) -> tuple[Settings, Dispatcher]:
+    """The service's settings for their jobs, checked before it serves (RuntimeError: said, exit 2), and
+    the dispatcher that starts them."""
+    # With RunPod configured, one pod per job; without it (or --runs local), on this machine.
+    runs_mode = runs_mode or ("pods" if os.environ.get("RUNPOD_API_KEY") else "local")
+    if runs_mode not in ("local", "pods"):
+        raise RuntimeError(f"--runs {runs_mode!r}: local or pods")
+    if runs_mode == "pods" and not os.environ.get("RUNPOD_API_KEY"):
+        raise RuntimeError(
+            "--runs pods: RUNPOD_API_KEY is not set (the account key the launcher creates pods with)"
+        )
+    for name in ("WEBHOOK_URL_ALLOW", "DATASET_URL_ALLOW"):
+        try:
+            re.compile(os.environ.get(name) or "")
+        except re.error as exc:
+            raise RuntimeError(f"{name}: not a regular expression ({exc})") from None
+    try:
+        hardware = Profiles.load(preset, model).hardware  # the defaults a start gets: checked before serving
+    except ConfigError as exc:
+        raise RuntimeError(str(exc)) from None
+    # One local run per job's GPUs (a CPU machine: one at a time), the rest queued (jobs/service/queue.py).
+    per_job = max(1, int(hardware["gpu_count"])) if gpus else 1
+    slots = max(1, gpus // per_job)
+    settings = Settings(
+        runs, data_root, db_url, model, preset, evaluate, service_secret, runs_mode, poll, slots
+    )
+    dispatcher = Dispatcher(
+        engine,
+        runs,
+        db_url,
+        service_secret,
+        gpus,
+        per_job,
+        evaluate,
+        poll,
+        lambda job_id: route_events(engine, settings, job_id),
+    )
+    return settings, dispatcher
 
 
 def route_events(engine: Engine, settings: Settings, job_id: str) -> None:
@@ -67,31 +123,65 @@ def route_events(engine: Engine, settings: Settings, job_id: str) -> None:
 
 
 def start_job(engine: Engine, settings: Settings, body: dict, base_url: str) -> dict:
-    """POST /training/start, checked whole before anything is written (module docstring)."""
+    """POST /training/start, checked whole before the job can start (module docstring). The job id is
+    claimed first (the same id again: 409, even while this one is being checked); a refusal after that
+    takes back everything it made."""
     asked = customer.parse_start(body)
     job_id = asked["job_id"]
-    if registry.get_job(job_id, settings.db_url) is not None or (settings.runs / job_id).exists():
-        raise customer.Refused(409, f"job {job_id} exists already (a job_id starts one job)")
     model = customer.model_for(asked["base_model"], settings.model)
     overrides, batch = customer.check_hyperparameters(asked["hyperparameters"])
+    hardware = None
     if settings.runs_mode == "pods":
+        if not (os.environ.get("PUBLIC_URL") or os.environ.get("RUNPOD_POD_ID")):
+            # Each pod reports its progress to PUBLIC_URL/api/training/webhook: without it, nowhere.
+            raise customer.Refused(
+                503, "this service starts pods but has no PUBLIC_URL (its address as a pod reaches it)"
+            )
         hardware = customer.hardware_for(asked["runpod_config"].get("gpu_type"), model)
+    taken = registry.get_job(job_id, settings.db_url) is not None or (settings.runs / job_id).exists()
+    sealed = secrets.seal(settings.service_secret, asked["webhook_secret"])
+    mode = "pod" if settings.runs_mode == "pods" else "local"
+    if taken or not queue.claim(engine, job_id, asked["webhook_url"], sealed, mode):
+        raise customer.Refused(409, f"job {job_id} exists already (a job_id starts one job)")
+    incoming = settings.data_root / "incoming"
+    before = set(incoming.iterdir()) if incoming.is_dir() else set()
+    path = None
     try:
-        path, digest = dataset.fetch(asked["dataset_url"], settings.data_root / "incoming")
-    except dataset.FetchError as exc:
-        raise customer.Refused(422, str(exc)) from None
-    record = {
-        "dataset": {"url": dataset.redact(asked["dataset_url"]), "sha256": digest},
-        "hyperparameters": asked["hyperparameters"] or {},
-        "base_model": asked["base_model"],
-        "runpod_config": asked["runpod_config"],
-        "model": model,
-        "preset": settings.preset,
-    }
-    if settings.runs_mode == "pods":
-        return pods.start_job(engine, settings, asked, record, path, overrides, batch, hardware, base_url)
-    # The run's own events (from `queued` on) go to their route from this process too: routed first.
-    webhooks.route(settings.runs / job_id, asked["webhook_url"], asked["webhook_secret"])
+        # The run's own events (from `queued` on) go to their route from this process too: routed first.
+        webhooks.route(settings.runs / job_id, asked["webhook_url"], asked["webhook_secret"])
+        try:
+            path, digest = dataset.fetch(asked["dataset_url"], incoming)
+        except dataset.FetchError as exc:
+            raise customer.Refused(422, str(exc)) from None
+        record = {
+            "dataset": {"url": dataset.redact(asked["dataset_url"]), "sha256": digest},
+            "hyperparameters": asked["hyperparameters"] or {},
+            "base_model": asked["base_model"],
+            "runpod_config": asked["runpod_config"],
+            "model": model,
+            "preset": settings.preset,
+        }
+        if mode == "pod":
+            return pods.start_job(engine, settings, asked, record, path, overrides, batch, hardware, base_url)
+        return start_local(engine, settings, asked, record, path, overrides, batch, base_url)
+    except BaseException:
+        forget(engine, settings, job_id)
+        if path is not None and path not in before:
+            path.unlink(missing_ok=True)  # their file, fetched for a start that was refused
+        raise
+
+
+def start_local(
+    engine: Engine,
+    settings: Settings,
+    asked: dict,
+    record: dict,
+    path: Path,
+    overrides: list[str],
+    batch: int | None,
+    base_url: str,
+) -> dict:
+    job_id, model = asked["job_id"], record["model"]
     try:
         start.start_run(
             settings.preset,
@@ -106,18 +196,11 @@ def start_job(engine: Engine, settings: Settings, body: dict, base_url: str) -> 
             launch=False,
         )
     except ConfigError as exc:
-        webhooks.unroute(settings.runs / job_id)
         raise customer.Refused(422, str(exc)) from None
-    try:
-        sealed = secrets.seal(settings.service_secret, asked["webhook_secret"])
-        queue.add(engine, job_id, asked["webhook_url"], sealed, "local", record)
-    except Exception:
-        forget(engine, settings, job_id)  # a job nobody would ever start: nothing of it stays
-        raise
-    lineage = json.loads((settings.runs / job_id / "run.json").read_text())
-    est = lineage["estimate"]
-    profiles = Profiles.load(settings.preset, model)
-    gpus = profiles.hardware["gpu_count"] if profiles.hardware["gpu_type"] != "none" else 0
+    queue.ready(engine, job_id, record)
+    est = json.loads((settings.runs / job_id / "run.json").read_text())["estimate"]
+    hw = Profiles.load(settings.preset, model).hardware
+    gpus = hw["gpu_count"] if hw["gpu_type"] != "none" else 0
     return {
         "success": True,
         "job_id": job_id,
@@ -126,10 +209,9 @@ def start_job(engine: Engine, settings: Settings, body: dict, base_url: str) -> 
         "endpoint_url": f"{base_url}/training/status/{job_id}",
         "estimated_steps": est.get("steps"),
         "estimated_duration_minutes": round(est["hours"] * 60, 1),
-        "estimated_cost_usd": round(
-            est["hours"] * gpus * profiles.hardware["price_per_hour"]["on_demand"], 2
-        ),
-        "queue_position": queue.ahead_of(engine, job_id),
+        # This machine's GPU at the hardware file's price (on demand: the service's own pod is not spot).
+        "estimated_cost_usd": round(est["hours"] * gpus * hw["price_per_hour"]["on_demand"], 2),
+        "queue_position": queue.ahead_of(engine, settings.runs, job_id, settings.slots),
     }
 
 
@@ -197,15 +279,17 @@ def status_of(engine: Engine, settings: Settings, job_id: str) -> dict:
         "started_at": payload.iso(job.started_at) if job.started_at else None,
         "completed_at": payload.iso(job.completed_at) if job.completed_at else None,
     }
-    if job.status not in registry.TERMINAL and queue.get(engine, job_id) is not None:
-        out["queue_position"] = queue.ahead_of(engine, job_id)
+    if job.status == "queued" and queue.get(engine, job_id) is not None:
+        out["queue_position"] = queue.ahead_of(engine, settings.runs, job_id, settings.slots)
     return out
 
 
 def stop_job(engine: Engine, settings: Settings, job_id: str) -> dict:
     job = registry.get_job(job_id, settings.db_url) if receiver.valid_job_id(job_id) else None
     if job is None and receiver.valid_job_id(job_id) and queue.get(engine, job_id) is not None:
-        raise customer.Refused(409, f"job {job_id}: its pod is being created; stop it again in a few seconds")
+        # A pod job whose pod does not exist yet: the dispatcher stops it as soon as it can.
+        queue.request_stop(engine, job_id)
+        return {"success": True, "job_id": job_id, "status": "cancelling"}
     if job is None:
         raise customer.Refused(404, "no such job")
     if job.status in registry.TERMINAL:
@@ -217,6 +301,9 @@ def stop_job(engine: Engine, settings: Settings, job_id: str) -> dict:
         raise customer.Refused(404, "no such job") from None
     except Conflict as exc:
         raise customer.Refused(409, str(exc)) from None
+    except ConfigError as exc:  # RunPod refused our key: nothing was stopped, and the caller cannot fix it
+        log.error("stop %s: %s", job_id, exc)
+        raise customer.Refused(502, f"RunPod: {exc}") from None
     log.info("stop %s: %s", job_id, status)
     return {"success": True, "job_id": job_id, "status": status}
 
@@ -231,14 +318,17 @@ def relay(engine: Engine, settings: Settings, job_id: str, body: bytes) -> None:
         log.info("job %s: the pod's %s stays here; its launcher announces the end", job_id, event["status"])
         return
     route_events(engine, settings, job_id)
-    if (settings.runs / job_id).is_dir():
-        webhooks.relay(settings.runs / job_id, event)
+    job = registry.get_job(job_id, settings.db_url)
+    if job is not None and (settings.runs / job_id).is_dir():
+        # Its attempt as the launcher counts them: a relaunched pod in a fresh folder numbers from 1 again,
+        # and (attempt, sequence) keeps it after the earlier attempt's events (jobs/webhook_order.py).
+        webhooks.relay(settings.runs / job_id, event | {"retry_count": job.retry_count})
 
 
 async def json_body(request: Request):
     try:
         return json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise customer.Refused(400, "the body is not JSON") from None
 
 

@@ -266,3 +266,24 @@ def test_an_end_goes_even_behind_a_later_step_and_a_relayed_event_is_ordered_wit
     assert [d["sequence"] for d in webhooks.dropped(run_dir)] == [9]
     assert webhooks.spool(run_dir, job_id, "training", step=2)["sequence"] == 10  # numbered above the relayed
     assert app.tally(job_id)["row"]["status"] == "cancelled" and arrived(app, job_id) == [2, 1]
+
+
+def test_a_later_attempt_numbers_on_its_own_and_the_earlier_ones_late_events_are_dropped(tmp_path, hears):
+    """A relaunched pod in a fresh folder numbers its events from 1 again: (attempt, sequence) orders them
+    after everything of the earlier attempt; that attempt's late step is dropped."""
+    app = hears
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    job_id = app.new_job()
+    first = {"job_id": job_id, "status": "training", "step": 7, "total_steps": 9, "retry_count": 0}
+    second = [{**first, "step": step, "retry_count": 1} for step in (1, 2)]
+    with httpx.Client() as client:
+        sent = [
+            webhooks.attempt(
+                client, app.url, app.secret, run_dir, {**event, "event_id": f"{n:032x}", "sequence": seq}
+            )
+            for n, (event, seq) in enumerate([(first, 12), (second[0], 1), (second[1], 2), (first, 13)])
+        ]
+    assert sent == ["sent", "sent", "sent", "dropped"]
+    assert [d["sequence"] for d in webhooks.dropped(run_dir)] == [13]
+    assert app.tally(job_id)["row"]["current_step"] == 2

@@ -164,6 +164,17 @@ def test_a_version_answers_on_cpu_in_a_worker_bounded_in_time_and_concurrency(ap
     # The adapter's answer: what the merged weights say, and not what the base says.
     assert got["answer"] == chat(served, "em-v1") != chat(served, "base")
     assert api.post(TEST, json=ASK).json()["answer"] == got["answer"]  # loaded once, greedy: the same
+    # The customer's "Test model" (POST /models/test): the same answer by NAME@vN, or by the model's name
+    # once a version is its production one (before that: 404, saying how to name one).
+    theirs = {"model": "em@v1", "messages": HELLO, "max_tokens": 8}
+    assert api.post("/models/test", json=theirs).json()["answer"] == got["answer"]
+    none = api.post("/models/test", json=theirs | {"model": "em"})
+    assert none.status_code == 404 and "no production version" in none.json()["error"], none.text
+    assert (
+        api.post("/api/models/em/promote", json={"run_id": "run-1", "stage": "production"}).status_code == 201
+    )
+    by_name = api.post("/models/test", json={"model": "em", "prompt": "Hello there", "max_tokens": 8})
+    assert by_name.status_code == 200 and by_name.json()["ref"] == "em@v1", by_name.text  # run-1's version
 
     # Without its run folder, the version comes from the store (every sha256 checked) into the cache.
     shutil.rmtree(api.runs / "run-1")

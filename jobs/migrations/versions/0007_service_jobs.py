@@ -26,6 +26,8 @@ def upgrade() -> None:
         sa.Column("mode", sa.String(8), nullable=False),  # local | pod
         sa.Column("request", sa.JSON, nullable=False),  # what was asked, less the secret and the URL's token
         sa.Column("created_at", sa.DateTime, nullable=False),
+        # Set once the start request is checked whole: the row is the job id's claim before that.
+        sa.Column("ready_at", sa.DateTime, nullable=True),
         sa.Column("dispatched_at", sa.DateTime, nullable=True),  # when its process was started
     )
 

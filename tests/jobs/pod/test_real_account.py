@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
-from unittest.mock import patch
 
 import pytest
 from conftest import ROOT, jobs_cli, no_loss
 
 from brightrun import offline
 from jobs import registry
-from jobs.pod import stored
-from jobs.runfolder import sha256_file
 from tests import status_log
 from tests.jobs.pod.test_launch import BIN, launch, setup, sleeper, the_run, wait_for  # noqa: F401
 from tests.s3_server import DATACENTER, s3_server
-from tests.versions.runs import s3_env, stored_keys
-from versions import store
 
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 # `setup` (imported above) is test_launch's fixture: a fake RunPod and the launcher's environment.
@@ -42,93 +36,6 @@ def logged_pod(env: dict, volume) -> list[str]:
 def billed(attempts: list[dict]) -> float:
     """Σ (termination − creation) × price over the attempts, USD."""
     return sum((a["ended_ts"] - a["created_ts"]) * a["cost_per_hr"] / 3600 for a in attempts)
-
-
-@pytest.mark.slow(110)
-def test_a_finished_run_ends_its_pod_at_once_and_is_never_resumed(tmp_path, sample_out, setup):  # noqa: F811
-    """RunPod starts a container again when its process exits, so the pod of a completed run says RUNNING
-    for ever (problem 1). The launcher ends the run from the run's own status on the volume: fetches the
-    adapter, then terminates the pod within a poll of the container's exit; a restarted container on the
-    finished run exits at once instead of `resume` (which refuses it, exit 2, and restarts again). The
-    cost is the pod's time from its creation to its termination × its price (problem 4)."""
-    fake, env = setup(command=logged_pod)
-    assert fake.restart_on_exit
-    status_log.watch(env["DATABASE_URL"])
-    runs, log = tmp_path / "runs", tmp_path / "launch.log"
-    with (
-        s3_server() as s3
-    ):  # an S3 artifact store: the pod puts the adapter there itself (jobs/pod/stored.py)
-        env |= s3_env(s3, "model-artifacts")
-        proc = launch(runs, sample_out, env, "max_steps=2", "brightrun_heldout_eval=false", log=log)
-        assert proc.wait(600) == 0, log.read_text()[-4000:]
-        keys = stored_keys(s3, "model-artifacts")
-        job = the_run(env["DATABASE_URL"])
-        store_env = {k: env[k] for k in stored.STORE_VARS if k in env}
-        with patch.dict(os.environ, store_env):
-            marker = json.loads((fake.workspace / "runs" / job.id / stored.MARKER).read_text())
-            manifest = store.read_manifest(store.open_store(), f"runs/{job.id}", marker["manifest_sha256"])
-    assert (job.status, job.step) == ("completed", 2)
-    assert status_log.changes(env["DATABASE_URL"], job.id).count("completed") == 1
-    assert (runs / job.id / "output" / "adapter_model.safetensors").is_file()  # fetched before terminate
-
-    pod = fake.gone[job.pod_id]  # terminated by the launcher, not left RUNNING
-    volume = fake.workspace.resolve()
-    exited = volume / "pods" / f"{job.pod_id}.exited"
-    assert exited.read_text().strip() == "0"
-    # Terminated within a poll (0.2 s) of the container's exit, plus the fetch of the adapter here.
-    assert 0 <= pod.halted_at - exited.stat().st_mtime < 0.2 + 5
-    container = (volume / f"container-{job.pod_id}.log").read_text()
-    assert " resume " not in container, container
-
-    # The adapter was in the store before the pod was terminated: the pod uploaded it (the manifest last),
-    # then wrote its exit mark, which the launcher waited for; the store's sha256 is the fetched adapter's.
-    assert f"brightrun/runs/{job.id}/manifest.json" in keys
-    adapter = sha256_file(runs / job.id / "output" / "adapter_model.safetensors")
-    assert (
-        manifest["files"]["adapter/adapter_model.safetensors"]["sha256"]
-        == adapter
-        == marker["adapter_sha256"]
-    )
-    assert (
-        (volume / "runs" / job.id / stored.MARKER).stat().st_mtime <= exited.stat().st_mtime <= pod.halted_at
-    )
-    assert f"adapter in the store at s3://model-artifacts/brightrun/runs/{job.id}/" in log.read_text()
-    assert json.loads((runs / job.id / "run.json").read_text())["stored"] == marker
-    # Where the store is and its keys went to the pod as secrets: never in run.json, the volume or its log.
-    create = next(a["input"] for name, a in fake.calls if name == "podFindAndDeployOnDemand")
-    assert {p["key"] for p in create["env"]} >= set(store_env)
-    launched = json.loads((runs / job.id / "run.json").read_text())["launch"]
-    assert set(store_env) <= set(launched["secrets"]) and not set(store_env) & set(launched["env"])
-    for value in (env["AWS_SECRET_ACCESS_KEY"], env["AWS_ENDPOINT_URL"], env["ARTIFACT_STORE"]):
-        assert value not in container and value not in json.dumps(marker)
-
-    # A container started again on the finished run (as RunPod would) exits 0 at once, training nothing.
-    pod_env = {p["key"]: p["value"] for p in create["env"]} | {"RUNPOD_POD_ID": job.pod_id}
-    again = subprocess.run(
-        ["bash", str(ENTRYPOINT)],
-        env={
-            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "PYTHONPATH": str(ROOT),
-        }
-        | offline.ALL
-        | pod_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert again.returncode == 0 and "already over on the volume" in again.stderr, again.stderr
-    assert "is already complete" in again.stderr  # the upload is not done again (the marker says so)
-    assert " resume " not in again.stderr and "run-config" not in again.stderr
-    assert registry.get_job(job.id, env["DATABASE_URL"]).status == "completed"
-
-    # Cost: from just before the create to just after the terminate, at the pod's price, restarts and all.
-    [attempt] = json.loads((runs / job.id / "run.json").read_text())["attempts"]
-    assert attempt["outcome"] == "completed"
-    assert attempt["created_ts"] <= pod.created_at and attempt["ended_ts"] >= pod.halted_at
-    assert attempt["cost_per_hr"] == pod.cost_per_hr == 2.39
-    assert job.actual_cost == pytest.approx(billed([attempt]), rel=1e-6)
-    assert attempt["billed_s"] >= attempt["uptime_s"]
 
 
 @pytest.mark.slow(15)

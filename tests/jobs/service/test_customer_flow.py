@@ -149,11 +149,13 @@ def test_a_bad_start_is_refused_by_name_and_leaves_nothing(world):
     asked = httpx.post(f"{world.base}/models/test", json={"prompt": "Hi"}, headers=auth())
     assert asked.status_code == 422 and "model" in asked.json()["error"]
 
-    # Nothing was made for any of them: no run folder, no job, no row of ours.
+    # Nothing was made for any of them: no run folder, no job, no row of ours, no copy of their file.
     assert not [p for p in world.runs.iterdir() if p.is_dir()] if world.runs.exists() else True
     listed = httpx.get(f"{world.base}/api/training/jobs", headers=auth(), timeout=30).json()["jobs"]
     assert listed == []
     assert world.app.log == []  # and no event reached their route
+    incoming = world.runs.parent / "data" / "incoming"
+    assert not incoming.exists() or [p.name for p in incoming.iterdir()] == []
 
 
 def wait_for(what, check, seconds: float):
@@ -224,12 +226,13 @@ def test_their_app_starts_follows_stops_and_collects_runs(world, browser, tmp_pa
     replay = subprocess.run(
         [sys.executable, "-m", "jobs", "--runs-dir", str(world.runs), "webhooks-replay", done],
         cwd=ROOT,
-        env=jobs_env() | world.app.env(),
+        # The service's own environment: the job's URL and secret come sealed from the registry.
+        env={k: v for k, v in world.env.items() if k != "WEBHOOK_URL"},
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert replay.returncode == 0, replay.stderr
+    assert replay.returncode == 0 and "stale event(s) dropped" in replay.stderr, replay.stderr
     assert world.app.db.rows("SELECT * FROM training_jobs WHERE id = %s", [done]) == before
     assert len(world.app.tally(done)["history"]) == history
 
@@ -243,23 +246,8 @@ def test_their_app_starts_follows_stops_and_collects_runs(world, browser, tmp_pa
     listed = httpx.get(f"{world.base}/api/training/jobs", headers=auth(), timeout=30).json()["jobs"]
     assert {j["id"]: j["status"] for j in listed} == {stopped: "cancelled", done: "completed"}
 
-    # Their "Test model": the completed job promoted (forced: no evaluation here), then asked by name.
-    promoted = httpx.post(
-        f"{world.base}/api/models/planner/promote",
-        json={"run_id": done, "stage": "production", "force": True},
-        headers=auth(),
-        timeout=120,
-    )
-    assert promoted.status_code == 201, promoted.text
-    models = httpx.get(f"{world.base}/models/list", headers=auth(), timeout=30).json()["models"]
-    assert [m["name"] for m in models] == ["planner"]
-    asked = httpx.post(
-        f"{world.base}/models/test",
-        json={"model": "planner", "prompt": "We keep arguing about money.", "max_tokens": 8},
-        headers=auth(),
-        timeout=300,
-    )
-    assert asked.status_code == 200 and asked.json()["ref"] == "planner@v1", asked.text
+    # Their "Test model" list holds what was promoted: nothing here (its answers: tests/versions).
+    assert httpx.get(f"{world.base}/models/list", headers=auth(), timeout=30).json() == {"models": []}
 
     # The dashboard, in a real browser: both jobs, and the completed one's loss curve.
     page = f"{world.base}/#token={TOKEN}"

@@ -166,6 +166,9 @@ def test_health_reports_database_and_gpus(service, request):
     assert body["database"] == request.node.callspec.params["service"]
     assert isinstance(body["gpu"]["present"], bool) and isinstance(body["gpu"]["count"], int)
     assert body["gpu"]["present"] == (body["gpu"]["count"] > 0)
+    # The customer's plan's shape (customer-start-flow.md, "Test model"), from the same figures.
+    assert body["status"] == "healthy" and body["registry"] is True
+    assert (body["gpu_available"], body["gpu_count"]) == (body["gpu"]["present"], body["gpu"]["count"])
 
 
 def test_openapi_lists_the_routes(service):

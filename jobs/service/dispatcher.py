@@ -1,0 +1,169 @@
+"""The service's dispatcher: a thread that starts its customers' jobs (jobs/service/queue.py says which and
+where) and watches what it started: a pod job's launcher that ends before its pod exists (jobs/service/
+pods.py), a stop asked for before a job's pod existed. Started and stopped with the service."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from jobs import registry, runfolder
+from jobs.cancel import cancel
+from jobs.service import pods, queue, secrets, start
+from jobs.service.queue import NotStarted, ServiceJob
+
+log = logging.getLogger("jobs.service")
+TICK_S = 1.0
+
+
+def dispatch_once(
+    engine: Engine,
+    runs: Path,
+    db_url: str,
+    service_secret: str,
+    gpus: int,
+    per_job: int,
+    evaluate: bool,
+    poll: float,
+) -> tuple[ServiceJob, subprocess.Popen | None] | None:
+    """Start the next waiting job (a local one when its GPUs are free; a pod job at once): (the job, the pod
+    launcher's process or None), or None. NotStarted: it was claimed and could not be started."""
+    job = queue.next_queued(engine)
+    if job is None:
+        return None
+    devices = queue.free_gpus(engine, runs, gpus, per_job) if job.mode == "local" else []
+    if devices is None:
+        return None
+    with Session(engine) as s:
+        row = s.get(ServiceJob, job.job_id, with_for_update=True)
+        if row.dispatched_at is not None:  # another dispatcher (a second service on this registry) took it
+            return None
+        row.dispatched_at = registry.now()
+        row.request = {**row.request, "gpus": devices}
+        s.commit()
+    try:
+        destination = (job.webhook_url, secrets.open_secret(service_secret, job.webhook_secret))
+        if job.mode == "pod":
+            with pods.launcher_log(runs, job.job_id).open("a") as out:
+                proc = subprocess.Popen(
+                    pods.launch_argv(job, runs, poll),
+                    cwd=runfolder.ROOT,
+                    env=pods.launcher_env(job, db_url, destination, service_secret),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # it outlives a restart of the service, and follows its pod
+                )
+            pods.launcher_log(runs, job.job_id).with_suffix(".pid").write_text(str(proc.pid))
+            log.info("job %s: launching its pod", job.job_id)
+            return job, proc
+        argv = [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "execute", job.job_id]
+        env = queue.job_env(job.job_id, db_url, destination, devices)
+        start.spawn(argv + ([] if evaluate else ["--no-eval"]), runs / job.job_id, env)
+    except Exception as exc:
+        raise NotStarted(job, f"{type(exc).__name__}: {exc}") from exc
+    log.info("job %s started (local run%s)", job.job_id, f" on GPU {devices}" if devices else "")
+    return job, None
+
+
+class Dispatcher:
+    """The service's thread that starts queued jobs (and notices a pod launcher that ended before its pod
+    existed); stopped with the service."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        runs: Path,
+        db_url: str,
+        service_secret: str,
+        gpus: int,
+        per_job: int,
+        evaluate: bool,
+        poll: float,
+        route: Callable[[str], None],
+    ):
+        self.args = (engine, runs, db_url, service_secret, gpus, per_job, evaluate, poll)
+        self.route = route  # a job's events from this process go to its customer (training_api)
+        self.launchers: dict[str, subprocess.Popen] = {}
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self.loop, name="dispatcher", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    def failed(self, job_id: str, message: str) -> None:
+        try:
+            self.route(job_id)
+        except secrets.SealError as exc:  # the customer cannot be told; the row says why all the same
+            message += f" (and its webhook secret cannot be opened: {exc})"
+        engine, runs, db_url = self.args[:3]
+        queue.fail(engine, runs, db_url, job_id, message)
+
+    def carry_out_stops(self) -> None:
+        """Stops asked for before a pod job's pod existed: before its launch, the job never starts; once
+        its launcher has registered it, the one cancel (its pod terminated)."""
+        engine, runs, db_url = self.args[:3]
+        for job in queue.stops(engine):
+            row = registry.get_job(job.job_id, db_url)
+            if row is None and job.dispatched_at is not None:
+                continue  # its launcher is creating the pod: cancelled once it is registered
+            self.route(job.job_id)
+            if row is None:
+                queue.fail(engine, runs, db_url, job.job_id, "cancelled on request", "cancelled")
+            elif row.status not in registry.TERMINAL:
+                cancel(job.job_id, str(runs), db_url)
+            queue.stopped(engine, job.job_id, job.dispatched_at is not None)
+
+    def tick(self) -> None:
+        self.carry_out_stops()
+        while True:
+            try:
+                started = dispatch_once(*self.args)
+            except NotStarted as exc:
+                self.failed(exc.job.job_id, f"could not be started: {exc.why}")
+                continue
+            if started is None:
+                break
+            job, proc = started
+            if proc is not None:
+                self.launchers[job.job_id] = proc
+        engine, runs, db_url = self.args[:3]
+        for job_id, proc in list(self.launchers.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self.launchers[job_id]
+            if code != 0 and registry.get_job(job_id, db_url) is None:
+                self.failed(job_id, pods.launch_failed(runs, job_id, code))
+        for job_id in pods.unattended(engine, runs, db_url, set(self.launchers)):
+            self.failed(job_id, pods.launch_failed(runs, job_id, -1))
+
+    def loop(self) -> None:
+        engine, runs = self.args[:2]
+        try:
+            queue.resend_all(engine, runs, self.route)
+        except Exception as exc:  # noqa: BLE001 -- said; the jobs themselves go on
+            log.error("resending undelivered events: %s: %s", type(exc).__name__, exc)
+        while not self.stopping.is_set():
+            try:
+                self.tick()
+            except Exception as exc:  # noqa: BLE001 -- the loop must outlive a database blip; said, retried
+                log.error("dispatcher: %s: %s", type(exc).__name__, exc)
+            self.wake.wait(TICK_S)
+            self.wake.clear()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join(5)
