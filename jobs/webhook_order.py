@@ -111,6 +111,16 @@ def delivered_state(run_dir: Path) -> dict:
     return cached[2]
 
 
+def delivered(run_dir: Path, jobs: dict, event: dict) -> None:
+    """`event` was just delivered and its id appended to events-delivered.txt by this process (holding the
+    delivery lock, after delivered_state): the cached state follows, the file being what our append made it,
+    so it is not read again; the event is folded in."""
+    key = str(run_dir.resolve())
+    size = _seen[key][0]
+    _seen[key] = (size + len(event["event_id"]) + 1, event["event_id"], jobs)
+    fold(jobs, event)
+
+
 def record_drop(run_dir: Path, event: dict, why: str) -> bool:
     """Record a refused event in events-dropped.jsonl; False when it already is (another sender's)."""
     path = run_dir / DROPPED

@@ -19,11 +19,10 @@ background thread from a bounded queue, retried with exponential backoff and ful
 ends (receiver down, queue full, retries spent) stays in the spool for `just webhooks-replay RUN` or
 the run's next start. Training never waits on the network: emit() writes one line and enqueues.
 
-Never backwards: their handler applies whatever arrives last, so for one job (one run folder) no event
-is delivered after one with a higher `sequence`, and a terminal one is the last delivered (`completed`,
-`cancelled`; a `failed` only for its attempt: a resumed attempt's events, with a higher `retry_count`,
-follow it). What this refuses is not sent but recorded in events-dropped.jsonl and no longer pending.
-The launcher, the trainer and a replay deliver from one spool, so each attempt (check, POST, mark) holds
+Never backwards (the rule: jobs/webhook_order.py): their handler applies whatever arrives last, so for one
+job nothing is delivered after a newer event (by attempt, then sequence) or after its end. What the rule
+refuses is not sent but recorded in events-dropped.jsonl and no longer pending. The launcher, the trainer,
+a replay and the jobs service deliver from one spool, so each attempt (check, POST, mark) holds
 events-delivery.lock: a lock of its own, as emit() must never wait behind a POST on events.lock.
 """
 
@@ -52,7 +51,6 @@ from jobs.webhook_order import (  # noqa: F401 -- the spool's files and readers,
     delivered_ids,
     delivered_state,
     dropped,
-    fold,
     lines,
     record_drop,
     refusal,
@@ -185,11 +183,6 @@ def retrying(send, max_time: float):
     )(send)
 
 
-def deliver(client, url: str, secret: str, event: dict, max_time: float) -> None:
-    """post() with retries, no ordering check (deliver_in_order is what the sender and replay use)."""
-    retrying(post, max_time)(client, url, secret, event)
-
-
 # -- never backwards: the rule and what was delivered are jobs/webhook_order.py's ---------------------------
 
 
@@ -206,11 +199,7 @@ def attempt(client, url: str, secret: str, run_dir: Path, event: dict) -> str:
             return "dropped" if record_drop(run_dir, event, why) else "done"
         post(client, url, secret, event)
         mark_delivered(run_dir, event["event_id"])
-        key = str(run_dir.resolve())
-        size, _, _ = webhook_order._seen[key]
-        # what our append made it
-        webhook_order._seen[key] = (size + len(event["event_id"]) + 1, event["event_id"], jobs)
-        fold(jobs, event)
+        webhook_order.delivered(run_dir, jobs, event)
         return "sent"
 
 

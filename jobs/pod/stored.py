@@ -249,9 +249,9 @@ def event_fields(record: dict, local_path: str) -> dict:
     """What a completed event says of an upload's record: lora_artifact_path the zip's key in the bucket
     (what the customer's dashboard signs) when it is there, else local_path (the adapter where it stays);
     training_log_path the log's key; artifact_store."""
-    fields = {"lora_artifact_path": record.get("zip_key") if record.get("manifest_sha256") else None}
-    fields["lora_artifact_path"] = fields["lora_artifact_path"] or local_path
-    if record.get("manifest_sha256") and record.get("log_key"):
+    stored = bool(record.get("manifest_sha256"))
+    fields = {"lora_artifact_path": (stored and record.get("zip_key")) or local_path}
+    if stored and record.get("log_key"):
         fields["training_log_path"] = record["log_key"]
     return fields | {"artifact_store": event_field(record)}
 

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import functools
 import hmac
-import json
 import logging
 import os
 import re
@@ -35,7 +34,7 @@ from brightrun.errors import ConfigError
 from jobs import registry, webhooks
 from jobs.cancel import cancel
 from jobs.runfolder import ROOT, Conflict, NotFound
-from jobs.service import models_api, queue, receiver, start, store, training_api, views
+from jobs.service import customer, models_api, queue, receiver, start, store, training_api, views
 from jobs.service.db import make_engine
 from versions import answer
 
@@ -204,6 +203,13 @@ def create_app(
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return error(exc.status, exc.message, headers)
 
+    @app.exception_handler(customer.Refused)
+    async def customer_refused(request: Request, exc: customer.Refused):
+        # The customer's routes (training_api.py): their refusals, in one place, as every other 4xx.
+        message = public(exc.message, places)
+        log.info("%s %s refused (%d): %s", request.method, request.url.path, exc.status, message)
+        return error(exc.status, message)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         # 400, not FastAPI's 422, and without echoing the input back.
@@ -299,13 +305,9 @@ def create_app(
         return {"ok": True, "applied": applied}
 
     def pod_job_of(body: bytes) -> str | None:
-        """The job id of an event for one of the service's pod jobs, or None (read before the signature,
-        to pick the key: the body is capped, the id checked by its rule)."""
-        try:
-            job_id = json.loads(body).get("job_id")
-        except (ValueError, RecursionError, AttributeError):
-            return None
-        if not isinstance(job_id, str) or not receiver.valid_job_id(job_id):
+        """The job id of an event for one of the service's pod jobs, or None (it picks the key)."""
+        job_id = receiver.claimed_job_id(body)
+        if job_id is None:
             return None
         job = queue.get(engine, job_id)
         return job_id if job is not None and job.mode == "pod" else None

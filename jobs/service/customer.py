@@ -8,7 +8,6 @@ run folder, no row, no pod. Their field names throughout (customer-start-flow.md
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import re
@@ -21,7 +20,7 @@ from fastapi import Request
 from axolotl_configs import profiles as profiles_mod
 from axolotl_configs.profiles import shown
 from brightrun.errors import ConfigError
-from jobs.service import start
+from jobs.service import dataset, start
 
 log = logging.getLogger("jobs.service")
 # Their seven (customer-start-flow.md), each to what it sets. batch_size: trained pairs per optimizer step
@@ -60,15 +59,6 @@ def field_error(name: str, message: str) -> Refused:
     return Refused(422, f"{name}: {message}")
 
 
-def loopback(host: str | None) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host or "").is_loopback
-    except ValueError:
-        return False
-
-
 def check_webhook_url(url) -> str:
     """https (http only to loopback, for tests), and WEBHOOK_URL_ALLOW's pattern when it is set."""
     if not isinstance(url, str) or not 0 < len(url) <= 2048:
@@ -80,7 +70,7 @@ def check_webhook_url(url) -> str:
         raise field_error("webhook_url", f"{shown(url)} is not a URL") from None
     if parts.username or parts.password or not parts.hostname or any(c < " " for c in url):
         raise field_error("webhook_url", f"{shown(url)} is not a URL we send to (a host, no user:password@)")
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback(parts.hostname)):
+    if parts.scheme != "https" and not (parts.scheme == "http" and dataset.loopback(parts.hostname)):
         raise field_error("webhook_url", f"{shown(url)}: https only (plain http only to this machine)")
     allow = os.environ.get("WEBHOOK_URL_ALLOW")
     if allow and not re.fullmatch(allow, url):

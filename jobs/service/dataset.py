@@ -70,11 +70,12 @@ def _quiet_tokens(record: logging.LogRecord) -> bool:
 logging.getLogger("httpx").addFilter(_quiet_tokens)
 
 
-def _loopback(host: str) -> bool:
+def loopback(host: str | None) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: the one place plain http is allowed (tests on this machine)."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback  # 127.0.0.0/8, ::1
+        return ipaddress.ip_address(host or "").is_loopback  # 127.0.0.0/8, ::1
     except ValueError:
         return False
 
@@ -96,7 +97,7 @@ def _check(url: str, prefix: str) -> httpx.URL:
         raise FetchError(f"{prefix}: only https URLs are fetched (not {parsed.scheme or 'this'})")
     if not parsed.host:
         raise FetchError(f"{prefix}: no host in the URL")
-    if parsed.scheme == "http" and not _loopback(parsed.host):
+    if parsed.scheme == "http" and not loopback(parsed.host):
         raise FetchError(f"{prefix}: plain http is refused; only https URLs are fetched")
     return parsed
 

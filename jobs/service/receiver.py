@@ -201,6 +201,16 @@ def is_json(content_type: str | None) -> bool:
     return (content_type or "").split(";", 1)[0].strip().lower() == "application/json"
 
 
+def claimed_job_id(body: bytes) -> str | None:
+    """The job id an unverified body names, by its rule, or None: read before the signature is checked,
+    as it names the key (the body is capped)."""
+    try:
+        job_id = json.loads(body).get("job_id")
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    return job_id if isinstance(job_id, str) and valid_job_id(job_id) else None
+
+
 def verify(
     content_type: str | None, signature: str | None, body: bytes, secret: str, per_run: bool = False
 ) -> Event:
@@ -210,12 +220,8 @@ def verify(
         raise Rejected(415, "Content-Type must be application/json")
     key = secret
     if per_run:
-        # The job id names the key, so it is read before the signature is checked (the body is capped).
-        try:
-            job_id = json.loads(body).get("job_id")
-        except (ValueError, RecursionError, AttributeError):
-            job_id = None
-        if not isinstance(job_id, str) or not valid_job_id(job_id):
+        job_id = claimed_job_id(body)
+        if job_id is None:
             raise Rejected(401, f"missing or invalid {webhooks.SIGNATURE_HEADER}")
         key = webhooks.run_key(secret, job_id)
     expected = webhooks.sign(key, body)

@@ -340,36 +340,24 @@ def router(
     answerer: answer.Answerer,
     poke: Callable[[], None],
 ) -> APIRouter:
+    # A customer.Refused raised here is answered by the app's handler: its status, its message (public).
     api = APIRouter(tags=["training (the customer's app)"], dependencies=[Depends(authorized)])
-
-    def refused(exc: customer.Refused) -> HTTPException:
-        return HTTPException(exc.status, public(exc.message))
 
     @api.post("/training/start")
     async def training_start(request: Request):
-        try:
-            body = await json_body(request)
-            answer_ = await run_in_threadpool(start_job, engine, settings, body, customer.public_url(request))
-        except customer.Refused as exc:
-            log.info("start refused (%d): %s", exc.status, public(exc.message))
-            raise refused(exc) from None
+        body = await json_body(request)
+        answer_ = await run_in_threadpool(start_job, engine, settings, body, customer.public_url(request))
         poke()  # the dispatcher starts it now if a slot is free
         log.info("job %s accepted (%s ahead)", answer_["job_id"], answer_["queue_position"])
         return answer_
 
     @api.get("/training/status/{job_id}")
     def training_status(job_id: str):
-        try:
-            return status_of(engine, settings, job_id)
-        except customer.Refused as exc:
-            raise refused(exc) from None
+        return status_of(engine, settings, job_id)
 
     @api.post("/training/stop/{job_id}")
     def training_stop(job_id: str):
-        try:
-            return stop_job(engine, settings, job_id)
-        except customer.Refused as exc:
-            raise refused(exc) from None
+        return stop_job(engine, settings, job_id)
 
     @api.get("/models/list")
     def models_list():
@@ -377,8 +365,8 @@ def router(
 
     @api.post("/models/test")
     async def models_test(request: Request):
+        body = await json_body(request)
         try:
-            body = await json_body(request)
             if not isinstance(body, dict) or not isinstance(body.get("model"), str):
                 raise customer.field_error(
                     "model", 'a model name ("NAME", its production version) or "NAME@vN"'
@@ -389,8 +377,6 @@ def router(
             ask = models_api.Ask.model_validate(body)
             number = versions.parse_ref(f"{name}@{version}")[1] if version else None
             versions.check_name(name)
-        except customer.Refused as exc:
-            raise refused(exc) from None
         except ValidationError as exc:
             where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "body"
             raise HTTPException(422, f"{where}: {exc.errors()[0]['msg']}") from None
