@@ -148,6 +148,8 @@ def ahead_of(engine: Engine, runs: Path, job_id: str, slots: int) -> int:
     before it. 0: it starts now."""
     with Session(engine) as s:
         mine = s.get(ServiceJob, job_id)
+        if mine.dispatched_at is not None:
+            return 0  # started already (the dispatcher may take it between the start's check and its answer)
         waiting = s.execute(
             select(ServiceJob.job_id)
             .join(registry.TrainingJob, registry.TrainingJob.id == ServiceJob.job_id)
