@@ -90,9 +90,17 @@ train PRESET MODEL *ARGS:
 resume RUN:
     {{python}} -m jobs resume {{RUN}}
 
+# Before a run: can it succeed here (GPU, base model, disk)? `--launch ...` (launch's flags): can it on a pod (the Hub's access, the volume, CUDA, cost)
+preflight PRESET MODEL *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # A launch's pod downloads the base model: its access is asked of the Hub, as `just launch` asks it.
+    case " {{ARGS}} " in *" --launch "*) export HF_HUB_OFFLINE=0;; esac
+    {{python}} -m jobs preflight {{PRESET}} {{MODEL}} {{ARGS}}
+
 # Train on a RunPod pod: `just launch balanced 70b-qlora --input customer.json --network-volume ID --max-cost 10 [--spot]` (README: RunPod)
 launch PRESET MODEL *ARGS:
-    {{python}} -m jobs launch {{PRESET}} {{MODEL}} {{ARGS}}
+    HF_HUB_OFFLINE=0 {{python}} -m jobs launch {{PRESET}} {{MODEL}} {{ARGS}}
 
 # A run's status, pod, step and cost so far
 status RUN:
@@ -157,6 +165,10 @@ serve +REFS:
 # Two versions (or runs) on the same held-out prompts: judge both orders, held-out loss, general ability; B's win rate over A: `just ab elena-morales@v3 elena-morales@v4 [--limit N]`
 ab A B *ARGS:
     {{python}} -m versions ab {{A}} {{B}} {{ARGS}}
+
+# How long a refused run takes to say why (no GPU, the Hub off): `jobs train balanced 70b-qlora` and `jobs preflight`, against the CLI's floor
+bench-preflight *ARGS:
+    {{python}} bench/preflight.py {{ARGS}}
 
 # What `just train` costs over bare `axolotl preprocess` + `axolotl train` on the smoke job (ratio)
 bench-train-overhead:

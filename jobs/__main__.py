@@ -8,6 +8,7 @@ Usage:
   python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu ID] [--gpus N] [--spot [--bid X]]
                         [--max-cost USD] [--max-retries 3] [--network-volume ID] [--volume-path DIR]
                         [--image REF [--registry-auth ID]] [--start-timeout S] [--detach] [key=value ...]
+  python -m jobs preflight PRESET MODEL [--hardware H] [--launch [launch's flags]] [key=value ...]
   python -m jobs status RUN
   python -m jobs logs RUN
   python -m jobs follow RUN            (a pod run: follow it again after Ctrl-C or --detach)
@@ -55,6 +56,52 @@ def poll_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--poll", type=float, default=30.0, help="seconds between polls (default 30)")
 
 
+def launch_args(p: argparse.ArgumentParser) -> None:
+    """How a pod run is launched: `launch`, and `preflight --launch` (the same checks)."""
+    job_args(p)
+    p.add_argument("--gpu", default=None, help='RunPod gpuTypeId, e.g. "NVIDIA H100 PCIe"')
+    p.add_argument("--gpus", type=int, default=None, help="GPUs in the pod (a hardware profile must match)")
+    p.add_argument("--hardware", default=None, help="hardware profile name instead of --gpu/--gpus")
+    p.add_argument("--spot", action="store_true", help="an interruptible pod (relaunched when taken back)")
+    p.add_argument("--bid", type=float, default=None, help="spot bid per GPU-hour (default: the minimum)")
+    p.add_argument("--max-cost", type=float, default=None, help="refuse above, stop the pod at (USD)")
+    p.add_argument("--max-retries", type=int, default=3, help="relaunches after preemption (default 3)")
+    p.add_argument("--cloud", default="SECURE", choices=["SECURE", "COMMUNITY", "ALL"])
+    p.add_argument("--network-volume", default=None, help="RunPod network volume id (data goes up by S3)")
+    p.add_argument("--datacenter", default=None, help="checked against the network volume's datacenter")
+    p.add_argument(
+        "--volume-path",
+        default=None,
+        help="where the pod mounts the volume (default: the hardware profile's)",
+    )
+    p.add_argument("--detach", action="store_true", help="create the pod and return (`jobs follow RUN`)")
+    p.add_argument(
+        "--targets-per-step",
+        type=int,
+        default=None,
+        help="trained pairs per optimizer step (the customer's batch_size) instead of the preset's",
+    )
+    p.add_argument(
+        "--image",
+        default=None,
+        help="the pushed image of this repo (default $BRIGHTRUN_IMAGE, else Axolotl's own image, our code "
+        "installed from the volume at start)",
+    )
+    p.add_argument(
+        "--registry-auth",
+        default=None,
+        help="RunPod registry credential id for a private --image (default $RUNPOD_REGISTRY_AUTH_ID)",
+    )
+    p.add_argument(
+        "--start-timeout",
+        type=float,
+        default=None,
+        help="seconds a pod may take to start the job (image pull included) before it is replaced "
+        "(default 900)",
+    )
+    poll_arg(p)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs", description=__doc__.split("\n")[0])
     p.add_argument("--runs-dir", default="runs", help="where run folders live (default runs/)")
@@ -80,48 +127,10 @@ def parser() -> argparse.ArgumentParser:
     x = sub.add_parser("cancel", help="stop a run for good (status cancelled)")
     x.add_argument("run")
     la = sub.add_parser("launch", help="train on a RunPod pod: live price, cost cap, relaunch on preemption")
-    job_args(la)
-    la.add_argument("--gpu", default=None, help='RunPod gpuTypeId, e.g. "NVIDIA H100 PCIe"')
-    la.add_argument("--gpus", type=int, default=None, help="GPUs in the pod (a hardware profile must match)")
-    la.add_argument("--hardware", default=None, help="hardware profile name instead of --gpu/--gpus")
-    la.add_argument("--spot", action="store_true", help="an interruptible pod (relaunched when taken back)")
-    la.add_argument("--bid", type=float, default=None, help="spot bid per GPU-hour (default: the minimum)")
-    la.add_argument("--max-cost", type=float, default=None, help="refuse above, stop the pod at (USD)")
-    la.add_argument("--max-retries", type=int, default=3, help="relaunches after preemption (default 3)")
-    la.add_argument("--cloud", default="SECURE", choices=["SECURE", "COMMUNITY", "ALL"])
-    la.add_argument("--network-volume", default=None, help="RunPod network volume id (data goes up by S3)")
-    la.add_argument("--datacenter", default=None, help="checked against the network volume's datacenter")
-    la.add_argument(
-        "--volume-path",
-        default=None,
-        help="where the pod mounts the volume (default: the hardware profile's)",
-    )
-    la.add_argument("--detach", action="store_true", help="create the pod and return (`jobs follow RUN`)")
-    la.add_argument(
-        "--targets-per-step",
-        type=int,
-        default=None,
-        help="trained pairs per optimizer step (the customer's batch_size) instead of the preset's",
-    )
-    la.add_argument(
-        "--image",
-        default=None,
-        help="the pushed image of this repo (default $BRIGHTRUN_IMAGE, else Axolotl's own image, our code "
-        "installed from the volume at start)",
-    )
-    la.add_argument(
-        "--registry-auth",
-        default=None,
-        help="RunPod registry credential id for a private --image (default $RUNPOD_REGISTRY_AUTH_ID)",
-    )
-    la.add_argument(
-        "--start-timeout",
-        type=float,
-        default=None,
-        help="seconds a pod may take to start the job (image pull included) before it is replaced "
-        "(default 900)",
-    )
-    poll_arg(la)
+    launch_args(la)
+    pf = sub.add_parser("preflight", help="the checks a run must pass before anything starts, as a table")
+    launch_args(pf)
+    pf.add_argument("--launch", action="store_true", help="a pod run's checks (RunPod, the volume, the cost)")
     st = sub.add_parser("status", help="a run's status, pod, step and cost so far")
     st.add_argument("run")
     lg = sub.add_parser("logs", help="a run's logs (a pod run: from its volume)")
@@ -252,7 +261,15 @@ def _execute(args) -> int:
     return run_mod.execute(args.run, args.runs_dir, evaluate=not args.no_eval)
 
 
-def _launch(args) -> int:
+def _preflight(args) -> int:
+    if args.launch:
+        return _launch(args, check_only=True)
+    from jobs import preflight
+
+    return preflight.show(args.preset, args.model, args.hardware, args.overrides, args.runs_dir)
+
+
+def _launch(args, check_only: bool = False) -> int:
     from jobs.pod import launch
     from jobs.pod.runpod import CreateUnsure, RunPodError
 
@@ -283,6 +300,7 @@ def _launch(args) -> int:
             start_timeout=args.start_timeout,
             registry_auth=args.registry_auth,
             targets_per_step=args.targets_per_step,
+            check_only=check_only,
         )
     except CreateUnsure as exc:  # no run registered yet: the message says where the pod may be
         print(f"error: {exc}", file=sys.stderr)
@@ -406,6 +424,7 @@ VERBS = {
     "resume": _resume,
     "execute": _execute,
     "launch": _launch,
+    "preflight": _preflight,
     "status": _pod_verb,
     "logs": _pod_verb,
     "follow": _pod_verb,

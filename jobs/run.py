@@ -116,9 +116,13 @@ def prepare(
     imported anyway; the registry row is created once it accepts the config (execute).
     """
     from axolotl_configs import estimate, render
+    from jobs import preflight
 
     check_run_id(run_id)
     profiles = Profiles.load(preset, model, hardware)
+    # Before the data is converted or anything is written: a run that cannot succeed here says so now.
+    values = preflight.planned_values(profiles, overrides)
+    preflight.require(preflight.train_checks(profiles, values, runs_dir))
     data_dir = ensure_converted(input_file, data_dir) if not data_dir else data_dir
     run_id = run_id or new_run_id(preset, model)
     run_dir = Path(runs_dir) / run_id

@@ -192,13 +192,37 @@ def prepare(
             f"{job['data']['manifest_sha256']}); is the volume mounted where the launcher said?"
         )
     profiles = Profiles.load(job["preset"], job["model"], hardware or job["hardware"])
+    from jobs import preflight
+
+    # This machine, as the pod finds it (its GPUs, the Hub from here, its volume's free space). Run by
+    # hand, a refusal leaves the volume as it was; see refused() for a pod its launcher follows.
+    checks = preflight.train_checks(profiles, config, runs_dir)
+    followed = os.environ.get("BRIGHTRUN_FOLLOWED") == "1"
+    if not followed:
+        preflight.require(checks)
     runfolder.open_run_folder(run_dir, data_dir)
     shutil.copyfile(src, run_dir / CONFIG)
     lineage = runfolder.lineage_of(run_id, run_dir, data_dir, {**job, "hardware": profiles.hardware["name"]})
     if profiles.hardware["name"] != job["hardware"]:
         lineage["rendered_for_hardware"] = job["hardware"]
     runfolder.write_json(run_dir / "run.json", lineage)
+    if preflight.failures(checks):
+        refused(run_id, run_dir, lineage, config, preflight.refusal(checks))
     return run_id
+
+
+def refused(run_id: str, run_dir: Path, lineage: dict, config: dict, reason: str) -> None:
+    """A pod its launcher follows, refused by preflight: the pod exists already, so the refusal is the
+    run's end, recorded where the launcher reads it (the volume's registry, the run's events). The launcher
+    then ends the run failed with this reason and terminates the pod; without it RunPod would restart a
+    container that refuses again, and bill, until the cost cap (docker/entrypoint.sh: a restarted
+    container on a finished run exits at once)."""
+    from jobs import registry
+    from jobs.status import set_status
+
+    runfolder.register(run_id, run_dir, lineage, config, None, status="queued")
+    set_status(run_dir, run_id, "failed", None, error_message=reason, completed_at=registry.now())
+    raise ConfigError(reason)
 
 
 def render_again(lineage: dict, run_dir: Path, volume, vrun: str) -> str:

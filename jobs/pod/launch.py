@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from axolotl_configs.profiles import Profiles
 from axolotl_configs.profiles import load as load_profile
 from axolotl_configs.profiles import names as profile_names
 from brightrun.errors import ConfigError
-from jobs import registry, runfolder
+from jobs import preflight, registry, runfolder
 from jobs import run as run_mod
 from jobs.pod import bundle, runpod, stored
 from jobs.pod import config as pod_config
@@ -85,6 +86,18 @@ def pick_hardware(gpu: str | None, gpus: int | None, hardware: str | None, model
     return found[0]
 
 
+def preflight_answer(checks: list[preflight.Check], table: bool) -> int:
+    """`jobs preflight --launch`: the table, exit 2 on a failure; `jobs launch`: a failure raises."""
+    if table:
+        preflight.table(checks, "Preflight (launch)")
+        if preflight.failures(checks):
+            print(f"error: {preflight.refusal(checks)}", file=sys.stderr)
+            return 2
+        return 0
+    preflight.require(checks)
+    return 0
+
+
 def launch(
     preset: str,
     model: str,
@@ -112,7 +125,9 @@ def launch(
     start_timeout: float | None = None,
     registry_auth: str | None = None,
     targets_per_step: int | None = None,
+    check_only: bool = False,
 ) -> int:
+    """`check_only`: the preflight table alone (`jobs preflight --launch`), nothing uploaded or created."""
     from axolotl_configs import data as data_mod
     from axolotl_configs import estimate
 
@@ -187,19 +202,41 @@ def launch(
     )
     est = estimate.estimate(preset, model, data_dir, hw_name, rendered=rendered)
 
-    # The volume first (a network volume names the datacenter), then the live price there: a wrong key
-    # stops everything at the first call to RunPod.
-    api = client()
-    volume = open_volume(api, volume_dir, network_volume, datacenter)
+    # Preflight (jobs/preflight.py): what the pod would find out once billed, asked before anything is
+    # created. The volume first (a network volume names the datacenter), then the live price there: a
+    # wrong key stops everything at the first call to RunPod.
+    model_check, model_gb = preflight.base_model(profiles, rendered.values, for_pod=True)
+    checks = [
+        model_check,
+        preflight.image_cuda(image, str(hw["cuda"]) if hw.get("cuda") else None, list(runpod.CUDA_VERSIONS)),
+        preflight.registry_credential(image, hw["image"], registry_auth, None),
+    ]
+    try:
+        api = client()
+    except ConfigError as exc:  # no RUNPOD_API_KEY: nothing below can be asked
+        checks.append(preflight.Check("RunPod", preflight.FAIL, str(exc)))
+        return preflight_answer(checks, check_only)
+    try:
+        volume = open_volume(api, volume_dir, network_volume, datacenter)
+    except ConfigError as exc:
+        checks.append(
+            preflight.Check("volume", preflight.FAIL, str(exc).removesuffix(" (nothing was created)"))
+        )
+        return preflight_answer(checks, check_only)
     if isinstance(volume, vol.S3Volume):
         datacenter = volume.datacenter
+        size, which = volume.size_gb, f"network volume {network_volume}"
+    else:
+        size, which = volume_gb, f"the pod's volume (--volume-gb {volume_gb})"
+    data_gb = sum(f.stat().st_size for f in Path(data_dir).rglob("*") if f.is_file()) / preflight.DISK_GB
+    keep_gb = preflight.checkpoint_gb(profiles, rendered.values)
+    checks.append(preflight.volume_size(which, float(size or 0), model_gb, data_gb, keep_gb))
     try:
         where = datacenter if network_volume else None  # the pod is pinned there: its price, its stock
         price = api.price(gpu_id, gpu_count, spot=spot, secure_cloud=CLOUDS[cloud], datacenter=where)
-    except runpod.AuthError as exc:
-        raise ConfigError(f"{exc} (nothing was created)") from None
-    except runpod.NoInstances as exc:
-        raise ConfigError(f"{exc} (nothing was created)") from None
+    except (runpod.AuthError, runpod.NoInstances) as exc:
+        checks.append(preflight.Check("price", preflight.FAIL, str(exc)))
+        return preflight_answer(checks, check_only)
     if spot:
         if bid is None:
             bid = price
@@ -213,10 +250,9 @@ def launch(
     est.costs = {**est.costs, f"live {kind}": live_cost}
     estimate.show(est)
     say(f"live price: ${price:.2f}/GPU-h ({kind}, RunPod now) x {gpu_count} GPU(s) -> ${live_cost:.2f}")
-    if max_cost is not None and live_cost > max_cost:
-        raise ConfigError(
-            f"the estimate ${live_cost:.2f} exceeds --max-cost ${max_cost:.2f}; nothing was created"
-        )
+    checks.append(preflight.cost(live_cost, max_cost))
+    if check_only or preflight.failures(checks):
+        return preflight_answer(checks, check_only)
 
     # The data on the volume, the run folder here.
     manifest_path = Path(data_dir) / "manifest.json"

@@ -76,6 +76,7 @@ def open_volume(
         volume.folders("")  # the keys and the endpoint work, before anything is created
     except vol.VolumeError as exc:
         raise ConfigError(f"{exc} (nothing was created)") from None
+    volume.size_gb = found[network_volume].get("size")  # GB (RunPod's networkVolumes), for preflight
     return volume
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from axolotl_configs.profiles import Profiles
 from brightrun.errors import ConfigError
-from jobs import registry, webhooks
+from jobs import preflight, registry, webhooks
 from jobs.service import customer, queue, start
 
 
@@ -34,6 +34,23 @@ def live_price(hardware: dict, spot: bool) -> tuple[float, str]:
     except (runpod.RunPodError, ValueError, TypeError):
         kind = "spot" if spot else "on_demand"
         return float(hardware["price_per_hour"][kind]), f"axolotl_configs/hardware/{hardware['name']}.yaml"
+
+
+def pod_checks(profiles: Profiles, values: dict, hours: float, runpod_config: dict) -> list:
+    """Preflight for a pod job, at its start (the launcher checks the volume and the price again before
+    its pod): the pod can download the base model, and the estimate fits the job's own deadline."""
+    checks = [preflight.base_model(profiles, values, for_pod=True)[0]]
+    limit = runpod_config.get("max_duration_hours")
+    if limit is not None and hours > limit:
+        checks.append(
+            preflight.Check(
+                "deadline",
+                preflight.FAIL,
+                f"the estimate is {hours:.2f} h, over runpod_config.max_duration_hours {limit:g}: the pod "
+                "would be stopped before the end; raise it or train less (hyperparameters.num_epochs)",
+            )
+        )
+    return checks
 
 
 def start_job(
@@ -62,7 +79,11 @@ def start_job(
             )
         est = estimate.estimate(preset, model, str(data_dir), hardware, rendered=rendered)
         spot = asked["runpod_config"].get("instance_type") == "spot"
-        hw = Profiles.load(preset, model, hardware).hardware
+        profiles = Profiles.load(preset, model, hardware)
+        hw = profiles.hardware
+        preflight.require(
+            pod_checks(profiles, rendered.values, sum(est.hours.values()), asked["runpod_config"])
+        )
         price, source = live_price(hw, spot)
     except BaseException as exc:
         if made:

@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException
 
 from axolotl_configs.profiles import Profiles
 from brightrun.errors import ConfigError
-from jobs import payload, registry, webhooks
+from jobs import payload, preflight, registry, webhooks
 from jobs.cancel import cancel
 from jobs.pod import stored
 from jobs.runfolder import Conflict, NotFound
@@ -131,6 +131,14 @@ def start_job(engine: Engine, settings: Settings, body: dict, base_url: str) -> 
     model = customer.model_for(asked["base_model"], settings.model)
     overrides, batch = customer.check_hyperparameters(asked["hyperparameters"])
     hardware = None
+    if settings.runs_mode == "local":  # preflight, before their file is fetched (prepare asks again)
+        profiles = Profiles.load(settings.preset, model)
+        try:
+            preflight.require(
+                preflight.train_checks(profiles, preflight.planned_values(profiles, overrides), settings.runs)
+            )
+        except ConfigError as exc:
+            raise customer.Refused(422, str(exc)) from None
     if settings.runs_mode == "pods":
         if not (os.environ.get("PUBLIC_URL") or os.environ.get("RUNPOD_POD_ID")):
             # Each pod reports its progress to PUBLIC_URL/api/training/webhook: without it, nowhere.

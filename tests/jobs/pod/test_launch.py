@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -418,9 +419,13 @@ def test_wrong_key_or_estimate_over_the_cap_creates_nothing(tmp_path, sample_out
 def test_network_volume_errors_create_nothing(tmp_path, sample_out, setup):
     with s3_server() as s3:
         s3.volume("realvol")
+        s3.volume("smallvol")
         fake, env = setup(
             command=sleeper,
-            network_volumes=[{"id": "realvol", "name": "b", "size": 50, "dataCenterId": DATACENTER}],
+            network_volumes=[
+                {"id": "realvol", "name": "b", "size": 50, "dataCenterId": DATACENTER},
+                {"id": "smallvol", "name": "s", "size": 100, "dataCenterId": DATACENTER},
+            ],
         )
         env = {k: v for k, v in env.items() if k != "BRIGHTRUN_VOLUME_DIR"} | s3.env
         base = [
@@ -435,15 +440,43 @@ def test_network_volume_errors_create_nothing(tmp_path, sample_out, setup):
         unknown = jobs_cli(*base, "--network-volume", "nope", env=env)
         assert unknown.returncode == 2, unknown.stderr
         assert (
-            "--network-volume nope: not on this RunPod account (yours: realvol (b, EU-RO-1))"
+            "--network-volume nope: not on this RunPod account (yours: realvol (b, EU-RO-1), smallvol (s, EU-RO-1))"
             in unknown.stderr
         )
         no_keys = jobs_cli(*base, "--network-volume", "realvol", env=env | {"RUNPOD_S3_SECRET_KEY": ""})
         assert no_keys.returncode == 2 and "set RUNPOD_S3_SECRET_KEY" in no_keys.stderr, no_keys.stderr
         bare = jobs_cli(*base, "--network-volume", "realvol", "--image", "brightrun-lora:0.1.0", env=env)
         assert bare.returncode == 2 and "RunPod must pull it from a registry" in bare.stderr, bare.stderr
+        # Preflight (jobs/preflight.py): a 100 GB volume cannot hold the 70B's ~141 GB of weights (its Hub
+        # cache is on the volume), refused before anything goes up; `jobs preflight --launch` says the same
+        # as a table, every launch check in it.
+        base_70b = [*base[:4], "70b-qlora", *base[5:]]
+        small = jobs_cli(*base_70b, "--network-volume", "smallvol", env=env)
+        assert small.returncode == 2, small.stderr
+        assert "preflight: volume: network volume smallvol is 100 GB; the run needs 14" in small.stderr
+        assert "(base model 141.1 + data" in small.stderr and not s3.client().list_objects_v2(
+            Bucket="smallvol"
+        ).get("Contents")
+        table = jobs_cli(
+            *base_70b[:2],
+            "preflight",
+            *base_70b[3:],
+            "--launch",
+            "--network-volume",
+            "smallvol",
+            env=env | {"COLUMNS": "400"},
+        )
+        assert table.returncode == 2, table.stderr
+        for check, status in (
+            ("base model", "skip"),  # the Hub is off in tests: the pod's access is not checked
+            ("image CUDA", "pass"),
+            ("registry credential", "skip"),  # the tests' image is a pushed one, taken to be public
+            ("volume", "fail"),
+            ("max cost", "skip"),
+        ):
+            assert re.search(rf"│ {check}\s+│ {status}\s+│", table.stdout), (check, table.stdout)
         assert not fake.pods and not fake.gone
-        for out in (unknown, no_keys, bare):
+        for out in (unknown, no_keys, bare, small, table):
             assert s3.env["RUNPOD_S3_SECRET_KEY"] not in out.stderr + out.stdout
 
 

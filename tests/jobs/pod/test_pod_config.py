@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SPACED_OVERRIDE, SPACED_VALUE, TINY_MODEL_DIR, jobs_cli
+from conftest import ROOT, SPACED_OVERRIDE, SPACED_VALUE, TINY_MODEL_DIR, jobs_cli, jobs_env
 
 from brightrun.errors import ConfigError
 from jobs import registry
@@ -25,15 +27,19 @@ OVERRIDES = ["max_steps=3", SPACED_OVERRIDE, f"base_model={TINY_MODEL_DIR}"]
 def published(tmp_path, sample_out):
     """What the launcher leaves behind for run-1 on a local volume: the data, configs/run-1/ (config and
     job.json), and its own runs/run-1/config.yaml. Returns (volume root, the pod's config, the launcher's)."""
+    return publish(tmp_path, sample_out, "smoke", OVERRIDES)
+
+
+def publish(tmp_path: Path, sample_out: Path, model: str, overrides: list[str]) -> tuple[Path, Path, Path]:
     volume = vol.LocalVolume(tmp_path / "volume")
     vol.put_dir(volume, sample_out, "datasets/sample", say=lambda _: None)
     pod_data = f"{volume.pod_root}/datasets/sample"
     rendered = pod_config.render(
         "balanced",
-        "smoke",
+        model,
         str(sample_out),
         "h100-pcie",
-        OVERRIDES,
+        overrides,
         False,
         volume.pod_root,
         pod_data,
@@ -42,9 +48,9 @@ def published(tmp_path, sample_out):
     lineage = {
         "run_id": "run-1",
         "preset": "balanced",
-        "model": "smoke",
+        "model": model,
         "hardware": "h100-pcie",
-        "overrides": OVERRIDES,
+        "overrides": overrides,
         "data": {"pod_dir": pod_data, "manifest_sha256": sha256_file(sample_out / "manifest.json")},
         "lines_dropped_for_length": 0,
         "estimate": {"hours": 0.01, "cost_on_demand": 0.02, "peak_memory_gb": 1.0},
@@ -147,3 +153,35 @@ def test_run_config_exits_2_and_creates_nothing(published, tmp_path):
     assert "Traceback" not in missing.stderr + edited.stderr
     assert not (root / "runs").exists()
     assert not (tmp_path / "registry.db").exists() or registry.list_jobs(url) == []
+
+
+def test_a_pod_without_the_gpu_its_config_needs_is_refused_and_a_followed_one_ends_failed(tmp_path, sample_out):
+    """The pod's own start runs preflight on what it finds (jobs/preflight.py): the 70B's config on a host
+    with no CUDA GPU and no way to the weights is refused in one line, the volume left as it was."""
+    root, config, _ = publish(tmp_path, sample_out, "70b-qlora", ["max_steps=1"])
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    env = {"DATABASE_URL": url, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    done = jobs_cli("--runs-dir", str(root / "runs"), "run-config", str(config), env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: preflight: hardware: no CUDA GPU here: 70b-qlora needs one")
+    assert "Meta-Llama-3-70B-Instruct is not in the Hub cache" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (root / "runs").exists()
+
+    # On a pod its launcher follows (BRIGHTRUN_FOLLOWED=1, launch.py) the pod exists already: the refusal
+    # is the run's end on the volume, failed with preflight's line, which the launcher reads and ends.
+    followed = jobs_cli(
+        "--runs-dir", str(root / "runs"), "run-config", str(config), env=env | {"BRIGHTRUN_FOLLOWED": "1"}
+    )
+    assert followed.returncode == 2, followed.stderr
+    row = registry.get_job("run-1", url)
+    assert row.status == "failed" and row.error_message.startswith("preflight: hardware: no CUDA GPU here")
+    assert row.completed_at is not None
+    # ...and a restarted container finds the run over (the entrypoint's question) instead of refusing again.
+    assert jobs_cli("--runs-dir", str(root / "runs"), "run-config", str(config), env=env).returncode == 2
+    finished = subprocess.run(
+        [sys.executable, "-m", "jobs.runfolder", "finished", str(root / "runs" / "run-1")],
+        env=jobs_env() | {"DATABASE_URL": url},
+        cwd=ROOT,
+    )
+    assert finished.returncode == 0

@@ -131,6 +131,15 @@ def test_a_bad_start_is_refused_by_name_and_leaves_nothing(world):
         world, good | {"base_model": "mistralai/Mistral-7B"}, 422, "base_model", "meta-llama/Meta-Llama-3-70B"
     )
     refused(world, good | {"runpod_config": {"gpu_type": "RTX_4090"}}, 422, "runpod_config.gpu_type")
+    # A model this service cannot train here (no GPU for it, its weights not in the cache, the Hub off):
+    # preflight's one line, before their file is fetched (jobs/preflight.py).
+    refused(
+        world,
+        good | {"base_model": "meta-llama/Meta-Llama-3-70B-Instruct"},
+        422,
+        "preflight",
+        "Meta-Llama-3-70B-Instruct is not in the Hub cache and the Hub is off",
+    )
     expired = world.storage.sign("u1/sample.json", expires=-1)
     message = refused(world, good | {"dataset_url": expired}, 422, "dataset_url", "400")
     assert (
