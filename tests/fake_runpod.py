@@ -31,6 +31,12 @@ Shapes, copied (the same sources as jobs/pod/runpod.py):
          as `docker run IMAGE ARGS` does; Axolotl's cloud image's ENTRYPOINT, scripts/cloud-entrypoint.sh
          (github.com/axolotl-ai-cloud/axolotl @ 067b021c), ends in `exec "$@"`. Our default pod runs
          Axolotl's image with a start command that installs our wheels from the volume (jobs/pod/bundle.py)
+  ERR200 = github.com/transformerlab/transformerlab-app PR 2305 (cited in issue 25): RunPod answered a create
+         with a GraphQL error in an HTTP 200 while it had made the pod (its own read-back failed)
+  LAG    = the account's pod list lags a create (issue 25: "no allowance for listing lag"); how long is not
+         published: `listing_lag` seconds here
+  RECLAIM = docs.runpod.io pods/pricing (spot): an interrupted spot pod is stopped, not terminated, its disk
+         kept (issue 25: "RunPod keeps it EXITED with its disk"); a vanished pod is one someone terminated
 Made up here (RunPod does not publish them): the prices, the wording of errors other than
 NO_INSTANCES, the status of a pod whose container is still starting (CREATED; RunPod itself may already
 say RUNNING with runtime null), and how long a reclaimed spot pod stays listed before it is gone.
@@ -53,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import json
 import os
 import re
@@ -333,6 +340,10 @@ class FakePod:
     # Set once its container's process has ended and its last changes are pushed to the volume's bucket.
     synced: threading.Event = field(default_factory=threading.Event)
     machine_id: str = field(default_factory=lambda: _id(12))
+    prices: list = field(default_factory=list)  # (from, USD/h): its price history, for billed()
+
+    def __post_init__(self):
+        self.prices = self.prices or [(self.created_at, self.cost_per_hr)]
 
     @property
     def env(self) -> dict[str, str]:
@@ -354,7 +365,7 @@ class FakeRunPod:
         run_for: float | None = None,
         speed: float = 1.0,
         stop_grace: float = 10.0,
-        vanish_after: float | None = 0.3,
+        vanish_after: float | None = None,
         network_volumes: list[dict] | None = None,
         volume_sync: VolumeSync | None = None,
         datacenters: dict[str, dict[str, dict]] | None = None,
@@ -362,6 +373,7 @@ class FakeRunPod:
         restart_after: float = 0.2,
         host_cuda: str = "13.0",
         private_images: tuple[str, ...] = (),
+        listing_lag: float = 0.0,
     ):
         self.api_key = api_key
         self.workspace = Path(workspace or tempfile.mkdtemp(prefix="fake-runpod-"))
@@ -372,6 +384,7 @@ class FakeRunPod:
         self.volume_sync = volume_sync
         self.restart_on_exit, self.restart_after = restart_on_exit, restart_after
         self.host_cuda, self.private_images = host_cuda, set(private_images)
+        self.listing_lag = listing_lag
         self.gpus = {gpu["id"]: dict(gpu) for gpu in GPU_TYPES}  # a test may change a price or the stock
         # Per datacenter, per GPU id: what differs there from self.gpus (prices, maxGpuCount). RunPod
         # prices and stocks each datacenter apart; lowestPrice without dataCenterId is the lowest of all.
@@ -387,6 +400,10 @@ class FakeRunPod:
         self._server_errors = 0
         self._failures: list[str] = []
         self._create_then_fail = 0
+        self._create_then_error = 0
+        self._create_error_message = ""
+        self._terminate_failures = 0
+        self._terminate_message = ""
         self._query_errors = 0
         self._query_error_message = ""
         self._server: ThreadingHTTPServer | None = None
@@ -411,6 +428,14 @@ class FakeRunPod:
         with self.lock:
             self._create_then_fail = n
 
+    def error_after_create(
+        self, n: int = 1, message: str = "Something went wrong. Please try again later."
+    ) -> None:
+        """The next n pod creates make the pod, then answer a GraphQL error inside an HTTP 200 (ERR200)."""
+        with self.lock:
+            self._create_then_error = n
+            self._create_error_message = message
+
     def query_errors(self, n: int, message: str = "Something went wrong. Please try again later.") -> None:
         """The next n `pod` queries answer a GraphQL error (HTTP 200, data.pod null), as a resolver's
         failure does (SDK graphql.py raises on any "errors"); the wording is made up."""
@@ -418,14 +443,45 @@ class FakeRunPod:
             self._query_errors = n
             self._query_error_message = message
 
+    def fail_terminates(self, n: int, message: str = "Something went wrong. Please try again later.") -> None:
+        """The next n podTerminate calls answer a GraphQL error (HTTP 200) and leave the pod as it was
+        (issue 25: a terminate that fails; RunPod answers errors inside a 200, SDK graphql.py)."""
+        with self.lock:
+            self._terminate_failures = n
+            self._terminate_message = message
+
+    def terminate_outside(self, pod_id: str) -> None:
+        """Someone else ends the pod (the RunPod console, the customer's app): terminated, pod = null."""
+        with self.lock:
+            self._halt(self.pods[pod_id], "Terminated by User")
+        self._forget(pod_id)
+
+    def set_price(self, pod_id: str, cost_per_hr: float) -> None:
+        """The pod's price changes mid-run (spot prices move; issue 25); billed from now at the new price."""
+        with self.lock:
+            pod = self.pods[pod_id]
+            pod.prices.append((time.time(), cost_per_hr))
+            pod.cost_per_hr = cost_per_hr
+
+    def billed(self, pod_id: str) -> float:
+        """What this fake bills the pod: each stretch from its create to its end (terminate, stop or
+        reclaim) at the price then, its own ledger to compare the launcher's sum with."""
+        with self.lock:
+            pod = self.pods.get(pod_id) or self.gone[pod_id]
+            end = pod.halted_at or time.time()
+            marks = [*pod.prices, (end, None)]
+        return sum(
+            max(0.0, min(t1, end) - t0) / 3600 * price for (t0, price), (t1, _) in itertools.pairwise(marks)
+        )
+
     def fail_next(self, message: str = NO_INSTANCES) -> None:
         """The next pod create answers this GraphQL error (HTTP 200, data null), as RunPod does."""
         with self.lock:
             self._failures.append(message)
 
     def preempt(self, pod_id: str) -> None:
-        """RunPod takes an interruptible pod back: SIGTERM, EXITED, then gone after `vanish_after` seconds
-        (None: it stays EXITED, as a stopped pod with its volume)."""
+        """RunPod takes an interruptible pod back: SIGTERM, then EXITED, kept with its disk until someone
+        terminates it (RECLAIM); `vanish_after` seconds: gone instead, as older fakes had it."""
         with self.lock:
             pod = self.pods[pod_id]
             if not pod.interruptible:
@@ -537,6 +593,10 @@ class FakeRunPod:
             if self._create_then_fail and any(item.name in creates for item in selection) and not errors:
                 self._create_then_fail -= 1
                 return 502, {"errors": [{"message": "Bad Gateway"}]}  # the pod was made all the same
+            if self._create_then_error and any(item.name in creates for item in selection) and not errors:
+                self._create_then_error -= 1
+                # ERR200: the pod was made, its read-back failed: an error inside an HTTP 200.
+                return 200, {"errors": [{"message": self._create_error_message}], "data": None}
         return 200, ({"errors": errors, "data": data} if errors else {"data": data})
 
     @property
@@ -629,7 +689,12 @@ class FakeRunPod:
             return {
                 "__typename": "User",
                 "id": "user_fake",
-                "pods": [self._pod_view(p) for p in self.pods.values()],
+                # LAG: a pod is listed here only `listing_lag` seconds after its create.
+                "pods": [
+                    self._pod_view(p)
+                    for p in self.pods.values()
+                    if time.time() - p.created_at >= self.listing_lag
+                ],
                 "networkVolumes": [dict(v) for v in self.network_volumes],
             }
 
@@ -708,6 +773,9 @@ class FakeRunPod:
         """SDK mutations/pods.py podTerminate: returns nothing; afterwards pod(...) is null."""
         with self.lock:
             pod = self._live_pod(input["podId"])
+            if self._terminate_failures:
+                self._terminate_failures -= 1
+                raise GraphQLError(self._terminate_message)
             self._halt(pod, "Terminated by User")
         self._forget(pod.id)
 
@@ -734,7 +802,9 @@ class FakeRunPod:
             "name": spec["name"],
             "desiredStatus": pod.status,
             "lastStatusChange": pod.last_status_change,
-            "costPerHr": pod.cost_per_hr,
+            # RunPod reports 0 for an exited or terminated pod in places (issue 25): the launcher must keep
+            # the price the pod ran at.
+            "costPerHr": 0.0 if pod.status == "EXITED" else pod.cost_per_hr,
             "gpuCount": spec.get("gpuCount", 1),
             "imageName": spec["imageName"],
             "dockerArgs": spec.get("dockerArgs", ""),
@@ -911,14 +981,22 @@ def _template_errors(given) -> list[str]:
     errors = [f"$: additional properties '{k}' not allowed" for k in given if k not in TEMPLATE_TYPES]
     errors += [f"$: missing property '{k}'" for k in ("name", "image") if not given.get(k)]
     for key, kind in TEMPLATE_TYPES.items():
-        if key in given and (not isinstance(given[key], kind) or isinstance(given[key], bool) != (kind is bool)):
+        if key in given and (
+            not isinstance(given[key], kind) or isinstance(given[key], bool) != (kind is bool)
+        ):
             errors.append(f"$.{key}: wrong type")
     if errors:
         return errors
     ports, env, mounts = given.get("ports", []), given.get("env", {}), given.get("mounts", {})
-    errors += [f"$.ports: {p!r} is not port/protocol" for p in ports if not re.fullmatch(r"\d+/(http|tcp)", str(p))]
+    errors += [
+        f"$.ports: {p!r} is not port/protocol" for p in ports if not re.fullmatch(r"\d+/(http|tcp)", str(p))
+    ]
     errors += [f"$.env.{k}: expected string" for k, v in env.items() if not isinstance(v, str)]
-    errors += [f"$.allowedCudaVersions: {v!r}" for v in given.get("allowedCudaVersions", []) if not re.fullmatch(r"\d+\.\d+", str(v))]
+    errors += [
+        f"$.allowedCudaVersions: {v!r}"
+        for v in given.get("allowedCudaVersions", [])
+        if not re.fullmatch(r"\d+\.\d+", str(v))
+    ]
     if given.get("category", "NVIDIA") not in ("CPU", "NVIDIA", "AMD"):
         errors.append("$.category: value must be one of 'CPU', 'NVIDIA', 'AMD'")
     if given.get("disk", 1) < 1:
@@ -927,15 +1005,23 @@ def _template_errors(given) -> list[str]:
         errors.append("$.mounts: additional properties not allowed (templates take one persistent mount)")
     persistent = mounts.get("persistent")
     if persistent is not None and not (
-        isinstance(persistent, dict) and set(persistent) == {"size", "path"} and isinstance(persistent["path"], str)
-        and isinstance(persistent["size"], int) and persistent["size"] >= 10
+        isinstance(persistent, dict)
+        and set(persistent) == {"size", "path"}
+        and isinstance(persistent["path"], str)
+        and isinstance(persistent["size"], int)
+        and persistent["size"] >= 10
     ):
         errors.append("$.mounts.persistent: size (integer >= 10) and path required, nothing else")
     return errors
 
 
 def _problem(status: int, title: str, detail: str, errors: list[str] | None = None) -> tuple[int, dict]:
-    return status, {"title": title, "status": status, "detail": detail, **({"errors": errors} if errors else {})}
+    return status, {
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **({"errors": errors} if errors else {}),
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):

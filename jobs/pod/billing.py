@@ -45,11 +45,31 @@ def end(attempt: dict) -> None:
 
 
 def account(attempt: dict) -> None:
-    """The attempt's billed seconds and cost, up to its end, or up to now while it runs."""
+    """The attempt's billed seconds and cost, up to its end, or up to now while it runs. Each stretch of
+    billed time is priced at the price seen when it is added (`priced_s`/`priced_cost` hold what is priced
+    already), so a price that changes mid-run re-prices nothing before it (issue 25)."""
     created = attempt.get("created_ts")
     clock = (attempt.get("ended_ts") or time.time()) - created if created else 0.0
     attempt["billed_s"] = max(clock, float(attempt.get("uptime_s") or 0))
-    attempt["cost"] = attempt["billed_s"] / 3600 * attempt["cost_per_hr"]
+    if "priced_s" not in attempt:  # an attempt recorded before stretches were priced: all at its price
+        attempt["priced_s"], attempt["priced_cost"] = 0.0, 0.0
+    stretch = max(0.0, attempt["billed_s"] - attempt["priced_s"])
+    attempt["priced_cost"] += stretch / 3600 * attempt["cost_per_hr"]
+    attempt["priced_s"] = max(attempt["priced_s"], attempt["billed_s"])
+    attempt["cost"] = attempt["priced_cost"]
+
+
+def saw_price(attempt: dict, cost_per_hr) -> None:
+    """The pod's costPerHr from a poll. What was billed so far is priced first at the price it ran at; a 0
+    is ignored: RunPod reports 0 for exited or terminated pods in places (issue 25), which would make
+    the rest of the attempt free."""
+    try:
+        price = float(cost_per_hr)
+    except (TypeError, ValueError):
+        return
+    if price > 0 and price != attempt["cost_per_hr"]:
+        account(attempt)
+        attempt["cost_per_hr"] = price
 
 
 def saw_runtime(attempt: dict, runtime: dict) -> None:

@@ -55,6 +55,9 @@ DOWN_SETTLE_S = 10.0
 # Polls in a row that RunPod's API may fail (each after the client's own retries, backing off up to
 # 10 polls or 5 min apart: about 40 min at the default 30 s poll) before the follower stops the pod.
 API_FAILURES = 8
+# Terminates sent before a pod not confirmed gone leaves the run undecided (backing off from the poll
+# interval, doubling, at most a minute apart: about 2 min in all at the default poll).
+TERMINATE_TRIES = 6
 
 
 class Follower:
@@ -130,17 +133,40 @@ class Follower:
         say(f"run {self.run_id}: {status}" + (f" ({error})" if error else "") + f"; cost ${self.cost():.4f}")
         return code
 
-    def terminate(self, pod_id: str) -> None:
-        try:
-            self.api.terminate(pod_id)
-        except runpod.RunPodError as exc:
-            if "not found" not in str(exc).lower():
-                say(f"warning: could not terminate pod {pod_id}: {exc}")
-                return
-        for attempt in self.attempts:  # billing ends once RunPod took the terminate (or had no such pod)
-            if attempt["pod_id"] == pod_id:
-                billing.end(attempt)
+    def terminate(self, pod_id: str) -> bool:
+        """Terminate the pod and see it gone (RunPod's pod query answers null): sent again, backing off,
+        while RunPod refuses it or still lists the pod. False: it may still bill, said with what to do;
+        the caller leaves the run undecided (issue 25: a run is not final while its pod exists)."""
+        last = ""
+        for n in range(TERMINATE_TRIES):
+            if n:
+                time.sleep(min(max(self.poll, 0.2) * 2 ** (n - 1), 60.0))
+            try:
+                self.api.terminate(pod_id)
+            except runpod.RunPodError as exc:
+                if "not found" not in str(exc).lower():
+                    last = str(exc)
+                    say(f"warning: terminating pod {pod_id} failed ({exc}); trying again")
+                    continue
+            try:
+                pod = self.api.pod(pod_id)
+            except runpod.RunPodError as exc:
+                last = str(exc)
+                continue
+            if pod is None or pod.get("desiredStatus") == "TERMINATED":
+                for attempt in self.attempts:  # billing ends once RunPod no longer has the pod
+                    if attempt["pod_id"] == pod_id:
+                        billing.end(attempt)
+                self.save()
+                return True
+            last = f"RunPod still lists it {pod.get('desiredStatus')}"
         self.save()
+        say(
+            f"error: pod {pod_id} is not confirmed gone after {TERMINATE_TRIES} terminates ({last}); it may "
+            f"still bill. The run stays undecided until it is: `jobs follow {self.run_id}` tries again "
+            "(or terminate it in the RunPod console, Pods)"
+        )
+        return False
 
     def settle(self, vrun: str, seconds: float | None = None) -> dict | None:
         """After a stop or preemption the trainer saves a checkpoint: wait until the run says it stopped
@@ -179,8 +205,8 @@ class Follower:
         self.failures = 0
         runtime = (pod or {}).get("runtime") or {}
         billing.saw_runtime(attempt, runtime)
-        if pod and pod.get("costPerHr") is not None:
-            attempt["cost_per_hr"] = float(pod["costPerHr"])
+        if pod:
+            billing.saw_price(attempt, pod.get("costPerHr"))
         desired = pod["desiredStatus"] if pod else "GONE"
         if desired in ("EXITED", "TERMINATED", "GONE"):
             billing.end(attempt)  # billing stops with the container (a stopped pod bills its disk only)
@@ -235,6 +261,7 @@ class Follower:
         try:
             self.api.stop(pod_id)
             billing.end(attempt)
+            attempt["stopped_by"] = "this launcher: RunPod's API kept failing"  # not an outside stop
             self.save()
             left = (
                 f"pod {pod_id} is stopped (no GPU billing; its volume and the run's last checkpoint are "
@@ -266,7 +293,8 @@ class Follower:
             "(private: --registry-auth), or no capacity)"
         )
         say(why)
-        self.terminate(pod_id)
+        if not self.terminate(pod_id):
+            return 75
         attempt["ended"] = now_iso()
         return self.relaunch(attempt, None, state, outcome="no start", why=why)
 
@@ -345,8 +373,8 @@ class Follower:
             # Fetched first, then terminated: a pod's own volume (not a network volume) goes with it.
             fetched = fetch_adapter(self.volume, vrun, self.run_dir)
             where = self.stored(vrun) if self.info.get("store_upload") else None
-            if pod is not None:
-                self.terminate(pod_id)
+            if pod is not None and not self.terminate(pod_id):
+                return 75
             if fetched:
                 record_adapter(self.run_id, self.run_dir, self.lineage)
             path = fetched or f"{self.info['volume_dir'] or POD_VOLUME}/runs/{vrun}/output"
@@ -370,14 +398,29 @@ class Follower:
             return code
         if status == "failed":
             attempt["outcome"] = "failed"
-            if pod is not None:
-                self.terminate(pod_id)
+            if pod is not None and not self.terminate(pod_id):
+                return 75
             return self.finish("failed", f"the run failed on the pod: {state['error']}", 1)
         if status == "cancelled":
             attempt["outcome"] = "cancelled"
-            if pod is not None:
-                self.terminate(pod_id)
+            if pod is not None and not self.terminate(pod_id):
+                return 75
             return self.finish("cancelled", state["error"] or "cancelled on the pod", 130)
+        reclaimed = self.info["spot"] and pod is not None and pod.get("desiredStatus") == "EXITED"
+        if not attempt.get("stopped_by") and not reclaimed:
+            # Only a spot reclaim relaunches: RunPod keeps a reclaimed pod EXITED with its disk. A pod gone,
+            # or an on-demand pod stopped, that this launcher did not end was ended outside it (the RunPod
+            # console, the customer's app): their decision, not a failure to undo by renting another.
+            attempt["outcome"] = "ended outside"
+            if pod is not None and not self.terminate(pod_id):
+                return 75
+            how = "terminated" if pod is None else "stopped"
+            return self.finish(
+                "cancelled",
+                f"pod {pod_id} was {how} outside this launcher (RunPod console or API) before the run "
+                f"ended (step {(state or {}).get('step', self.last_step)}): cancelled, not relaunched",
+                130,
+            )
         return self.relaunch(attempt, pod, state)
 
     def stored(self, vrun: str) -> dict:

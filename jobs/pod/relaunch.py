@@ -43,8 +43,8 @@ def relaunch(
         "lost_steps": lost,
         "lost_cost": attempt["cost"] * lost / attempt_steps if attempt_steps > 0 else attempt["cost"],
     }
-    if pod is not None:
-        follower.terminate(pod_id)
+    if pod is not None and not follower.terminate(pod_id):
+        return 75  # no second pod on the volume while the first may still run (issue 25)
     job = registry.get_job(follower.run_id)
     registry.update_job(follower.run_id, metrics=follower.with_lost(job.metrics or {}))
     say(

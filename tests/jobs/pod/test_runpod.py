@@ -166,13 +166,17 @@ def test_stop_keeps_the_pod_and_terminate_removes_it(client, fake):
     assert client.pod(pod_id) is None and client.pods() == []
 
 
-def test_preempted_spot_pod_exits_then_is_gone(client, fake):
+def test_a_preempted_spot_pod_is_kept_exited_with_its_disk_until_terminated(client, fake):
+    """RunPod stops a reclaimed spot pod rather than terminating it (fake_runpod.py, RECLAIM): it stays
+    EXITED, reporting a price of 0 (issue 25), until someone terminates it."""
     pod_id = client.rent_interruptable(BID, **POD)["id"]
     wait_for(lambda: client.pod(pod_id)["runtime"])
     fake.preempt(pod_id)
+    time.sleep(0.5)
     pod = client.pod(pod_id)
-    assert pod is None or (pod["desiredStatus"] == "EXITED" and pod["runtime"] is None)
-    wait_for(lambda: client.pod(pod_id) is None)
+    assert (pod["desiredStatus"], pod["runtime"], pod["costPerHr"]) == ("EXITED", None, 0.0)
+    client.terminate(pod_id)
+    assert client.pod(pod_id) is None
 
 
 def test_a_pod_runs_a_real_command_with_its_env_and_volume(tmp_path, monkeypatch):

@@ -1,0 +1,132 @@
+"""What RunPod really does to a launched run (issue 25), against the fake's faults: a terminate that fails,
+a pod terminated by someone else, a price that changes mid-run. The pod runs a stand-in for the trainer
+(`stub_run`: its run's row on the volume's registry, as test_real_account's stubs write it), since what is
+tested is the launcher's side; the real trainer on a pod is test_launch's."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from conftest import jobs_cli
+
+from jobs import registry
+from tests.jobs.pod.test_launch import launch, setup, the_run, wait_for  # noqa: F401
+
+# `setup` (imported above) is test_launch's fixture: a fake RunPod and the launcher's environment.
+
+STUB = """
+import os, pathlib, sqlite3, time
+volume = pathlib.Path(os.environ['BRIGHTRUN_VOLUME'])
+run_id, pod_id = os.environ['BRIGHTRUN_RUN_ID'], os.environ['RUNPOD_POD_ID']
+db = volume / 'runs' / 'registry.db'
+db.parent.mkdir(parents=True, exist_ok=True)
+con = sqlite3.connect(db)
+con.execute('CREATE TABLE IF NOT EXISTS training_jobs (id TEXT PRIMARY KEY, status TEXT, step INT,'
+            ' total_steps INT, metrics TEXT, error_message TEXT)')
+row = con.execute('SELECT status FROM training_jobs WHERE id = ?', (run_id,)).fetchone()
+if row is None or row[0] == 'training':
+    con.execute("INSERT OR REPLACE INTO training_jobs VALUES (?, 'training', 1, 10, '{}', NULL)", (run_id,))
+    con.commit()
+    while not (volume / f'finish-{run_id}').exists():
+        time.sleep(0.1)
+    con.execute("UPDATE training_jobs SET status = 'failed', error_message = 'stub: asked to stop'"
+                " WHERE id = ?", (run_id,))
+    con.commit()
+(volume / 'pods').mkdir(exist_ok=True)
+(volume / 'pods' / f'{pod_id}.exited').write_text('1')
+time.sleep(600)
+"""
+
+
+def stub_run(env: dict, volume) -> list[str]:
+    return [sys.executable, "-c", STUB]
+
+
+def started(tmp_path, sample_out, setup, *args: str):  # noqa: F811
+    fake, env = setup(command=stub_run)
+    runs, log = tmp_path / "runs", tmp_path / "launch.log"
+    proc = launch(runs, sample_out, env, "max_steps=10", *args, log=log)
+    job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
+    wait_for(lambda: registry.get_job(job.id, env["DATABASE_URL"]).status == "training", 60, proc, log)
+    return fake, env, runs, log, proc, job
+
+
+def creates(fake) -> int:
+    return [name for name, _ in fake.calls].count("podFindAndDeployOnDemand")
+
+
+@pytest.mark.slow(20)
+def test_a_terminate_that_keeps_failing_leaves_the_run_undecided_until_the_pod_is_gone(
+    tmp_path,
+    sample_out,
+    setup,  # noqa: F811
+):
+    """The run is over on the pod, but RunPod refuses the terminate: the launcher tries again, backing
+    off, and then exits 75 with the run not final (so `jobs follow` is not refused) and says so. Followed
+    again, a terminate that fails twice more ends with the pod gone, and only then is the run final."""
+    fake, env, runs, log, proc, job = started(tmp_path, sample_out, setup)
+    fake.fail_terminates(10**6)
+    (fake.workspace / f"finish-{job.id}").touch()
+    assert proc.wait(120) == 75, log.read_text()[-4000:]
+    text = log.read_text()
+    assert f"pod {job.pod_id} is not confirmed gone after 6 terminates" in text
+    assert f"`jobs follow {job.id}` tries again" in text and "Traceback" not in text
+    assert job.pod_id in fake.pods  # still there: still billing, and the run says so by not being final
+    assert registry.get_job(job.id, env["DATABASE_URL"]).status not in registry.TERMINAL
+
+    fake.fail_terminates(2)
+    again = jobs_cli("--runs-dir", str(runs), "follow", job.id, "--poll", "0.2", env=env)
+    assert again.returncode == 1, again.stderr[-3000:]
+    assert again.stderr.count(f"warning: terminating pod {job.pod_id} failed") == 2
+    assert job.pod_id not in fake.pods and job.pod_id in fake.gone
+    row = registry.get_job(job.id, env["DATABASE_URL"])
+    assert row.status == "failed" and "stub: asked to stop" in row.error_message
+    assert creates(fake) == 1
+
+
+@pytest.mark.slow(12)
+def test_a_pod_terminated_outside_ends_cancelled_and_is_not_relaunched(
+    tmp_path,
+    sample_out,
+    setup,  # noqa: F811
+):
+    """Their console or their app terminates the on-demand pod mid-run: their decision. The run ends
+    cancelled, saying so, and no second pod is rented (before, it read as a preemption and relaunched)."""
+    fake, env, runs, log, proc, job = started(tmp_path, sample_out, setup)
+    fake.terminate_outside(job.pod_id)
+    assert proc.wait(60) == 130, log.read_text()[-4000:]
+    row = registry.get_job(job.id, env["DATABASE_URL"])
+    assert row.status == "cancelled" and "terminated outside this launcher" in row.error_message
+    assert "not relaunched" in row.error_message
+    assert creates(fake) == 1 and not fake.pods
+    attempts = json.loads((runs / job.id / "run.json").read_text())["attempts"]
+    assert [a["outcome"] for a in attempts] == ["ended outside"]
+
+
+@pytest.mark.slow(15)
+def test_a_price_that_changes_mid_run_is_billed_at_each_price_it_ran_at(
+    tmp_path,
+    sample_out,
+    setup,  # noqa: F811
+):
+    """Each stretch at the price it ran at, as the fake's own ledger bills it; not the whole attempt at the
+    latest price (what the launcher did before), nor at the first."""
+    import time
+
+    fake, env, runs, log, proc, job = started(tmp_path, sample_out, setup)
+    first = fake.pods[job.pod_id].cost_per_hr
+    time.sleep(2)
+    fake.set_price(job.pod_id, 50.0)
+    time.sleep(2)
+    (fake.workspace / f"finish-{job.id}").touch()
+    assert proc.wait(60) == 1, log.read_text()[-4000:]
+    attempt = json.loads((runs / job.id / "run.json").read_text())["attempts"][0]
+    ledger = fake.billed(job.pod_id)
+    assert attempt["cost_per_hr"] == 50.0  # the last price it ran at, never a 0 read from a pod ending
+    assert attempt["cost"] == pytest.approx(ledger, rel=0.25), (attempt, ledger)
+    latest_for_all = attempt["billed_s"] / 3600 * 50.0
+    first_for_all = attempt["billed_s"] / 3600 * first
+    assert first_for_all * 1.5 < attempt["cost"] < latest_for_all * 0.8
+    assert registry.get_job(job.id, env["DATABASE_URL"]).actual_cost == pytest.approx(attempt["cost"])
