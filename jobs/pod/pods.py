@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def create_or_find(
     except runpod.CreateUnsure as exc:
         unsure = exc
     try:
-        found = [p for p in api.pods() if p.get("name") == spec["name"] and p["id"] not in known]
+        found = find_by_name(api, spec["name"], known)
     except runpod.RunPodError as exc:
         raise runpod.CreateUnsure(
             f"{unsure}; looking it up failed too ({exc}): a pod named {spec['name']!r} may exist and bill. "
@@ -125,6 +126,24 @@ def create_or_find(
             say(f"warning: could not terminate duplicate pod {extra['id']}: {exc}")
     say(f"{unsure}: RunPod made pod {found[0]['id']} ({spec['name']}) anyway; adopting it")
     return found[0], ""
+
+
+# How long after a create the account's pod list may still lack the pod: RunPod publishes no figure
+# (issue 25: "no allowance for listing lag"); the lookup after an unsure create looks over this window.
+LISTING_LAG_S = 30.0
+
+
+def find_by_name(api: runpod.Client, name: str, known=(), window: float = LISTING_LAG_S) -> list[dict]:
+    """The account's pods named `name` (not in `known`), asked again, backing off, until one is listed or
+    the window is over (an empty answer then: verified)."""
+    deadline, delay = time.monotonic() + window, 1.0
+    while True:
+        found = [p for p in api.pods() if p.get("name") == name and p["id"] not in known]
+        left = deadline - time.monotonic()
+        if found or left <= 0:
+            return found
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 10.0)
 
 
 def new_attempt(pod: dict, vrun: str, config_sha256: str, created_ts: float) -> dict:

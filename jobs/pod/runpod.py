@@ -98,8 +98,9 @@ class NoInstances(RunPodError):
 
 
 class CreateUnsure(RunPodError):
-    """A create whose answer was lost after RunPod may have acted on it (5xx, a timeout after sending):
-    the pod may exist. Never re-sent; the caller looks the pod up by its name (jobs/pod/pods.py)."""
+    """A create whose answer was lost after RunPod may have acted on it (5xx, a timeout after sending, an
+    error inside a 200 other than no capacity): the pod may exist. Never re-sent; the caller looks the pod
+    up by its name (jobs/pod/pods.py)."""
 
 
 class _Retry(Exception):
@@ -325,8 +326,13 @@ class Client:
                     raise unsure(f"HTTP {status} {detail}".strip())
                 raise _Retry(f"HTTP {status} {detail}".strip())
             if errors:
-                cls = NoInstances if NO_INSTANCES in detail.lower() else RunPodError
-                raise self._error(cls, operation, detail)
+                if NO_INSTANCES in detail.lower():
+                    raise self._error(NoInstances, operation, detail)
+                if not repeatable and status == 200:
+                    # An error inside a 200 to a create: RunPod may have made the pod and failed its own
+                    # read-back (transformerlab-app PR 2305, cited in issue 25). Unsure, never "nothing".
+                    raise unsure(detail)
+                raise self._error(RunPodError, operation, detail)
             if status != 200 or not isinstance(payload, dict) or "data" not in payload:
                 raise self._error(RunPodError, operation, f"HTTP {status}: {detail}")
             return (payload["data"] or {}).get(operation)

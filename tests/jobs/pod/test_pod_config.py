@@ -155,7 +155,9 @@ def test_run_config_exits_2_and_creates_nothing(published, tmp_path):
     assert not (tmp_path / "registry.db").exists() or registry.list_jobs(url) == []
 
 
-def test_a_pod_without_the_gpu_its_config_needs_is_refused_and_a_followed_one_ends_failed(tmp_path, sample_out):
+def test_a_pod_without_the_gpu_its_config_needs_is_refused_and_a_followed_one_ends_failed(
+    tmp_path, sample_out
+):
     """The pod's own start runs preflight on what it finds (jobs/preflight.py): the 70B's config on a host
     with no CUDA GPU and no way to the weights is refused in one line, the volume left as it was."""
     root, config, _ = publish(tmp_path, sample_out, "70b-qlora", ["max_steps=1"])

@@ -130,3 +130,23 @@ def test_a_price_that_changes_mid_run_is_billed_at_each_price_it_ran_at(
     first_for_all = attempt["billed_s"] / 3600 * first
     assert first_for_all * 1.5 < attempt["cost"] < latest_for_all * 0.8
     assert registry.get_job(job.id, env["DATABASE_URL"]).actual_cost == pytest.approx(attempt["cost"])
+
+
+@pytest.mark.slow(10)
+def test_a_create_answered_with_an_error_inside_a_200_adopts_the_pod_once_it_is_listed(
+    tmp_path,
+    sample_out,
+    setup,  # noqa: F811
+):
+    """RunPod made the pod, then answered the create with a GraphQL error in an HTTP 200, and its pod list
+    lags 2 s: the launcher keeps its run folder, looks the pod up by name until it is listed, and follows
+    it; the create is never sent twice (before: "nothing was created", the folder deleted, the pod billing)."""
+    fake, env = setup(command=stub_run, listing_lag=2.0)
+    fake.error_after_create(1)
+    log = tmp_path / "launch.log"
+    assert launch(tmp_path / "runs", sample_out, env, "--detach", log=log).wait(120) == 0, log.read_text()
+    job = the_run(env["DATABASE_URL"])
+    assert creates(fake) == 1 and list(fake.pods) == [job.pod_id]
+    text = log.read_text()
+    assert f"RunPod made pod {job.pod_id} ({job.id}) anyway; adopting it" in text
+    assert [n for n, _ in fake.calls].count("myself") >= 2  # asked again while the list lagged
