@@ -128,6 +128,11 @@ class S3Volume:
         return f"network volume {self.volume_id} ({self.datacenter}, {self.endpoint})"
 
     def _call(self, what: str, fn: Callable, **kw):
+        """botocore retries 5xx, throttling and dropped connections (s3_client), s3transfer a transfer cut
+        short; what is still failing after those becomes a VolumeError here, never a traceback: boto3's own
+        S3UploadFailedError and RetriesExceededError are not botocore's (issue 25; RunPod's S3 docs list
+        "EOF errors with 200 OK responses")."""
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -151,6 +156,8 @@ class S3Volume:
                 f"{self}: {what} failed: {exc} (RunPod's S3 API exists only in some datacenters: "
                 "docs.runpod.io/storage/s3-api)"
             ) from None
+        except Boto3Error as exc:  # after s3transfer's own retries
+            raise VolumeError(f"{self}: {what} failed after retries: {type(exc).__name__}: {exc}") from None
 
     def _level(self, prefix: str) -> tuple[list[str], list[str]]:
         """(folders, files) directly under prefix, names only."""

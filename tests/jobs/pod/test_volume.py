@@ -152,3 +152,59 @@ def test_missing_keys_unknown_volume_and_refused_keys_are_named(s3, monkeypatch)
     # The endpoint RunPod documents for the datacenter, when no override is set.
     monkeypatch.delenv("RUNPOD_S3_ENDPOINT")
     assert vol.S3Volume("abc123", "US-KS-2").endpoint == "https://s3api-us-ks-2.runpod.io/"
+
+
+class CutShort:
+    """An S3 endpoint that answers every object GET with 200 OK and a body cut short (RunPod's S3 docs:
+    "EOF errors with 200 OK responses"), and HEAD with the full size, as S3 does."""
+
+    size = 4096
+
+    def __enter__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        served = self.gets = []
+
+        class Route(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_HEAD(self):  # noqa: N802 -- http.server's name
+                self.send_response(200)
+                self.send_header("Content-Length", str(CutShort.size))
+                self.send_header("ETag", '"abc"')
+                self.end_headers()
+
+            def do_GET(self):  # noqa: N802
+                served.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", str(CutShort.size))
+                self.send_header("ETag", '"abc"')
+                self.end_headers()
+                self.wfile.write(b"x" * 10)
+                self.wfile.flush()
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Route)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_eof_inside_a_200_is_retried_then_a_volume_error_not_a_traceback(tmp_path, monkeypatch):
+    """boto3's RetriesExceededError is no botocore error: it used to escape the follower as a traceback."""
+    monkeypatch.setenv("RUNPOD_S3_ACCESS_KEY", "user_abc")
+    monkeypatch.setenv("RUNPOD_S3_SECRET_KEY", "rps_secret")
+    with CutShort() as server:
+        volume = vol.S3Volume("x7k2volume", DATACENTER, endpoint=server.url)
+        with pytest.raises(vol.VolumeError, match="downloading runs/r/registry.db failed after retries"):
+            volume.get("runs/r/registry.db", tmp_path / "registry.db")
+        assert len(server.gets) >= 2  # tried again before giving up
+    assert not (tmp_path / "registry.db").exists()
