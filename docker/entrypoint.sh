@@ -36,6 +36,11 @@
 #                         data manifest, eval/ and report go there under runs/ID/ from this pod (jobs/pod/
 #                         stored.py), before the exit mark, so the adapter exists off the pod before the launcher
 #                         terminates it. A failed upload leaves the run completed (said, and in runs/ID/stored.json).
+#   BRIGHTRUN_SELF_END=1  the launcher's word that the volume outlives the pod: once the job has ended
+#                         (0, 1 or 2) the pod terminates itself with RunPod's pod-scoped RUNPOD_API_KEY
+#                         (jobs/pod/selfend.py), so a gone owner cannot leave it billing
+#   BRIGHTRUN_DEADLINE_TS  optional  seconds since the epoch: the job's deadline (`jobs launch --max-hours`);
+#                         then the pod leaves pods/ID.deadline and terminates itself, whatever the run does
 #   BRIGHTRUN_KEEP_ALIVE=1  after the job, stay up (the image's own CMD, `sleep infinity`) for SSH/Jupyter;
 #                         otherwise exit with the job's code. A pod whose container exits may be restarted
 #                         by the cloud: a restart resumes from the run's checkpoint instead of starting over.
@@ -87,6 +92,15 @@ store_upload() {
     echo "entrypoint: warning: the run's files are not in the artifact store (its adapter stays on the volume)" >&2
 }
 
+# The pod ends itself (jobs/pod/selfend.py, with the pod-scoped RUNPOD_API_KEY RunPod gives it), so an owner
+# that is gone cannot leave it billing (issue 25): once its run has ended, when the launcher said the volume
+# outlives the pod (BRIGHTRUN_SELF_END=1), and at the job's deadline (BRIGHTRUN_DEADLINE_TS, seconds since
+# the epoch, the same across restarts and relaunches) whatever the run is doing.
+self_end() {
+  [[ -n "${RUNPOD_POD_ID:-}" && "${BRIGHTRUN_SELF_END:-}" == "1" && "${BRIGHTRUN_KEEP_ALIVE:-}" != "1" ]] || return 0
+  python -m jobs.pod.selfend ended || echo "entrypoint: warning: the pod could not end itself" >&2
+}
+
 run_id="$BRIGHTRUN_RUN_ID"
 if [[ -f "${runs_dir}/${run_id}/run.json" ]] && python -m jobs.runfolder finished "${runs_dir}/${run_id}"; then
   echo "entrypoint: run ${run_id} is already over on the volume (a restarted container): nothing to train" >&2
@@ -97,6 +111,7 @@ if [[ -f "${runs_dir}/${run_id}/run.json" ]] && python -m jobs.runfolder finishe
     mkdir -p "${volume}/pods"
     echo 0 >"${volume}/pods/${RUNPOD_POD_ID}.exited"
   fi
+  self_end
   exit 0
 fi
 cmd=(python -m jobs --runs-dir "$runs_dir")
@@ -124,6 +139,13 @@ if [[ -n "${RUNPOD_POD_ID:-}" ]]; then
   marks="${volume}/pods/${RUNPOD_POD_ID}"
   mkdir -p "${volume}/pods"
   date -u +%Y-%m-%dT%H:%M:%SZ >"${marks}.started"
+  if [[ -n "${BRIGHTRUN_DEADLINE_TS:-}" ]]; then # the job's deadline, whatever the run is doing then
+    (
+      left=$((${BRIGHTRUN_DEADLINE_TS%.*} - $(date +%s)))
+      if ((left > 0)); then sleep "$left"; fi
+      python -m jobs.pod.selfend deadline
+    ) &
+  fi
   # RunPod sends SIGKILL about 5 s after SIGTERM: the trainer tries its checkpoint save for 3 s at most,
   # the job is killed 1 s later, and the run is recorded interrupted in what is left (jobs/stopgrace.py).
   export BRIGHTRUN_STOP_GRACE_S="${BRIGHTRUN_STOP_GRACE_S:-3}"
@@ -147,6 +169,9 @@ trap - TERM INT
 echo "entrypoint: the job exited with ${status}" >&2
 [[ "$status" == 0 ]] && store_upload
 [[ -n "$marks" ]] && echo "$status" >"${marks}.exited"
+# Done (0), failed (1) or refused (2): nothing left for this pod to do. Interrupted or cancelled (130): the
+# owner decides (a relaunch resumes from the checkpoint; a cancel terminates).
+case "$status" in 0 | 1 | 2) self_end ;; esac
 
 if [[ "${BRIGHTRUN_KEEP_ALIVE:-}" == "1" ]]; then
   echo "entrypoint: BRIGHTRUN_KEEP_ALIVE=1: staying up for SSH/Jupyter until the pod is stopped" >&2

@@ -237,6 +237,7 @@ def _launch(args, check_only: bool = False) -> int:
             follow_run=not args.detach,
             image=args.image,
             start_timeout=args.start_timeout,
+            max_hours=args.max_hours,
             registry_auth=args.registry_auth,
             targets_per_step=args.targets_per_step,
             check_only=check_only,

@@ -60,6 +60,13 @@ def launch_args(p: argparse.ArgumentParser) -> None:
         help="RunPod registry credential id for a private --image (default $RUNPOD_REGISTRY_AUTH_ID)",
     )
     p.add_argument(
+        "--max-hours",
+        type=float,
+        default=24.0,
+        help="the job's deadline from its first pod's create: each pod ends itself then, owner or not "
+        "(default 24)",
+    )
+    p.add_argument(
         "--start-timeout",
         type=float,
         default=None,

@@ -386,6 +386,20 @@ def cost(estimate_usd: float, max_cost: float | None) -> Check:
     return Check("max cost", PASS, f"the estimate ${estimate_usd:.2f} is within --max-cost ${max_cost:.2f}")
 
 
+def deadline(hours: float, limit: float | None, name: str) -> Check:
+    """The estimate against the job's deadline: past it the pod ends itself before the run does."""
+    if limit is None:
+        return Check("deadline", SKIP, "no deadline")
+    if hours > limit:
+        return Check(
+            "deadline",
+            FAIL,
+            f"the estimate is {hours:.2f} h, over {name} {limit:g}: the pod would end itself before the run "
+            "did; raise it or train less (num_epochs, max_steps)",
+        )
+    return Check("deadline", PASS, f"the estimate {hours:.2f} h is within {name} {limit:g}")
+
+
 # -- the answer -----------------------------------------------------------------------------------------
 
 

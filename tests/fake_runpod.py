@@ -35,6 +35,9 @@ Shapes, copied (the same sources as jobs/pod/runpod.py):
          with a GraphQL error in an HTTP 200 while it had made the pod (its own read-back failed)
   LAG    = the account's pod list lags a create (issue 25: "no allowance for listing lag"); how long is not
          published: `listing_lag` seconds here
+  PODKEY = github.com/runpod/docs pods/templates/environment-variables.mdx, "Runpod-provided variables":
+         RUNPOD_POD_ID "Unique Pod identifier", RUNPOD_API_KEY "Pod-scoped API key", RUNPOD_VOLUME_ID
+         "Attached network volume ID"
   RECLAIM = docs.runpod.io pods/pricing (spot): an interrupted spot pod is stopped, not terminated, its disk
          kept (issue 25: "RunPod keeps it EXITED with its disk"); a vanished pod is one someone terminated
 Made up here (RunPod does not publish them): the prices, the wording of errors other than
@@ -340,6 +343,7 @@ class FakePod:
     # Set once its container's process has ended and its last changes are pushed to the volume's bucket.
     synced: threading.Event = field(default_factory=threading.Event)
     machine_id: str = field(default_factory=lambda: _id(12))
+    pod_key: str = field(default_factory=lambda: "rp_pod_" + secrets.token_hex(12))  # its RUNPOD_API_KEY
     prices: list = field(default_factory=list)  # (from, USD/h): its price history, for billed()
 
     def __post_init__(self):
@@ -549,7 +553,10 @@ class FakeRunPod:
                 return 502, {"errors": [{"message": "Bad Gateway"}]}
         if urlparse(path).path == "/v2/templates":  # REST API v2 (TEMPLATES), not GraphQL
             return self._create_template(header_key, body)
-        if (header_key or query_key) != self.api_key:
+        key = header_key or query_key
+        with self.lock:
+            own_pod = next((p.id for p in self.pods.values() if p.pod_key == key), None) if key else None
+        if key != self.api_key and own_pod is None:
             return 401, {"errors": [{"message": "Unauthorized"}]}  # SDK graphql.py: 401 = bad key
         try:
             document = json.loads(body)["query"]
@@ -558,6 +565,15 @@ class FakeRunPod:
             return 400, {"errors": [{"message": f"Bad request: {exc}"}]}
         except GraphQLError as exc:
             return exc.status, {"errors": [{"message": str(exc)}]}
+        if own_pod is not None:
+            # PODKEY: a pod's own key acts on that pod alone (its query, stop, terminate); the wording and
+            # the 403 are made up, RunPod documents only "Pod-scoped API key".
+            for item in selection:
+                if (
+                    item.name not in ("pod", "podStop", "podTerminate")
+                    or (item.args.get("input") or {}).get("podId") != own_pod
+                ):
+                    return 403, {"errors": [{"message": f"a pod-scoped key cannot {item.name} that"}]}
         roots = self._mutations if kind == "mutation" else self._queries
         data, errors = {}, []
         for item in selection:
@@ -880,7 +896,10 @@ class FakeRunPod:
         """The env and argv of one start of the pod's container (None: no command, a timer stands in)."""
         if not self.command:
             return {}, None
-        env = {k: os.environ[k] for k in BASE_ENV if k in os.environ} | pod.env | {"RUNPOD_POD_ID": pod.id}
+        # RunPod sets RUNPOD_POD_ID and a pod-scoped RUNPOD_API_KEY in every pod (PODKEY); RUNPOD_API_URL is
+        # this fake's address, where a real pod's client uses its default (api.runpod.io).
+        env = {k: os.environ[k] for k in BASE_ENV if k in os.environ} | pod.env
+        env |= {"RUNPOD_POD_ID": pod.id, "RUNPOD_API_KEY": pod.pod_key, "RUNPOD_API_URL": self.url}
         self.workspace.mkdir(parents=True, exist_ok=True)
         mount = pod.input.get("volumeMountPath")
         if self.volume_sync and mount:

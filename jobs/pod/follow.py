@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from jobs import registry, runfolder
-from jobs.pod import billing, runpod, stored
+from jobs.pod import billing, runpod, selfend, stored
 from jobs.pod import volume as vol
 from jobs.pod.pods import (
     ACTIVE,
@@ -406,6 +406,17 @@ class Follower:
             if pod is not None and not self.terminate(pod_id):
                 return 75
             return self.finish("cancelled", state["error"] or "cancelled on the pod", 130)
+        if self.passed_deadline(pod_id):
+            attempt["outcome"] = "deadline"
+            if pod is not None and not self.terminate(pod_id):
+                return 75
+            return self.finish(
+                "failed",
+                f"the job's deadline passed (--max-hours {self.info.get('max_hours', 24):g} from its first "
+                f"pod): pod {pod_id} ended itself at step {(state or {}).get('step', self.last_step)}; the "
+                "last checkpoint is on the volume",
+                1,
+            )
         reclaimed = self.info["spot"] and pod is not None and pod.get("desiredStatus") == "EXITED"
         if not attempt.get("stopped_by") and not reclaimed:
             # Only a spot reclaim relaunches: RunPod keeps a reclaimed pod EXITED with its disk. A pod gone,
@@ -422,6 +433,13 @@ class Follower:
                 130,
             )
         return self.relaunch(attempt, pod, state)
+
+    def passed_deadline(self, pod_id: str) -> bool:
+        """The pod left its deadline mark before it ended itself (docker/entrypoint.sh, selfend.py)."""
+        try:
+            return bool(self.volume) and self.volume.has(selfend.deadline_mark(pod_id))
+        except vol.VolumeError:
+            return False
 
     def stored(self, vrun: str) -> dict:
         """Where the pod put the run's files in the artifact store, or why they are not there: kept in

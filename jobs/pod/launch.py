@@ -2,8 +2,9 @@
 cost under a cap, relaunch after a preemption, record the outcome.
 
     python -m jobs launch PRESET MODEL [--input FILE | --data DIR] [--gpu "NVIDIA H100 PCIe"] [--gpus N]
-                          [--spot [--bid X]] [--max-cost USD] [--max-retries 3] [--volume-path DIR]
-                          [--image REF [--registry-auth ID]] [--start-timeout S] [key=value ...]
+                          [--spot [--bid X]] [--max-cost USD] [--max-hours 24] [--max-retries 3]
+                          [--volume-path DIR] [--image REF [--registry-auth ID]] [--start-timeout S]
+                          [key=value ...]
     python -m jobs status RUN | logs RUN | cancel RUN | follow RUN | fetch RUN
 
 The volume. The pod trains on a persistent volume mounted at /workspace/data (the hardware profile's
@@ -126,6 +127,7 @@ def launch(
     registry_auth: str | None = None,
     targets_per_step: int | None = None,
     check_only: bool = False,
+    max_hours: float = 24.0,
 ) -> int:
     """`check_only`: the preflight table alone (`jobs preflight --launch`), nothing uploaded or created."""
     from axolotl_configs import data as data_mod
@@ -143,6 +145,8 @@ def launch(
         )
     if start_timeout is not None and start_timeout <= 0:
         raise ConfigError(f"--start-timeout {start_timeout:g}: seconds, more than 0")
+    if not 0 < max_hours <= 24 * 28:
+        raise ConfigError(f"--max-hours {max_hours:g}: hours, more than 0 and at most 672 (28 days)")
     registry_auth = registry_auth or os.environ.get("RUNPOD_REGISTRY_AUTH_ID") or None
     runfolder.check_run_id(run_id)
     volume_dir = os.environ.get("BRIGHTRUN_VOLUME_DIR") or None
@@ -250,7 +254,7 @@ def launch(
     est.costs = {**est.costs, f"live {kind}": live_cost}
     estimate.show(est)
     say(f"live price: ${price:.2f}/GPU-h ({kind}, RunPod now) x {gpu_count} GPU(s) -> ${live_cost:.2f}")
-    checks.append(preflight.cost(live_cost, max_cost))
+    checks += [preflight.cost(live_cost, max_cost), preflight.deadline(hours, max_hours, "--max-hours")]
     if check_only or preflight.failures(checks):
         return preflight_answer(checks, check_only)
 
@@ -283,6 +287,11 @@ def launch(
         # pod is this launcher's to resolve (relaunch or give up), not a failure yet (jobs/payload.py).
         "BRIGHTRUN_JOB_ID": run_id,
         "BRIGHTRUN_FOLLOWED": "1",
+        # The pod ends itself once its run has ended (the volume outlives it: a network volume, or the
+        # directory that is the pod's volume) and at the job's deadline, so a dead owner cannot leave it
+        # billing (docker/entrypoint.sh, jobs/pod/selfend.py). Relaunches keep the first deadline.
+        "BRIGHTRUN_SELF_END": "1",
+        "BRIGHTRUN_DEADLINE_TS": str(int(time.time() + max_hours * 3600)),
     }
     if bundle_key:
         env["BRIGHTRUN_BUNDLE"] = f"{pod_volume}/{bundle_key}"  # what START_COMMAND installs and runs
@@ -339,6 +348,7 @@ def launch(
         "s3_endpoint": volume.endpoint if isinstance(volume, vol.S3Volume) else None,
         "cuda": cuda,
         "start_timeout": start_timeout,
+        "max_hours": max_hours,
         "pod": {k: v for k, v in pod_spec.items() if k != "name"},
         "env": env,  # names and paths only; secrets go by name:
         "secrets": secrets,

@@ -39,18 +39,11 @@ def live_price(hardware: dict, spot: bool) -> tuple[float, str]:
 def pod_checks(profiles: Profiles, values: dict, hours: float, runpod_config: dict) -> list:
     """Preflight for a pod job, at its start (the launcher checks the volume and the price again before
     its pod): the pod can download the base model, and the estimate fits the job's own deadline."""
-    checks = [preflight.base_model(profiles, values, for_pod=True)[0]]
     limit = runpod_config.get("max_duration_hours")
-    if limit is not None and hours > limit:
-        checks.append(
-            preflight.Check(
-                "deadline",
-                preflight.FAIL,
-                f"the estimate is {hours:.2f} h, over runpod_config.max_duration_hours {limit:g}: the pod "
-                "would be stopped before the end; raise it or train less (hyperparameters.num_epochs)",
-            )
-        )
-    return checks
+    return [
+        preflight.base_model(profiles, values, for_pod=True)[0],
+        preflight.deadline(hours, limit, "runpod_config.max_duration_hours"),
+    ]
 
 
 def start_job(
@@ -137,6 +130,8 @@ def launch_argv(job: queue.ServiceJob, runs: Path, poll: float) -> list[str]:
     argv += ["--poll", f"{poll:g}"] + (["--spot"] if asked.get("spot") else [])
     if asked.get("batch_size"):
         argv += ["--targets-per-step", str(asked["batch_size"])]
+    if hours := (asked.get("runpod_config") or {}).get("max_duration_hours"):
+        argv += ["--max-hours", f"{hours:g}"]  # the job's deadline: its pods end themselves then
     if volume := os.environ.get("BRIGHTRUN_NETWORK_VOLUME"):
         argv += ["--network-volume", volume]
     return argv + list(asked.get("overrides") or [])

@@ -500,12 +500,15 @@ def test_on_a_network_volume_the_pod_is_told_where_the_launchers_config_is(tmp_p
         create = next(args["input"] for name, args in fake.calls if name == "podFindAndDeployOnDemand")
         assert create["volumeMountPath"] == "/workspace/data"
         pod_env = {p["key"]: p["value"] for p in create["env"]}
+        deadline = int(pod_env.pop("BRIGHTRUN_DEADLINE_TS"))  # --max-hours' default, 24 h from now
+        assert abs(deadline - (time.time() + 24 * 3600)) < 300
         assert pod_env == {
             "BRIGHTRUN_CONFIG": f"/workspace/data/configs/{run_id}/config.yaml",
             "BRIGHTRUN_RUN_ID": run_id,
             "BRIGHTRUN_VOLUME": "/workspace/data",
             "BRIGHTRUN_JOB_ID": run_id,
             "BRIGHTRUN_FOLLOWED": "1",
+            "BRIGHTRUN_SELF_END": "1",  # the volume outlives the pod: it may end itself once done
         }
         lineage = json.loads((runs / run_id / "run.json").read_text())
         sent = client.get_object(Bucket=bucket, Key=f"configs/{run_id}/config.yaml")["Body"].read()

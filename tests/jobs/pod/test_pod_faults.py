@@ -16,6 +16,7 @@ from tests.jobs.pod.test_launch import launch, setup, the_run, wait_for  # noqa:
 
 # `setup` (imported above) is test_launch's fixture: a fake RunPod and the launcher's environment.
 
+EIGHT_B = "meta-llama/Meta-Llama-3-8B-Instruct"
 STUB = """
 import os, pathlib, sqlite3, time
 volume = pathlib.Path(os.environ['BRIGHTRUN_VOLUME'])
@@ -150,3 +151,54 @@ def test_a_create_answered_with_an_error_inside_a_200_adopts_the_pod_once_it_is_
     text = log.read_text()
     assert f"RunPod made pod {job.pod_id} ({job.id}) anyway; adopting it" in text
     assert [n for n, _ in fake.calls].count("myself") >= 2  # asked again while the list lagged
+
+
+def ended_itself(fake, pod_id: str) -> bool:
+    """The pod's own terminate, with its own pod-scoped key (fake_runpod.py, PODKEY), reached RunPod."""
+    key = (fake.pods.get(pod_id) or fake.gone[pod_id]).pod_key
+    return any(r["headers"].get("authorization") == f"Bearer {key}" for r in fake.requests)
+
+
+@pytest.mark.slow(15)
+def test_a_pod_whose_owner_is_gone_ends_itself_once_its_run_has_ended(
+    tmp_path,
+    sample_out,
+    setup,  # noqa: F811
+):
+    """The launcher detaches at once (its owner gone). On the pod, the real entrypoint's run is refused by
+    the pod's own preflight (a base model it cannot get: not cached, the Hub off there), recorded failed on
+    the volume; then the pod terminates itself with RunPod's pod-scoped key instead of restarting, and
+    billing, for ever."""
+    fake, env = setup()
+    runs = ["--runs-dir", str(tmp_path / "runs"), "launch", "balanced", "smoke", "--data", str(sample_out)]
+    detached = jobs_cli(*runs, "--detach", f"base_model={EIGHT_B}", env=env)
+    assert detached.returncode == 0, detached.stderr[-4000:]
+    job = the_run(env["DATABASE_URL"])
+    wait_for(lambda: job.pod_id in fake.gone, 120)
+    assert ended_itself(fake, job.pod_id)
+    assert (fake.workspace / "pods" / f"{job.pod_id}.exited").read_text().strip() == "2"
+    assert creates(fake) == 1
+
+
+@pytest.mark.slow(60)
+def test_at_the_jobs_deadline_the_pod_ends_itself_and_its_owner_records_why(
+    tmp_path,
+    sample_out,
+    setup,  # noqa: F811
+):
+    """--max-hours 0.01 (36 s from the create): the pod, training, leaves its deadline mark and terminates
+    itself, owner or not; the owner following it again ends the run failed, saying so, with no relaunch."""
+    fake, env = setup()
+    runs, log = tmp_path / "runs", tmp_path / "launch.log"
+    proc = launch(runs, sample_out, env, "--detach", "--max-hours", "0.01", "max_steps=500", log=log)
+    assert proc.wait(120) == 0, log.read_text()[-4000:]
+    job = the_run(env["DATABASE_URL"])
+    assert job.total_steps is None or job.total_steps > 0
+    wait_for(lambda: job.pod_id in fake.gone, 180)
+    assert ended_itself(fake, job.pod_id)
+    assert (fake.workspace / "pods" / f"{job.pod_id}.deadline").is_file()
+    again = jobs_cli("--runs-dir", str(runs), "follow", job.id, "--poll", "0.2", env=env)
+    assert again.returncode == 1, again.stderr[-3000:]
+    row = registry.get_job(job.id, env["DATABASE_URL"])
+    assert row.status == "failed" and "the job's deadline passed (--max-hours 0.01" in row.error_message
+    assert creates(fake) == 1

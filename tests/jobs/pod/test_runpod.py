@@ -190,7 +190,7 @@ def test_a_pod_runs_a_real_command_with_its_env_and_volume(tmp_path, monkeypatch
     seen = []
 
     def command(env, volume):
-        seen.append(set(env))
+        seen.append(dict(env))
         return [sys.executable, "-c", script, str(volume)]
 
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
@@ -205,7 +205,9 @@ def test_a_pod_runs_a_real_command_with_its_env_and_volume(tmp_path, monkeypatch
         wait_for(lambda: client.pod(quick)["desiredStatus"] == "EXITED")
         assert fake.pods[quick].exit_code == 0
         assert (tmp_path / "ws" / "seen").read_text() == f"hf_secret {quick}"
-        assert "RUNPOD_API_KEY" not in seen[0]  # the pod gets its env, not the launcher's
+        # The pod gets its env and RunPod's own variables, not the launcher's key: its RUNPOD_API_KEY is
+        # its own pod-scoped one (fake_runpod.py, PODKEY).
+        assert seen[0]["RUNPOD_API_KEY"] == fake.pods[quick].pod_key != fake.api_key
 
         slow = client.rent_interruptable(BID, **POD, env={"MODE": "slow"}, secrets=["HF_TOKEN"])["id"]
         wait_for(lambda: (tmp_path / "ws" / "seen").read_text().endswith(slow))
