@@ -37,6 +37,7 @@ from jobs.pod.pods import (
 )
 from jobs.pod.relaunch import relaunch
 from jobs.status import Cancelled, set_status
+from jobs.status import emit as emit_status
 
 ALERT = 0.8  # share of --max-cost at which the launcher warns, once
 
@@ -330,9 +331,22 @@ class Follower:
         if self.cost() >= ALERT * self.max_cost and not self.lineage.get("budget_alert"):
             self.lineage["budget_alert"] = now_iso()
             self.save()
-            say(
+            said = (
                 f"budget alert: ${self.cost():.2f} spent, {self.cost() / self.max_cost:.0%} of the "
                 f"${self.max_cost:.2f} cap; the pod is stopped at the cap"
+            )
+            say(said)
+            # An event on the job too (issue 25), not only a line on this terminal: the status it has, a
+            # message, the figures. Their handler applies the status (unchanged) and ignores the rest.
+            row = registry.get_job(self.run_id)
+            alert = {"spent_usd": round(self.cost(), 4), "max_cost_usd": self.max_cost}
+            emit_status(
+                self.run_dir,
+                row,
+                row.status,
+                **self.after_pod(
+                    {"message": said, "budget_alert": alert}, self.attempts[-1]["volume_run_id"]
+                ),
             )
 
     def cap(self, attempt: dict, pod: dict | None, desired: str) -> int:

@@ -161,6 +161,10 @@ def launch(
     hw_name = pick_hardware(gpu, gpus, hardware, model)
     profiles = Profiles.load(preset, model, hw_name)
     hw = profiles.hardware
+    if max_cost is None and hw.get("default_max_cost") is not None:
+        # A cap is on unless said otherwise (issue 25): the hardware file's, said in the estimate's output.
+        max_cost = float(hw["default_max_cost"])
+        say(f"cost cap ${max_cost:.2f}: hardware/{hw_name}.yaml's default_max_cost (--max-cost to change)")
     if hw["gpu_type"] == "none":
         raise ConfigError(f"hardware {hw_name!r} is this machine's CPU: `jobs train` runs it, not launch")
     gpu_id, gpu_count = hw["gpu_type"], int(hw["gpu_count"])

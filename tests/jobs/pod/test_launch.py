@@ -319,6 +319,10 @@ def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, samp
     assert "cost cap $1.00 reached" in log.read_text()
     assert log.read_text().count("budget alert: $") == 1  # once, before the cap
     assert json.loads((runs / run_id / "run.json").read_text())["budget_alert"]
+    # ...and an event on the job (issue 25), the status it had, with the figures: their app hears it.
+    alerts = [e["payload"] for e in customer_app.log if e["payload"] and e["payload"].get("budget_alert")]
+    assert len(alerts) == 1 and alerts[0]["budget_alert"]["max_cost_usd"] == 1.0
+    assert alerts[0]["message"].startswith("budget alert: $") and alerts[0]["status"] == "training"
     # The customer hears the cap from the launcher: failed, with why (nothing will resume it by itself).
     wait_for(lambda: customer_app.tally(job_id)["row"]["status"] == "failed", 30)
     print(customer_app.summary("cost cap (fake RunPod)", job_id))

@@ -104,6 +104,12 @@ def test_a_pod_terminated_outside_ends_cancelled_and_is_not_relaunched(
     assert creates(fake) == 1 and not fake.pods
     attempts = json.loads((runs / job.id / "run.json").read_text())["attempts"]
     assert [a["outcome"] for a in attempts] == ["ended outside"]
+    # No --max-cost given: the cap is on all the same, the hardware file's, and said (issue 25).
+    assert (
+        "cost cap $60.00: hardware/h100-pcie.yaml's default_max_cost (--max-cost to change)"
+        in log.read_text()
+    )
+    assert json.loads((runs / job.id / "run.json").read_text())["launch"]["max_cost"] == 60.0
 
 
 @pytest.mark.slow(15)
