@@ -27,8 +27,9 @@ import sqlite3
 import threading
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from tests import loopback
 
 STATUSES = ("queued", "preprocessing", "model_loaded", "training", "completed", "failed", "cancelled")
 CHECK = "status IN (" + ", ".join(f"'{s}'" for s in STATUSES) + ")"
@@ -262,30 +263,20 @@ class CustomerApp:
     def __enter__(self) -> CustomerApp:
         app = self
 
-        class Route(BaseHTTPRequestHandler):
+        class Route(loopback.Quiet):
             def do_POST(self):  # noqa: N802 -- http.server's name
                 length = int(self.headers.get("Content-Length") or 0)
                 text = self.rfile.read(length).decode("utf-8")  # what request.text() gives the route
                 answer = app.receive(text, self.headers.get("X-Webhook-Signature"))
                 body = b'{"received":true}' if answer == 200 else b'{"error":"Invalid signature"}'
-                self.send_response(answer)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.answer(answer, body)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Route)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/training/webhook"
+        self.server, base = loopback.start(Route)
+        self.url = f"{base}/api/training/webhook"
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        loopback.stop(self.server)
         self.db.close()
 
     def env(self) -> dict[str, str]:
@@ -371,7 +362,7 @@ class Storage:
 
         storage = self
 
-        class Route(BaseHTTPRequestHandler):
+        class Route(loopback.Quiet):
             def do_GET(self):  # noqa: N802 -- http.server's name
                 parts = urlsplit(self.path)
                 storage.requests.append(parts.path)
@@ -383,20 +374,10 @@ class Storage:
                     status = 400
                 else:
                     body, status = storage.files[path], 200
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.answer(status, body)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Route)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.base = loopback.start(Route)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        loopback.stop(self.server)

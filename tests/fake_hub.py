@@ -12,8 +12,8 @@ What the real Hub does, as huggingface_hub 1.17 (our lock) reads it:
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests import loopback
 
 
 class FakeHub:
@@ -54,26 +54,13 @@ class FakeHub:
     def __enter__(self) -> FakeHub:
         hub = self
 
-        class Route(BaseHTTPRequestHandler):
+        class Route(loopback.Quiet):
             def do_GET(self):  # noqa: N802 -- http.server's name
                 status, headers, body = hub.answer(self.path, self.headers.get("Authorization"))
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.answer(status, json.dumps(body).encode(), headers)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Route)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.url = loopback.start(Route)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        loopback.stop(self.server)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from jobs.pod import volume as vol
+from tests import loopback
 from tests.s3_server import DATACENTER, s3_server
 
 
@@ -161,12 +162,9 @@ class CutShort:
     size = 4096
 
     def __enter__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         served = self.gets = []
 
-        class Route(BaseHTTPRequestHandler):
+        class Route(loopback.Quiet):
             protocol_version = "HTTP/1.1"
 
             def do_HEAD(self):  # noqa: N802 -- http.server's name
@@ -181,21 +179,15 @@ class CutShort:
                 self.send_header("Content-Length", str(CutShort.size))
                 self.send_header("ETag", '"abc"')
                 self.end_headers()
-                self.wfile.write(b"x" * 10)
+                self.wfile.write(b"x" * 10)  # and no more: the connection closes
                 self.wfile.flush()
                 self.close_connection = True
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Route)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.url = loopback.start(Route)
         return self
 
     def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        loopback.stop(self.server)
 
 
 def test_an_eof_inside_a_200_is_retried_then_a_volume_error_not_a_traceback(tmp_path, monkeypatch):
