@@ -120,8 +120,9 @@ def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
     return out
 
 
-# Keys the derivation computes with: a wrong type here must be bad input, not a traceback.
-WHOLE_NUMBER_KEYS = ("sequence_len", "micro_batch_size", "gradient_accumulation_steps", "max_steps")
+# Keys the derivation, the estimate and preflight compute with: a wrong type here must be bad input, not a
+# traceback.
+WHOLE_NUMBER_KEYS = ("sequence_len", "micro_batch_size", "gradient_accumulation_steps", "max_steps", "lora_r")
 
 
 def check_numbers(parsed: list[tuple[str, object]]) -> None:
@@ -131,6 +132,12 @@ def check_numbers(parsed: list[tuple[str, object]]) -> None:
             raise ConfigError(f"override {key}={shown(value)}: expected a whole number >= 1 (at most 2^31-1)")
         if key == "num_epochs" and not (number and value > 0):
             raise ConfigError(f"override {key}={shown(value)}: expected a number > 0")
+        if key == "lora_target_modules" and not (
+            isinstance(value, list) and value and all(isinstance(m, str) for m in value)
+        ):
+            raise ConfigError(
+                f"override {key}={shown(value)}: expected a list of module names, e.g. [q_proj,v_proj]"
+            )
 
 
 def set_dotted(target: dict, key: str, value) -> None:

@@ -50,8 +50,13 @@ def planned_values(profiles, overrides: list[str] | None = None) -> dict:
     from axolotl_configs import render
 
     values = render.merged_values(profiles, None, "preflight", "")
-    for key, value in render.parse_overrides(list(overrides or [])):
-        render.set_dotted(values, key, value)
+    parsed = render.parse_overrides(list(overrides or []))
+    render.check_numbers(parsed)  # the renderer's own refusal of a bad number, by key
+    for key, value in parsed:
+        try:
+            render.set_dotted(values, key, value)
+        except (IndexError, AttributeError, OverflowError, TypeError, ValueError, KeyError):
+            continue  # an override that breaks the structure: the render that follows refuses it by name
     return values
 
 
@@ -67,10 +72,15 @@ def gpu_features(values: dict) -> list[str]:
     return out
 
 
-def peak_gb(profiles, values: dict) -> float:
+def peak_gb(profiles, values: dict) -> float | None:
+    """The estimate's modelled peak per GPU; None when a value it needs is not a number (lora_r=abc: the
+    render and Axolotl's schema refuse that by name after preflight)."""
     from axolotl_configs import estimate
 
-    return sum(estimate.memory(profiles.model, values, int(profiles.hardware["gpu_count"])).values())
+    try:
+        return sum(estimate.memory(profiles.model, values, int(profiles.hardware["gpu_count"])).values())
+    except (TypeError, ValueError, KeyError):
+        return None
 
 
 def launch_hint(profiles) -> str:
@@ -110,7 +120,7 @@ def hardware(profiles, values: dict, gpus: list[tuple[str, float]] | None = None
                 "hardware",
                 FAIL,
                 f"no CUDA GPU here: {model} needs one ({', '.join(needs)}) with "
-                f"~{peak_gb(profiles, values):.0f} GB "
+                f"~{peak_gb(profiles, values) or 0:.0f} GB "
                 f"(the modelled peak; {hw['name']} has {hw['gpu_memory_gb']} GB)",
                 launch_hint(profiles),
             )
@@ -124,6 +134,12 @@ def hardware(profiles, values: dict, gpus: list[tuple[str, float]] | None = None
             "pick a hardware profile with fewer GPUs (--hardware) or run where there are more",
         )
     peak, (name, smallest) = peak_gb(profiles, values), min(gpus[:wanted], key=lambda g: g[1])
+    if peak is None:
+        return Check(
+            "hardware",
+            SKIP,
+            f"{wanted} × {name} ({smallest:.0f} GB); the peak is not known (a value is not a number)",
+        )
     if peak > smallest:
         return Check(
             "hardware",
@@ -254,7 +270,15 @@ def base_model(profiles, values: dict, for_pod: bool = False) -> tuple[Check, fl
 
 def checkpoint_gb(profiles, values: dict) -> float:
     """What the run folder keeps: each checkpoint's adapter (fp32) and optimizer state, plus the final
-    adapter (estimate.lora_params; Adam's two moments in 8 bits or fp32)."""
+    adapter (estimate.lora_params; Adam's two moments in 8 bits or fp32); 0 when a value it needs is not a
+    number (refused by name after preflight)."""
+    try:
+        return lora_checkpoints_gb(profiles, values)
+    except (TypeError, ValueError, KeyError):
+        return 0.0
+
+
+def lora_checkpoints_gb(profiles, values: dict) -> float:
     from axolotl_configs import estimate
 
     n = estimate.lora_params(

@@ -151,6 +151,9 @@ def test_adapter_loads_with_peft_and_generates(smoke_run):
         (("train", "balanced", "smoke", "lora_rr=8"), "lora_rr: unknown key (did you mean lora_r?)"),
         (("train", "balanced", "smoke", "learning_rate=fast"), "Axolotl rejects the config"),
         (("train", "balanced", "smoke", "micro_batch_size=two"), "expected a whole number >= 1"),
+        # What the estimate and preflight compute with: refused by key, never a traceback.
+        (("train", "balanced", "smoke", "lora_r=abc"), "override lora_r='abc': expected a whole number"),
+        (("train", "balanced", "smoke", "lora_target_modules=5"), "expected a list of module names"),
         (("train", "balanced", "smoke", "--run-id", "../escape"), "--run-id '../escape': 1-64 characters"),
         (
             ("train", "balanced", "smoke", "--input", "/nonexistent.json"),
