@@ -36,8 +36,8 @@
 #                         data manifest, eval/ and report go there under runs/ID/ from this pod (jobs/pod/
 #                         stored.py), before the exit mark, so the adapter exists off the pod before the launcher
 #                         terminates it. A failed upload leaves the run completed (said, and in runs/ID/stored.json).
-#   BRIGHTRUN_SELF_END=1  the launcher's word that the volume outlives the pod: once the job has ended
-#                         (0, 1 or 2) the pod terminates itself with RunPod's pod-scoped RUNPOD_API_KEY
+#   BRIGHTRUN_SELF_END=1  the launcher's word that the volume outlives the pod: once the run is final on
+#                         the volume the pod terminates itself with RunPod's pod-scoped RUNPOD_API_KEY
 #                         (jobs/pod/selfend.py), so a gone owner cannot leave it billing
 #   BRIGHTRUN_DEADLINE_TS  optional  seconds since the epoch: the job's deadline (`jobs launch --max-hours`);
 #                         then the pod leaves pods/ID.deadline and terminates itself, whatever the run does
@@ -169,9 +169,12 @@ trap - TERM INT
 echo "entrypoint: the job exited with ${status}" >&2
 [[ "$status" == 0 ]] && store_upload
 [[ -n "$marks" ]] && echo "$status" >"${marks}.exited"
-# Done (0), failed (1) or refused (2): nothing left for this pod to do. Interrupted or cancelled (130): the
-# owner decides (a relaunch resumes from the checkpoint; a cancel terminates).
-case "$status" in 0 | 1 | 2) self_end ;; esac
+# The run final on the volume (completed, failed, cancelled; a refusal is recorded failed): nothing left
+# for this pod to do. Not final (a crash, an interruption): RunPod's restart of the container is the retry,
+# and the owner decides the rest.
+if [[ -f "${runs_dir}/${run_id}/run.json" ]] && python -m jobs.runfolder finished "${runs_dir}/${run_id}"; then
+  self_end
+fi
 
 if [[ "${BRIGHTRUN_KEEP_ALIVE:-}" == "1" ]]; then
   echo "entrypoint: BRIGHTRUN_KEEP_ALIVE=1: staying up for SSH/Jupyter until the pod is stopped" >&2

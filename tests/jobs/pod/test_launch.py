@@ -476,7 +476,8 @@ def test_network_volume_errors_create_nothing(tmp_path, sample_out, setup):
             ("image CUDA", "pass"),
             ("registry credential", "skip"),  # the tests' image is a pushed one, taken to be public
             ("volume", "fail"),
-            ("max cost", "skip"),
+            ("max cost", "pass"),  # the hardware file's default cap, $60
+            ("deadline", "pass"),  # --max-hours' default, 24
         ):
             assert re.search(rf"│ {check}\s+│ {status}\s+│", table.stdout), (check, table.stdout)
         assert not fake.pods and not fake.gone
