@@ -238,6 +238,7 @@ def _launch(args, check_only: bool = False) -> int:
             image=args.image,
             start_timeout=args.start_timeout,
             max_hours=args.max_hours,
+            hang_timeout=args.hang_timeout,
             registry_auth=args.registry_auth,
             targets_per_step=args.targets_per_step,
             check_only=check_only,

@@ -60,6 +60,13 @@ def launch_args(p: argparse.ArgumentParser) -> None:
         help="RunPod registry credential id for a private --image (default $RUNPOD_REGISTRY_AUTH_ID)",
     )
     p.add_argument(
+        "--hang-timeout",
+        type=float,
+        default=None,
+        help="seconds with no new step before a pod counts as hung and is ended (default: 1 h or 10 "
+        "estimated steps, the longer)",
+    )
+    p.add_argument(
         "--max-hours",
         type=float,
         default=24.0,

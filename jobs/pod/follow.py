@@ -59,6 +59,11 @@ API_FAILURES = 8
 # Terminates sent before a pod not confirmed gone leaves the run undecided (backing off from the poll
 # interval, doubling, at most a minute apart: about 2 min in all at the default poll).
 TERMINATE_TRIES = 6
+# The watchdog (issue 25, item 3): container restarts with no new step before the run counts as
+# crash-looping, and the least time with no new step before it counts as hung (model loading included:
+# ~15 min for the 70B's weights, models/70b-qlora.yaml load_minutes).
+CRASH_LOOP = 3
+HANG_FLOOR_S = 3600.0
 
 
 class Follower:
@@ -238,6 +243,8 @@ class Follower:
             ):
                 attempt["ended"] = now_iso()
                 return self.ended(attempt, pod, state)
+            elif not (state and state["status"] in billing.OVER) and (why := self.watchdog(attempt, state)):
+                return self.stuck(attempt, why)
             time.sleep(self.poll)
             return None
         # The pod is down: finished, failed, or taken back. A container still at work had SIGTERM, and
@@ -447,6 +454,43 @@ class Follower:
                 130,
             )
         return self.relaunch(attempt, pod, state)
+
+    def watchdog(self, attempt: dict, state: dict | None) -> str | None:
+        """Why a started pod is stuck (issue 25, item 3), or None: its container restarted CRASH_LOOP times
+        with no new step (a trainer dying without writing its end: the OOM killer, a segfault), or no new
+        step for the hang bound (--hang-timeout; default: HANG_FLOOR_S or 10 estimated steps, the longer)."""
+        step, now = (state or {}).get("step") or 0, time.time()
+        if step > attempt.get("progress_step", -1):
+            attempt |= {
+                "progress_step": step,
+                "progress_ts": now,
+                "restarts_at_progress": attempt.get("restarts", 0),
+            }
+            return None
+        restarts = attempt.get("restarts", 0) - attempt["restarts_at_progress"]
+        if restarts >= CRASH_LOOP:
+            return f"crash loop: its container restarted {restarts} times with no new step (last step {step})"
+        bound = self.hang_bound()
+        if now - attempt["progress_ts"] >= bound:
+            return f"hung: no new step for {bound:g} s (last step {step}; --hang-timeout to change)"
+        return None
+
+    def hang_bound(self) -> float:
+        if self.info.get("hang_timeout"):
+            return float(self.info["hang_timeout"])
+        est = self.lineage.get("estimate") or {}
+        step_s = est["hours"] * 3600 / est["steps"] if est.get("steps") and est.get("hours") else 0.0
+        return max(HANG_FLOOR_S, 10 * step_s)
+
+    def stuck(self, attempt: dict, why: str) -> int:
+        """A hung or crash-looping pod: terminated (confirmed), the run failed with why, the customer told."""
+        pod_id = attempt["pod_id"]
+        say(f"pod {pod_id}: {why}; terminating it")
+        attempt["outcome"] = why.split(":")[0]
+        if not self.terminate(pod_id):
+            return 75
+        attempt["ended"] = now_iso()
+        return self.finish("failed", f"pod {pod_id} {why}", 1)
 
     def passed_deadline(self, pod_id: str) -> bool:
         """The pod left its deadline mark before it ended itself (docker/entrypoint.sh, selfend.py)."""

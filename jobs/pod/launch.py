@@ -128,6 +128,7 @@ def launch(
     targets_per_step: int | None = None,
     check_only: bool = False,
     max_hours: float = 24.0,
+    hang_timeout: float | None = None,
 ) -> int:
     """`check_only`: the preflight table alone (`jobs preflight --launch`), nothing uploaded or created."""
     from axolotl_configs import data as data_mod
@@ -145,6 +146,8 @@ def launch(
         )
     if start_timeout is not None and start_timeout <= 0:
         raise ConfigError(f"--start-timeout {start_timeout:g}: seconds, more than 0")
+    if hang_timeout is not None and hang_timeout <= 0:
+        raise ConfigError(f"--hang-timeout {hang_timeout:g}: seconds, more than 0")
     if not 0 < max_hours <= 24 * 28:
         raise ConfigError(f"--max-hours {max_hours:g}: hours, more than 0 and at most 672 (28 days)")
     registry_auth = registry_auth or os.environ.get("RUNPOD_REGISTRY_AUTH_ID") or None
@@ -353,6 +356,7 @@ def launch(
         "cuda": cuda,
         "start_timeout": start_timeout,
         "max_hours": max_hours,
+        "hang_timeout": hang_timeout,
         "pod": {k: v for k, v in pod_spec.items() if k != "name"},
         "env": env,  # names and paths only; secrets go by name:
         "secrets": secrets,
@@ -367,6 +371,7 @@ def launch(
         "lines_dropped_for_length": rendered.derived.get("lines_dropped", 0),
         "estimate": {
             "hours": hours,
+            "steps": est.numbers["total_steps"],  # with hours: the watchdog's hang bound (follow.py)
             "cost_on_demand": est.costs["on_demand"],
             "cost_live": live_cost,
             "peak_memory_gb": est.peak_gb,

@@ -208,3 +208,49 @@ def test_at_the_jobs_deadline_the_pod_ends_itself_and_its_owner_records_why(
     row = registry.get_job(job.id, env["DATABASE_URL"])
     assert row.status == "failed" and "the job's deadline passed (--max-hours 0.01" in row.error_message
     assert creates(fake) == 1
+
+
+CRASHER = """
+import os, pathlib, sqlite3, sys, time
+volume = pathlib.Path(os.environ['BRIGHTRUN_VOLUME'])
+db = volume / 'runs' / 'registry.db'
+db.parent.mkdir(parents=True, exist_ok=True)
+con = sqlite3.connect(db)
+con.execute('CREATE TABLE IF NOT EXISTS training_jobs (id TEXT PRIMARY KEY, status TEXT, step INT,'
+            ' total_steps INT, metrics TEXT, error_message TEXT)')
+con.execute("INSERT OR REPLACE INTO training_jobs VALUES (?, 'training', 1, 10, '{}', NULL)",
+            (os.environ['BRIGHTRUN_RUN_ID'],))
+con.commit()
+time.sleep(1.5)
+sys.exit(-9 % 256)  # killed (the OOM killer) without writing its end
+"""
+
+
+def crash_after_step_1(env: dict, volume) -> list[str]:
+    return [sys.executable, "-c", CRASHER]
+
+
+@pytest.mark.slow(15)
+def test_a_crash_loop_and_a_hang_end_failed_with_the_reason(
+    tmp_path,
+    sample_out,
+    setup,  # noqa: F811
+):
+    """The watchdog (issue 25, item 3): a trainer killed at step 1 again and again (RunPod restarting its
+    container each time) ends `failed`, "crash loop", after 3 restarts with no new step; a trainer that
+    stops logging steps ends `failed`, "hung", after --hang-timeout. Each pod terminated, none relaunched."""
+    fake, env = setup(command=crash_after_step_1)
+    runs, log = tmp_path / "runs", tmp_path / "launch.log"
+    proc = launch(runs, sample_out, env, "max_steps=10", log=log)
+    assert proc.wait(120) == 1, log.read_text()[-4000:]
+    job = the_run(env["DATABASE_URL"])
+    assert job.status == "failed" and "crash loop: its container restarted 3 times" in job.error_message
+    assert job.pod_id in fake.gone and creates(fake) == 1
+
+    fake2, env2 = setup(command=stub_run)
+    env2["DATABASE_URL"] = f"sqlite:///{tmp_path / 'second.db'}"
+    proc = launch(tmp_path / "runs2", sample_out, env2, "--hang-timeout", "3", "max_steps=10", log=log)
+    assert proc.wait(120) == 1, log.read_text()[-4000:]
+    job = the_run(env2["DATABASE_URL"])
+    assert job.status == "failed" and "hung: no new step for 3 s (last step 1" in job.error_message
+    assert job.pod_id in fake2.gone and creates(fake2) == 1
