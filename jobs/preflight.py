@@ -299,15 +299,14 @@ def free_gb(path: Path) -> tuple[Path, float]:
 
 def disk(needs: list[tuple[str, Path, float]]) -> Check:
     """needs: (what, where, GB). Needs on one filesystem add up."""
-    by_device: dict[int, list[tuple[str, Path, float]]] = {}
+    by_device: dict[int, tuple[Path, float, list[tuple[str, float]]]] = {}
     for what, where, gb in needs:
-        found, _ = free_gb(where)
-        by_device.setdefault(found.stat().st_dev, []).append((what, where, gb))
+        found, free = free_gb(where)  # asked once per place: the first place on a filesystem speaks for it
+        by_device.setdefault(found.stat().st_dev, (found, free, []))[2].append((what, gb))
     shown = []
-    for group in by_device.values():
-        found, free = free_gb(group[0][1])
-        need = sum(gb for _, _, gb in group)
-        parts = " + ".join(f"{what} {gb:.1f} GB" for what, _, gb in group)
+    for found, free, group in by_device.values():
+        need = sum(gb for _, gb in group)
+        parts = " + ".join(f"{what} {gb:.1f} GB" for what, gb in group)
         if need > free:
             return Check(
                 "disk",

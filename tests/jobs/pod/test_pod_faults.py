@@ -17,8 +17,9 @@ from tests.jobs.pod.test_launch import launch, setup, the_run, wait_for  # noqa:
 # `setup` (imported above) is test_launch's fixture: a fake RunPod and the launcher's environment.
 
 EIGHT_B = "meta-llama/Meta-Llama-3-8B-Instruct"
-STUB = """
-import os, pathlib, sqlite3, time
+# The run's row on the volume's registry, as the stand-ins write it (the columns the launcher reads).
+ROW = """
+import os, pathlib, sqlite3, sys, time
 volume = pathlib.Path(os.environ['BRIGHTRUN_VOLUME'])
 run_id, pod_id = os.environ['BRIGHTRUN_RUN_ID'], os.environ['RUNPOD_POD_ID']
 db = volume / 'runs' / 'registry.db'
@@ -26,6 +27,10 @@ db.parent.mkdir(parents=True, exist_ok=True)
 con = sqlite3.connect(db)
 con.execute('CREATE TABLE IF NOT EXISTS training_jobs (id TEXT PRIMARY KEY, status TEXT, step INT,'
             ' total_steps INT, metrics TEXT, error_message TEXT)')
+"""
+STUB = (
+    ROW
+    + """
 row = con.execute('SELECT status FROM training_jobs WHERE id = ?', (run_id,)).fetchone()
 if row is None or row[0] == 'training':
     con.execute("INSERT OR REPLACE INTO training_jobs VALUES (?, 'training', 1, 10, '{}', NULL)", (run_id,))
@@ -39,6 +44,7 @@ if row is None or row[0] == 'training':
 (volume / 'pods' / f'{pod_id}.exited').write_text('1')
 time.sleep(600)
 """
+)
 
 
 def stub_run(env: dict, volume) -> list[str]:
@@ -210,20 +216,15 @@ def test_at_the_jobs_deadline_the_pod_ends_itself_and_its_owner_records_why(
     assert creates(fake) == 1
 
 
-CRASHER = """
-import os, pathlib, sqlite3, sys, time
-volume = pathlib.Path(os.environ['BRIGHTRUN_VOLUME'])
-db = volume / 'runs' / 'registry.db'
-db.parent.mkdir(parents=True, exist_ok=True)
-con = sqlite3.connect(db)
-con.execute('CREATE TABLE IF NOT EXISTS training_jobs (id TEXT PRIMARY KEY, status TEXT, step INT,'
-            ' total_steps INT, metrics TEXT, error_message TEXT)')
-con.execute("INSERT OR REPLACE INTO training_jobs VALUES (?, 'training', 1, 10, '{}', NULL)",
-            (os.environ['BRIGHTRUN_RUN_ID'],))
+CRASHER = (
+    ROW
+    + """
+con.execute("INSERT OR REPLACE INTO training_jobs VALUES (?, 'training', 1, 10, '{}', NULL)", (run_id,))
 con.commit()
 time.sleep(1.5)
 sys.exit(-9 % 256)  # killed (the OOM killer) without writing its end
 """
+)
 
 
 def crash_after_step_1(env: dict, volume) -> list[str]:
