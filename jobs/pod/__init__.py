@@ -4,6 +4,8 @@
   follow.py   follow the pod and its volume to the run's end: cost cap, relaunch, give-up, fetch
   relaunch.py a pod gone before the run ended: lost work, a new pod on the same volume, or the give-up
   billing.py  what an attempt costs (creation to termination) and its start deadline
+  owner.py    who follows a run: one process at a time holds its lock (the service follows runs nobody does)
+  selfend.py  a pod ending itself (its run over on the volume, or its deadline) with its pod-scoped key
   verbs.py    `jobs status | logs | fetch | follow RUN` for a launched run
   pods.py     what those share: the RunPod client, a pod's spec and attempt, the volume as seen from here
   config.py   the config a pod runs: published by the launcher, taken up as it is by `jobs run-config`

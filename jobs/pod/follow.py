@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from jobs import registry, runfolder
-from jobs.pod import billing, runpod, selfend, stored
+from jobs.pod import billing, owner, runpod, selfend, stored
 from jobs.pod import volume as vol
 from jobs.pod.pods import (
     ACTIVE,
@@ -46,8 +46,17 @@ def follow(
     run_id: str, runs_dir: str, api: runpod.Client, poll: float = 30.0, settle_s: float = 120.0
 ) -> int:
     """Follow the run until it ends; the exit code (0 done, 1 failed or capped, 130 cancelled or detached,
-    75 RunPod's API kept failing: the pod stopped or said to be left running, the run undecided)."""
-    return Follower(run_id, runs_dir, api, poll, settle_s).run()
+    75 RunPod's API kept failing: the pod stopped or said to be left running, the run undecided; or
+    another process follows it already, jobs/pod/owner.py)."""
+    try:
+        owner.hold(Path(runs_dir) / run_id)
+    except owner.Followed as exc:
+        say(f"run {run_id} is followed by {exc} already: nothing to do here (`jobs status {run_id}`)")
+        return 75
+    try:
+        return Follower(run_id, runs_dir, api, poll, settle_s).run()
+    finally:
+        owner.release(Path(runs_dir) / run_id)
 
 
 # How long a pod found down may leave its run's status to settle: RunPod gives a reclaimed spot pod about

@@ -46,7 +46,7 @@ from axolotl_configs.profiles import names as profile_names
 from brightrun.errors import ConfigError
 from jobs import preflight, registry, runfolder
 from jobs import run as run_mod
-from jobs.pod import bundle, runpod, stored
+from jobs.pod import bundle, owner, runpod, stored
 from jobs.pod import config as pod_config
 from jobs.pod import volume as vol
 from jobs.pod.follow import follow
@@ -382,45 +382,49 @@ def launch(
     lineage["data"]["pod_dir"] = pod_data
     lineage["launch"] = launch_info
     (run_dir / "logs").mkdir(parents=True)
-    shutil.copyfile(manifest_path, run_dir / "data-manifest.json")
+    owner.hold(run_dir)  # this launcher follows it from now: no supervisor starts a second follower
     try:
-        config = run_dir / "config.yaml"
-        lineage["config"]["sha256"] = pod_config.publish(volume, rendered, config, lineage, run_id)
-    except (vol.VolumeError, OSError) as exc:
-        shutil.rmtree(run_dir)
-        raise ConfigError(f"uploading the config: {exc} (no pod was created)") from None
-    runfolder.write_json(run_dir / "run.json", lineage)
-    created_ts = time.time()
-    try:
-        pod, why = create_or_find(api, spot, bid, pod_spec, env, secrets)
-    except runpod.CreateUnsure:  # unverified: a pod may exist, so the run folder stays (exit 1, said why)
-        raise
-    except (runpod.RunPodError, ValueError) as exc:
-        shutil.rmtree(run_dir)
-        raise ConfigError(f"{exc} (nothing was created)") from None
-    if pod is None:
-        shutil.rmtree(run_dir)
-        raise ConfigError(f"{why} (nothing was created)")
-    lineage["attempts"].append(new_attempt(pod, run_id, lineage["config"]["sha256"], created_ts))
-    runfolder.write_json(run_dir / "run.json", lineage)
-    runfolder.register(
-        run_id,
-        run_dir,
-        lineage,
-        rendered.values,
-        None,
-        status="queued",
-        pod_id=pod["id"],
-        started_at=registry.now(),
-    )
-    registry.update_job(
-        run_id,
-        estimated_cost=live_cost,
-        gpu_type=gpu_id,
-        gpu_count=gpu_count,
-        price_per_hour=float(pod.get("costPerHr") or price * gpu_count),
-    )
-    say(f"run {run_id}: pod {pod['id']} ({gpu_count} × {gpu_id}, {kind} ${pod.get('costPerHr')}/h)")
-    if not follow_run:
-        return 0
-    return follow(run_id, runs_dir, api, poll)
+        shutil.copyfile(manifest_path, run_dir / "data-manifest.json")
+        try:
+            config = run_dir / "config.yaml"
+            lineage["config"]["sha256"] = pod_config.publish(volume, rendered, config, lineage, run_id)
+        except (vol.VolumeError, OSError) as exc:
+            shutil.rmtree(run_dir)
+            raise ConfigError(f"uploading the config: {exc} (no pod was created)") from None
+        runfolder.write_json(run_dir / "run.json", lineage)
+        created_ts = time.time()
+        try:
+            pod, why = create_or_find(api, spot, bid, pod_spec, env, secrets)
+        except runpod.CreateUnsure:  # unverified: a pod may exist, so the run folder stays (exit 1, said why)
+            raise
+        except (runpod.RunPodError, ValueError) as exc:
+            shutil.rmtree(run_dir)
+            raise ConfigError(f"{exc} (nothing was created)") from None
+        if pod is None:
+            shutil.rmtree(run_dir)
+            raise ConfigError(f"{why} (nothing was created)")
+        lineage["attempts"].append(new_attempt(pod, run_id, lineage["config"]["sha256"], created_ts))
+        runfolder.write_json(run_dir / "run.json", lineage)
+        runfolder.register(
+            run_id,
+            run_dir,
+            lineage,
+            rendered.values,
+            None,
+            status="queued",
+            pod_id=pod["id"],
+            started_at=registry.now(),
+        )
+        registry.update_job(
+            run_id,
+            estimated_cost=live_cost,
+            gpu_type=gpu_id,
+            gpu_count=gpu_count,
+            price_per_hour=float(pod.get("costPerHr") or price * gpu_count),
+        )
+        say(f"run {run_id}: pod {pod['id']} ({gpu_count} × {gpu_id}, {kind} ${pod.get('costPerHr')}/h)")
+        if not follow_run:
+            return 0
+        return follow(run_id, runs_dir, api, poll)
+    finally:
+        owner.release(run_dir)  # a detached launch's supervisor may follow it now

@@ -1,6 +1,7 @@
 """The service's dispatcher: a thread that starts its customers' jobs (jobs/service/queue.py says which and
 where) and watches what it started: a pod job's launcher that ends before its pod exists (jobs/service/
-pods.py), a stop asked for before a job's pod existed. Started and stopped with the service."""
+pods.py), a stop asked for before a job's pod existed, and every pod of its jobs that no process follows
+(a launcher killed, this service restarted: it follows it again). Started and stopped with the service."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +23,26 @@ from jobs.service.queue import NotStarted, ServiceJob
 
 log = logging.getLogger("jobs.service")
 TICK_S = 1.0
+
+
+# Least time between two followers this service starts for one pod run (a follower that ends at once, its
+# run still active: RunPod's API down, a pod not confirmed gone, must not be restarted every tick).
+REFOLLOW_S = 30.0
+
+
+def spawn_launcher(argv: list[str], runs: Path, job_id: str, env: dict) -> subprocess.Popen:
+    """A pod job's launcher or follower, its output appended to the job's launcher log; in its own
+    session, so it outlives a restart of the service and follows its pod meanwhile."""
+    with pods.launcher_log(runs, job_id).open("a") as out:
+        return subprocess.Popen(
+            argv,
+            cwd=runfolder.ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def dispatch_once(
@@ -51,16 +73,8 @@ def dispatch_once(
     try:
         destination = (job.webhook_url, secrets.open_secret(service_secret, job.webhook_secret))
         if job.mode == "pod":
-            with pods.launcher_log(runs, job.job_id).open("a") as out:
-                proc = subprocess.Popen(
-                    pods.launch_argv(job, runs, poll),
-                    cwd=runfolder.ROOT,
-                    env=pods.launcher_env(job, db_url, destination, service_secret),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # it outlives a restart of the service, and follows its pod
-                )
+            env = pods.launcher_env(job, db_url, destination, service_secret)
+            proc = spawn_launcher(pods.launch_argv(job, runs, poll), runs, job.job_id, env)
             pods.launcher_log(runs, job.job_id).with_suffix(".pid").write_text(str(proc.pid))
             log.info("job %s: launching its pod", job.job_id)
             return job, proc
@@ -92,6 +106,7 @@ class Dispatcher:
         self.args = (engine, runs, db_url, service_secret, gpus, per_job, evaluate, poll)
         self.route = route  # a job's events from this process go to its customer (training_api)
         self.launchers: dict[str, subprocess.Popen] = {}
+        self.followers: dict[str, tuple[subprocess.Popen | None, float]] = {}  # started here, and when
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.thread = threading.Thread(target=self.loop, name="dispatcher", daemon=True)
@@ -148,6 +163,33 @@ class Dispatcher:
                 self.failed(job_id, pods.launch_failed(runs, job_id, code))
         for job_id in pods.unattended(engine, runs, db_url, set(self.launchers)):
             self.failed(job_id, pods.launch_failed(runs, job_id, -1))
+        self.supervise()
+
+    def supervise(self) -> None:
+        """Every pod of this service's jobs has a follower (issue 25): one whose launcher or follower is
+        gone (killed, the machine rebooted, this service restarted) is followed again by `jobs follow`,
+        the follower every pod run uses, which ends the run and its pod as its launcher would have."""
+        engine, runs, db_url, service_secret, *_, poll = self.args
+        for job_id, (proc, _) in list(self.followers.items()):
+            if proc.poll() is not None:
+                self.followers[job_id] = (None, self.followers[job_id][1])
+        for job in pods.unfollowed(engine, runs):
+            proc, started = self.followers.get(job.job_id, (None, -REFOLLOW_S))
+            if proc is not None or time.monotonic() - started < REFOLLOW_S:
+                continue  # starting (it takes the lock once it runs), or ended a moment ago
+            self.followers[job.job_id] = (None, time.monotonic())
+            try:
+                destination = (job.webhook_url, secrets.open_secret(service_secret, job.webhook_secret))
+                env = pods.launcher_env(job, db_url, destination, service_secret)
+                proc = spawn_launcher(pods.follow_argv(job, runs, poll), runs, job.job_id, env)
+            except Exception as exc:  # noqa: BLE001 -- said, tried again later; the other pods go on
+                log.error("job %s: following its pod: %s: %s", job.job_id, type(exc).__name__, exc)
+                continue
+            self.followers[job.job_id] = (proc, time.monotonic())
+            log.info(
+                "job %s: nothing followed its pod (launcher gone, or service restarted); following it",
+                job.job_id,
+            )
 
     def loop(self) -> None:
         engine, runs = self.args[:2]

@@ -2,6 +2,8 @@
 local start is (the data converted, the config rendered and accepted by Axolotl), priced at RunPod's live
 price, then queued for the dispatcher, which starts `jobs launch` for it (jobs/service/queue.py): one pod
 per job through the launcher every pod run uses, which creates it, follows it to its end and terminates it.
+Whoever follows a pod holds its run's lock (jobs/pod/owner.py); the service follows again every pod job of
+its own that nobody holds (`unfollowed`), so no pod outlives its follower unowned (issue 25).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.orm import Session
 from axolotl_configs.profiles import Profiles
 from brightrun.errors import ConfigError
 from jobs import preflight, registry, webhooks
+from jobs.pod import owner
 from jobs.service import customer, queue, start
 
 
@@ -162,6 +165,30 @@ def unattended(engine: Engine, runs: Path, db_url: str, known: set[str]) -> list
         except (OSError, ValueError):
             out.append(job_id)
     return out
+
+
+def unfollowed(engine: Engine, runs: Path) -> list[queue.ServiceJob]:
+    """This service's pod jobs whose pod exists (registered) and whose run is not over, that no process
+    follows (jobs/pod/owner.py): after a killed launcher, a restart of the service, or a machine's reboot.
+    The service follows them again (dispatcher.py), so a pod never depends on one launcher's life."""
+    job = registry.TrainingJob
+    with Session(engine) as s:
+        rows = s.scalars(
+            select(queue.ServiceJob)
+            .join(job, job.id == queue.ServiceJob.job_id)
+            .where(queue.ServiceJob.mode == "pod", job.status.not_in(registry.TERMINAL))
+        ).all()
+    return [
+        row
+        for row in rows
+        if (runs / row.job_id / "run.json").is_file() and owner.holder(runs / row.job_id) is None
+    ]
+
+
+def follow_argv(job: queue.ServiceJob, runs: Path, poll: float) -> list[str]:
+    """`jobs follow JOB`: the follower a launcher runs after its create, for a run whose launcher is gone."""
+    argv = [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "follow", job.job_id]
+    return argv + ["--poll", f"{poll:g}"]
 
 
 def launch_failed(runs: Path, job_id: str, code: int) -> str:

@@ -10,7 +10,7 @@ A started job has a `service_jobs` row (migration 0007): the customer's webhook 
   signed with its job's own key; the service passes its progress on (training_api.relay). A launcher that
   ends before its pod exists leaves the job failed, with its error, and the customer told.
 Everything is in the registry, so a service restarted with jobs queued starts them as if it had never
-stopped. (A pod launcher's process is watched only by the service that started it: issue 25.)
+stopped, and follows again every pod of its jobs that no process follows (jobs/pod/owner.py's lock).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The customer's app with a service that runs each job on its own RunPod pod (`--runs pods`), against the
-fake RunPod: their start call, the pod's progress passed on by the service, the end from the launcher,
-which ends the pod at once (it took over test_real_account's finished run: one pod run for both)."""
+fake RunPod: their start call, the pod's progress passed on by the service, the service and its launcher
+killed mid-run and the service started again, which follows the pod to its end and ends the pod at once
+(it took over test_real_account's finished run: one pod run for both)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +26,7 @@ from s3_server import ACCESS_KEY, SECRET_KEY, s3_server
 
 from brightrun import offline
 from jobs import registry, webhooks
-from jobs.pod import stored
+from jobs.pod import owner, stored
 from jobs.runfolder import sha256_file
 from tests import status_log
 from tests.versions.runs import stored_keys
@@ -108,6 +110,19 @@ def test_with_runpod_each_job_gets_a_pod_that_reports_through_the_service(tmp_pa
             assert (answer["status"], answer["pod_id"]) == ("queued", None)
             assert answer["price_source"] == "RunPod now" and answer["estimated_cost_usd"] > 0
 
+            # The service and the launcher it started both die (SIGKILL: a reboot) once the pod exists:
+            # the pod has no follower. The service, started again, follows it (issue 25: one owner).
+            created = wait_for(
+                "the pod created", lambda: (j := registry.get_job(job_id, url)) and j.pod_id, 120
+            )
+            launcher_pid = int((tmp_path / "runs" / ".launchers" / f"{job_id}.pid").read_text())
+            service.kill()
+            service.wait()
+            os.killpg(launcher_pid, signal.SIGKILL)
+            wait_for("the launcher gone", lambda: owner.holder(tmp_path / "runs" / job_id) is None, 30)
+            assert created in fake.pods  # still billing, nobody following it
+            service = start_service(args, env, tmp_path / "service-again.log", port)
+
             def over():
                 row = app.tally(job_id)["row"]
                 return row["status"] in ("completed", "failed", "cancelled") and row
@@ -115,6 +130,8 @@ def test_with_runpod_each_job_gets_a_pod_that_reports_through_the_service(tmp_pa
             row = wait_for("the pod job over", over, 600)
             launcher = (tmp_path / "runs" / ".launchers" / f"{job_id}.log").read_text()
             assert row["status"] == "completed", launcher[-3000:]
+            again = (tmp_path / "service-again.log").read_text()
+            assert f"job {job_id}: nothing followed its pod" in again, again[-3000:]
             status = httpx.get(f"{base}/training/status/{job_id}", headers=auth(), timeout=30).json()
 
             # RunPod has no GPU for the next one: its launcher ends before any pod exists; the job is
@@ -149,6 +166,7 @@ def test_with_runpod_each_job_gets_a_pod_that_reports_through_the_service(tmp_pa
         assert [h["step"] for h in tally["history"]] == list(range(1, row["total_steps"] + 1))
         assert tally["statuses"][-1] == "completed" and tally["statuses"].count("completed") == 1
         pod_id = status["pod_id"]
+        assert pod_id == created  # followed to its end, not replaced by a second pod
         assert pod_id and row["runpod_pod_id"] is None  # their app stored the start's null; events say it
         assert pod_id in fake.gone  # terminated by its launcher at the end
         key = f"{PREFIX}/runs/{job_id}/adapter.zip"
