@@ -30,7 +30,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, default=40, help="held-out prompts, stratified by arc (default 40)")
     r.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
     r.add_argument("--device", default="cpu", help="transformers back-end device (cpu, cuda)")
-    r.add_argument("--max-new-tokens", type=int, default=None, help="default: from the reference lengths")
+    r.add_argument(
+        "--max-new-tokens", type=int, default=None, help="default: to the end of turn, at most 1024"
+    )
     r.add_argument("--no-judge", action="store_true", help="skip the judge (its gates are not_run)")
     r.add_argument("--no-general", action="store_true", help="skip lm-eval (its gate is not_run)")
     r.add_argument("--tasks", default=None, help="lm-eval tasks, comma-separated (default: the offline task)")
@@ -53,18 +55,20 @@ def parser() -> argparse.ArgumentParser:
 def show(verdict: dict) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    colour = {"pass": "green", "fail": "red", "not_run": "yellow"}
+    # Text, not markup: a detail holds intervals like "[0.42, 0.71]", which rich would read as tags.
+    colour = {"pass": "green", "fail": "red", "judge_unreliable": "red"}
     t = Table(title=f"Verdict: {verdict['verdict'].upper()}", title_justify="left")
     for col in ("gate", "result", "required", "detail"):
         t.add_column(col)
     for g in verdict["gates"]:
-        c = colour.get(g["status"], "")
-        t.add_row(g["gate"], f"[{c}]{g['status']}[/{c}]", "yes" if g["required"] else "no", g["detail"])
+        status = Text(g["status"], style=colour.get(g["status"], "yellow"))
+        t.add_row(g["gate"], status, "yes" if g["required"] else "no", Text(g["detail"]))
     console = Console(stderr=True)
     console.print(t)
     for note in verdict.get("notes", []):
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(Text("note: ", style="yellow") + Text(str(note)))
 
 
 def main(argv: list[str] | None = None) -> int:

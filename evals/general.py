@@ -16,8 +16,10 @@ on the run's model, is done here with lm-eval's Python entry point, which return
 standard errors; the back-ends, task format and metrics are lm-eval's own, not wired a second way.
 
 Scores are reported in percentage points (lm-eval's fraction × 100), with lm-eval's standard error;
-delta = adapter − base, and its standard error sqrt(se_base² + se_adapter²) treats the two runs as
-independent samples (they share prompts, so this overstates it: a conservative gate).
+delta = adapter − base. Both models answer the same items, so the comparison is paired (issue 27): lm-eval's
+per-item results are kept (`log_samples`), each item's difference adapter − base, and a 95% bootstrap
+interval of their mean over items (`paired`), which the verdict's non-inferiority gate reads. The unpaired
+sqrt(se_base² + se_adapter²) is still reported as `delta_stderr`, for comparison.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 
 from brightrun.errors import ConfigError
+from evals import stats
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 OFFLINE_TASK = "brightrun_ifeval"
@@ -101,7 +104,7 @@ def score(
             task_manager=manager,
             apply_chat_template=apply_chat_template,
             gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
-            log_samples=False,
+            log_samples=True,  # per-item results: the paired difference (compare)
         )
         walls[name] = round(time.perf_counter() - t0, 2)
     return {
@@ -121,12 +124,15 @@ def score(
 def model_args(base_model: str, adapter_dir: Path | None, backend: str, device: str) -> dict:
     """lm-eval model arguments for the base (adapter_dir None) or base + adapter: the same but the adapter."""
     if backend == "vllm":
+        from evals.generate import vllm_lora_rank
+
         # Two engines in one process (lm-eval builds one per simple_evaluate): each gets under half the GPU.
         base = {"pretrained": str(base_model), "gpu_memory_utilization": 0.45, "seed": 0}
         if adapter_dir is None:
             return base
         rank = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"]
-        return {**base, "lora_local_path": str(adapter_dir), "max_lora_rank": rank}
+        # vLLM accepts only some ranks (a rank 12 adapter needs max_lora_rank 16): the same rule as answers.
+        return {**base, "lora_local_path": str(adapter_dir), "max_lora_rank": vllm_lora_rank(rank)}
     # float32 on CPU: lm-eval's hf default dtype "auto" can pick bfloat16, slow on most CPUs.
     base = {
         "pretrained": str(base_model),
@@ -144,6 +150,8 @@ def compare(task: str, runs: dict[str, dict], names: tuple[str, str] = ("base", 
     a, a_se = value(runs[second], task, metric)
     both = b_se is not None and a_se is not None
     n = (runs[first].get("n-samples") or {}).get(task, {}).get("effective")
+    per_item = paired_items(runs, task, metric, names)
+    diffs = [(row["doc_id"], row[second] - row[first]) for row in per_item]
     return {
         "metric": metric,
         first: b,
@@ -153,7 +161,28 @@ def compare(task: str, runs: dict[str, dict], names: tuple[str, str] = ("base", 
         "delta": round(a - b, 4),
         "delta_stderr": round(math.sqrt(b_se**2 + a_se**2), 4) if both else None,
         "n": n,
+        "paired": stats.interval(diffs) if per_item else None,
+        "per_item": per_item,
     }
+
+
+def paired_items(runs: dict[str, dict], task: str, metric: str, names: tuple[str, str]) -> list[dict]:
+    """[{"doc_id", first, second}] in points, for the items both models were scored on; [] when lm-eval
+    kept no per-item number for this metric (a corpus-level metric such as BLEU has none)."""
+    found = []
+    for name in names:
+        samples = (runs[name].get("samples") or {}).get(task) or []
+        found.append(
+            {
+                s["doc_id"]: 100.0 * float(s[metric])
+                for s in samples
+                if isinstance(s.get(metric), bool | int | float)
+            }
+        )
+    first, second = found
+    return [
+        {"doc_id": doc, names[0]: first[doc], names[1]: second[doc]} for doc in sorted(first) if doc in second
+    ]
 
 
 def value(run: dict, task: str, metric: str) -> tuple[float, float | None]:

@@ -2,9 +2,10 @@
 
 Both back-ends decode greedily (the same answer every run, so base and adapter differ only by the adapter),
 render each prompt with the chat template of the base model's tokenizer, stop on the same token ids, and
-allow the same number of new tokens: by default the longest reference answer in base-tokenizer tokens
-× 1.25, rounded up and capped (512), so a whole consultant turn fits and the rule is stated in
-generation.json.
+allow the same number of new tokens: by default each answer runs to the model's own end of turn, at most
+CAP tokens, a bound on runaways and not a length target (issue 27: a limit near the references' length cut
+answers short, and a cut answer loses on "helpful"). The rule is stated in generation.json, with each
+side's mean length and how many answers the cap cut.
 
 - `transformers` (CPU, or one GPU): the base model is loaded once and the adapter put on it with PEFT; the
   base answers come from the same model under `disable_adapter()`. Prompts go in batches, left-padded
@@ -19,15 +20,15 @@ generation.json.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 from brightrun.errors import ConfigError
 
 BACKENDS = ("transformers", "vllm")
-CAP = 512
-FACTOR = 1.25
+# ~4x the longest consultant turn in the customer's data (~250 tokens): generous for a whole answer, a
+# bound for one that never stops.
+CAP = 1024
 # Tokens that end an assistant turn in the chat templates we train with (Llama 3's <|eot_id|>, ChatML's
 # <|im_end|>). A base (not instruct) model's generation_config stops only on end-of-text, while the
 # template, and so the adapter, ends a turn with these: without them the adapter would run on past its answer.
@@ -113,10 +114,9 @@ def new_token_limit(tokenizer, references: list[str], given: int | None, cap: in
             raise ConfigError(f"max_new_tokens must be at least 1 (got {given})")
         return given, f"given: {given}"
     longest = max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in references)
-    limit = min(cap, math.ceil(longest * FACTOR))
-    return limit, (
-        f"ceil({FACTOR} x longest reference ({longest} tokens, base tokenizer)) = "
-        f"{math.ceil(longest * FACTOR)}, capped at {cap}: {limit}"
+    return cap, (
+        f"to the model's own end of turn, at most {cap} new tokens (a bound on runaways; the longest "
+        f"reference is {longest} tokens, base tokenizer)"
     )
 
 
@@ -207,8 +207,16 @@ def _decoded(tokenizer, row: list[int], stops: list[int], limit: int) -> dict:
 
 
 def _speed(rows: list[dict], seconds: float) -> dict:
+    """One side's answers: tokens, speed, mean length, and how many the cap cut short (issue 27: a cut
+    answer loses on "helpful", so the count is shown, never hidden)."""
     tokens = sum(r["new_tokens"] for r in rows)
-    return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 2)}
+    return {
+        "tokens": tokens,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(tokens / seconds, 2),
+        "mean_new_tokens": round(tokens / len(rows), 1) if rows else None,
+        "truncated": sum(r["finish_reason"] == "length" for r in rows),
+    }
 
 
 def _import_vllm():

@@ -117,8 +117,11 @@ def tasks_for(
     """One task per judge judgement: pointwise for both models, then pairwise as (first, second) and
     (second, first): the swap is what cancels a judge's preference for a position."""
     text = {(a["id"], a["model"]): a["text"] for a in answers}
+    tokens = {(a["id"], a["model"]): a.get("new_tokens") for a in answers}
     tasks = []
     for prompt in prompts:
+        # The unit every interval resamples (evals/stats.py): the held-out conversation the turn is from.
+        conversation = str(prompt.get("conversation_id") or prompt["id"])
         missing = [m for m in models if (prompt["id"], m) not in text]
         if missing:
             raise ConfigError(f"answers.jsonl has no {' or '.join(missing)} answer for prompt {prompt['id']}")
@@ -127,6 +130,7 @@ def tasks_for(
                 {
                     "kind": "pointwise",
                     "id": prompt["id"],
+                    "conversation": conversation,
                     "model": model,
                     "messages": rubrics.pointwise_messages(prompt, profile, text[prompt["id"], model]),
                 }
@@ -138,7 +142,9 @@ def tasks_for(
                     {
                         "kind": "pairwise",
                         "id": prompt["id"],
+                        "conversation": conversation,
                         "order": list(order),
+                        "new_tokens": {m: tokens[prompt["id"], m] for m in models},  # length control
                         "messages": rubrics.pairwise_messages(prompt, profile, first, second),
                     }
                 )
@@ -230,7 +236,8 @@ async def _judge_one(client, semaphore, settings: JudgeSettings, state: dict, ta
         seconds = time.monotonic() - started
     prompt_tokens = sum(a.get("prompt_tokens", 0) for a in attempts)
     completion_tokens = sum(a.get("completion_tokens", 0) for a in attempts)
-    row = {key: task[key] for key in ("kind", "id", "model", "order") if key in task}
+    kept = ("kind", "id", "conversation", "model", "order", "new_tokens")
+    row = {key: task[key] for key in kept if key in task}
     row |= {
         "status": attempts[-1]["status"],
         "messages": task["messages"],  # the judge prompt; a retry adds NUDGE to its last turn
@@ -266,41 +273,68 @@ async def _judge_tasks(tasks: list[dict], settings: JudgeSettings) -> list[dict]
         return list(await asyncio.gather(*(_judge_one(client, semaphore, settings, state, t) for t in tasks)))
 
 
-def combine_orders(first: str | None, second: str | None) -> str | None:
-    """One prompt's pairwise outcome from the two orders' winners ("base", "adapter", "tie", or None when
-    unscored): the same model in both = its win; disagreement or a tie in either = tie; None if either is."""
-    if first is None or second is None:
-        return None
-    return first if first == second and first != "tie" else "tie"
-
-
 def pairwise_summary(rows: list[dict], seed: int = 0, models: tuple[str, str] = MODELS) -> dict:
-    """Per prompt the two orders combined; the win rate of the second model over the first, its interval."""
+    """The second model's win rate over the first, each scored order one battle (Arena-Hard: a prompt's
+    two orders are two battles; one unscored order leaves the other counted, said in `one_order`), with
+    a 95% interval resampling held-out conversations; and the judge's own checks (issue 27, item 3):
+    how often it names the same winner in both orders, and how often it picks whichever reply is first."""
     first, second = models
-    by_prompt: dict[str, dict] = {}
-    for row in rows:
-        if row["kind"] == "pairwise":
-            by_prompt.setdefault(row["id"], {})[row["order"][0]] = row["winner_model"]
-    outcomes = [combine_orders(orders.get(first), orders.get(second)) for orders in by_prompt.values()]
-    scored = [o for o in outcomes if o is not None]
-    values = [{second: stats.WIN, "tie": stats.TIE, first: stats.LOSS}[o] for o in scored]
+    value = {second: stats.WIN, "tie": stats.TIE, first: stats.LOSS}
+    battles = [r for r in rows if r["kind"] == "pairwise"]
+    scored = [r for r in battles if r.get("winner_model") in value]
+    units = [(r.get("conversation", r["id"]), value[r["winner_model"]]) for r in scored]
+    by_prompt: dict[str, list[str]] = {}
+    for r in scored:
+        by_prompt.setdefault(r["id"], []).append(r["winner_model"])
+    both = [w for w in by_prompt.values() if len(w) == 2]
     summary = {
-        f"{second}_wins": scored.count(second),
-        f"{first}_wins": scored.count(first),
-        "ties": scored.count("tie"),
-        "unscored": len(outcomes) - len(scored),
+        f"{second}_wins": sum(r["winner_model"] == second for r in scored),
+        f"{first}_wins": sum(r["winner_model"] == first for r in scored),
+        "ties": sum(r["winner_model"] == "tie" for r in scored),
+        "unscored": len(battles) - len(scored),
         "n": len(scored),
+        "n_conversations": len({c for c, _ in units}),
+        "one_order": sum(len(w) == 1 for w in by_prompt.values()),  # prompts with one order unscored
         "win_rate": None,
         "ci95": None,
     }
-    if values:
-        mean, lo, hi = stats.bootstrap_ci(values, seed=seed)
-        summary |= {"win_rate": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)]}
-    # How often the judge picked the reply shown first, over its scored pairwise calls: 0.5 is no position
-    # bias; near 1 or 0 means the swap is doing all the work and most outcomes will be ties.
-    placed = [r["winner"] for r in rows if r["kind"] == "pairwise" and r["winner"] in ("A", "B")]
+    if units:
+        found = stats.interval(units, seed=seed)
+        summary |= {"win_rate": found["mean"], "ci95": found["ci95"]}
+    # Beside the raw win rate, one with length controlled (issue 27, item 4): a judge that prefers the
+    # longer reply gives a fine-tune that talks more a win it did not earn.
+    lengths = [r.get("new_tokens") or {} for r in scored]
+    if scored and all(isinstance(n.get(first), int) and isinstance(n.get(second), int) for n in lengths):
+        lc = [(c, v, n[second] - n[first]) for (c, v), n in zip(units, lengths, strict=True)]
+        summary["length_controlled"] = stats.length_controlled(lc, seed=seed)
+    else:
+        summary["length_controlled"] = None  # answers without token counts (written before they were kept)
+    # Position consistency (MT-Bench, Zheng et al. 2023, "consistency"): the same verdict in both orders,
+    # over the prompts with both scored. A judge swayed by position disagrees with itself.
+    summary["position_consistency"] = round(sum(a == b for a, b in both) / len(both), 4) if both else None
+    summary["position_consistency_n"] = len(both)
+    # How often the reply shown first won, over the scored battles with a winner: 0.5 is no position bias;
+    # near 1 or 0 the swap is doing all the work and the judge is not reading the replies.
+    placed = [r["winner"] for r in scored if r.get("winner") in ("A", "B")]
     summary["first_position_rate"] = round(placed.count("A") / len(placed), 4) if placed else None
+    summary["first_position_n"] = len(placed)
     return summary
+
+
+def paired_scores(rows: list[dict], criterion: str, models: tuple[str, str] = MODELS, seed: int = 0) -> dict:
+    """A criterion's per-prompt difference, second model minus first, on the prompts both were scored on
+    (issue 27, item 2: a paired comparison on the same prompts), its mean and interval by conversation."""
+    first, second = models
+    score: dict[tuple[str, str], tuple[str, float]] = {}
+    for r in rows:
+        if r["kind"] == "pointwise" and r["status"] == "ok":
+            score[r["id"], r["model"]] = (r.get("conversation", r["id"]), r["scores"][criterion]["score"])
+    units = [
+        (conv, b - score[pid, first][1])
+        for (pid, model), (conv, b) in score.items()
+        if model == second and (pid, first) in score
+    ]
+    return stats.interval(units, seed=seed)
 
 
 def summarize(
@@ -308,14 +342,17 @@ def summarize(
 ) -> dict:
     criteria = {
         criterion: {
-            model: stats.mean_n(
-                [
-                    r["scores"][criterion]["score"]
-                    for r in rows
-                    if r["kind"] == "pointwise" and r["model"] == model and r["status"] == "ok"
-                ]
-            )
-            for model in models
+            **{
+                model: stats.mean_n(
+                    [
+                        r["scores"][criterion]["score"]
+                        for r in rows
+                        if r["kind"] == "pointwise" and r["model"] == model and r["status"] == "ok"
+                    ]
+                )
+                for model in models
+            },
+            "difference": paired_scores(rows, criterion, models, seed),
         }
         for criterion in rubrics.CRITERIA
     }

@@ -73,6 +73,11 @@ def pointwise_reasons(judgements: list[dict]) -> dict:
     return out
 
 
+def span(ci: list | None) -> str:
+    """An interval as the report prints it: intervals by held-out conversation (evals/stats.py)."""
+    return "n/a" if not ci else "[{:.2f}, {:.2f}]".format(*ci)
+
+
 def section(eval_dir: Path) -> list[str]:
     verdict = read_json(eval_dir / "verdict.json")
     if not verdict:
@@ -98,14 +103,35 @@ def section(eval_dir: Path) -> list[str]:
             f'<img alt="judge scores, base vs adapter" src="data:image/png;base64,{png}">',
             table(
                 [
-                    (c, fmt(v["base"]["mean"]), v["base"]["n"], fmt(v["adapter"]["mean"]), v["adapter"]["n"])
+                    (
+                        c,
+                        fmt(v["base"]["mean"]),
+                        fmt(v["adapter"]["mean"]),
+                        fmt((v.get("difference") or {}).get("mean")),
+                        span((v.get("difference") or {}).get("ci95")),
+                        (v.get("difference") or {}).get("n", ""),
+                        (v.get("difference") or {}).get("n_clusters", ""),
+                    )
                     for c, v in judged["criteria"].items()
                 ],
-                ("criterion", "base mean", "n", "adapter mean", "n"),
+                (
+                    "criterion",
+                    "base mean",
+                    "adapter mean",
+                    "difference",
+                    "95% interval",
+                    "prompts",
+                    "conversations",
+                ),
             ),
-            f"<p>Pairwise, both orders: adapter wins {pw['adapter_wins']}, base wins {pw['base_wins']}, "
-            f"ties {pw['ties']}, unscored {pw['unscored']}; win rate {fmt(pw['win_rate'])}, 95% interval "
-            f"{'n/a' if not pw.get('ci95') else '[{:.2f}, {:.2f}]'.format(*pw['ci95'])}.</p>",
+            f"<p>Pairwise, each order one judgement: adapter wins {pw['adapter_wins']}, base wins "
+            f"{pw['base_wins']}, ties {pw['ties']}, unscored {pw['unscored']}; win rate "
+            f"{fmt(pw['win_rate'])}, 95% interval {span(pw.get('ci95'))} over "
+            f"{pw.get('n_conversations', '?')} held-out conversation(s); with length controlled "
+            f"{fmt((pw.get('length_controlled') or {}).get('win_rate'))}, 95% interval "
+            f"{span((pw.get('length_controlled') or {}).get('ci95'))}. The judge's checks: the same "
+            f"verdict in both orders on {fmt(pw.get('position_consistency'))} of prompts, the first reply "
+            f"won {fmt(pw.get('first_position_rate'))} of judgements (0.5 is no position bias).</p>",
             f"<p>{judged['calls']} judge calls in {judged['wall_s']:.1f} s, "
             f"{judged['unscored']} unscored.</p>",
         ]
@@ -114,14 +140,24 @@ def section(eval_dir: Path) -> list[str]:
             "<h3>General ability (lm-eval)</h3>",
             table(
                 [
-                    (t, r.get("metric"), *(fmt(r[k]) for k in ("base", "adapter", "delta", "delta_stderr")))
+                    (
+                        t,
+                        r.get("metric"),
+                        *(fmt(r[k]) for k in ("base", "adapter", "delta")),
+                        span((r.get("paired") or {}).get("ci95")),
+                        (r.get("paired") or {}).get("n", ""),
+                    )
                     for t, r in general["tasks"].items()
                 ],
-                ("task", "metric", "base", "adapter", "delta", "delta stderr"),
+                ("task", "metric", "base", "adapter", "delta", "paired 95% interval", "items"),
             ),
         ]
     if generation:
-        rates = ", ".join(f"{m} {v['tokens_per_s']:.1f} tokens/s" for m, v in generation["models"].items())
+        rates = ", ".join(
+            f"{m} {v['tokens_per_s']:.1f} tokens/s, {v.get('mean_new_tokens', '?')} tokens on average, "
+            f"{v.get('truncated', '?')} cut by the cap"
+            for m, v in generation["models"].items()
+        )
         parts.append(
             f"<p>Answers: {e(generation['backend'])}, greedy, at most {generation['max_new_tokens']} new "
             "tokens "

@@ -25,10 +25,12 @@ Score = Annotated[int, Field(strict=True, ge=1, le=5)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
+# The reason comes before the score or winner, in the schemas and the worked examples (issue 27): a judge
+# writes in order, so the reason it gives is what the verdict follows from, not a justification after it.
 class CriterionScore(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    score: Score
     reason: Reason
+    score: Score
 
 
 class PointwiseVerdict(BaseModel):
@@ -41,8 +43,8 @@ class PointwiseVerdict(BaseModel):
 
 class PairwiseVerdict(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    winner: Literal["A", "B", "tie"]
     reason: Reason
+    winner: Literal["A", "B", "tie"]
 
 
 # History kept in the judge prompt: the last few turns and a bounded length each, so that a long conversation
@@ -63,21 +65,37 @@ EXAMPLE_POINTWISE_USER = (
 )
 EXAMPLE_POINTWISE_ANSWER = json.dumps(
     {
-        "on_brand": {"score": 2, "reason": "curt, not warm or plain"},
-        "emotional_intelligence": {"score": 1, "reason": "ignores the overwhelm"},
-        "helpful": {"score": 3, "reason": "a real step but no why"},
+        "on_brand": {"reason": "curt, not warm or plain", "score": 2},
+        "emotional_intelligence": {"reason": "ignores the overwhelm", "score": 1},
+        "helpful": {"reason": "a real step but no why", "score": 3},
     }
 )
-EXAMPLE_PAIRWISE_USER = (
-    'Client: "I keep going in circles about my debt."\n'
-    'Reply A: "Just pay the biggest card first."\n'
-    'Reply B: "Going in circles is exhausting. Let us list your cards first: which one worries you most?"\n'
-    "Which reply is better?"
+# Two pairwise examples, balanced (issue 27): the winner is B once and A once, the shorter reply once and
+# the longer once, so that copying the examples teaches neither a position nor a length.
+EXAMPLE_PAIRWISE = (
+    (
+        'Client: "I keep going in circles about my debt."\n'
+        'Reply A: "Debt is common. Many people carry balances on several cards, and interest adds up over '
+        'time, so it is generally wise to look at all of your options before you decide anything."\n'
+        'Reply B: "Going in circles is exhausting. Which card worries you most?"\n'
+        "Which reply is better?",
+        json.dumps({"reason": "B names the feeling and asks one focused question", "winner": "B"}),
+    ),
+    (
+        'Client: "I am scared to even open my statements."\n'
+        'Reply A: "That fear makes sense, and you do not have to face it alone. Let us open one statement '
+        'together and just read the balance, nothing more."\n'
+        'Reply B: "Open your statements and pay the highest rate first."\n'
+        "Which reply is better?",
+        json.dumps({"reason": "A meets the fear and offers one small shared step", "winner": "A"}),
+    ),
 )
-EXAMPLE_PAIRWISE_ANSWER = json.dumps({"winner": "B", "reason": "B names the feeling and asks one question"})
 
 
-EXAMPLE_ANSWERS = {PointwiseVerdict: EXAMPLE_POINTWISE_ANSWER, PairwiseVerdict: EXAMPLE_PAIRWISE_ANSWER}
+EXAMPLE_ANSWERS = {
+    PointwiseVerdict: (EXAMPLE_POINTWISE_ANSWER,),
+    PairwiseVerdict: tuple(answer for _, answer in EXAMPLE_PAIRWISE),
+}
 
 
 def _flatten(value) -> list[str]:
@@ -183,7 +201,7 @@ def pointwise_messages(prompt: dict, profile: dict, answer: str) -> list[dict]:
         f"{_rubric(prompt, profile)}\n"
         # In words, not a JSON template: a small model copies a template as is ("score": 1-5, invalid JSON).
         "Answer with one JSON object in the same form as before: the keys on_brand, emotional_intelligence "
-        'and helpful, each an object with an integer "score" from 1 to 5 and a one-line "reason".'
+        'and helpful, each an object with a one-line "reason" and then an integer "score" from 1 to 5.'
     )
     return [
         {"role": "system", "content": SYSTEM},
@@ -202,15 +220,15 @@ def pairwise_messages(prompt: dict, profile: dict, first: str, second: str) -> l
         f"Reply B:\n{second.strip()}\n\n"
         f"{_rubric(prompt, profile)}\n"
         "Which reply is better on these criteria taken together? The order of the replies means nothing. "
-        'Answer with one JSON object in the same form as before: "winner" is "A", "B" or "tie", and "reason" '
-        "says why in one line."
+        'Answer with one JSON object in the same form as before: "reason" says why in one line, then '
+        '"winner" is "A", "B" or "tie".'
     )
-    return [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": EXAMPLE_PAIRWISE_USER},
-        {"role": "assistant", "content": EXAMPLE_PAIRWISE_ANSWER},
-        {"role": "user", "content": user},
+    examples = [
+        {"role": role, "content": text}
+        for user_turn, answer in EXAMPLE_PAIRWISE
+        for role, text in (("user", user_turn), ("assistant", answer))
     ]
+    return [{"role": "system", "content": SYSTEM}, *examples, {"role": "user", "content": user}]
 
 
 def first_json_object(text: str) -> dict | None:
@@ -273,7 +291,7 @@ def parse(text: str | None, schema: type[BaseModel]) -> tuple[BaseModel | None, 
     except ValueError as error:
         # pydantic's message, first lines only: enough to see which key failed, short enough for a row.
         return None, "schema: " + " | ".join(str(error).splitlines()[:4]), closed
-    if _reasons(verdict) == _reasons(schema.model_validate_json(EXAMPLE_ANSWERS[schema])):
+    if any(_reasons(verdict) == _reasons(schema.model_validate_json(x)) for x in EXAMPLE_ANSWERS[schema]):
         # The worked example's own reasons, word for word: copied, not judged (smollm2 did this).
         return None, "the worked example copied, not a judgement", closed
     return verdict, None, closed

@@ -29,7 +29,7 @@ class Options:
     limit: int = 40  # held-out prompts, stratified by emotional arc
     backend: str = "transformers"  # answers: transformers (CPU) | vllm (GPU)
     device: str = "cpu"
-    max_new_tokens: int | None = None  # None: from the references' lengths (evals/generate.py)
+    max_new_tokens: int | None = None  # None: to the end of turn, at most generate.CAP
     judge: bool = True  # False: the judge gates are not_run
     general: bool = True  # False: the general-ability gate is not_run
     tasks: list[str] | None = None  # lm-eval tasks; None: the offline task shipped in evals/tasks/

@@ -1,13 +1,22 @@
-"""The verdict: the customer's Phase 2 checks as gates over a run's evaluation, each pass / fail / not_run.
+"""The verdict: the customer's Phase 2 checks as gates over a run's evaluation.
 
-A gate is "not_run" when its input is missing (no judge configured, lm-eval skipped, too few answers the
-judge could score); the overall verdict is then "incomplete", never "pass": a run is only called good on
-evidence. Thresholds live in evals/gates.yaml (or a copy passed with --gates), validated here.
+Each gate compares the adapter with the base model on the same prompts, paired, with a 95% interval
+(evals/stats.py: resampling held-out conversations; lm-eval's items for general ability), and says
+- pass: the interval clears the gate's bar; fail: it is entirely on the wrong side of it;
+- inconclusive: the interval straddles the bar (more held-out conversations would decide);
+- insufficient: too few held-out conversations (or items) to read an interval at all: what is missing is
+  said; not_run: its input is missing (no judge configured, lm-eval skipped, answers the judge could not
+  score).
+The judge is checked before it is believed (issue 27): a judge that disagrees with itself when the replies
+swap places, or that picks whichever reply comes first, makes the verdict `judge_unreliable`, not `fail`.
+
+Overall: fail when a required gate fails; else judge_unreliable; else incomplete (a required gate not
+run); else insufficient; else inconclusive; else pass. Only `pass` promotes by itself (versions/promote.py).
+Thresholds live in evals/gates.yaml (or a copy passed with --gates), validated here.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import yaml
@@ -17,6 +26,7 @@ from brightrun.errors import ConfigError
 
 DEFAULT_GATES = Path(__file__).resolve().parent / "gates.yaml"
 PASS, FAIL, NOT_RUN = "pass", "fail", "not_run"
+INCONCLUSIVE, INSUFFICIENT, UNRELIABLE = "inconclusive", "insufficient", "judge_unreliable"
 
 
 class _Strict(BaseModel):
@@ -31,12 +41,18 @@ class JudgeGate(_Strict):
     required: bool = True
     criteria: list[str] = ["on_brand", "emotional_intelligence"]
     min_scored_fraction: float = Field(0.5, ge=0, le=1)
+    min_conversations: int = Field(10, ge=1)
+    score_margin: float = Field(0.0, ge=0)
     min_win_rate_lower: float = Field(0.5, ge=0, le=1)
+    min_position_consistency: float = Field(0.5, ge=0, le=1)
+    max_position_bias: float = Field(0.3, ge=0, le=0.5)
+    min_checked: int = Field(10, ge=1)
 
 
 class GeneralGate(_Strict):
     required: bool = True
     max_drop_points: float = Field(2.0, ge=0)
+    min_items: int = Field(20, ge=1)
 
 
 class Gates(_Strict):
@@ -82,6 +98,22 @@ def heldout_gate(heldout: dict | None, g: HeldoutGate) -> dict:
     )
 
 
+def three_way(lo: float, hi: float, bar: float) -> str:
+    """An interval against a bar: above it pass, below it fail, across it inconclusive."""
+    return PASS if lo > bar else FAIL if hi < bar else INCONCLUSIVE
+
+
+def too_few(n_conversations: int | None, g: JudgeGate) -> str | None:
+    if n_conversations is None:
+        return "no conversation counts (judged before they were kept): evaluate the run again"
+    if n_conversations < g.min_conversations:
+        return (
+            f"{n_conversations} held-out conversation(s) scored; at least {g.min_conversations} needed "
+            "(hold out more conversations when converting: converters' --val-fraction, or more data)"
+        )
+    return None
+
+
 def judge_gates(judge: dict | None, g: JudgeGate, n_prompts: int) -> list[dict]:
     names = [f"judge_{c}" for c in g.criteria] + ["judge_win_rate"]
     if not judge or judge.get("skipped"):
@@ -93,71 +125,128 @@ def judge_gates(judge: dict | None, g: JudgeGate, n_prompts: int) -> list[dict]:
         if scores is None:
             out.append(gate(f"judge_{c}", NOT_RUN, g.required, f"the judge has no criterion {c!r}"))
             continue
-        b, a = scores["base"], scores["adapter"]
-        asked = n_prompts
-        scored = min(b["n"], a["n"])
-        if not asked or scored / asked < g.min_scored_fraction or b["mean"] is None or a["mean"] is None:
-            out.append(
-                gate(f"judge_{c}", NOT_RUN, g.required, f"only {scored} of {asked} answers scored per model")
-            )
+        diff = scores.get("difference") or {}
+        scored, asked = diff.get("n", 0), n_prompts
+        if not asked or scored / asked < g.min_scored_fraction or diff.get("ci95") is None:
+            why = f"only {scored} of {asked} prompts scored for both models"
+            out.append(gate(f"judge_{c}", NOT_RUN, g.required, why))
             continue
-        ok = a["mean"] >= b["mean"]
+        lo, hi = diff["ci95"]
+        said = (
+            f"adapter − base {diff['mean']:+.2f} points (1-5 scale), 95% interval [{lo:+.2f}, {hi:+.2f}] "
+            f"over {scored} prompts from {diff['n_clusters']} conversation(s); bar {g.score_margin:+.2f}"
+        )
+        status = (
+            INSUFFICIENT if (few := too_few(diff.get("n_clusters"), g)) else three_way(lo, hi, g.score_margin)
+        )
         out.append(
             gate(
                 f"judge_{c}",
-                PASS if ok else FAIL,
+                status,
                 g.required,
-                f"adapter mean {a['mean']:.2f} {'>=' if ok else '<'} base {b['mean']:.2f} (n={scored})",
-                base=b["mean"],
-                adapter=a["mean"],
+                f"{few}; {said}" if few else said,
+                difference=diff["mean"],
+                ci95=[lo, hi],
+                n=scored,
+                n_conversations=diff["n_clusters"],
             )
         )
-    pw = judge["pairwise"]
+    out.append(win_rate_gate(judge["pairwise"], g))
+    return out
+
+
+def win_rate_gate(pw: dict, g: JudgeGate) -> dict:
     decided = pw["adapter_wins"] + pw["base_wins"] + pw["ties"]
     asked = decided + pw["unscored"]
     if not asked or decided / asked < g.min_scored_fraction or pw.get("ci95") is None:
-        why = f"only {decided} of {asked} comparisons decided"
-        out.append(gate("judge_win_rate", NOT_RUN, g.required, why))
-    else:
-        lo, hi = pw["ci95"]
-        ok = lo > g.min_win_rate_lower
-        out.append(
-            gate(
-                "judge_win_rate",
-                PASS if ok else FAIL,
-                g.required,
-                f"adapter win rate {pw['win_rate']:.2f}, 95% interval [{lo:.2f}, {hi:.2f}] "
-                f"{'above' if ok else 'not above'} {g.min_win_rate_lower:.2f}",
-                win_rate=pw["win_rate"],
-                ci95=[lo, hi],
-            )
+        why = f"only {decided} of {asked} judgements (each order one) decided"
+        return gate("judge_win_rate", NOT_RUN, g.required, why)
+    lo, hi = pw["ci95"]
+    said = (
+        f"adapter win rate {pw['win_rate']:.2f}, 95% interval [{lo:.2f}, {hi:.2f}] over {decided} "
+        f"judgements from {pw.get('n_conversations', '?')} conversation(s); bar {g.min_win_rate_lower:.2f}"
+        + (f"; {pw['one_order']} prompt(s) with one order unscored" if pw.get("one_order") else "")
+        + (
+            "; length-controlled {:.2f} [{:.2f}, {:.2f}]".format(lc["win_rate"], *lc["ci95"])
+            if (lc := pw.get("length_controlled")) and lc.get("ci95")
+            else ""
         )
+    )
+    few = too_few(pw.get("n_conversations"), g)
+    return gate(
+        "judge_win_rate",
+        INSUFFICIENT if few else three_way(lo, hi, g.min_win_rate_lower),
+        g.required,
+        f"{few}; {said}" if few else said,
+        win_rate=pw["win_rate"],
+        ci95=[lo, hi],
+        n=decided,
+        n_conversations=pw.get("n_conversations"),
+    )
+
+
+def judge_checks(judge: dict | None, g: JudgeGate) -> list[dict]:
+    """Is the judge usable (issue 27, item 3)? Its position consistency (the same verdict with the replies
+    swapped) and its first-position rate, each against its threshold once enough pairs were judged; a
+    failed check makes the verdict judge_unreliable. Not required gates: they qualify the others."""
+    if not judge or judge.get("skipped"):
+        return []
+    pw = judge["pairwise"]
+    out = []
+    rate, n = pw.get("position_consistency"), pw.get("position_consistency_n", 0)
+    if rate is None or n < g.min_checked:
+        out.append(gate("judge_consistency", INSUFFICIENT, False, f"{n} prompt(s) judged in both orders"))
+    else:
+        ok = rate >= g.min_position_consistency
+        bar = g.min_position_consistency
+        said = f"same verdict in both orders on {rate:.0%} of {n} prompts (at least {bar:.0%})"
+        out.append(gate("judge_consistency", PASS if ok else UNRELIABLE, False, said, rate=rate, n=n))
+    rate, n = pw.get("first_position_rate"), pw.get("first_position_n", 0)
+    if rate is None or n < g.min_checked:
+        out.append(gate("judge_position_bias", INSUFFICIENT, False, f"{n} judgement(s) with a winner"))
+    else:
+        ok = abs(rate - 0.5) <= g.max_position_bias
+        said = (
+            f"the first reply won {rate:.0%} of {n} judgements "
+            f"(allowed {0.5 - g.max_position_bias:.0%}-{0.5 + g.max_position_bias:.0%})"
+        )
+        out.append(gate("judge_position_bias", PASS if ok else UNRELIABLE, False, said, rate=rate, n=n))
     return out
 
 
 def general_gates(general: dict | None, g: GeneralGate) -> list[dict]:
+    """Non-inferiority (issue 27): the paired difference adapter − base over lm-eval's items passes only
+    when its interval's lower end is above −max_drop_points, fails when its upper end is below it."""
     if not general or general.get("skipped") or not general.get("tasks"):
         why = (general or {}).get("skipped") or "no general-ability results"
         return [gate("general", NOT_RUN, g.required, why)]
     out = []
     for task, r in sorted(general["tasks"].items()):
-        if r.get("base") is None or r.get("adapter") is None:
-            out.append(gate(f"general_{task}", NOT_RUN, g.required, f"{task}: no score"))
+        paired = r.get("paired") or {}
+        if r.get("base") is None or r.get("adapter") is None or paired.get("ci95") is None:
+            out.append(gate(f"general_{task}", NOT_RUN, g.required, f"{task}: no per-item scores"))
             continue
-        # Scores are in points (lm-eval's fraction x 100, evals/general.py), as the gate speaks.
-        drop = r["base"] - r["adapter"]
-        se = r.get("delta_stderr") or 0
-        allowed = max(g.max_drop_points, se if math.isfinite(se) else 0)
-        ok = drop <= allowed
+        lo, hi = paired["ci95"]
+        n = paired["n"]
+        said = (
+            f"{task} {r.get('metric', '')}: base {r['base']:.1f} -> adapter {r['adapter']:.1f}; paired "
+            f"difference {paired['mean']:+.1f} points, 95% interval [{lo:+.1f}, {hi:+.1f}] over {n} items; "
+            f"margin -{g.max_drop_points:.1f}"
+        )
+        if n < g.min_items:
+            status, said = INSUFFICIENT, f"{n} item(s) scored; at least {g.min_items} needed; {said}"
+        else:
+            status = three_way(lo, hi, -g.max_drop_points)
         out.append(
             gate(
                 f"general_{task}",
-                PASS if ok else FAIL,
+                status,
                 g.required,
-                f"{task} {r.get('metric', '')}: base {r['base']:.1f} -> adapter {r['adapter']:.1f} "
-                f"(drop {drop:.1f} points, allowed {allowed:.1f})",
-                drop_points=drop,
-                allowed_points=allowed,
+                said,
+                difference=paired["mean"],
+                ci95=[lo, hi],
+                n=n,
+                margin_points=g.max_drop_points,
             )
         )
     return out
@@ -165,19 +254,21 @@ def general_gates(general: dict | None, g: GeneralGate) -> list[dict]:
 
 def decide(results: dict, gates: Gates | None = None) -> dict:
     """results: {"heldout": {"base_loss", "adapter_loss"} | None, "judge": judge.json | None,
-    "general": general.json | None, "n_prompts": int}. Returns verdict.json: every gate, and the overall
-    verdict."""
+    "general": general.json | None, "n_prompts": int}. Returns verdict.json: every gate, the judge's
+    checks, and the overall verdict."""
     gates = gates or Gates()
     rows = [
         heldout_gate(results.get("heldout"), gates.heldout_loss),
         *judge_gates(results.get("judge"), gates.judge, results.get("n_prompts", 0)),
         *general_gates(results.get("general"), gates.general),
     ]
-    required = [r for r in rows if r["required"]]
-    if any(r["status"] == FAIL for r in required):
-        overall = FAIL
-    elif any(r["status"] == NOT_RUN for r in required):
-        overall = "incomplete"
+    checks = judge_checks(results.get("judge"), gates.judge)
+    required = {r["status"] for r in rows if r["required"]}
+    if FAIL in {r["status"] for r in rows if r["required"] and not r["gate"].startswith("judge_")}:
+        overall = FAIL  # the judge's health cannot excuse a loss or a drop it did not measure
+    elif any(c["status"] == UNRELIABLE for c in checks):
+        overall = UNRELIABLE
     else:
-        overall = PASS
-    return {"verdict": overall, "gates": rows, "thresholds": gates.model_dump()}
+        overall = next((s for s in (FAIL, NOT_RUN, INSUFFICIENT, INCONCLUSIVE) if s in required), PASS)
+        overall = "incomplete" if overall == NOT_RUN else overall
+    return {"verdict": overall, "gates": rows + checks, "thresholds": gates.model_dump()}

@@ -143,6 +143,7 @@ def write(run_dir: Path, db_url: str | None = None) -> Path:
         "body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse;"
         "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;white-space:pre-wrap}"
         ".verdict-pass{color:#15803d}.verdict-fail{color:#b91c1c}.verdict-incomplete{color:#b45309}"
+        ".verdict-insufficient,.verdict-inconclusive,.verdict-judge_unreliable{color:#b45309}"
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Run {e(run_id)}</title>"

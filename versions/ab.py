@@ -237,14 +237,20 @@ def report(result: dict) -> list[str]:
     else:
         lo, hi = result["ci95"]
         lines.append(
-            f"  judge: B over A win rate {result['win_rate']:.2f} [{lo:.2f}, {hi:.2f}] (B {pw['B_wins']}, "
-            f"A {pw['A_wins']}, ties {pw['ties']}, unscored {pw['unscored']}; first-position rate "
-            f"{pw['first_position_rate']})"
+            f"  judge: B over A win rate {result['win_rate']:.2f} [{lo:.2f}, {hi:.2f}] over "
+            f"{pw.get('n_conversations', '?')} conversation(s) (each order one judgement: B {pw['B_wins']}, "
+            f"A {pw['A_wins']}, ties {pw['ties']}, unscored {pw['unscored']}; same verdict both orders "
+            f"{pw.get('position_consistency')}, first-position rate {pw['first_position_rate']})"
         )
     loss = lambda s: f"{s['heldout_loss']:.4f}" if s["heldout_loss"] is not None else "-"  # noqa: E731
     sources = f"A: {a['heldout_loss_from']}; B: {b['heldout_loss_from']}"
     lines.append(f"  held-out loss: A {loss(a)}  B {loss(b)}  ({sources})")
     for task, row in (result.get("general") or {}).items():
-        se = f" ± {row['delta_stderr']}" if row.get("delta_stderr") is not None else ""
-        lines.append(f"  general {task}: A {row['A']}  B {row['B']}  delta {row['delta']:+}{se} points")
+        paired = row.get("paired") or {}
+        ci = (
+            " [{:+.1f}, {:+.1f}] paired over {} items".format(*paired["ci95"], paired["n"])
+            if paired.get("ci95")
+            else ""
+        )
+        lines.append(f"  general {task}: A {row['A']}  B {row['B']}  delta {row['delta']:+}{ci} points")
     return lines

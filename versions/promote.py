@@ -173,6 +173,9 @@ def promote(
             None: "has no evaluation verdict (`just eval RUN` first)",
             "fail": "failed its evaluation",
             "incomplete": "has an incomplete evaluation (a gate was not run: `just verdict RUN`)",
+            "insufficient": "has too few held-out conversations or items for a verdict (`just verdict RUN`)",
+            "inconclusive": "has an inconclusive evaluation (an interval straddles its bar: hold out more)",
+            "judge_unreliable": "was judged by a judge that failed its own checks (another judge model)",
         }.get(verdict, f"has the verdict {verdict!r}")
         raise registry.Conflict(
             f"run {run_id} {why}; --force promotes it anyway, and the version records that"

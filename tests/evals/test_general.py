@@ -52,10 +52,27 @@ def test_lm_eval_scores_base_and_adapter_on_the_offline_task(adapter):
     assert row["delta_stderr"] == pytest.approx(
         math.hypot(row["base_stderr"], row["adapter_stderr"]), abs=1e-3
     )
+    # lm-eval's per-item results kept (log_samples): each item's pair, and their difference's interval.
+    items = row["per_item"]
+    assert [i["doc_id"] for i in items] == [0, 1, 2]
+    assert all(i[name] in (0.0, 100.0) for i in items for name in ("base", "adapter"))
+    assert sum(i["adapter"] for i in items) / 3 == pytest.approx(row["adapter"], abs=1e-3)
+    assert row["paired"]["n"] == 3 and row["paired"]["mean"] == pytest.approx(row["delta"], abs=1e-3)
+    lo, hi = row["paired"]["ci95"]
+    assert lo <= row["paired"]["mean"] <= hi
     assert result["backend"] == "hf" and result["limit"] == 3 and result["unit"] == "percentage points"
     assert result["wall_s"] >= result["models"]["base"]["wall_s"] > 0
     assert result["lm_eval_version"] == "0.4.11"
     print("lm-eval wall time", json.dumps(result["models"]), result["wall_s"])
+
+
+def test_vllm_gets_a_lora_rank_it_accepts(tmp_path):
+    from evals.general import model_args
+
+    assert "max_lora_rank" not in model_args("base", None, "vllm", "cuda")
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 12}))
+    args = model_args("base", tmp_path, "vllm", "cuda")
+    assert args["max_lora_rank"] == 16  # vLLM takes 1, 8, 16, 32, ...: a rank 12 adapter needs 16
 
 
 def test_offline_task_data_and_checkers_need_no_download():

@@ -65,6 +65,9 @@ def test_tiny_llama_answers_base_and_adapter(prompts, tiny_adapter):
         speed = info["models"][name]
         assert speed["tokens"] == sum(r["new_tokens"] for r in rows if r["model"] == name)
         assert speed["tokens_per_s"] > 0
+        sides = [r for r in rows if r["model"] == name]
+        assert speed["truncated"] == sum(r["finish_reason"] == "length" for r in sides)  # cut by the cap
+        assert speed["mean_new_tokens"] == round(speed["tokens"] / 3, 1)
 
 
 def test_batches_match_one_by_one_and_base_is_the_plain_model(prompts, tiny_adapter):
@@ -87,19 +90,20 @@ def test_batches_match_one_by_one_and_base_is_the_plain_model(prompts, tiny_adap
     assert batched[0] == {**batched[0], "id": prompts[0]["id"], "model": "base", "text": plain}
 
 
-def test_default_limit_is_stated_from_the_references():
+def test_default_limit_is_the_cap_stated_with_the_references_length():
+    """Full length by default (issue 27): the model's own end of turn, the cap only a bound."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(TINY_MODEL_DIR)
     refs = ["one two three four", "one two three four five six seven eight nine ten"]
     n = len(tok(refs[1], add_special_tokens=False)["input_ids"])
-    limit, rule = new_token_limit(tok, refs, None, cap=512)
-    assert limit == -(-n * 5 // 4)
-    assert (
-        rule
-        == f"ceil(1.25 x longest reference ({n} tokens, base tokenizer)) = {limit}, capped at 512: {limit}"
+    limit, rule = new_token_limit(tok, refs, None, cap=1024)
+    assert limit == 1024
+    assert rule == (
+        "to the model's own end of turn, at most 1024 new tokens (a bound on runaways; the longest "
+        f"reference is {n} tokens, base tokenizer)"
     )
-    assert new_token_limit(tok, refs, None, cap=3)[0] == 3
+    assert new_token_limit(tok, refs, 7, cap=3) == (7, "given: 7")
 
 
 def test_bad_choices_are_config_errors(prompts, tiny_adapter, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from brightrun.errors import ConfigError
-from evals.judge import NUDGE, JudgeSettings, combine_orders, judge_all
+from evals.judge import NUDGE, JudgeSettings, judge_all
 from tests.judge_standin import StandIn, profile_of, sample_prompts
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "brightrun-v4-sample.json"
@@ -22,7 +22,7 @@ def answers_for(
     prompts, base: str = "[[score=3]] Let us look at it.", adapter: str = "[[score=5]] That sounds hard."
 ):
     return [
-        {"id": p["id"], "model": m, "text": t}
+        {"id": p["id"], "model": m, "text": t, "new_tokens": len(t.split())}
         for p in prompts
         for m, t in (("base", base), ("adapter", adapter))
     ]
@@ -44,19 +44,26 @@ def test_scores_aggregate_per_criterion_and_pairwise_wins():
         )
     assert len(rows) == 12 and summary["judgements"] == 12 and summary["calls"] == 12
     assert summary["unscored"] == 0 and summary["statuses"] == {"ok": 12}
+    conversations = len({p["conversation_id"] for p in prompts})
     for criterion in ("on_brand", "emotional_intelligence", "helpful"):
+        # Each prompt's difference adapter − base, resampled by held-out conversation (all +2 here).
+        difference = {"mean": 2.0, "ci95": [2.0, 2.0], "n": 3, "n_clusters": conversations}
         assert summary["criteria"][criterion] == {
             "base": {"mean": 3.0, "n": 3},
             "adapter": {"mean": 5.0, "n": 3},
+            "difference": difference,
         }
     pairwise = summary["pairwise"]
-    assert (pairwise["adapter_wins"], pairwise["base_wins"], pairwise["ties"], pairwise["unscored"]) == (
-        3,
-        0,
-        0,
-        0,
-    )
+    # Each order is one judgement: 3 prompts, 6 adapter wins.
+    counts = (pairwise["adapter_wins"], pairwise["base_wins"], pairwise["ties"], pairwise["unscored"])
+    assert counts == (6, 0, 0, 0) and pairwise["n_conversations"] == conversations
     assert pairwise["win_rate"] == 1.0 and pairwise["ci95"] == [1.0, 1.0]
+    assert pairwise["position_consistency"] == 1.0 and pairwise["first_position_rate"] == 0.5
+    # The answers' lengths go with each pairwise row; the adapter always the longer, length cannot be
+    # told from quality and the length-controlled win rate stays near the raw one.
+    assert {tuple(r["new_tokens"].values()) for r in rows if r["kind"] == "pairwise"} == {(6, 4)}
+    assert pairwise["length_controlled"]["win_rate"] > 0.9
+    assert {r["conversation"] for r in rows} == {p["conversation_id"] for p in prompts}
     # tokens and cost are kept per row and summed
     assert summary["prompt_tokens"] == sum(r["prompt_tokens"] for r in rows) > 0
     assert summary["completion_tokens"] == sum(r["completion_tokens"] for r in rows) > 0
@@ -74,24 +81,19 @@ def test_scores_aggregate_per_criterion_and_pairwise_wins():
     assert orders == [("adapter", "base"), ("base", "adapter")]
 
 
-def test_a_judge_that_always_prefers_the_first_answer_yields_ties_not_wins():
+def test_a_judge_that_always_prefers_the_first_answer_is_caught_by_its_own_checks():
+    """Each order counts as a judgement, so the swap gives the adapter one win and one loss per prompt
+    (a win rate of 0.5, not a pass); the judge's checks show why: it never agrees with itself across the
+    swap, and the first reply always wins (evals/verdict.py makes that judge_unreliable)."""
     prompts = sample_prompts(SAMPLE, 4)
     with StandIn("first") as standin:
         rows, summary = judge_all(prompts, answers_for(prompts), PROFILE, settings(standin))
     pairwise = summary["pairwise"]
     assert all(r["winner"] == "A" for r in rows if r["kind"] == "pairwise")
-    assert (pairwise["adapter_wins"], pairwise["base_wins"], pairwise["ties"]) == (0, 0, 4)
-    assert pairwise["win_rate"] == 0.5 and pairwise["ci95"] == [0.5, 0.5]
-    assert pairwise["first_position_rate"] == 1.0
-
-
-def test_combine_orders():
-    assert combine_orders("adapter", "adapter") == "adapter"
-    assert combine_orders("base", "base") == "base"
-    assert combine_orders("adapter", "base") == "tie"  # disagreement
-    assert combine_orders("tie", "tie") == "tie"
-    assert combine_orders("adapter", "tie") == "tie"  # an explicit tie in either order
-    assert combine_orders(None, "adapter") is None  # unscored
+    assert (pairwise["adapter_wins"], pairwise["base_wins"], pairwise["ties"]) == (4, 4, 0)
+    assert pairwise["win_rate"] == 0.5
+    assert pairwise["position_consistency"] == 0.0 and pairwise["position_consistency_n"] == 4
+    assert pairwise["first_position_rate"] == 1.0 and pairwise["first_position_n"] == 8
 
 
 @pytest.mark.parametrize(
@@ -110,13 +112,15 @@ def test_malformed_or_refused_answers_are_retried_then_unscored(mode, status, wh
     assert all(len(r["attempts"]) == 3 and why in r["attempts"][0]["why"] for r in rows)
     assert summary["calls"] == 24 and summary["unscored"] == 8 and summary["statuses"] == {status: 8}
     assert summary["criteria"]["on_brand"]["adapter"] == {"mean": None, "n": 0}
-    assert summary["pairwise"]["unscored"] == 2 and summary["pairwise"]["win_rate"] is None
+    assert summary["pairwise"]["unscored"] == 4 and summary["pairwise"]["win_rate"] is None
     # the retry tells the judge what was wrong (a greedy judge would repeat itself on the same prompt)
     nudge = NUDGE.split("{")[0]
     retried = [
         req["body"]["messages"] for req in standin.requests if nudge in req["body"]["messages"][-1]["content"]
     ]
-    assert len(retried) == 16 and all(len(messages) == 4 for messages in retried)
+    # system, the worked example(s) (pointwise one, pairwise two: balanced in position), the nudged ask
+    assert len(retried) == 16
+    assert all(len(m) == (6 if '"winner"' in m[-1]["content"] else 4) for m in retried)
     assert why in retried[0][-1]["content"]
     assert all(r["scores"] is None for r in rows if r["kind"] == "pointwise")
 
@@ -192,7 +196,8 @@ def test_a_marker_in_the_prompt_picks_the_behaviour_per_prompt():
     bad = {(r["kind"], r["id"], r.get("model")) for r in rows if r["status"] != "ok"}
     first = prompts[0]["id"]
     assert bad == {("pointwise", first, "base"), ("pairwise", first, None)}
-    assert summary["unscored"] == 3 and summary["pairwise"]["n"] == 1
+    # Both orders of the first prompt unscored, the second prompt's two orders counted.
+    assert summary["unscored"] == 3 and summary["pairwise"]["n"] == 2
 
 
 def test_a_refused_key_or_model_is_a_config_error_without_the_key():

@@ -82,7 +82,26 @@ def test_pointwise_and_pairwise_prompts_carry_the_case():
 def test_the_worked_examples_pass_their_own_schemas():
     # a small judge copies the example: it must be a valid answer itself
     assert PointwiseVerdict.model_validate_json(rubrics.EXAMPLE_POINTWISE_ANSWER)
-    assert PairwiseVerdict.model_validate_json(rubrics.EXAMPLE_PAIRWISE_ANSWER).winner == "B"
+    winners = [PairwiseVerdict.model_validate_json(a).winner for _, a in rubrics.EXAMPLE_PAIRWISE]
+    assert winners == ["B", "A"]
+
+
+def test_the_pairwise_examples_teach_neither_a_position_nor_a_length_and_reason_first():
+    """Issue 27: the winner is A once and B once, the shorter reply once and the longer once; every
+    worked answer gives its reason before its verdict, as the schemas ask."""
+    import re
+
+    lengths = []
+    for user, answer in rubrics.EXAMPLE_PAIRWISE:
+        a, b = re.findall(r'Reply [AB]: "(.*?)"\n', user)
+        winner = json.loads(answer)["winner"]
+        lengths.append(len(a if winner == "A" else b) < len(b if winner == "A" else a))
+        assert list(json.loads(answer)) == ["reason", "winner"]
+    assert sorted(lengths) == [False, True]
+    assert list(PairwiseVerdict.model_fields) == ["reason", "winner"]
+    assert all(list(v) == ["reason", "score"] for v in json.loads(rubrics.EXAMPLE_POINTWISE_ANSWER).values())
+    pair = rubrics.pairwise_messages({"messages": [{"role": "user", "content": "hi"}]}, {}, "X", "Y")
+    assert [m["role"] for m in pair] == ["system", "user", "assistant", "user", "assistant", "user"]
 
 
 def test_long_history_is_bounded():
@@ -156,7 +175,7 @@ def test_strict_validation(text, why):
 def test_a_copy_of_the_worked_example_is_not_a_judgement():
     copied = rubrics.EXAMPLE_POINTWISE_ANSWER[:-1] + ', "criteria": {"score": 1, "reason": "x"}}'
     assert parse(copied, PointwiseVerdict)[:2] == (None, "the worked example copied, not a judgement")
-    assert parse(rubrics.EXAMPLE_PAIRWISE_ANSWER, PairwiseVerdict)[0] is None
+    assert all(parse(a, PairwiseVerdict)[0] is None for _, a in rubrics.EXAMPLE_PAIRWISE)
     same_scores = json.loads(rubrics.EXAMPLE_POINTWISE_ANSWER)
     same_scores["helpful"]["reason"] = "its own words"
     assert parse(json.dumps(same_scores), PointwiseVerdict)[0].helpful.score == 3

@@ -1,38 +1,79 @@
-"""The verdict's gates on crafted results: pass, fail, not_run, and a gates file with a typo."""
+"""The verdict's gates on crafted judgements, built into judge.json by the judge's own summary code
+(evals/judge.py) and into general.json's paired items as evals/general.py writes them: pass, fail,
+inconclusive, insufficient, not_run, judge_unreliable, and a gates file with a typo (issue 27's cases)."""
 
 from __future__ import annotations
 
 import pytest
 
 from brightrun.errors import ConfigError
+from evals import stats
+from evals.judge import JudgeSettings, summarize
 from evals.verdict import decide, load_gates
 
+SETTINGS = JudgeSettings(base_url="http://127.0.0.1:1/v1", model="crafted")
+CRITERIA = ("on_brand", "emotional_intelligence", "helpful")
 
-def judge(base_mean=3.0, adapter_mean=3.5, n=10, wins=8, losses=1, ties=1, unscored=0, ci=(0.6, 0.95)):
-    scores = {"base": {"mean": base_mean, "n": n}, "adapter": {"mean": adapter_mean, "n": n}}
-    return {
-        "criteria": {"on_brand": scores, "emotional_intelligence": scores, "helpful": scores},
-        "pairwise": {
-            "adapter_wins": wins,
-            "base_wins": losses,
-            "ties": ties,
-            "unscored": unscored,
-            "win_rate": (wins + ties / 2) / max(wins + losses + ties, 1),
-            "ci95": list(ci) if ci else None,
-        },
+
+def row(kind: str, pid: str, conv: str, **kw) -> dict:
+    return (
+        {"kind": kind, "id": pid, "conversation": conv, "status": "ok", "attempts": [{}]}
+        | kw
+        | {
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+        }
+    )
+
+
+def judged(conversations=12, turns=2, base=3, adapter=4, winners=("adapter", "adapter"), unscored=()):
+    """judge.json for `conversations` × `turns` prompts: every pointwise score `base`/`adapter`, each
+    prompt's two orders won by `winners` (first: order base-then-adapter); `unscored`: (prompt, order) left
+    without a winner."""
+    rows = []
+    for c in range(conversations):
+        for t in range(turns):
+            pid, conv = f"c{c}t{t}", f"conv-{c}"
+            for model, score in (("base", base), ("adapter", adapter)):
+                scores = {k: {"score": score, "reason": "r"} for k in CRITERIA}
+                rows.append(row("pointwise", pid, conv, model=model, scores=scores))
+            for k, order in enumerate((["base", "adapter"], ["adapter", "base"])):
+                won = None if (pid, k) in unscored else winners[k]
+                letter = {order[0]: "A", order[1]: "B", "tie": "tie"}.get(won)
+                status = "ok" if won else "unparseable"
+                rows.append(
+                    row("pairwise", pid, conv, order=order, winner=letter, winner_model=won, status=status)
+                )
+    return summarize(rows, SETTINGS, 0.0), conversations * turns
+
+
+def general(base=60.0, adapter=60.0, items=25, changed=0):
+    """general.json's task with paired items: every item scored `base` by the base model; the adapter the
+    same except `changed` items (points: 100 or 0 per item, as IFEval's prompt-level accuracy)."""
+    per_item = [{"doc_id": i, "base": 100.0 if i < base / 100 * items else 0.0} for i in range(items)]
+    flips = 0
+    for item in per_item:
+        item["adapter"] = item["base"]
+        if flips < changed and item["base"] == 100.0:
+            item["adapter"], flips = 0.0, flips + 1
+    diffs = [(p["doc_id"], p["adapter"] - p["base"]) for p in per_item]
+    mean = lambda key: sum(p[key] for p in per_item) / items  # noqa: E731
+    task = {
+        "metric": "acc",
+        "base": mean("base"),
+        "adapter": mean("adapter"),
+        "paired": stats.interval(diffs),
     }
+    return {"tasks": {"ifeval_mini": task}}
 
 
-def general(base=60.0, adapter=59.0, se=1.0):  # points, as evals/general.py reports them
-    return {"tasks": {"ifeval_mini": {"metric": "acc", "base": base, "adapter": adapter, "delta_stderr": se}}}
-
-
-def results(**over):
+def results(judge=None, n_prompts=None, **over):
+    judge_json, n = judged() if judge is None else judge
     out = {
         "heldout": {"base_loss": 2.7, "adapter_loss": 2.4},
-        "judge": judge(),
+        "judge": judge_json,
         "general": general(),
-        "n_prompts": 10,
+        "n_prompts": n if n_prompts is None else n_prompts,
     }
     return out | over
 
@@ -51,16 +92,45 @@ def test_a_run_that_clears_every_gate_passes():
         "judge_emotional_intelligence",
         "judge_win_rate",
         "general_ifeval_mini",
+        "judge_consistency",
+        "judge_position_bias",
     }
+
+
+def test_one_prompt_won_is_insufficient_not_a_pass():
+    """The issue's case: two prompts, one an adapter win in both orders, the other with its second order
+    unparseable and its first picking the base. Before: win rate 1.0 [1.0, 1.0], pass. Now both orders
+    count (one base win, three adapter wins) and one conversation is far from the 10 needed."""
+    judge = judged(conversations=1, turns=2, winners=("adapter", "adapter"), unscored={("c0t1", 1)})
+    rows_by_hand = judge[0]["pairwise"]
+    assert rows_by_hand["one_order"] == 1 and rows_by_hand["n"] == 3
+    v = decide(results(judge=judge))
+    assert statuses(v)["judge_win_rate"] == "insufficient" and v["verdict"] == "insufficient"
+    detail = next(g["detail"] for g in v["gates"] if g["gate"] == "judge_win_rate")
+    assert "1 held-out conversation(s) scored; at least 10 needed" in detail
+    assert "1 prompt(s) with one order unscored" in detail
+
+
+def test_many_turns_of_few_conversations_are_insufficient():
+    v = decide(results(judge=judged(conversations=3, turns=14)))  # 42 prompts, 3 conversations
+    s = statuses(v)
+    assert s["judge_on_brand"] == s["judge_win_rate"] == "insufficient" and v["verdict"] == "insufficient"
+
+
+def test_a_judge_that_gives_everything_a_3_decides_nothing():
+    v = decide(results(judge=judged(base=3, adapter=3, winners=("tie", "tie"))))
+    s = statuses(v)
+    assert s["judge_on_brand"] == "inconclusive"  # difference 0: not above the bar, not below it
+    assert s["judge_win_rate"] == "inconclusive"  # 0.5, [0.5, 0.5]: on the bar, not above it
+    assert v["verdict"] == "inconclusive"  # before: both criteria passed (3 >= 3)
 
 
 @pytest.mark.parametrize(
     "over, gate",
     [
         ({"heldout": {"base_loss": 2.4, "adapter_loss": 2.4}}, "heldout_loss"),  # equal is not below
-        ({"judge": judge(adapter_mean=2.9)}, "judge_on_brand"),
-        ({"judge": judge(ci=(0.45, 0.9))}, "judge_win_rate"),  # interval reaches 50%
-        ({"general": general(base=60.0, adapter=55.0, se=1.0)}, "general_ifeval_mini"),  # 5 points
+        ({"judge": judged(base=4, adapter=3, winners=("base", "base"))}, "judge_on_brand"),
+        ({"general": general(base=60.0, items=40, changed=12)}, "general_ifeval_mini"),  # 30 points
     ],
 )
 def test_one_failed_gate_fails_the_run(over, gate):
@@ -68,14 +138,33 @@ def test_one_failed_gate_fails_the_run(over, gate):
     assert v["verdict"] == "fail" and statuses(v)[gate] == "fail"
 
 
-def test_a_drop_within_its_stderr_passes():
-    # 5 points down on a handful of items whose delta has a 6-point standard error: noise, not a loss.
-    v = decide(results(general=general(base=60.0, adapter=55.0, se=6.0)))
-    assert statuses(v)["general_ifeval_mini"] == "pass"
+def test_forgetting_is_non_inferiority_on_paired_items():
+    # The issue's case: base 68% -> adapter 56% on 25 IFEval prompts (3 flipped) passed before.
+    v = decide(results(general=general(base=68.0, items=25, changed=3)))
+    assert statuses(v)["general_ifeval_mini"] in ("inconclusive", "fail")
+    assert v["verdict"] != "pass"
+    # The demo's case: 2 items, 100 -> 50: too few items to say anything.
+    v = decide(results(general=general(base=100.0, items=2, changed=1)))
+    assert statuses(v)["general_ifeval_mini"] == "insufficient"
+    # No drop on 25 items: the interval is [0, 0], above -2 points.
+    assert statuses(decide(results()))["general_ifeval_mini"] == "pass"
+
+
+def test_a_judge_that_always_picks_the_first_reply_is_unreliable_not_a_fail():
+    # The adapter wins when shown first, the base when it is shown first: a coin decided by position.
+    v = decide(results(judge=judged(winners=("base", "adapter"))))
+    s = statuses(v)
+    assert s["judge_consistency"] == s["judge_position_bias"] == "judge_unreliable"
+    assert v["verdict"] == "judge_unreliable"
+    # ...but a held-out loss that got worse is a fail whatever the judge is worth.
+    v = decide(
+        results(judge=judged(winners=("base", "adapter")), heldout={"base_loss": 2, "adapter_loss": 3})
+    )
+    assert v["verdict"] == "fail"
 
 
 def test_missing_inputs_make_the_verdict_incomplete_never_pass():
-    v = decide(results(judge={"skipped": "JUDGE_BASE_URL is not set"}, general=None))
+    v = decide(results(judge=({"skipped": "JUDGE_BASE_URL is not set"}, 24), general=None))
     assert v["verdict"] == "incomplete"
     s = statuses(v)
     assert s["judge_on_brand"] == s["judge_win_rate"] == s["general"] == "not_run"
@@ -83,15 +172,9 @@ def test_missing_inputs_make_the_verdict_incomplete_never_pass():
 
 
 def test_a_judge_that_scored_too_little_is_not_run():
-    v = decide(results(judge=judge(n=3, wins=2, losses=0, ties=1, unscored=7)))
-    s = statuses(v)
-    assert s["judge_on_brand"] == "not_run" and s["judge_win_rate"] == "not_run"
-    assert v["verdict"] == "incomplete"
-
-
-def test_a_failure_outranks_a_missing_input():
-    v = decide(results(heldout={"base_loss": 2.0, "adapter_loss": 2.5}, judge=None))
-    assert v["verdict"] == "fail"
+    unscored = {(f"c{c}t{t}", k) for c in range(12) for t in range(2) for k in (0, 1) if c >= 3}
+    v = decide(results(judge=judged(unscored=unscored)))
+    assert statuses(v)["judge_win_rate"] == "not_run" and v["verdict"] == "incomplete"
 
 
 def test_an_optional_gate_does_not_hold_the_verdict(tmp_path):
@@ -108,6 +191,10 @@ def test_an_optional_gate_does_not_hold_the_verdict(tmp_path):
         (
             "general:\n  max_drop_points: -1\n",
             "general.max_drop_points: Input should be greater than or equal to 0",
+        ),
+        (
+            "judge:\n  min_conversations: 0\n",
+            "judge.min_conversations: Input should be greater than or equal to 1",
         ),
         ("judge: [\n", "not valid YAML"),
     ],

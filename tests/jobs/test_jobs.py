@@ -250,7 +250,8 @@ def evals_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 def test_eval_judges_the_finished_run_and_records_its_verdict(smoke_run, tmp_path):
     """`just eval RUN` on a real finished run: real answers from the tiny model and its adapter, real lm-eval,
     the judge over real HTTP (the stand-in: it scores every answer 3 and calls every comparison a tie, so the
-    adapter's win rate is exactly 50% and that gate fails), the verdict in eval/, the registry and the report."""
+    adapter's win rate is exactly 50%), the verdict in eval/, the registry and the report: on 2 prompts of
+    one held-out conversation, insufficient, saying what is missing."""
     run_dir, url, _ = smoke_run
     key = "judge-key-3f9c1b"
     bad_gates = tmp_path / "gates.yaml"
@@ -291,14 +292,19 @@ def test_eval_judges_the_finished_run_and_records_its_verdict(smoke_run, tmp_pat
     assert {r["headers"].get("authorization") for r in judge.requests} == {f"Bearer {key}"}
     verdict = json.loads((out / "verdict.json").read_text())
     gates = {g["gate"]: g for g in verdict["gates"]}
-    assert (
-        gates["judge_win_rate"]["status"] == "fail" and "win rate 0.50" in gates["judge_win_rate"]["detail"]
-    )
-    assert gates["judge_on_brand"]["status"] == "pass"  # 3 against 3: not below the base
-    assert gates["general_brightrun_ifeval"]["status"] in ("pass", "fail")  # scored, whatever the tiny model
-    assert verdict["verdict"] == "fail"
+    # 2 prompts of the sample's one held-out conversation, 2 lm-eval items: judged and scored, and too
+    # little to pass or fail anything on (issue 27): each gate says what is missing.
+    win = gates["judge_win_rate"]
+    assert win["status"] == "insufficient" and "win rate 0.50" in win["detail"]
+    assert "held-out conversation(s) scored; at least 10 needed" in win["detail"]
+    assert gates["judge_on_brand"]["status"] == "insufficient" and gates["judge_on_brand"]["difference"] == 0
+    ifeval = gates["general_brightrun_ifeval"]
+    assert ifeval["status"] == "insufficient" and "2 item(s) scored; at least 20 needed" in ifeval["detail"]
+    expected = "fail" if gates["heldout_loss"]["status"] == "fail" else "insufficient"
+    assert verdict["verdict"] == expected
     job = registry.get_job(run_dir.name, url)
-    assert job.verdict == "fail" and job.evaluation["gates"] == verdict["gates"]
-    assert "Evaluation verdict: <span class='verdict-fail'>FAIL" in (run_dir / "report.html").read_text()
+    assert job.verdict == expected and job.evaluation["gates"] == verdict["gates"]
+    shown = f"Evaluation verdict: <span class='verdict-{expected}'>{expected.upper()}"
+    assert shown in (run_dir / "report.html").read_text()
     for path in run_dir.rglob("*"):  # the judge's key is in no file the run keeps
         assert not path.is_file() or key.encode() not in path.read_bytes(), path

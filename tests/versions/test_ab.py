@@ -117,9 +117,9 @@ def test_ab_of_two_versions_with_a_real_judge_is_stored_with_both(world, version
     assert sorted(tuple(x["order"]) for x in rows if x["kind"] == "pairwise") == [("A", "B"), ("A", "B"), ("B", "A"), ("B", "A")]  # fmt: skip
     assert {x["status"] for x in rows} <= {"ok", "unparseable"} and all(x["prompt_tokens"] > 0 for x in rows)
     judged = json.loads((folder / "judge.json").read_text())
-    assert set(judged["criteria"]["on_brand"]) == {"A", "B"} and judged["judge"]["model"] == str(
-        TINY_MODEL_DIR.resolve()
-    )
+    assert set(judged["criteria"]["on_brand"]) == {"A", "B", "difference"} and judged["judge"][
+        "model"
+    ] == str(TINY_MODEL_DIR.resolve())
     assert result["general"] is None and json.loads((folder / "general.json").read_text()) == {
         "skipped": "--no-general"
     }
@@ -144,9 +144,10 @@ def test_ab_of_two_versions_with_a_real_judge_is_stored_with_both(world, version
 
 
 @pytest.mark.slow(30)
-def test_a_judge_that_prefers_the_first_reply_gives_ties_not_a_winner(world):
-    """The stand-in always answers "A": each prompt's two orders disagree, so every outcome is a tie and the
-    win rate is exactly 0.5, with the first-position rate (1.0) saying why. A run against a version."""
+def test_a_judge_that_prefers_the_first_reply_gives_no_winner_and_shows_why(world):
+    """The stand-in always answers "A": each order is one judgement, so each side wins once per prompt and
+    the win rate is exactly 0.5, with the judge's checks (never the same verdict in both orders, the first
+    reply always winning) saying why. A run against a version."""
     with StandIn(mode="first") as judge:
         env = world["env"] | {"JUDGE_BASE_URL": judge.url, "JUDGE_MODEL": "stand-in"}
         # run-b's folder is gone (only em@v2 is left), so its version stands in as the run's other side
@@ -155,8 +156,8 @@ def test_a_judge_that_prefers_the_first_reply_gives_ties_not_a_winner(world):
         requests = len(judge.requests)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (
-        "B over A win rate 0.50 [0.50, 0.50] (B 0, A 0, ties 2, unscored 0; first-position rate 1.0)"
-        in proc.stdout
+        "B over A win rate 0.50 [0.50, 0.50] over 1 conversation(s) (each order one judgement: B 2, A 2, "
+        "ties 0, unscored 0; same verdict both orders 0.0, first-position rate 1.0)" in proc.stdout
     )
     assert requests == 8
     with Session(world["engine"]) as s:
