@@ -120,3 +120,34 @@ def for_versions(engine: Engine, versions: list[ModelVersion]) -> dict[int, list
                     if version_id == v.id or (version_id is None and run_id == v.run_id):
                         out[v.id].append(summary(t, side))
         return out
+
+
+def against(engine: Engine, run_id: str, other: ModelVersion) -> dict | None:
+    """The newest A/B between this run (either side) and the version `other` (by its id, or its run when
+    the side was given as a run), from this run's side: {"ab", "other", "win_rate", "ci95", "loses"};
+    "loses" when its win rate's 95% interval lies below 0.5. None when they were never compared."""
+    ours_a = (ABTest.a_run_id == run_id) & (
+        (ABTest.b_version_id == other.id)
+        | ((ABTest.b_version_id.is_(None)) & (ABTest.b_run_id == other.run_id))
+    )
+    ours_b = (ABTest.b_run_id == run_id) & (
+        (ABTest.a_version_id == other.id)
+        | ((ABTest.a_version_id.is_(None)) & (ABTest.a_run_id == other.run_id))
+    )
+    with Session(engine) as s:
+        t = s.scalars(
+            select(ABTest).where(or_(ours_a, ours_b)).order_by(ABTest.created_at.desc(), ABTest.id.desc())
+        ).first()
+    if t is None:
+        return None
+    rate, lo, hi = t.win_rate, t.ci_low, t.ci_high  # B over A
+    if t.b_run_id != run_id and None not in (rate, lo, hi):
+        rate, lo, hi = 1 - rate, 1 - hi, 1 - lo  # this run was A
+    known = None not in (rate, lo, hi)
+    return {
+        "ab": t.id,
+        "other": other.ref,
+        "win_rate": round(rate, 4) if known else None,
+        "ci95": [round(lo, 4), round(hi, 4)] if known else None,
+        "loses": known and hi < 0.5,
+    }

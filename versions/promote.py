@@ -127,6 +127,31 @@ def identity(s: Session, job: TrainingJob, run_dir: Path) -> dict:
     }
 
 
+def against_production(engine: Engine, model: str, run_id: str, force: bool, scores, say) -> dict | None:
+    """Into production, a run must not lose to the version it replaces (issue 27, item 5): the newest A/B
+    between them (versions/ab.py) is read from this run's side; a loss (its win rate's 95% interval below
+    0.5) is refused unless forced. Never compared: allowed, said, and recorded as such with the scores."""
+    from versions import abtests
+
+    current = next((v for v in registry.versions_of(engine, model) if v.stage == "production"), None)
+    if current is None or current.run_id == run_id:
+        return scores
+    found = abtests.against(engine, run_id, current)
+    if found is None:
+        say(
+            f"note: run {run_id} was never compared with {current.ref}, in production now: "
+            f"`python -m versions ab {current.ref} {run_id}` says whether it loses"
+        )
+        found = {"ab": None, "other": current.ref}
+    elif found["loses"] and not force:
+        raise registry.Conflict(
+            f"run {run_id} lost its A/B against {current.ref}, in production now: win rate "
+            f"{found['win_rate']:.2f}, 95% interval [{found['ci95'][0]:.2f}, {found['ci95'][1]:.2f}] (A/B "
+            f"{found['ab']}); --force promotes it anyway, and the version records that"
+        )
+    return {**(scores or {}), "vs_production": found}
+
+
 def promote(
     engine: Engine,
     runs_dir: str | Path,
@@ -180,10 +205,14 @@ def promote(
         raise registry.Conflict(
             f"run {run_id} {why}; --force promotes it anyway, and the version records that"
         )
+    lost = False  # to the production version it replaces, in their newest A/B
+    if stage == "production":
+        scores = against_production(engine, model, run_id, force, scores, say)
+        lost = bool(((scores or {}).get("vs_production") or {}).get("loses"))
     fields |= {
         "verdict": verdict,
         "scores": scores,
-        "forced": force and verdict != PROMOTES,
+        "forced": force and (verdict != PROMOTES or lost),
         "note": note,
     }
 

@@ -113,7 +113,15 @@ def test_rollback_goes_back_one_production_at_a_time(env, adapter, tmp_path, ver
             "--runs-dir", r, "promote", f"run-{i}", "--model", "em", "--stage", "production", env=env
         )
         assert out.returncode == 0, out.stderr
+        # Never compared with the version it replaces (no A/B): it goes in, and says so.
+        assert (i > 1) == (
+            f"note: run run-{i} was never compared with em@v{i - 1}, in production" in out.stdout
+        )
     assert stages(url, "em") == {1: "archived", 2: "archived", 3: "production"}
+    assert registry.versions_of(jobs_registry.engine(url), "em")[2].scores["vs_production"] == {
+        "ab": None,
+        "other": "em@v2",
+    }
 
     out = versions_main("--runs-dir", r, "rollback", "em", env=env)
     assert out.stdout.strip() == "em: production is em@v2 again (run run-2); em@v3 archived"
@@ -211,3 +219,69 @@ def test_a_run_that_cannot_be_promoted_says_why_and_writes_nothing(env, adapter,
     bad = versions_main("--runs-dir", r, "promote", "run-1", "--model", "../em", env=env)
     assert bad.returncode == 2 and "model name '../em'" in bad.stderr
     assert stages(url, "em") == {} and not (tmp_path / "store").exists()
+
+
+def test_into_production_a_run_must_not_lose_its_ab_against_the_current_one(
+    env, adapter, tmp_path, versions_main
+):
+    """Issue 27, item 5: the newest A/B between the run and the production version it would replace,
+    read from the run's side. A loss (its win rate's interval below 0.5) is refused unless forced, and a
+    forced one is marked; a run never compared goes in, said and recorded; one that does not lose goes in."""
+    from versions import abtests
+
+    runs, url, r = tmp_path / "runs", env["DATABASE_URL"], str(tmp_path / "runs")
+    engine = jobs_registry.engine(url)
+    for i in (1, 2, 3):
+        make_run(runs, url, f"run-{i}", adapter)
+    first = versions_main(
+        "--runs-dir", r, "promote", "run-1", "--model", "em", "--stage", "production", env=env
+    )
+    assert first.returncode == 0, first.stderr
+    (v1,) = registry.versions_of(engine, "em")
+
+    def ab(ab_id, a, b, win_rate, ci):  # as versions/ab.py records one: B's win rate over A
+        result = {
+            "id": ab_id,
+            "a": {"ref": a[0], "run_id": a[1], "version_id": a[2]},
+            "b": {"ref": b[0], "run_id": b[1], "version_id": b[2]},
+            "data_sha256": "0" * 64,
+            "n_prompts": 24,
+            "win_rate": win_rate,
+            "ci95": ci,
+            "created_by": "maria",
+        }
+        abtests.record(engine, result, str(tmp_path / "ab" / ab_id))
+
+    # run-2 was side A against em@v1 (B), and B won: run-2's win rate 0.2 [0.1, 0.35].
+    ab("ab-lost", ("run-2", "run-2", None), ("em@v1", "run-1", v1.id), 0.8, [0.65, 0.9])
+    lost = versions_main(
+        "--runs-dir", r, "promote", "run-2", "--model", "em", "--stage", "production", env=env
+    )
+    assert lost.returncode == 2
+    assert (
+        "run run-2 lost its A/B against em@v1, in production now: win rate 0.20, 95% interval [0.10, 0.35] "
+        "(A/B ab-lost); --force promotes it anyway" in lost.stderr
+    )
+    assert stages(url, "em") == {1: "production"}
+    forced = versions_main(
+        "--runs-dir", r, "promote", "run-2", "--model", "em", "--stage", "production", "--force", env=env
+    )
+    assert forced.returncode == 0, forced.stderr
+    v2 = registry.versions_of(engine, "em")[1]
+    assert v2.forced and v2.verdict == "pass" and v2.scores["vs_production"]["ab"] == "ab-lost"
+
+    # run-3 against em@v2 (now production) as side B: 0.55 [0.4, 0.7] does not lose; in it goes.
+    ab("ab-even", ("em@v2", "run-2", v2.id), ("run-3", "run-3", None), 0.55, [0.4, 0.7])
+    even = versions_main(
+        "--runs-dir", r, "promote", "run-3", "--model", "em", "--stage", "production", env=env
+    )
+    assert even.returncode == 0, even.stderr
+    v3 = registry.versions_of(engine, "em")[2]
+    assert not v3.forced and v3.scores["vs_production"] == {
+        "ab": "ab-even",
+        "other": "em@v2",
+        "win_rate": 0.55,
+        "ci95": [0.4, 0.7],
+        "loses": False,
+    }
+    assert stages(url, "em") == {1: "archived", 2: "archived", 3: "production"}
