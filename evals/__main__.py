@@ -69,6 +69,22 @@ def show(verdict: dict) -> None:
     console.print(t)
     for note in verdict.get("notes", []):
         console.print(Text("note: ", style="yellow") + Text(str(note)))
+    if meaning := MEANING.get(verdict["verdict"]):
+        console.print(Text(f"{verdict['verdict']}: {meaning}"))
+
+
+# What an overall verdict means, said under its table (evals/verdict.py decides it).
+MEANING = {
+    "pass": "every required gate's interval clears its bar; the run may be promoted",
+    "fail": "a required gate's interval is wholly on the wrong side of its bar",
+    "judge_unreliable": "the judge failed its own checks (position, agreement): judge with another model",
+    "incomplete": "a required gate was not run (no judge, lm-eval skipped, too little scored)",
+    "insufficient": (
+        "too few held-out conversations or items to read an interval (see each gate's detail): this says "
+        "nothing about the adapter either way; hold out more conversations and evaluate more prompts"
+    ),
+    "inconclusive": "an interval straddles its bar: more held-out conversations would decide",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

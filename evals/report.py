@@ -131,7 +131,10 @@ def section(eval_dir: Path) -> list[str]:
             f"{fmt((pw.get('length_controlled') or {}).get('win_rate'))}, 95% interval "
             f"{span((pw.get('length_controlled') or {}).get('ci95'))}. The judge's checks: the same "
             f"verdict in both orders on {fmt(pw.get('position_consistency'))} of prompts, the first reply "
-            f"won {fmt(pw.get('first_position_rate'))} of judgements (0.5 is no position bias).</p>",
+            f"won {fmt(pw.get('first_position_rate'))} of judgements (0.5 is no position bias), its grades "
+            f"of the reference replies against their quality_score: Kendall tau "
+            f"{fmt((judged.get('reference_agreement') or {}).get('tau'))}, 95% interval "
+            f"{span((judged.get('reference_agreement') or {}).get('ci95'))}.</p>",
             f"<p>{judged['calls']} judge calls in {judged['wall_s']:.1f} s, "
             f"{judged['unscored']} unscored.</p>",
         ]

@@ -113,3 +113,34 @@ def length_controlled(
         "ci95": [round(float(lo), 4), round(float(hi), 4)],
         "length_slope": round(float(beta[0, 1]), 4),  # log-odds from equal length to "longer"
     }
+
+
+def _tau_b(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b (ties in either ranking left out of its pairs); nan when either has no order."""
+    sx = np.sign(x[:, None] - x[None, :])
+    sy = np.sign(y[:, None] - y[None, :])
+    denominator = np.sqrt(np.count_nonzero(sx) * np.count_nonzero(sy))
+    return float((sx * sy).sum() / denominator) if denominator else float("nan")
+
+
+def rank_agreement(units: list[tuple[str, float, float]], n_boot: int = 2000, seed: int = 0) -> dict:
+    """How far two ratings of the same items rank them alike: Kendall's tau-b of (cluster, x, y) units
+    and a 95% cluster-bootstrap interval (resamples in which either rating has no order are left out).
+    {"tau", "ci95", "n"}; tau None when either rating is constant (nothing to agree on)."""
+    x = np.array([a for _, a, _ in units], dtype=float)
+    y = np.array([b for _, _, b in units], dtype=float)
+    tau = _tau_b(x, y) if units else float("nan")
+    if np.isnan(tau):
+        return {"tau": None, "ci95": None, "n": len(units)}
+    by_cluster: dict = defaultdict(list)
+    for i, (cluster, _, _) in enumerate(units):
+        by_cluster[cluster].append(i)
+    groups = list(by_cluster.values())
+    rng = np.random.default_rng(seed)
+    taus = []
+    for row in rng.integers(0, len(groups), size=(n_boot, len(groups))):
+        idx = np.concatenate([groups[g] for g in row])
+        if not np.isnan(t := _tau_b(x[idx], y[idx])):
+            taus.append(t)
+    lo, hi = np.percentile(taus, [2.5, 97.5]) if taus else (tau, tau)
+    return {"tau": round(tau, 4), "ci95": [round(float(lo), 4), round(float(hi), 4)], "n": len(units)}

@@ -47,6 +47,7 @@ class JudgeGate(_Strict):
     min_position_consistency: float = Field(0.5, ge=0, le=1)
     max_position_bias: float = Field(0.3, ge=0, le=0.5)
     min_checked: int = Field(10, ge=1)
+    min_reference_agreement: float = Field(0.0, ge=-1, le=1)
 
 
 class GeneralGate(_Strict):
@@ -187,8 +188,9 @@ def win_rate_gate(pw: dict, g: JudgeGate) -> dict:
 
 def judge_checks(judge: dict | None, g: JudgeGate) -> list[dict]:
     """Is the judge usable (issue 27, item 3)? Its position consistency (the same verdict with the replies
-    swapped) and its first-position rate, each against its threshold once enough pairs were judged; a
-    failed check makes the verdict judge_unreliable. Not required gates: they qualify the others."""
+    swapped), its first-position rate and its agreement with the file's own ratings, each against its
+    threshold once enough were judged; a failed check makes the verdict judge_unreliable. Not required
+    gates: they qualify the others."""
     if not judge or judge.get("skipped"):
         return []
     pw = judge["pairwise"]
@@ -211,7 +213,25 @@ def judge_checks(judge: dict | None, g: JudgeGate) -> list[dict]:
             f"(allowed {0.5 - g.max_position_bias:.0%}-{0.5 + g.max_position_bias:.0%})"
         )
         out.append(gate("judge_position_bias", PASS if ok else UNRELIABLE, False, said, rate=rate, n=n))
+    out.append(agreement_check(judge.get("reference_agreement") or {}, g))
     return out
+
+
+def agreement_check(agree: dict, g: JudgeGate) -> dict:
+    """Does the judge rank the file's own reference replies as their quality_score does? Unreliable when
+    its Kendall tau's interval lies wholly below min_reference_agreement (it ranks them the other way, or
+    at random, clearly); pass when wholly above; else inconclusive (a check, not a gate: it qualifies)."""
+    n, tau = agree.get("n", 0), agree.get("tau")
+    if tau is None or n < g.min_checked:
+        why = f"{n} reference reply(ies) graded" + ("" if tau is not None or not n else ", ratings all equal")
+        return gate("judge_agreement", INSUFFICIENT, False, why)
+    lo, hi = agree["ci95"]
+    said = (
+        f"Kendall tau {tau:+.2f}, 95% interval [{lo:+.2f}, {hi:+.2f}], between its grades of {n} reference "
+        f"replies and their quality_score (bar {g.min_reference_agreement:+.2f})"
+    )
+    status = {FAIL: UNRELIABLE}.get(s := three_way(lo, hi, g.min_reference_agreement), s)
+    return gate("judge_agreement", status, False, said, tau=tau, ci95=[lo, hi], n=n)
 
 
 def general_gates(general: dict | None, g: GeneralGate) -> list[dict]:

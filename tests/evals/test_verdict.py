@@ -8,7 +8,8 @@ import pytest
 
 from brightrun.errors import ConfigError
 from evals import stats
-from evals.judge import JudgeSettings, summarize
+from evals.judge import JudgeSettings
+from evals.summary import summarize
 from evals.verdict import decide, load_gates
 
 SETTINGS = JudgeSettings(base_url="http://127.0.0.1:1/v1", model="crafted")
@@ -26,10 +27,12 @@ def row(kind: str, pid: str, conv: str, **kw) -> dict:
     )
 
 
-def judged(conversations=12, turns=2, base=3, adapter=4, winners=("adapter", "adapter"), unscored=()):
+def judged(
+    conversations=12, turns=2, base=3, adapter=4, winners=("adapter", "adapter"), unscored=(), agrees=True
+):
     """judge.json for `conversations` × `turns` prompts: every pointwise score `base`/`adapter`, each
     prompt's two orders won by `winners` (first: order base-then-adapter); `unscored`: (prompt, order) left
-    without a winner."""
+    without a winner; each reference reply graded as its quality_score ranks it (`agrees`) or the reverse."""
     rows = []
     for c in range(conversations):
         for t in range(turns):
@@ -37,6 +40,10 @@ def judged(conversations=12, turns=2, base=3, adapter=4, winners=("adapter", "ad
             for model, score in (("base", base), ("adapter", adapter)):
                 scores = {k: {"score": score, "reason": "r"} for k in CRITERIA}
                 rows.append(row("pointwise", pid, conv, model=model, scores=scores))
+            quality = 2 + (c + t) % 4
+            graded = quality if agrees else 7 - quality
+            scores = {k: {"score": graded, "reason": "r"} for k in CRITERIA}
+            rows.append(row("pointwise", pid, conv, model="reference", scores=scores, quality_score=quality))
             for k, order in enumerate((["base", "adapter"], ["adapter", "base"])):
                 won = None if (pid, k) in unscored else winners[k]
                 letter = {order[0]: "A", order[1]: "B", "tie": "tie"}.get(won)
@@ -94,6 +101,7 @@ def test_a_run_that_clears_every_gate_passes():
         "general_ifeval_mini",
         "judge_consistency",
         "judge_position_bias",
+        "judge_agreement",
     }
 
 
@@ -161,6 +169,17 @@ def test_a_judge_that_always_picks_the_first_reply_is_unreliable_not_a_fail():
         results(judge=judged(winners=("base", "adapter")), heldout={"base_loss": 2, "adapter_loss": 3})
     )
     assert v["verdict"] == "fail"
+
+
+def test_a_judge_that_ranks_the_files_own_references_backwards_is_unreliable():
+    """Issue 27, item 3: the judge grades each reference reply too; ranking them the reverse of their
+    quality_score (Kendall tau -1, its interval wholly below 0) makes the verdict judge_unreliable."""
+    v = decide(results(judge=judged(agrees=False)))
+    agreement = next(g for g in v["gates"] if g["gate"] == "judge_agreement")
+    assert agreement["status"] == "judge_unreliable" and agreement["tau"] == -1.0
+    assert "between its grades of 24 reference replies and their quality_score" in agreement["detail"]
+    assert v["verdict"] == "judge_unreliable"
+    assert statuses(decide(results()))["judge_agreement"] == "pass"
 
 
 def test_missing_inputs_make_the_verdict_incomplete_never_pass():

@@ -288,7 +288,11 @@ def test_eval_judges_the_finished_run_and_records_its_verdict(smoke_run, tmp_pat
         (p["id"], m) for p in prompts for m in ("base", "adapter")
     }
     rows = [json.loads(x) for x in (out / "judgements.jsonl").read_text().splitlines()]
-    assert len(rows) == 8 and {r["status"] for r in rows} == {"ok"}  # 2 graded + 2 orders, per prompt
+    # per prompt: 2 answers graded, 2 orders, and the reference graded (the judge's agreement check)
+    assert len(rows) == 10 and {r["status"] for r in rows} == {"ok"}
+    assert sorted(r["quality_score"] for r in rows if r.get("model") == "reference") == sorted(
+        p["quality_score"] for p in prompts
+    )
     assert {r["headers"].get("authorization") for r in judge.requests} == {f"Bearer {key}"}
     verdict = json.loads((out / "verdict.json").read_text())
     gates = {g["gate"]: g for g in verdict["gates"]}
