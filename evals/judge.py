@@ -52,7 +52,9 @@ class JudgeSettings:
     max_tokens: int = 300  # three one-line reasons fit in ~120 tokens; the rest is slack for chatter
     price_per_mtok_in: float | None = None
     price_per_mtok_out: float | None = None
-    json_mode: bool = True  # ask for response_format json_object; dropped when the server answers 400 to it
+    # Ask for a response_format (the answer's JSON schema, else any JSON object), each dropped when the
+    # server answers 400 to it; False: the parser alone.
+    json_mode: bool = True
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> JudgeSettings | None:
@@ -168,16 +170,30 @@ def _scrub(text: str, settings: JudgeSettings) -> str:
     return text.replace(settings.api_key, "***") if settings.api_key else text
 
 
-async def _request(client, settings: JudgeSettings, state: dict, messages: list[dict]) -> dict:
-    """One chat completion; {"raw", "refusal", "finish_reason", tokens, "retries", "error"}."""
+def response_format(kind: str | None, schema) -> dict | None:
+    """What the request asks for: the answer's JSON schema (vLLM, OpenAI and others constrain decoding to
+    it: structured output, issue 27), or any JSON object, or nothing (the parser alone)."""
+    if kind == "json_schema":
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
+        }
+    return {"type": "json_object"} if kind == "json_object" else None
+
+
+async def _request(client, settings: JudgeSettings, state: dict, messages: list[dict], schema) -> dict:
+    """One chat completion; {"raw", "refusal", "finish_reason", tokens, "retries", "error"}. state["formats"]:
+    the response formats still to try, best first; a server that answers 400 to one is asked with the next,
+    and once that works the refused one is not asked again (many servers take no schema, some no format)."""
     kwargs = {
         "model": settings.model,
         "messages": messages,
         "temperature": 0,
         "max_tokens": settings.max_tokens,
     }
-    if state["json_mode"]:
-        kwargs["response_format"] = {"type": "json_object"}
+    kind = state["formats"][0] if state["formats"] else None
+    if kind:
+        kwargs["response_format"] = response_format(kind, schema)
     try:
         raw = await client.chat.completions.with_raw_response.create(**kwargs)
         response = raw.parse()
@@ -187,13 +203,14 @@ async def _request(client, settings: JudgeSettings, state: dict, messages: list[
             f"{_scrub(error, settings)} (check JUDGE_BASE_URL, JUDGE_MODEL, JUDGE_API_KEY)"
         ) from None
     except (openai.BadRequestError, openai.UnprocessableEntityError) as error:
-        if "response_format" not in kwargs:
+        if kind is None:
             return {"error": f"{type(error).__name__}: {_scrub(error, settings)}"}
-        # Many servers do not take response_format: ask again without it; if that works, stop asking.
-        retry = await _request(client, settings, {"json_mode": False}, messages)
+        rest = {"formats": [f for f in state["formats"] if f != kind]}
+        retry = await _request(client, settings, rest, messages, schema)
         if "error" not in retry:
-            state["json_mode"] = False
-        return retry | {"json_mode_refused": _scrub(error, settings)}
+            state["formats"] = rest["formats"]
+        refused = {kind: _scrub(error, settings), **retry.get("response_format_refused", {})}
+        return retry | {"response_format_refused": refused}
     except openai.OpenAIError as error:  # connection, timeout, 429/5xx after the client's retries
         return {
             "error": f"{type(error).__name__}: {_scrub(error, settings)}",
@@ -209,7 +226,8 @@ async def _request(client, settings: JudgeSettings, state: dict, messages: list[
         "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
         "completion_tokens": getattr(usage, "completion_tokens", 0) or 0,
         "retries": raw.retries_taken,
-        "json_mode": "response_format" in kwargs,
+        "response_format": kind,
+        "json_mode": kind is not None,
     }
 
 
@@ -221,7 +239,7 @@ async def _judge_one(client, semaphore, settings: JudgeSettings, state: dict, ta
         started = time.monotonic()
         for _ in range(1 + settings.parse_retries):
             t0 = time.monotonic()
-            attempt = await _request(client, settings, state, messages)
+            attempt = await _request(client, settings, state, messages, schema)
             attempt["seconds"] = round(time.monotonic() - t0, 3)
             attempts.append(attempt)
             if "error" in attempt:
@@ -270,7 +288,7 @@ async def _judge_one(client, semaphore, settings: JudgeSettings, state: dict, ta
 
 
 async def _judge_tasks(tasks: list[dict], settings: JudgeSettings) -> list[dict]:
-    state = {"json_mode": settings.json_mode}
+    state = {"formats": ["json_schema", "json_object"] if settings.json_mode else []}
     semaphore = asyncio.Semaphore(settings.concurrency)
     # api_key: a placeholder when unset, never OPENAI_API_KEY from the environment: that key is for OpenAI,
     # not for whatever server JUDGE_BASE_URL names.

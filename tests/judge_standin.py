@@ -100,6 +100,8 @@ class StandIn:
             return 500, {}, {"error": {"message": "internal error", "type": "server_error"}}
         if mode == "slow" and count <= self.fail_times:
             time.sleep(self.delay)
+        if mode == "no_json_schema" and (body.get("response_format") or {}).get("type") == "json_schema":
+            return 400, {}, {"error": {"message": "json_schema is not supported", "type": "invalid_request"}}
         if mode == "no_json_mode" and "response_format" in body:
             return (
                 400,

@@ -175,16 +175,43 @@ def test_a_timeout_is_retried_then_unscored():
     assert all("APITimeoutError" in r["attempts"][0]["error"] for r in rows)
 
 
-def test_a_400_to_response_format_drops_json_mode_for_the_rest():
+def test_the_answers_schema_is_asked_for_then_a_json_object_then_nothing_as_the_server_allows():
+    """Structured output first (issue 27): response_format with the answer's JSON schema; a server that
+    answers 400 to it is asked for any JSON object, one that refuses that too for nothing, each refused
+    format dropped for the rest of the run; the parser reads what comes back either way."""
     prompts = sample_prompts(SAMPLE, 2)
-    with StandIn("no_json_mode") as standin:
-        rows, summary = judge_all(prompts, answers_for(prompts), PROFILE, settings(standin, concurrency=1))
-    assert summary["unscored"] == 0
-    sent = [("response_format" in req["body"], req["status"]) for req in standin.requests]
-    assert sent[:2] == [(True, 400), (False, 200)] and all(s == (False, 200) for s in sent[2:])
-    assert len(sent) == 9  # 8 judgements + the one refused request
-    refused = [a for r in rows for a in r["attempts"] if "json_mode_refused" in a]
-    assert len(refused) == 1 and "response_format is not supported" in refused[0]["json_mode_refused"]
+    with StandIn("scores") as standin:
+        rows, _ = judge_all(prompts, answers_for(prompts), PROFILE, settings(standin, concurrency=1))
+    sent = [req["body"].get("response_format") for req in standin.requests]
+    assert {f["type"] for f in sent} == {"json_schema"} and len(sent) == 8
+    pairwise = next(f for f in sent if f["json_schema"]["name"] == "PairwiseVerdict")
+    assert list(pairwise["json_schema"]["schema"]["properties"]) == ["reason", "winner"]
+    assert {a["response_format"] for r in rows for a in r["attempts"]} == {"json_schema"}
+
+    for mode, formats in (("no_json_schema", ["json_schema", "json_object"]), ("no_json_mode", None)):
+        with StandIn(mode) as standin:
+            rows, summary = judge_all(
+                prompts, answers_for(prompts), PROFILE, settings(standin, concurrency=1)
+            )
+        assert summary["unscored"] == 0
+        sent = [
+            ((req["body"].get("response_format") or {}).get("type"), req["status"])
+            for req in standin.requests
+        ]
+        if formats:  # the schema refused once, then a JSON object for the rest
+            assert sent[:2] == [("json_schema", 400), ("json_object", 200)]
+            assert all(s == ("json_object", 200) for s in sent[2:]) and len(sent) == 9
+        else:  # both refused once, then nothing for the rest
+            assert sent[:3] == [("json_schema", 400), ("json_object", 400), (None, 200)]
+            assert all(s == (None, 200) for s in sent[3:]) and len(sent) == 10
+        refused = [
+            a["response_format_refused"]
+            for r in rows
+            for a in r["attempts"]
+            if "response_format_refused" in a
+        ]
+        assert len(refused) == 1 and "is not supported" in refused[0]["json_schema"]
+        assert ("json_object" in refused[0]) == (mode == "no_json_mode")
 
 
 def test_a_marker_in_the_prompt_picks_the_behaviour_per_prompt():
