@@ -182,9 +182,10 @@ def run_ab(engine, args) -> int:
 
 
 def complete_version(engine, ref: str) -> tuple[registry.ModelVersion, store.Store, str]:
-    name, number = registry.parse_ref(ref)
-    v = registry.finished(registry.get_version(engine, name, number))
-    folder = registry.folder(name, number)
+    v = registry.finished(registry.get_ref(engine, ref))  # NAME@vN, NAME@production, NAME@testing
+    if v.ref != ref:
+        print(f"{ref} is {v.ref}", file=sys.stderr)
+    folder = registry.folder(v.model_name, v.version)
     return v, store.store_of(v.store_url, folder), folder
 
 

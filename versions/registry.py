@@ -87,11 +87,36 @@ REF = re.compile(r"(?P<name>[^@]+)@v(?P<version>[1-9][0-9]{0,8})")
 
 
 def parse_ref(ref: str) -> tuple[str, int]:
-    """NAME@vN, as `download` and `url` take it."""
+    """NAME@vN (get_ref also takes NAME@production and NAME@testing)."""
     m = REF.fullmatch(ref or "")
     if not m:
-        raise VersionError(f"{ref!r}: expected NAME@vN, e.g. elena-morales@v3")
+        raise VersionError(
+            f"{ref!r}: expected NAME@vN, NAME@production or NAME@testing, e.g. elena-morales@v3"
+        )
     return check_name(m["name"]), int(m["version"])
+
+
+# The customer's stages a version can be named by (issue 28): NAME@production, NAME@testing.
+ALIASES = ("production", "testing")
+
+
+def get_ref(engine: Engine, ref: str) -> ModelVersion:
+    """The version a ref names: NAME@vN, or NAME@production (its production version) or NAME@testing (its
+    newest version in testing), resolved now: what it resolved to is the version's own `ref`, which
+    callers record. NotFound when the stage is empty, saying what exists."""
+    name, _, alias = (ref or "").partition("@")
+    if alias not in ALIASES:
+        return get_version(engine, *parse_ref(ref))
+    check_name(name)
+    with Session(engine, expire_on_commit=False) as s:
+        found = s.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.model_name == name, ModelVersion.stage == alias)
+            .order_by(ModelVersion.version.desc())
+        ).first()
+    if found is None:
+        raise NotFound(f"{ref}: {name} has no version in {alias} (`python -m versions model {name}`)")
+    return found
 
 
 def transient(exc: OperationalError) -> bool:

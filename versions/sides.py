@@ -73,11 +73,13 @@ def lookup(engine: Engine, runs_dir: Path | str, ref: str) -> Side:
     """The side's identity, from the registry (NAME@vN) or its run folder (a run id); nothing downloaded.
     NotFound / Conflict / VersionError name the ref."""
     if "@" in ref:
-        name, number = registry.parse_ref(ref)
-        v = registry.finished(registry.get_version(engine, name, number))
-        return Side(ref, v.run_id, v.base_model, v.adapter_sha256, v.data_sha256, version=v)
+        # NAME@production / NAME@testing resolve now; the side is recorded as what they resolved to.
+        v = registry.finished(registry.get_ref(engine, ref))
+        return Side(v.ref, v.run_id, v.base_model, v.adapter_sha256, v.data_sha256, version=v)
     if not RUN_ID.fullmatch(ref):
-        raise registry.VersionError(f"{ref!r}: expected NAME@vN (e.g. elena-morales@v3) or a run id")
+        raise registry.VersionError(
+            f"{ref!r}: expected NAME@vN (e.g. elena-morales@v3), NAME@production, NAME@testing or a run id"
+        )
     run_dir = Path(runs_dir) / ref
     adapter = run_dir / "output" / "adapter_model.safetensors"
     if not (run_dir / "output" / "adapter_config.json").is_file() or not adapter.is_file():

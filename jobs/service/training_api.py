@@ -377,14 +377,21 @@ def router(
         try:
             if not isinstance(body, dict) or not isinstance(body.get("model"), str):
                 raise customer.field_error(
-                    "model", 'a model name ("NAME", its production version) or "NAME@vN"'
+                    "model",
+                    'a model name ("NAME" or "NAME@production", its production version), '
+                    '"NAME@testing" or "NAME@vN"',
                 )
             name, _, version = body.pop("model").partition("@")
             if "prompt" in body and "messages" not in body:
                 body["messages"] = [{"role": "user", "content": body.pop("prompt")}]
             ask = models_api.Ask.model_validate(body)
-            number = versions.parse_ref(f"{name}@{version}")[1] if version else None
             versions.check_name(name)
+            if version == "testing":  # its newest version in testing; "production" is the default below
+                number = versions.get_ref(engine, f"{name}@{version}").version
+            elif version and version != "production":
+                number = versions.parse_ref(f"{name}@{version}")[1]
+            else:
+                number = None
         except ValidationError as exc:
             where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "body"
             raise HTTPException(422, f"{where}: {exc.errors()[0]['msg']}") from None

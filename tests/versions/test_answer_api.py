@@ -170,11 +170,17 @@ def test_a_version_answers_on_cpu_in_a_worker_bounded_in_time_and_concurrency(ap
     assert api.post("/models/test", json=theirs).json()["answer"] == got["answer"]
     none = api.post("/models/test", json=theirs | {"model": "em"})
     assert none.status_code == 404 and "no production version" in none.json()["error"], none.text
+    untested = api.post("/models/test", json=theirs | {"model": "em@testing"})  # issue 28: stage aliases
+    assert untested.status_code == 404 and "em has no version in testing" in untested.json()["error"]
     assert (
         api.post("/api/models/em/promote", json={"run_id": "run-1", "stage": "production"}).status_code == 201
     )
     by_name = api.post("/models/test", json={"model": "em", "prompt": "Hello there", "max_tokens": 8})
     assert by_name.status_code == 200 and by_name.json()["ref"] == "em@v1", by_name.text  # run-1's version
+    by_alias = api.post(
+        "/models/test", json={"model": "em@production", "prompt": "Hello there", "max_tokens": 8}
+    )
+    assert by_alias.status_code == 200 and by_alias.json()["answer"] == by_name.json()["answer"]
 
     # Without its run folder, the version comes from the store (every sha256 checked) into the cache.
     shutil.rmtree(api.runs / "run-1")

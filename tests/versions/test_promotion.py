@@ -285,3 +285,9 @@ def test_into_production_a_run_must_not_lose_its_ab_against_the_current_one(
         "loses": False,
     }
     assert stages(url, "em") == {1: "archived", 2: "archived", 3: "production"}
+    # The customer's stages name versions wherever a version is taken (issue 28): resolved now.
+    assert registry.get_ref(engine, "em@production").ref == "em@v3"
+    with pytest.raises(registry.NotFound, match="em@testing: em has no version in testing"):
+        registry.get_ref(engine, "em@testing")
+    with pytest.raises(registry.VersionError, match="expected NAME@vN, NAME@production or NAME@testing"):
+        registry.get_ref(engine, "em@staging")
