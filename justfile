@@ -201,6 +201,10 @@ model NAME *ARGS:
 rollback NAME *ARGS:
     {{python}} -m versions rollback {{NAME}} {{ARGS}}
 
+# Take a version out of use on purpose: archived, never a rollback's target (its model may be left with no production version)
+retire REF *ARGS:
+    {{python}} -m versions retire {{REF}} {{ARGS}}
+
 # A version's files from the store, every sha256 checked: `just download elena-morales@v3 [--to DIR]`
 download REF *ARGS:
     {{python}} -m versions download {{REF}} {{ARGS}}

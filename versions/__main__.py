@@ -6,6 +6,7 @@ Usage:
   python -m versions models
   python -m versions model NAME [--check]      (--check: are its files still in the store, as promoted?)
   python -m versions rollback NAME [--by WHO]
+  python -m versions retire NAME@vN [--by WHO]
   python -m versions download NAME@vN [--to DIR]
   python -m versions url NAME@vN [--file NAME] [--expires SECONDS]
   python -m versions ab A B [--limit N] [--backend transformers|vllm] [--device cpu] [--max-new-tokens N]
@@ -57,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rollback", help="the previous production version back; the current one archived")
     rb.add_argument("name")
     rb.add_argument("--by", default=None)
+    rt = sub.add_parser("retire", help="take a version out of use (archived, never a rollback's target)")
+    rt.add_argument("ref", metavar="NAME@vN")
+    rt.add_argument("--by", default=None)
     d = sub.add_parser("download", help="a version's files, every sha256 checked")
     d.add_argument("ref", metavar="NAME@vN")
     d.add_argument("--to", default=None, help="a new folder (default ./NAME-vN)")
@@ -115,6 +119,7 @@ def show_model(engine, name: str, check: bool) -> int:
             f"  v{v.version:<3} {state:<10} verdict {v.verdict or 'none'}{forced:<7} {headline(v.scores):<24}"
             f" run {v.run_id}  by {v.created_by} {v.created_at:%Y-%m-%d %H:%M}Z"
             f"{'  rolled back' if v.rolled_back_at else ''}"
+            f"{f'  RETIRED by {v.retired_by} {v.retired_at:%Y-%m-%d %H:%M}Z' if v.retired_at else ''}"
         )
         print(f"       adapter {v.adapter_sha256[:16]}  base {v.base_model}  {v.store_url}")
         if v.note:
@@ -213,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_ab(engine, args)
         elif args.command == "model":
             return show_model(engine, args.name, args.check)
+        elif args.command == "retire":
+            row = registry.retire(engine, args.ref, who(args.by))
+            stages = {v.stage for v in registry.versions_of(engine, row.model_name)}
+            none = "" if "production" in stages else f"; {row.model_name} has no production version now"
+            print(f"{row.ref}: retired (archived){none}")
         elif args.command == "rollback":
             old, new = registry.rollback(engine, registry.check_name(args.name), who(args.by))
             print(f"{args.name}: production is {new.ref} again (run {new.run_id}); {old.ref} archived")

@@ -64,6 +64,9 @@ class ModelVersion(Base):
     stage_changed_by: Mapped[str] = mapped_column(String(128))
     production_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Retired on purpose (migration 0008): archived, and never a rollback's target again.
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    retired_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     store_url: Mapped[str] = mapped_column(Text)
     manifest_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
@@ -203,6 +206,7 @@ def move(s: Session, row: ModelVersion, stage: str, who: str) -> None:
             s.flush()
             mirror(s, current)
         row.production_at = now()
+        row.rolled_back_at = None  # in production again on purpose: a later rollback may come back to it
     row.stage, row.stage_changed_at, row.stage_changed_by = stage, now(), who
     s.flush()
     mirror(s, row)
@@ -235,6 +239,40 @@ def complete(engine: Engine, row_id: int, manifest_sha256: str, stage: str, who:
     return in_transaction(engine, work)
 
 
+def allowed_move(row: ModelVersion, stage: str) -> None:
+    """The stage rules (issue 28, item 5), in one place: the production version leaves production only
+    for another (a promote, a rollback) or by `retire`, never by a move that leaves its model with none;
+    a retired version stays out of use: no stage move brings it back."""
+    if row.stage == "production" and stage != "production":
+        raise Conflict(
+            f"{row.ref} is {row.model_name}'s production version: moving it to {stage} would leave none; "
+            f"promote another version to production, or `python -m versions retire {row.ref}`"
+        )
+    if row.retired_at is not None:
+        raise Conflict(f"{row.ref} was retired by {row.retired_by} at {row.retired_at:%Y-%m-%d %H:%M}Z")
+
+
+def retire(engine: Engine, ref: str, who: str) -> ModelVersion:
+    """Take a version out of use on purpose: archived, marked retired (who, when), never a rollback's
+    target again. Retiring the production version leaves its model with none: that is what was asked."""
+
+    def work(s: Session) -> ModelVersion:
+        found = get_ref(engine, ref)
+        row = s.get(ModelVersion, found.id, with_for_update=True)
+        if row.retired_at is not None:
+            raise Conflict(
+                f"{row.ref} is retired already ({row.retired_by}, {row.retired_at:%Y-%m-%d %H:%M}Z)"
+            )
+        row.retired_at, row.retired_by = now(), who
+        if row.stage != "archived":
+            row.stage, row.stage_changed_at, row.stage_changed_by = "archived", now(), who
+            s.flush()
+            mirror(s, row)
+        return row
+
+    return in_transaction(engine, work)
+
+
 def set_stage(engine: Engine, name: str, version: int, stage: str, who: str) -> ModelVersion:
     if stage not in STAGES:
         raise VersionError(f"stage {stage!r}: one of {', '.join(STAGES)}")
@@ -247,6 +285,7 @@ def set_stage(engine: Engine, name: str, version: int, stage: str, who: str) -> 
             raise NotFound(f"{name}@v{version}: no such version")
         finished(row)
         if row.stage != stage:
+            allowed_move(row, stage)
             move(s, row, stage, who)
         return row
 
@@ -270,7 +309,11 @@ def rollback(engine: Engine, name: str, who: str) -> tuple[ModelVersion, ModelVe
         earlier = [
             v
             for v in versions
-            if v.id != current.id and v.production_at and v.rolled_back_at is None and v.complete
+            if v.id != current.id
+            and v.production_at
+            and v.rolled_back_at is None
+            and v.retired_at is None  # retired on purpose: never revived by a rollback
+            and v.complete
         ]
         if not earlier:
             raise Conflict(f"{current.ref} is the only version of {name} that was ever in production")
@@ -355,5 +398,6 @@ def as_dict(v: ModelVersion) -> dict:
         "stage_changed_by": v.stage_changed_by,
         "stage_changed_at": iso(v.stage_changed_at),
         "rolled_back": v.rolled_back_at is not None,
+        "retired": {"by": v.retired_by, "at": iso(v.retired_at)} if v.retired_at else None,
         "manifest_sha256": v.manifest_sha256,
     }

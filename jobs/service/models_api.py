@@ -169,6 +169,15 @@ def router(
         log.info("rollback %s: %s production, %s archived", name, restored.ref, archived.ref)
         return {"production": registry.as_dict(restored), "archived": registry.as_dict(archived)}
 
+    @api.post("/{name}/versions/{version}/retire")
+    def retire(name: str, version: int = Version):
+        try:
+            row = registry.retire(engine, f"{named(name)}@v{version}", WHO)
+        except (registry.VersionError, SQLAlchemyError) as exc:
+            raise refused(exc) from None
+        log.info("retired %s", row.ref)
+        return registry.as_dict(row)
+
     @api.get("/{name}/versions/{version}/download")
     def download_urls(
         name: str,

@@ -138,6 +138,14 @@ def test_promote_show_rollback_and_download_urls_over_a_folder_store(api):
     )
     again = api.post("/api/models/em/rollback")
     assert again.status_code == 409 and "em@v1 is the only version" in again.json()["error"]
+    retired = api.post("/api/models/em/versions/3/retire")  # issue 28: out of use on purpose
+    assert (
+        retired.status_code == 200
+        and retired.json()["retired"]["by"]
+        and retired.json()["stage"] == "archived"
+    )
+    assert api.post("/api/models/em/versions/3/retire").status_code == 409
+    assert api.post("/api/models/em/versions/9/retire").status_code == 404
 
     r = api.get("/api/models/em/versions/1/download")
     assert r.status_code == 409 and "a folder store (store/) has no URL" in r.json()["error"]

@@ -291,3 +291,47 @@ def test_into_production_a_run_must_not_lose_its_ab_against_the_current_one(
         registry.get_ref(engine, "em@testing")
     with pytest.raises(registry.VersionError, match="expected NAME@vN, NAME@production or NAME@testing"):
         registry.get_ref(engine, "em@staging")
+
+
+def test_stage_rules_no_move_leaves_a_model_without_production_and_retired_stays_out(
+    env, adapter, tmp_path, versions_main
+):
+    """Issue 28, item 5: the production version leaves production only for another or by `retire`; a
+    retired version is never a rollback's target nor moved back; a version promoted to production again
+    on purpose is a rollback target again."""
+    runs, url, r = tmp_path / "runs", env["DATABASE_URL"], str(tmp_path / "runs")
+    engine = jobs_registry.engine(url)
+    for i in (1, 2, 3):
+        make_run(runs, url, f"run-{i}", adapter)
+        out = versions_main(
+            "--runs-dir", r, "promote", f"run-{i}", "--model", "em", "--stage", "production", env=env
+        )
+        assert out.returncode == 0, out.stderr
+    demote = versions_main(
+        "--runs-dir", r, "promote", "run-3", "--model", "em", "--stage", "testing", env=env
+    )
+    assert demote.returncode == 2
+    assert "em@v3 is em's production version: moving it to testing would leave none" in demote.stderr
+    assert stages(url, "em") == {1: "archived", 2: "archived", 3: "production"}
+
+    # v2 retired on purpose: the rollback from v3 skips it, back to v1.
+    retired = versions_main("--runs-dir", r, "retire", "em@v2", "--by", "ops", env=env)
+    assert retired.returncode == 0 and retired.stdout.strip() == "em@v2: retired (archived)", retired.stderr
+    back = versions_main("--runs-dir", r, "rollback", "em", env=env)
+    assert back.stdout.strip() == "em: production is em@v1 again (run run-1); em@v3 archived", back.stderr
+    again = versions_main(
+        "--runs-dir", r, "promote", "run-2", "--model", "em", "--stage", "production", env=env
+    )
+    assert again.returncode == 2 and "em@v2 was retired by ops" in again.stderr
+    twice = versions_main("--runs-dir", r, "retire", "em@v2", env=env)
+    assert twice.returncode == 2 and "em@v2 is retired already" in twice.stderr
+
+    # v3 (rolled back) promoted again on purpose: a later rollback may come back to it.
+    versions_main("--runs-dir", r, "promote", "run-3", "--model", "em", "--stage", "production", env=env)
+    assert registry.get_ref(engine, "em@v3").rolled_back_at is None
+    # Retiring the production version is the one way to leave the model with none, and it says so.
+    last = versions_main("--runs-dir", r, "retire", "em@production", env=env)
+    assert last.stdout.strip() == "em@v3: retired (archived); em has no production version now"
+    assert stages(url, "em") == {1: "archived", 2: "archived", 3: "archived"}
+    shown = versions_main("--runs-dir", r, "model", "em", env=env).stdout
+    assert shown.count("RETIRED by") == 2
