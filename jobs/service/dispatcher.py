@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from jobs import registry, runfolder
+from jobs import registry
 from jobs.cancel import cancel
 from jobs.service import pods, queue, secrets, start
 from jobs.service.queue import NotStarted, ServiceJob
@@ -31,18 +31,9 @@ REFOLLOW_S = 30.0
 
 
 def spawn_launcher(argv: list[str], runs: Path, job_id: str, env: dict) -> subprocess.Popen:
-    """A pod job's launcher or follower, its output appended to the job's launcher log; in its own
-    session, so it outlives a restart of the service and follows its pod meanwhile."""
-    with pods.launcher_log(runs, job_id).open("a") as out:
-        return subprocess.Popen(
-            argv,
-            cwd=runfolder.ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    """A pod job's launcher or follower, its output in the job's launcher log (it follows its pod
+    meanwhile, whatever happens to the service)."""
+    return start.spawn(argv, pods.launcher_log(runs, job_id), env)
 
 
 def dispatch_once(
@@ -80,7 +71,9 @@ def dispatch_once(
             return job, proc
         argv = [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "execute", job.job_id]
         env = queue.job_env(job.job_id, db_url, destination, devices)
-        start.spawn(argv + ([] if evaluate else ["--no-eval"]), runs / job.job_id, env)
+        start.spawn(
+            argv + ([] if evaluate else ["--no-eval"]), runs / job.job_id / "logs" / "launcher.log", env
+        )
     except Exception as exc:
         raise NotStarted(job, f"{type(exc).__name__}: {exc}") from exc
     log.info("job %s started (local run%s)", job.job_id, f" on GPU {devices}" if devices else "")

@@ -228,16 +228,17 @@ def start_run(
     argv = [sys.executable, "-m", "jobs", "--runs-dir", runs_dir, "execute", run_id]
     spawn(
         argv + ([] if heldout_eval else ["--no-eval"]),
-        run_dir,
+        run_dir / "logs" / "launcher.log",
         run_env(run_id, registry.database_url(db_url)),
     )
     return run_id
 
 
-def spawn(argv: list[str], run_dir: Path, env: dict) -> None:
-    """The run's own process, in its own session: it outlives a restart of the service."""
-    with (run_dir / "logs" / "launcher.log").open("a") as log:
-        subprocess.Popen(
+def spawn(argv: list[str], log_path: Path, env: dict) -> subprocess.Popen:
+    """A process of the service's (a run, a pod's launcher or follower), its output appended to log_path,
+    in its own session: it outlives a restart of the service."""
+    with log_path.open("a") as log:
+        return subprocess.Popen(
             argv,
             cwd=runfolder.ROOT,
             env=env,
