@@ -10,7 +10,13 @@ Usage:
         fake.fail_next(fake.NO_INSTANCES)  # the next pod create answers this GraphQL error
         fake.preempt(pod_id)               # RunPod takes a spot pod back: EXITED, then gone
         fake.calls[-1]                     # (field, args) exactly as the client sent them
+        fake.created[-1]                   # the last pod create, either API, in GraphQL's input names
+        fake.did("terminate")              # how many terminates, either API
         fake.templates                     # POST /v2/templates (REST API v2, TEMPLATES): id -> Template
+
+The same server answers RunPod's REST API v2 pod routes (POST/GET /v2/pods, GET/DELETE /v2/pods/{id},
+POST /v2/pods/{id}/action) over the same pods, with REST's shapes and status codes: tests/fake_runpod_rest.py,
+which cites its sources. The switches below act on both APIs where they mean something there.
 
 Shapes, copied (the same sources as jobs/pod/runpod.py):
   SDK  = github.com/runpod/runpod-python @ 07fc6e2: runpod/api/graphql.py (POST {"query"}, 401 = bad key,
@@ -103,6 +109,14 @@ SPOT_INPUT = DEPLOY_INPUT | {"bidPerGpu"}
 PREEMPT_GRACE = 5.0  # seconds from SIGTERM to SIGKILL when RunPod takes a spot pod back
 # Environment a pod's command inherits from this process: enough to find programs, nothing secret.
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+
+
+# What each GraphQL field or REST v2 operation (tests/fake_runpod_rest.py) asks, for FakeRunPod.did().
+OPS = {
+    **{"podFindAndDeployOnDemand": "create", "podRentInterruptable": "create", "createPod": "create"},
+    **{"podStop": "stop", "podTerminate": "terminate", "deletePod": "terminate"},
+    **{"pod": "get", "getPod": "get", "myself": "list", "listPods": "list"},
+}
 
 
 # -- just enough GraphQL to read what the client sends -----------------------------------------------------
@@ -378,6 +392,8 @@ class FakeRunPod:
         host_cuda: str = "13.0",
         private_images: tuple[str, ...] = (),
         listing_lag: float = 0.0,
+        retry_after: int = 1,
+        rest_gone: str = "404",
     ):
         self.api_key = api_key
         self.workspace = Path(workspace or tempfile.mkdtemp(prefix="fake-runpod-"))
@@ -389,6 +405,14 @@ class FakeRunPod:
         self.restart_on_exit, self.restart_after = restart_on_exit, restart_after
         self.host_cuda, self.private_images = host_cuda, set(private_images)
         self.listing_lag = listing_lag
+        # REST v2 (tests/fake_runpod_rest.py): a 429's Retry-After, and what GET answers for a terminated
+        # pod, "404" or "terminated" (status TERMINATED): the reference does not say (REST there).
+        self.retry_after, self.rest_gone = retry_after, rest_gone
+        # Whether REST v2 takes a pod's pod-scoped key (undocumented: PODKEY documents the key, not which
+        # API takes it); False: 401 there, as a key REST does not know.
+        self.rest_pod_keys = True
+        # Every pod create that reached RunPod's handler (refused ones too), either API, as GraphQL's input.
+        self.created: list[dict] = []
         self.gpus = {gpu["id"]: dict(gpu) for gpu in GPU_TYPES}  # a test may change a price or the stock
         # Per datacenter, per GPU id: what differs there from self.gpus (prices, maxGpuCount). RunPod
         # prices and stocks each datacenter apart; lowestPrice without dataCenterId is the lowest of all.
@@ -467,6 +491,14 @@ class FakeRunPod:
             pod.prices.append((time.time(), cost_per_hr))
             pod.cost_per_hr = cost_per_hr
 
+    def did(self, what: str) -> int:
+        """How many requests asked `what` (create, stop, terminate, get, list) of either API: GraphQL's
+        fields or REST v2's operations (myself counts as a list: it also answers the network volumes)."""
+        return sum(
+            OPS.get(name) == what or (name == "podAction" and args.get("action") == what)
+            for name, args in self.calls
+        )
+
     def billed(self, pod_id: str) -> float:
         """What this fake bills the pod: each stretch from its create to its end (terminate, stop or
         reclaim) at the price then, its own ledger to compare the launcher's sum with."""
@@ -532,8 +564,8 @@ class FakeRunPod:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def answer(self, path: str, headers: dict, body: bytes) -> tuple[int, dict]:
-        """One HTTP request to (status, JSON body)."""
+    def answer(self, path: str, headers: dict, body: bytes, method: str = "POST") -> tuple[int, dict | None]:
+        """One HTTP request to (status, JSON body; None: no body)."""
         query_key = parse_qs(urlparse(path).query).get("api_key", [None])[0]  # DOCS' curl examples
         auth = headers.get("authorization", "")
         header_key = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None  # SDK graphql.py
@@ -545,14 +577,26 @@ class FakeRunPod:
                     "key_in": "header" if header_key else "query" if query_key else None,
                 }
             )
+            rest = urlparse(path).path.startswith("/v2/")
             if self._limited:
                 self._limited -= 1
+                if rest:  # REST v2's TooManyRequestsError example (tests/fake_runpod_rest.py)
+                    return _problem(429, "Too Many Requests", "rate limit exceeded for the minute window")
                 return 429, {"errors": [{"message": "Too Many Requests"}]}
             if self._server_errors:
                 self._server_errors -= 1
+                if rest:
+                    return _problem(502, "Bad Gateway", "upstream error")
                 return 502, {"errors": [{"message": "Bad Gateway"}]}
-        if urlparse(path).path == "/v2/templates":  # REST API v2 (TEMPLATES), not GraphQL
+        route = urlparse(path).path
+        if route == "/v2/templates" and method == "POST":  # REST API v2 (TEMPLATES), not GraphQL
             return self._create_template(header_key, body)
+        if route == "/v2/pods" or route.startswith("/v2/pods/"):  # REST API v2 pods
+            from tests import fake_runpod_rest
+
+            return fake_runpod_rest.answer(self, method, route, header_key, body)
+        if method != "POST" or route != "/graphql":
+            return 404, {"errors": [{"message": f"no route {method} {route}"}]}
         key = header_key or query_key
         with self.lock:
             own_pod = next((p.id for p in self.pods.values() if p.pod_key == key), None) if key else None
@@ -716,6 +760,8 @@ class FakeRunPod:
 
     def _deploy(self, input: dict, interruptible: bool) -> dict:
         """DOCS "Create on-demand Pod" / "Create spot Pod"; checks what graphql-js and RunPod would."""
+        with self.lock:
+            self.created.append(input)
         allowed = SPOT_INPUT if interruptible else DEPLOY_INPUT
         type_name = "PodRentInterruptableInput" if interruptible else "PodFindAndDeployOnDemandInput"
         for key in input:
@@ -1047,13 +1093,22 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 -- http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, payload = self.server.fake.answer(self.path, headers, body)
-        data = json.dumps(payload).encode()
+        status, payload = self.server.fake.answer(self.path, headers, body, self.command)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        rest = urlparse(self.path).path.startswith("/v2/")
+        if status == 429 and rest:  # REST v2's TooManyRequestsError: Retry-After, integer seconds
+            self.send_header("Retry-After", str(self.server.fake.retry_after))
+        if payload is None:  # 204: no body (REST v2 deletePod, podAction terminate)
+            self.end_headers()
+            return
+        data = json.dumps(payload).encode()
+        problem = rest and status >= 400  # RFC 9457 (REST v2, fake_runpod_rest.py); GraphQL: plain JSON
+        self.send_header("Content-Type", "application/problem+json" if problem else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    do_GET = do_DELETE = do_POST  # noqa: N815 -- REST v2's methods; answer() routes by method and path
 
     def log_message(self, *args):
         pass

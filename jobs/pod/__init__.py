@@ -10,6 +10,7 @@
   pods.py     what those share: the RunPod client, a pod's spec and attempt, the volume as seen from here
   config.py   the config a pod runs: published by the launcher, taken up as it is by `jobs run-config`
   runpod.py   RunPod's GraphQL API (the operations we use, their shapes)
+  rest.py     RunPod's REST API v2 for pods (the default; RUNPOD_API=graphql for GraphQL), GraphQL's shapes
   volume.py   the pod's volume from here: a local directory or a network volume through RunPod's S3 API
   bundle.py   our code and the wheels it adds to Axolotl's stack, on the volume for Axolotl's own image
   stored.py   the completed run's files into the artifact store, from the pod (and back, for promote)

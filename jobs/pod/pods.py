@@ -11,7 +11,7 @@ from pathlib import Path
 
 from brightrun.errors import ConfigError
 from jobs import registry, runfolder, webhooks
-from jobs.pod import runpod
+from jobs.pod import rest, runpod
 from jobs.pod import volume as vol
 
 POD_VOLUME = "/workspace/data"  # BRIGHTRUN_VOLUME on a real pod, unless the profile says otherwise
@@ -28,10 +28,11 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def client() -> runpod.Client:
+def client() -> runpod.Client | rest.RestClient:
+    """The pod API: REST v2 (jobs/pod/rest.py), or GraphQL with RUNPOD_API=graphql."""
     try:
-        return runpod.Client()
-    except runpod.AuthError as exc:
+        return rest.client()
+    except runpod.RunPodError as exc:  # no key, or RUNPOD_API misspelled
         raise ConfigError(str(exc)) from None
 
 

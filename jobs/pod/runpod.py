@@ -9,8 +9,10 @@ Usage:
                                     volumeMountPath="/workspace", secrets=["HF_TOKEN"])
     client.pod(pod["id"])   # desiredStatus, runtime.uptimeInSeconds, costPerHr; None once the pod is gone
 
-GraphQL for everything: the `runpod` SDK creates only on-demand pods; interruptible (spot) pods exist only
-as the GraphQL mutation podRentInterruptable (bidPerGpu); REST v1 is retired and REST v2 has no spot field.
+The launcher's pods go through REST v2 by default (jobs/pod/rest.py, which uses this client for what v2
+lacks); RUNPOD_API=graphql puts everything here. The `runpod` SDK creates only on-demand pods;
+interruptible (spot) pods exist only as the GraphQL mutation podRentInterruptable (bidPerGpu); REST v1 is
+retired and REST v2 has no spot field.
 Pod settings are RunPod's own input names (gpuTypeId, cloudType, volumeMountPath...), no aliases of ours.
 What is copied, and from where (each operation below names its source again):
   SDK  = github.com/runpod/runpod-python @ 07fc6e2 (2026-08-10): runpod/api/graphql.py, api/ctl_commands.py,

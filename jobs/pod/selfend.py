@@ -6,8 +6,9 @@ a volume that outlives the pod, and in the artifact store when there is one), an
 
 RunPod gives every pod RUNPOD_POD_ID and RUNPOD_API_KEY, a "Pod-scoped API key" (github.com/runpod/docs
 pods/templates/environment-variables.mdx, "Runpod-provided variables"): the pod terminates itself with it
-through the same client as the launcher (podTerminate). At the deadline it first leaves pods/POD.deadline
-on the volume, so its owner, if any, records why (jobs/pod/follow.py).
+through the same client as the launcher (REST v2 deletePod, or GraphQL podTerminate with
+RUNPOD_API=graphql; jobs/pod/rest.py). At the deadline it first leaves pods/POD.deadline on the volume,
+so its owner, if any, records why (jobs/pod/follow.py).
 """
 
 from __future__ import annotations
@@ -42,11 +43,22 @@ def main(argv: list[str] | None = None) -> int:
         mark = Path(volume) / deadline_mark(pod_id)
         mark.parent.mkdir(parents=True, exist_ok=True)
         mark.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "\n")
-    from jobs.pod import runpod
+    from jobs.pod import rest, runpod
 
-    try:
-        with runpod.Client(api_key=key) as client:
+    try:  # REST v2 unless RUNPOD_API=graphql, as the launcher's client (jobs/pod/rest.py)
+        with rest.client(api_key=key) as client:
             client.terminate(pod_id)
+    except runpod.AuthError as exc:
+        # Whether RunPod takes a pod-scoped key on REST v2 is not documented: refused there, the pod asks
+        # GraphQL (the API of `runpodctl stop pod $RUNPOD_POD_ID` in a pod, docs pods/manage-pods) rather
+        # than bill on.
+        print(f"selfend: REST v2 refused the pod's key ({exc}); trying GraphQL", file=sys.stderr)
+        try:
+            with runpod.Client(api_key=key) as client:
+                client.terminate(pod_id)
+        except runpod.RunPodError as again:
+            print(f"selfend: pod {pod_id} could not terminate itself ({why}): {again}", file=sys.stderr)
+            return 1
     except runpod.RunPodError as exc:
         print(f"selfend: pod {pod_id} could not terminate itself ({why}): {exc}", file=sys.stderr)
         return 1

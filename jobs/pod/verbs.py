@@ -10,7 +10,7 @@ from pathlib import Path
 
 from brightrun.errors import ConfigError
 from jobs import registry
-from jobs.pod import runpod, stored
+from jobs.pod import rest, runpod, stored
 from jobs.pod import volume as vol
 from jobs.pod.follow import follow
 from jobs.pod.pods import client, say, volume_of, volume_state
@@ -46,7 +46,7 @@ def status(run_id: str, runs_dir: str = "runs") -> int:
         pod_line = job.pod_id or "-"
         if job.pod_id and os.environ.get("RUNPOD_API_KEY"):
             try:
-                pod = runpod.Client().pod(job.pod_id)
+                pod = rest.client().pod(job.pod_id)
                 pod_line += f" ({pod['desiredStatus'] if pod else 'gone'})"
             except runpod.RunPodError as exc:
                 pod_line += f" (RunPod: {exc})"

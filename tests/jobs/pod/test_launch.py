@@ -314,7 +314,7 @@ def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, samp
     job = registry.get_job(run_id, env["DATABASE_URL"])
     assert job.status == "interrupted" and "cost cap $1.00 reached" in job.error_message
     assert job.actual_cost >= 1.0
-    assert any(name == "podStop" for name, _ in fake.calls)
+    assert fake.did("stop")
     assert list((fake.workspace / "runs" / run_id / "output").glob("checkpoint-*/trainer_state.json"))
     assert "cost cap $1.00 reached" in log.read_text()
     assert log.read_text().count("budget alert: $") == 1  # once, before the cap
@@ -336,7 +336,7 @@ def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, samp
     # The pod's run folder holds the launcher's config, byte for byte, and Axolotl was given that file.
     lineage = json.loads((runs / run_id / "run.json").read_text())
     volume = fake.workspace.resolve()
-    create = next(args["input"] for name, args in fake.calls if name == "podFindAndDeployOnDemand")
+    create = fake.created[0]  # whichever API made it, in GraphQL's input names (fake_runpod.py)
     pod_env = {p["key"]: p["value"] for p in create["env"]}
     assert pod_env["BRIGHTRUN_CONFIG"] == f"{volume}/configs/{run_id}/config.yaml"
     pod_run = volume / "runs" / run_id
@@ -376,8 +376,7 @@ def test_max_retries_gives_up_once_and_the_customer_hears_it(tmp_path, sample_ou
     assert job.status == "failed" and job.retry_count == 1
     assert "gave up after 1 relaunch(es) (--max-retries 1)" in job.error_message
     assert "with the run not started" in job.error_message
-    creates = [name for name, _ in fake.calls if name == "podFindAndDeployOnDemand"]
-    assert len(creates) == 2  # the first pod and one relaunch
+    assert len(fake.created) == 2  # the first pod and one relaunch
     tally = customer_app.tally(job_id)
     no_loss(tally)
     assert tally["statuses"] == ["queued", "training", "failed"]  # created, relaunched, given up
@@ -385,8 +384,12 @@ def test_max_retries_gives_up_once_and_the_customer_hears_it(tmp_path, sample_ou
     status_log.ended_once(env["DATABASE_URL"], job_id, "failed", tally["ours"])
 
 
-def test_detach_follow_and_cancel_terminates_the_pod(tmp_path, sample_out, setup):
+@pytest.mark.parametrize("api", ["rest", "graphql"])
+def test_detach_follow_and_cancel_terminates_the_pod(tmp_path, sample_out, setup, api):
+    """On both of RunPod's APIs (RUNPOD_API, jobs/pod/rest.py; issue 25: "REST v2 and GraphQL paths both
+    pass the launch test"): every call of the launcher, `jobs status`, `jobs cancel` and the follower."""
     fake, env = setup(command=sleeper)
+    env["RUNPOD_API"] = api
     runs, log = tmp_path / "runs", tmp_path / "launch.log"
     assert launch(runs, sample_out, env, "--detach", "max_steps=4", log=log).wait(120) == 0, log.read_text()
     job = the_run(env["DATABASE_URL"])
@@ -399,9 +402,14 @@ def test_detach_follow_and_cancel_terminates_the_pod(tmp_path, sample_out, setup
     done = jobs_cli("--runs-dir", str(runs), "cancel", job.id, env=env)
     assert done.returncode == 0 and "cancelled" in done.stderr, done.stderr
     assert proc.wait(60) == 130, log.read_text()[-4000:]
-    assert job.pod_id in fake.gone and any(name == "podTerminate" for name, _ in fake.calls)
+    assert job.pod_id in fake.gone and fake.did("terminate")
     job = registry.get_job(job.id, env["DATABASE_URL"])
     assert job.status == "cancelled" and "terminated" in job.error_message
+    # Each pod call went over the API asked for; prices and volumes are GraphQL's on both (rest.py).
+    rest = {"createPod", "getPod", "listPods", "podAction", "deletePod"}
+    graphql = {"podFindAndDeployOnDemand", "pod", "podStop", "podTerminate"}
+    used = {name for name, _ in fake.calls}
+    assert used & (rest if api == "rest" else graphql) and not used & (graphql if api == "rest" else rest)
 
 
 def test_wrong_key_or_estimate_over_the_cap_creates_nothing(tmp_path, sample_out, setup):
@@ -502,7 +510,7 @@ def test_on_a_network_volume_the_pod_is_told_where_the_launchers_config_is(tmp_p
         args = ("--detach", "--network-volume", bucket, "max_steps=4", SPACED_OVERRIDE)
         assert launch(runs, sample_out, env, *args, log=log).wait(120) == 0, log.read_text()
         run_id = the_run(env["DATABASE_URL"]).id
-        create = next(args["input"] for name, args in fake.calls if name == "podFindAndDeployOnDemand")
+        create = fake.created[0]
         assert create["volumeMountPath"] == "/workspace/data"
         pod_env = {p["key"]: p["value"] for p in create["env"]}
         deadline = int(pod_env.pop("BRIGHTRUN_DEADLINE_TS"))  # --max-hours' default, 24 h from now
@@ -604,6 +612,6 @@ def test_the_apis_delete_of_a_pod_run_terminates_its_pod(tmp_path, sample_out, s
     api = TestClient(create_app(runs, env["DATABASE_URL"], tmp_path / "data"), raise_server_exceptions=False)
     r = api.delete(f"/api/training/jobs/{job.id}", headers={"Authorization": "Bearer tok-pod-cancel"})
     assert r.status_code == 202 and r.json()["status"] == "cancelled", r.text
-    assert job.pod_id in fake.gone and any(name == "podTerminate" for name, _ in fake.calls)
+    assert job.pod_id in fake.gone and fake.did("terminate")
     job = registry.get_job(job.id, env["DATABASE_URL"])
     assert job.status == "cancelled" and "terminated" in job.error_message

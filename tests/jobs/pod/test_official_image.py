@@ -102,7 +102,7 @@ def test_a_default_launch_installs_our_code_on_axolotls_image_and_completes(tmp_
         assert (job.status, job.step) == ("completed", 2)
         assert (runs / job.id / "output" / "adapter_model.safetensors").is_file()
 
-        [create] = [a["input"] for name, a in fake.calls if name == "podFindAndDeployOnDemand"]
+        [create] = fake.created  # either API, in GraphQL's input names (fake_runpod.py)
         assert create["imageName"] == HARDWARE_IMAGE and create["dockerArgs"] == bundle.START_COMMAND
         assert create["allowedCudaVersions"] == ["13.0"] and "containerRegistryAuthId" not in create
         pod_env = {p["key"]: p["value"] for p in create["env"]}

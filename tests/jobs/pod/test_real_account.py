@@ -58,7 +58,7 @@ def test_a_pod_on_a_host_without_the_images_cuda_is_replaced_then_given_up(
     args = ("--run-id", job_id, "--start-timeout", "1", "--max-retries", "1", "max_steps=2")
     proc = launch(runs, sample_out, env, *args, log=log)
     assert proc.wait(120) == 1, log.read_text()[-4000:]
-    creates = [a["input"] for name, a in fake.calls if name == "podFindAndDeployOnDemand"]
+    creates = fake.created  # either API, in GraphQL's input names (fake_runpod.py)
     assert len(creates) == 2 and all(c["allowedCudaVersions"] == ["13.0"] for c in creates)
     job = registry.get_job(job_id, env["DATABASE_URL"])
     assert job.status == "failed" and job.retry_count == 1
@@ -96,7 +96,7 @@ def test_a_private_image_starts_only_with_registry_credentials(tmp_path, sample_
     log = tmp_path / "b.log"
     assert launch(runs, sample_out, env, "--detach", log=log).wait(120) == 0, log.read_text()
     job = the_run(env["DATABASE_URL"])
-    create = [a["input"] for name, a in fake.calls if name == "podFindAndDeployOnDemand"][-1]
+    create = fake.created[-1]
     assert (create["imageName"], create["containerRegistryAuthId"]) == (image, "cr-auth-1")
     wait_for(lambda: fake.pods[job.pod_id].started is not None, 10)
     usage = jobs_cli("launch", "--help")
@@ -154,7 +154,7 @@ def test_a_create_that_fails_after_runpod_made_the_pod_adopts_that_pod(tmp_path,
     log = tmp_path / "launch.log"
     assert launch(tmp_path / "runs", sample_out, env, "--detach", log=log).wait(120) == 0, log.read_text()
     job = the_run(env["DATABASE_URL"])
-    assert [n for n, _ in fake.calls].count("podFindAndDeployOnDemand") == 1  # never sent twice
+    assert len(fake.created) == 1  # never sent twice
     assert list(fake.pods) == [job.pod_id] and job.status == "queued"
     assert f"RunPod made pod {job.pod_id} ({job.id}) anyway; adopting it" in log.read_text()
 
@@ -163,8 +163,11 @@ def test_a_create_that_fails_after_runpod_made_the_pod_adopts_that_pod(tmp_path,
 def test_runpod_api_errors_are_outlasted_then_the_pod_is_stopped_and_named(tmp_path, sample_out, setup):  # noqa: F811
     """GraphQL errors on the pod query (problem 6): a short run of them is waited out, backing off; a
     long one ends the follower with exit 75, the pod stopped (no GPU billing) and the commands to go on
-    named, the run's status left undecided. Never a traceback."""
+    named, the run's status left undecided. Never a traceback. On GraphQL (an error inside a 200 is
+    GraphQL's own, never retried by the client); REST's failing reads are 5xx, retried by the client:
+    test_a_5xx_streak_is_outlasted_then_ends_the_follower_naming_the_pod."""
     fake, env = setup(command=sleeper)
+    env["RUNPOD_API"] = "graphql"
     runs, log = tmp_path / "runs", tmp_path / "launch.log"
     proc = launch(runs, sample_out, env, "max_steps=2", log=log)
     job = wait_for(lambda: the_run(env["DATABASE_URL"]), 120, proc, log)
@@ -239,11 +242,11 @@ def test_a_5xx_streak_is_outlasted_then_ends_the_follower_naming_the_pod(
     capsys,
 ):
     """HTTP 5xx from RunPod (a gateway in front of its API, problem 6), on its own: each poll is retried by
-    the client (runpod.Client's max_time, small here so that the test is fast), then counted by the follower.
+    the client (its max_time, small here so that the test is fast), then counted by the follower.
     A streak that ends is outlasted; one that does not ends the follower with exit 75 and no traceback,
     naming the pod, that stopping it failed too, and the commands to re-attach or terminate it; once RunPod
     answers again, `jobs cancel` terminates the pod."""
-    from jobs.pod import runpod
+    from jobs.pod import rest
     from jobs.pod.follow import API_FAILURES, follow
 
     fake, env = setup(command=sleeper)
@@ -258,7 +261,7 @@ def test_a_5xx_streak_is_outlasted_then_ends_the_follower_naming_the_pod(
     fake.server_error(API_FAILURES - 2)
     codes = []
     follower = threading.Thread(
-        target=lambda: codes.append(follow(job.id, str(runs), runpod.Client(max_time=0.05), 0.05))
+        target=lambda: codes.append(follow(job.id, str(runs), rest.client(max_time=0.05), 0.05))
     )
     follower.start()
     wait_for(lambda: fake._server_errors == 0, 30)
