@@ -60,5 +60,3 @@ def test_converter_token_counts_match_axolotl(prepared):
         + manifest["tokens"]["per_split"]["val"]["line_lengths"]
     )
     assert Counter(len(r["input_ids"]) for r in rows) == ours
-
-
