@@ -10,8 +10,10 @@ Each gate compares the adapter with the base model on the same prompts, paired, 
 The judge is checked before it is believed (issue 27): a judge that disagrees with itself when the replies
 swap places, or that picks whichever reply comes first, makes the verdict `judge_unreliable`, not `fail`.
 
-Overall: fail when a required gate fails; else judge_unreliable; else incomplete (a required gate not
-run); else insufficient; else inconclusive; else pass. Only `pass` promotes by itself (versions/promote.py).
+Overall: fail when a required gate the judge does not measure fails (held-out loss, general ability); else
+judge_unreliable when the judge's gates are required and it fails a check; else fail (a required judge gate);
+else incomplete (a required gate not run); else insufficient; else inconclusive; else pass. Only `pass`
+promotes by itself (versions/promote.py).
 Thresholds live in evals/gates.yaml (or a copy passed with --gates), validated here.
 """
 
@@ -286,7 +288,7 @@ def decide(results: dict, gates: Gates | None = None) -> dict:
     required = {r["status"] for r in rows if r["required"]}
     if FAIL in {r["status"] for r in rows if r["required"] and not r["gate"].startswith("judge_")}:
         overall = FAIL  # the judge's health cannot excuse a loss or a drop it did not measure
-    elif any(c["status"] == UNRELIABLE for c in checks):
+    elif gates.judge.required and any(c["status"] == UNRELIABLE for c in checks):
         overall = UNRELIABLE
     else:
         overall = next((s for s in (FAIL, NOT_RUN, INSUFFICIENT, INCONCLUSIVE) if s in required), PASS)

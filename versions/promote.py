@@ -226,7 +226,8 @@ def promote(
     if row.complete:
         say(f"{row.ref} is run {run_id} already ({row.stage})")
         if stage is not None and stage != row.stage:
-            row = registry.set_stage(engine, model, row.version, stage, person)
+            added = {"vs_production": scores["vs_production"]} if "vs_production" in (scores or {}) else None
+            row = registry.set_stage(engine, model, row.version, stage, person, added, force and lost)
             say(f"{row.ref}: stage {row.stage}")
         return row
 

@@ -257,7 +257,7 @@ def retire(engine: Engine, ref: str, who: str) -> ModelVersion:
     target again. Retiring the production version leaves its model with none: that is what was asked."""
 
     def work(s: Session) -> ModelVersion:
-        found = get_ref(engine, ref)
+        found = finished(get_ref(engine, ref))  # an unfinished upload is no version to retire yet
         row = s.get(ModelVersion, found.id, with_for_update=True)
         if row.retired_at is not None:
             raise Conflict(
@@ -273,7 +273,12 @@ def retire(engine: Engine, ref: str, who: str) -> ModelVersion:
     return in_transaction(engine, work)
 
 
-def set_stage(engine: Engine, name: str, version: int, stage: str, who: str) -> ModelVersion:
+def set_stage(
+    engine: Engine, name: str, version: int, stage: str, who: str, scores: dict | None = None, forced=False
+) -> ModelVersion:
+    """Move a complete version's stage (allowed_move's rules). scores: what the move adds to them (a move
+    into production: its A/B against the version it replaces); forced: the move was forced, and a forced
+    version stays marked."""
     if stage not in STAGES:
         raise VersionError(f"stage {stage!r}: one of {', '.join(STAGES)}")
 
@@ -287,6 +292,9 @@ def set_stage(engine: Engine, name: str, version: int, stage: str, who: str) -> 
         if row.stage != stage:
             allowed_move(row, stage)
             move(s, row, stage, who)
+            if scores:
+                row.scores = {**(row.scores or {}), **scores}
+            row.forced = row.forced or bool(forced)
         return row
 
     return in_transaction(engine, work)

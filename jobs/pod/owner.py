@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 LOCK = "follower.lock"
+HOLD_TRIES = 5  # ~0.2 s: outlasts another process's holder() check, which holds a shared lock briefly
 _held: dict[str, int] = {}  # this process's locks: holding one twice is a no-op, not a self-conflict
 
 
@@ -44,12 +46,16 @@ def hold(run_dir: Path) -> None:
     if path in _held:
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pid = _pid(fd)
-        os.close(fd)
-        raise Followed(pid) from None
+    for attempt in range(HOLD_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == HOLD_TRIES - 1:
+                pid = _pid(fd)
+                os.close(fd)
+                raise Followed(pid) from None
+            time.sleep(0.05)  # holder() takes a shared lock for an instant: not a follower
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _held[path] = fd

@@ -235,7 +235,8 @@ class RestClient:
         except (ValueError, KeyError, TypeError, AttributeError):
             made = None
         if made is None:  # a success we cannot read: a pod was made, which only its name can find
-            said = f"HTTP {response.status_code} with an unreadable body: {response.text[:200]}"
+            # Not the body itself: a pod's answer carries its env, the secrets' values among them.
+            said = f"HTTP {response.status_code} with an unreadable body ({len(response.content)} bytes)"
             raise self._unsure(pod["name"], said)
         return made
 
@@ -260,10 +261,10 @@ class RestClient:
         )
 
     def terminate(self, pod_id: str) -> None:
-        """DELETE /v2/pods/{id} (deletePod, "Terminate a pod"): 204, no body. A 404 is an error saying "not
-        found", as GraphQL's podTerminate of a gone pod is; follow.py and cancel.py take that as gone."""
+        """DELETE /v2/pods/{id} (deletePod, "Terminate a pod"): 204, no body. A 404 (gone already, whatever
+        its body says) is done too: what a terminate is for is true, and the caller confirms with pod()."""
         response = self._send("deletePod", "DELETE", f"/v2/pods/{quote(pod_id, safe='')}")
-        if response.status_code != 204:
+        if response.status_code not in (204, 404):
             raise self._error(RunPodError, "deletePod", _said(response))
 
     # -- the wire ---------------------------------------------------------------------------------------
@@ -315,7 +316,8 @@ class RestClient:
                 else:
                     return response
             left = deadline - time.monotonic()
-            pause = wait if wait is not None else random.uniform(0, min(10.0, 0.5 * 2**tries))
+            # Retry-After: 0 is not "at once, for ever": at least a beat between tries.
+            pause = max(wait, 0.2) if wait is not None else random.uniform(0, min(10.0, 0.5 * 2**tries))
             if pause > left or left <= 0:
                 cls = RateLimited if limited else RunPodError
                 raise self._error(

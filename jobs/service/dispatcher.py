@@ -163,10 +163,16 @@ class Dispatcher:
         gone (killed, the machine rebooted, this service restarted) is followed again by `jobs follow`,
         the follower every pod run uses, which ends the run and its pod as its launcher would have."""
         engine, runs, db_url, service_secret, *_, poll = self.args
-        for job_id, (proc, _) in list(self.followers.items()):
-            if proc.poll() is not None:
-                self.followers[job_id] = (None, self.followers[job_id][1])
-        for job in pods.unfollowed(engine, runs):
+        orphans = pods.unfollowed(engine, runs)
+        waiting = {job.job_id for job in orphans}
+        for job_id, (proc, started) in list(self.followers.items()):
+            if proc is not None and proc.poll() is not None:
+                proc = None  # ended (reaped): its run is followed again below if it still needs it
+            if proc is None and job_id not in waiting and time.monotonic() - started >= REFOLLOW_S:
+                del self.followers[job_id]  # over, or followed by someone: nothing to remember
+            else:
+                self.followers[job_id] = (proc, started)
+        for job in orphans:
             proc, started = self.followers.get(job.job_id, (None, -REFOLLOW_S))
             if proc is not None or time.monotonic() - started < REFOLLOW_S:
                 continue  # starting (it takes the lock once it runs), or ended a moment ago

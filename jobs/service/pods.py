@@ -8,6 +8,7 @@ its own that nobody holds (`unfollowed`), so no pod outlives its follower unowne
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -23,6 +24,8 @@ from brightrun.errors import ConfigError
 from jobs import preflight, registry, webhooks
 from jobs.pod import owner
 from jobs.service import customer, queue, start
+
+log = logging.getLogger("jobs.service")
 
 
 def live_price(hardware: dict, spot: bool) -> tuple[float, str]:
@@ -178,11 +181,14 @@ def unfollowed(engine: Engine, runs: Path) -> list[queue.ServiceJob]:
             .join(job, job.id == queue.ServiceJob.job_id)
             .where(queue.ServiceJob.mode == "pod", job.status.not_in(registry.TERMINAL))
         ).all()
-    return [
-        row
-        for row in rows
-        if (runs / row.job_id / "run.json").is_file() and owner.holder(runs / row.job_id) is None
-    ]
+    out = []
+    for row in rows:
+        try:
+            if (runs / row.job_id / "run.json").is_file() and owner.holder(runs / row.job_id) is None:
+                out.append(row)
+        except OSError as exc:  # one unreadable run folder must not stop the others' supervision
+            log.error("job %s: its run folder: %s", row.job_id, exc)
+    return out
 
 
 def follow_argv(job: queue.ServiceJob, runs: Path, poll: float) -> list[str]:

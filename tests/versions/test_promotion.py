@@ -285,8 +285,20 @@ def test_into_production_a_run_must_not_lose_its_ab_against_the_current_one(
         "loses": False,
     }
     assert stages(url, "em") == {1: "archived", 2: "archived", 3: "production"}
+    # The usual path: a version in testing first, its A/B, then production: the same rule, and a forced
+    # move over a loss is marked on the version, with the A/B it lost.
+    make_run(runs, url, "run-4", adapter)
+    versions_main("--runs-dir", r, "promote", "run-4", "--model", "em", "--stage", "testing", env=env)
+    v3 = registry.versions_of(engine, "em")[2]
+    ab("ab-lost-4", ("em@v3", "run-3", v3.id), ("run-4", "run-4", None), 0.3, [0.2, 0.45])
+    up = ("--runs-dir", r, "promote", "run-4", "--model", "em", "--stage", "production")
+    assert versions_main(*up, env=env).returncode == 2
+    assert versions_main(*up, "--force", env=env).returncode == 0
+    v4 = registry.versions_of(engine, "em")[3]
+    assert v4.stage == "production" and v4.forced and v4.scores["vs_production"]["ab"] == "ab-lost-4"
+    assert v4.scores["win_rate"] == 0.62  # its evaluation's scores kept beside
     # The customer's stages name versions wherever a version is taken (issue 28): resolved now.
-    assert registry.get_ref(engine, "em@production").ref == "em@v3"
+    assert registry.get_ref(engine, "em@production").ref == "em@v4"
     with pytest.raises(registry.NotFound, match="em@testing: em has no version in testing"):
         registry.get_ref(engine, "em@testing")
     with pytest.raises(registry.VersionError, match="expected NAME@vN, NAME@production or NAME@testing"):
