@@ -44,3 +44,20 @@ def test_a_run_is_followed_by_the_live_process_holding_its_lock_and_by_no_other(
         assert owner.holder(run) is None
     finally:
         other.kill()
+
+
+def test_the_services_supervision_outlives_the_followers_it_started(tmp_path):
+    """The dispatcher's supervision (jobs/service/dispatcher.py) once polled a follower it had already
+    seen end (None) on every tick: every later tick failed and no orphaned pod was followed again."""
+    from jobs.service import db
+    from jobs.service.dispatcher import REFOLLOW_S, Dispatcher
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    d = Dispatcher(db.make_engine(url), tmp_path, url, "secret", 0, 1, False, 1.0, lambda job_id: None)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    long_ago = time.monotonic() - REFOLLOW_S - 1
+    d.followers = {"over": (ended, long_ago), "just-ended": (None, time.monotonic())}
+    d.supervise()
+    d.supervise()  # twice: the second tick sees what the first left
+    assert d.followers == {"just-ended": (None, d.followers["just-ended"][1])}  # the throttle kept
