@@ -113,9 +113,11 @@ def tasks_for(
     profile: dict,
     pairwise: bool = True,
     models: tuple[str, str] = MODELS,
+    references: bool = True,
 ) -> list[dict]:
-    """One task per judge judgement: pointwise for both models, then pairwise as (first, second) and
-    (second, first): the swap is what cancels a judge's preference for a position."""
+    """One task per judge judgement: pointwise for both models (and the reference reply, when it has a
+    quality_score and `references`), then pairwise as (first, second) and (second, first): the swap is
+    what cancels a judge's preference for a position."""
     text = {(a["id"], a["model"]): a["text"] for a in answers}
     tokens = {(a["id"], a["model"]): a.get("new_tokens") for a in answers}
     tasks = []
@@ -135,7 +137,7 @@ def tasks_for(
                     "messages": rubrics.pointwise_messages(prompt, profile, text[prompt["id"], model]),
                 }
             )
-        if isinstance(prompt.get("quality_score"), int | float) and prompt.get("reference"):
+        if references and isinstance(prompt.get("quality_score"), int | float) and prompt.get("reference"):
             # The reference reply graded too, to check the judge against the file's own ratings: does it
             # rank the consultant's turns as their quality_score does (issue 27, item 3)?
             tasks.append(
@@ -310,11 +312,13 @@ def judge_all(
     *,
     pairwise: bool = True,
     models: tuple[str, str] = MODELS,
+    references: bool = True,
 ) -> tuple[list[dict], dict]:
     """judgements rows (one per judgement: its prompt, every attempt's raw answer and tokens, its status) and
     judge.json's summary. The API key never appears in either. models: the answers' two names, (first,
-    second); the win rate is the second's."""
-    tasks = tasks_for(prompts, answers, profile, pairwise=pairwise, models=models)
+    second); the win rate is the second's. references: grade the reference replies too (the verdict's
+    check of the judge against quality_score; an A/B, which has no verdict, leaves them out)."""
+    tasks = tasks_for(prompts, answers, profile, pairwise=pairwise, models=models, references=references)
     started = time.monotonic()
     rows = asyncio.run(_judge_tasks(tasks, settings))
     return rows, summarize(rows, settings, time.monotonic() - started, models=models)

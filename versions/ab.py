@@ -182,7 +182,9 @@ def run_ab(
         say("[ab] judge skipped: JUDGE_BASE_URL is not set")
     else:
         say(f"[ab] judge {settings.model}: both answers graded, A vs B in both orders")
-        judgements, judged = judge.judge_all(chosen, answers, profile, settings, models=NAMES)
+        judgements, judged = judge.judge_all(
+            chosen, answers, profile, settings, models=NAMES, references=False
+        )
     lap("judge")
     if opts.general:
         say("[ab] general ability (lm-eval)")
