@@ -11,6 +11,7 @@ import pytest
 from brightrun.errors import ConfigError
 from jobs.pod import pods, rest, runpod
 from tests.fake_runpod import FakeRunPod
+from tests.jobs.pod.test_runpod import wait_for
 
 POD = {
     "name": "brightrun-rest",
@@ -41,16 +42,6 @@ def fake(tmp_path, monkeypatch):
 def client(fake):
     with rest.RestClient(max_time=3) as c:
         yield c
-
-
-def wait_for(check, seconds=5.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not true after {seconds} s")
 
 
 def sent(fake, operation: str) -> list[dict]:
