@@ -208,6 +208,8 @@ def test_their_app_starts_follows_stops_and_collects_runs(world, browser, tmp_pa
         600,
     )
     assert status["status"] == "completed", (world.runs / done / "logs" / "launcher.log").read_text()[-3000:]
+    # Their app hears the end a moment after our registry has it (the event goes once the row is written).
+    wait_for("their row over", lambda: world.app.tally(done)["row"]["status"] != "training", 60)
     tally = world.app.tally(done)
     no_loss(tally)
     row = tally["row"]
