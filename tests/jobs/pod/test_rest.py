@@ -11,16 +11,12 @@ import pytest
 from brightrun.errors import ConfigError
 from jobs.pod import pods, rest, runpod
 from tests.fake_runpod import FakeRunPod
+from tests.jobs.pod.test_runpod import POD as GRAPHQL_POD
 from tests.jobs.pod.test_runpod import wait_for
 
-POD = {
+# test_runpod's pod, with every field REST v2 has a place for: the create body is checked field by field.
+POD = GRAPHQL_POD | {
     "name": "brightrun-rest",
-    "imageName": "axolotlai/axolotl-cloud:main-latest",
-    "gpuTypeId": "NVIDIA H100 PCIe",
-    "gpuCount": 2,
-    "cloudType": "SECURE",
-    "volumeInGb": 50,
-    "containerDiskInGb": 40,
     "volumeMountPath": "/workspace/data",
     "ports": "22/tcp,8888/http",
     "dockerArgs": "bash -c 'sleep 600'",
