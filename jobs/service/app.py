@@ -34,7 +34,7 @@ from brightrun.errors import ConfigError
 from jobs import registry, webhooks
 from jobs.cancel import cancel
 from jobs.runfolder import ROOT, Conflict, NotFound
-from jobs.service import customer, models_api, queue, receiver, start, store, training_api, views
+from jobs.service import customer, models_api, queue, ratings_api, receiver, start, store, training_api, views
 from jobs.service.db import make_engine
 from versions import answer
 
@@ -384,11 +384,19 @@ def create_app(
     app.include_router(
         models_api.router(engine, runs, authorized, lambda message: public(message, places), answerer)
     )
+    app.include_router(ratings_api.router(engine, authorized, lambda message: public(message, places)))
 
     # The dashboard: public files; the page asks for the token and sends it with each API call.
     @app.get("/", include_in_schema=False)
     def index():
         page = STATIC / "index.html"
+        if not page.is_file():
+            raise ServiceError(404, "no dashboard installed")
+        return FileResponse(page)
+
+    @app.get("/rate", include_in_schema=False)
+    def rating_page():  # blind human ratings of a version's answers (issue 27): rate.html#version=NAME@vN
+        page = STATIC / "rate.html"
         if not page.is_file():
             raise ServiceError(404, "no dashboard installed")
         return FileResponse(page)

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from versions import abtests, answer, registry, store
+from versions import abtests, answer, ratings, registry, store
 from versions.promote import MAX_NOTE, promote
 
 log = logging.getLogger("jobs.service")
@@ -146,7 +146,8 @@ def router(
             raise HTTPException(404, "no such model")
         production = next((v.version for v in versions if v.stage == "production"), None)
         tests = abtests.for_versions(engine, versions)  # each version's A/B results (versions/ab.py)
-        listed = [registry.as_dict(v) | {"ab": tests[v.id]} for v in versions]
+        rated = ratings.counts(engine, [v.id for v in versions])  # people's grades (versions/ratings.py)
+        listed = [registry.as_dict(v) | {"ab": tests[v.id], "human": rated[v.id]} for v in versions]
         return {"name": name, "production": production, "versions": listed}
 
     @api.post("/{name}/promote", status_code=201)

@@ -8,6 +8,7 @@ Also the environment for an S3 artifact store on loopback (tests/s3_server.py's 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,40 @@ def evaluation(verdict: str, adapter_loss: float = 2.49) -> dict:
         },
     ]
     return {"verdict": verdict, "gates": gates, "win_rate": 0.62, "win_rate_ci95": [0.55, 0.69]}
+
+
+SYSTEM = {"role": "system", "content": "You are Elena Morales, CFP."}
+# Evaluation answers to rate (versions/ratings.py): three held-out prompts from two conversations; each
+# answer says whose it is, so a test can find the adapter's on a page that does not.
+PROMPTS = [
+    ("c1", "c1-t1", "pragmatic_optimist", "shame", "I have been avoiding my 401k for months."),
+    ("c1", "c1-t2", "pragmatic_optimist", "hope", "Okay, where do I even start?"),
+    ("c2", "c2-t1", "anxious_planner", "fear", "The market dropped and I cannot sleep."),
+]
+
+
+def write_eval(run_dir: Path) -> None:
+    """What `evals run` leaves in eval/ for these prompts: prompts, both answers, the judge's rows (it picks
+    the adapter on c1-t1 and c2-t1, the base on c1-t2, both orders alike)."""
+    prompts, answers, judged = [], [], []
+    for conv, pid, persona, emotion, text in PROMPTS:
+        prompts.append(
+            {"id": pid, "conversation_id": conv, "persona_key": persona, "primary_emotion": emotion,
+             "intensity": 0.6, "training_topic_key": "retirement", "reference": "ref",
+             "messages": [SYSTEM, {"role": "user", "content": text}]}
+        )  # fmt: skip
+        for side in ("base", "adapter"):
+            answers.append(
+                {"id": pid, "model": side, "text": f"[{side} answer to {pid}] Let's take one step."}
+            )
+        winner = "base" if pid == "c1-t2" else "adapter"
+        for order in (["base", "adapter"], ["adapter", "base"]):
+            judged.append({"kind": "pairwise", "id": pid, "conversation": conv, "order": order, "status": "ok",
+                           "winner_model": winner, "winner": "AB"[order.index(winner)]})  # fmt: skip
+    lines = lambda rows: "".join(json.dumps(r) + "\n" for r in rows)  # noqa: E731
+    (run_dir / "eval" / "prompts.jsonl").write_text(lines(prompts))
+    (run_dir / "eval" / "answers.jsonl").write_text(lines(answers))
+    (run_dir / "eval" / "judgements.jsonl").write_text(lines(judged))
 
 
 def make_run(

@@ -82,6 +82,22 @@
     return el("td", { attrs: { "data-ab": String(v.ab.length) } }, [el("ul", { className: "ab" }, items)]);
   }
 
+  // People's grades (versions/ratings.py): the adapter's mean 1-5 with its interval, and the rating page.
+  function humanCell(v) {
+    const h = v.human || { n: 0 };
+    const parts = [];
+    if (h.n) {
+      const ci = h.ci95 ? ` [${h.ci95.map((x) => fmtNum(x, 1)).join(", ")}]` : "";
+      parts.push(el("div", { text: `${fmtNum(h.human_eval_score, 2)}${ci} · ${h.n} rating${h.n === 1 ? "" : "s"}` }));
+    } else {
+      parts.push(el("span", { className: "muted", text: "not rated" }));
+    }
+    if (v.complete) {
+      parts.push(el("a", { text: "rate", attrs: { href: `/rate#version=${encodeURIComponent(v.ref)}` } }));
+    }
+    return el("td", { attrs: { "data-human": String(h.n) } }, parts);
+  }
+
   function renderVersions(model) {
     $("model-detail").hidden = false;
     $("model-name").textContent = model.name;
@@ -111,6 +127,7 @@
           el("td", {}, [el("span", { text: v.created_by }), el("div", { className: "muted", text: fmtTime(v.created_at, false) })]),
           el("td", {}, flags.length ? flags : [el("span", { className: "muted", text: DASH })]),
           abCell(v),
+          humanCell(v),
         ],
       );
     });
