@@ -214,6 +214,10 @@ download REF *ARGS:
 url REF *ARGS:
     @{{python}} -m versions url {{REF}} {{ARGS}}
 
+# People's blind ratings of a version's answers (rated at the service's /rate#version=NAME@vN): `just ratings elena-morales@v3`
+ratings REF:
+    @{{python}} -m versions ratings {{REF}}
+
 # Artifact store throughput: a 100 MB file up and down through loopback S3 (moto), against plain boto3
 bench-store:
     {{python}} bench/store.py

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from brightrun.errors import ConfigError
 from jobs import registry as jobs_registry
-from versions import abtests, registry, store
+from versions import abtests, ratings, registry, store
 from versions.promote import promote, who
 
 
@@ -61,6 +61,8 @@ def parser() -> argparse.ArgumentParser:
     rt = sub.add_parser("retire", help="take a version out of use (archived, never a rollback's target)")
     rt.add_argument("ref", metavar="NAME@vN")
     rt.add_argument("--by", default=None)
+    ra = sub.add_parser("ratings", help="people's blind ratings of a version's answers (the service's /rate)")
+    ra.add_argument("ref", metavar="NAME@vN")
     d = sub.add_parser("download", help="a version's files, every sha256 checked")
     d.add_argument("ref", metavar="NAME@vN")
     d.add_argument("--to", default=None, help="a new folder (default ./NAME-vN)")
@@ -186,6 +188,37 @@ def run_ab(engine, args) -> int:
     return 0
 
 
+def show_ratings(found: dict) -> None:
+    """`versions ratings NAME@vN`: what people said, each figure with its interval by conversation."""
+
+    def figure(f: dict, digits: int = 2) -> str:
+        if f["mean"] is None:
+            return "-"
+        low, high = f["ci95"]
+        return f"{f['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+    if not found["n"]:
+        print(f"{found['ref']}: no ratings yet; people rate at the service's /rate#version={found['ref']}")
+        return
+    agreement = found["judge_agreement"]
+    tau = agreement["grades"]
+    ranked = "-" if tau["tau"] is None else f"{tau['tau']:.2f} [{tau['ci95'][0]:.2f}, {tau['ci95'][1]:.2f}]"
+    lines = [
+        f"{found['ref']}: {found['n']} rating(s) by {', '.join(found['raters'])} over "
+        f"{found['n_conversations']} held-out conversation(s)",
+        f"  human_eval_score (the adapter's mean grade, 1-5): {figure(found['human_eval_score'])}",
+        f"  the base's mean grade:                         {figure(found['base_score'])}",
+        *(f"  {c} (adapter - base):  {figure(d)}" for c, d in found["criteria"].items()),
+        f"  adapter preferred (tie = half):  {figure(found['win_rate'])}",
+        f"  the judge picked what people picked: {figure(agreement['preference'])}"
+        f" on {agreement['preference']['n']} rated prompt(s) it judged",
+        f"  the judge's grades ranked like people's (Kendall tau-b): {ranked}",
+    ]
+    if not found["sufficient"]:  # the verdict's own floor (evals/gates.yaml judge.min_conversations)
+        lines.append(f"  under {found['min_conversations']} conversations: too few to judge the version by")
+    print("\n".join(lines))
+
+
 def complete_version(engine, ref: str) -> tuple[registry.ModelVersion, store.Store, str]:
     v = registry.finished(registry.get_ref(engine, ref))  # NAME@vN, NAME@production, NAME@testing
     if v.ref != ref:
@@ -226,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "rollback":
             old, new = registry.rollback(engine, registry.check_name(args.name), who(args.by))
             print(f"{args.name}: production is {new.ref} again (run {new.run_id}); {old.ref} archived")
+        elif args.command == "ratings":
+            v, _, _ = complete_version(engine, args.ref)
+            show_ratings(ratings.summary_of(engine, v))
         elif args.command == "download":
             v, st, folder = complete_version(engine, args.ref)
             dest = Path(args.to or f"{v.model_name}-v{v.version}")

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from evals import stats
 from evals.rubrics import CRITERIA
 from evals.summary import AGREEMENT_CRITERIA
+from evals.verdict import load_gates
 from jobs.registry import Base, ModelArtifact, now
 from jobs.service.db import write_session
 from versions import registry, sides
@@ -282,7 +283,12 @@ def judgements_of(v: registry.ModelVersion) -> list[dict]:
 
 
 def summary_of(engine: Engine, v: registry.ModelVersion) -> dict:
-    return {"ref": v.ref} | summarize([as_dict(r) for r in rows_of(engine, v.id)], judgements_of(v))
+    """The summary with the verdict's own floor beside it (evals/gates.yaml judge.min_conversations): fewer
+    rated conversations than the judge needs are too few to judge a version by, and it says so."""
+    found = summarize([as_dict(r) for r in rows_of(engine, v.id)], judgements_of(v))
+    floor = load_gates().judge.min_conversations
+    enough = found["n_conversations"] >= floor
+    return {"ref": v.ref, **found, "min_conversations": floor, "sufficient": enough}
 
 
 def counts(engine: Engine, version_ids: list[int]) -> dict[int, dict]:

@@ -93,3 +93,8 @@ def test_ratings_are_stored_once_per_rater_and_the_score_reaches_the_customers_c
         row = s.query(jobs_registry.ModelArtifact).filter_by(job_id="run-1", artifact_type="adapter").one()
         assert row.human_score == expected
     assert ratings.next_item(engine, v, "Dana")["item"]["id"] != item  # the next one, not the same again
+    shown = versions_main("--runs-dir", str(runs), "ratings", "em@v1", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "em@v1: 1 rating(s) by Dana over 1 held-out conversation(s)" in shown.stdout
+    assert f"human_eval_score (the adapter's mean grade, 1-5): {expected:.2f}" in shown.stdout
+    assert "under 10 conversations: too few to judge the version by" in shown.stdout
