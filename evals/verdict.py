@@ -117,7 +117,23 @@ def too_few(n_conversations: int | None, g: JudgeGate) -> str | None:
     return None
 
 
-def judge_gates(judge: dict | None, g: JudgeGate, n_prompts: int) -> list[dict]:
+def judge_gates(
+    judge: dict | None, g: JudgeGate, n_prompts: int, n_conversations: int | None = None
+) -> list[dict]:
+    """The judge's gates. When the evaluation itself asked about fewer held-out conversations than the
+    gates need (the demo: 2 prompts from 1 conversation), each is `insufficient` whatever the judge did:
+    no judge, however good, could make that sample a verdict; what it did measure stays in the detail."""
+    found = _judge_gates(judge, g, n_prompts)
+    if n_conversations is None or n_conversations >= g.min_conversations:
+        return found
+    few = (
+        f"the evaluation asked {n_prompts} prompt(s) from {n_conversations} held-out conversation(s); "
+        f"at least {g.min_conversations} conversations needed"
+    )
+    return [r | {"status": INSUFFICIENT, "detail": f"{few}; {r['detail']}"} for r in found]
+
+
+def _judge_gates(judge: dict | None, g: JudgeGate, n_prompts: int) -> list[dict]:
     names = [f"judge_{c}" for c in g.criteria] + ["judge_win_rate"]
     if not judge or judge.get("skipped"):
         why = (judge or {}).get("skipped") or "no judge results"
@@ -276,12 +292,15 @@ def general_gates(general: dict | None, g: GeneralGate) -> list[dict]:
 
 def decide(results: dict, gates: Gates | None = None) -> dict:
     """results: {"heldout": {"base_loss", "adapter_loss"} | None, "judge": judge.json | None,
-    "general": general.json | None, "n_prompts": int}. Returns verdict.json: every gate, the judge's
+    "general": general.json | None, "n_prompts": int, "n_conversations": int (held-out conversations
+    the prompts come from; absent: not known)}. Returns verdict.json: every gate, the judge's
     checks, and the overall verdict."""
     gates = gates or Gates()
     rows = [
         heldout_gate(results.get("heldout"), gates.heldout_loss),
-        *judge_gates(results.get("judge"), gates.judge, results.get("n_prompts", 0)),
+        *judge_gates(
+            results.get("judge"), gates.judge, results.get("n_prompts", 0), results.get("n_conversations")
+        ),
         *general_gates(results.get("general"), gates.general),
     ]
     checks = judge_checks(results.get("judge"), gates.judge)

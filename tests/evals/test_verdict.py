@@ -190,6 +190,23 @@ def test_missing_inputs_make_the_verdict_incomplete_never_pass():
     assert "JUDGE_BASE_URL" in next(g["detail"] for g in v["gates"] if g["gate"] == "judge_on_brand")
 
 
+def test_the_demos_two_prompts_are_insufficient_whatever_the_judge_did():
+    """The demo (issue 27): 2 prompts from 1 held-out conversation and a 135M judge that scored nothing.
+    No judge could make that sample a verdict: `insufficient`, saying so, not `incomplete`; with enough
+    conversations the same judge's silence is `not_run` again."""
+    silent = {(f"c0t{t}", k) for t in range(2) for k in (0, 1)}
+    judge = judged(conversations=1, turns=2, unscored=silent)
+    v = decide(results(judge=judge, n_conversations=1))
+    s = statuses(v)
+    assert s["judge_on_brand"] == s["judge_win_rate"] == "insufficient" and v["verdict"] == "insufficient"
+    detail = next(g["detail"] for g in v["gates"] if g["gate"] == "judge_win_rate")
+    assert detail.startswith("the evaluation asked 2 prompt(s) from 1 held-out conversation(s); at least 10")
+    assert "only 0 of 4 judgements" in detail  # what the judge did, still said
+    skipped = decide(results(judge=({"skipped": "JUDGE_BASE_URL is not set"}, 2), n_conversations=1))
+    assert skipped["verdict"] == "insufficient"
+    assert decide(results(judge=judge, n_conversations=12))["verdict"] == "incomplete"
+
+
 def test_a_judge_that_scored_too_little_is_not_run():
     unscored = {(f"c{c}t{t}", k) for c in range(12) for t in range(2) for k in (0, 1) if c >= 3}
     v = decide(results(judge=judged(unscored=unscored)))
