@@ -290,11 +290,37 @@ def general_gates(general: dict | None, g: GeneralGate) -> list[dict]:
     return out
 
 
+def production_gate(ab: dict | None, g: JudgeGate) -> list[dict]:
+    """Against what is in production (issue 27, item 5): the A/B of the production version (A) against this
+    run (B), versions/ab.py's ab.json. The run must not lose: `fail` only when B's win rate's interval lies
+    wholly below 0.5 (the rule `promote` applies into production); across or above it, `pass`. No gate when
+    the evaluation was not asked to compare (`evals run --against`)."""
+    if ab is None:
+        return []
+    other = ab["a"]["ref"]
+    if skipped := (ab.get("judge") or {}).get("skipped"):
+        return [gate("vs_production", NOT_RUN, True, f"against {other}: {skipped}", against=other)]
+    pw = ab.get("pairwise") or {}
+    if ab.get("ci95") is None:
+        why = f"against {other}: no judgement decided (A/B {ab['id']})"
+        return [gate("vs_production", NOT_RUN, True, why, against=other, ab=ab["id"])]
+    lo, hi = ab["ci95"]
+    said = (
+        f"against {other}: this run's win rate {ab['win_rate']:.2f}, 95% interval [{lo:.2f}, {hi:.2f}] "
+        f"over {pw.get('n', '?')} judgements from {pw.get('n_conversations', '?')} conversation(s) "
+        f"(A/B {ab['id']}); it must not lie wholly below 0.50"
+    )
+    few = too_few(pw.get("n_conversations"), g)
+    status = INSUFFICIENT if few else FAIL if hi < 0.5 else PASS
+    values = {"win_rate": ab["win_rate"], "ci95": [lo, hi], "against": other, "ab": ab["id"]}
+    return [gate("vs_production", status, True, f"{few}; {said}" if few else said, **values)]
+
+
 def decide(results: dict, gates: Gates | None = None) -> dict:
     """results: {"heldout": {"base_loss", "adapter_loss"} | None, "judge": judge.json | None,
     "general": general.json | None, "n_prompts": int, "n_conversations": int (held-out conversations
-    the prompts come from; absent: not known)}. Returns verdict.json: every gate, the judge's
-    checks, and the overall verdict."""
+    the prompts come from; absent: not known), "ab": ab.json against production | None}. Returns
+    verdict.json: every gate, the judge's checks, and the overall verdict."""
     gates = gates or Gates()
     rows = [
         heldout_gate(results.get("heldout"), gates.heldout_loss),
@@ -302,6 +328,7 @@ def decide(results: dict, gates: Gates | None = None) -> dict:
             results.get("judge"), gates.judge, results.get("n_prompts", 0), results.get("n_conversations")
         ),
         *general_gates(results.get("general"), gates.general),
+        *production_gate(results.get("ab"), gates.judge),
     ]
     checks = judge_checks(results.get("judge"), gates.judge)
     required = {r["status"] for r in rows if r["required"]}

@@ -207,6 +207,30 @@ def test_the_demos_two_prompts_are_insufficient_whatever_the_judge_did():
     assert decide(results(judge=judge, n_conversations=12))["verdict"] == "incomplete"
 
 
+def against_production(ci95, conversations=12, win_rate=None):
+    """ab.json as versions/ab.py writes it: production (A) against this run (B)."""
+    win_rate = sum(ci95) / 2 if win_rate is None else win_rate
+    return {"id": "20261207-ab0001", "a": {"ref": "em@v3"}, "b": {"ref": "run-x"}, "win_rate": win_rate,
+            "ci95": ci95, "pairwise": {"n": 72, "n_conversations": conversations}, "judge": {"model": "j"}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "ab, status, verdict",
+    [
+        (against_production([0.30, 0.45]), "fail", "fail"),  # lost: its interval wholly below 0.5
+        (against_production([0.42, 0.58]), "pass", "pass"),  # not lost: a tie is not a loss
+        (against_production([0.55, 0.70]), "pass", "pass"),
+        (against_production([0.30, 0.45], conversations=3), "insufficient", "insufficient"),
+        ({**against_production([0.4, 0.5]), "win_rate": None, "ci95": None}, "not_run", "incomplete"),
+    ],
+)
+def test_an_evaluation_against_production_must_not_lose(ab, status, verdict):
+    v = decide(results(ab=ab))
+    assert statuses(v)["vs_production"] == status and v["verdict"] == verdict
+    assert "against em@v3" in next(g["detail"] for g in v["gates"] if g["gate"] == "vs_production")
+    assert "vs_production" not in statuses(decide(results()))  # not asked: no gate
+
+
 def test_a_judge_that_scored_too_little_is_not_run():
     unscored = {(f"c{c}t{t}", k) for c in range(12) for t in range(2) for k in (0, 1) if c >= 3}
     v = decide(results(judge=judged(unscored=unscored)))
