@@ -1,7 +1,19 @@
 """General ability kept: base model and adapter on the same lm-evaluation-harness tasks, and the difference.
 
-Each model is scored through lm-eval's own back-ends with `lm_eval.simple_evaluate`: `hf` (transformers;
-the adapter through its `peft=` model argument) or `vllm` (the adapter through `lora_local_path`). By
+Each model is scored through lm-eval's own back-ends with `lm_eval.simple_evaluate`, one model in memory
+for both sides (the base loaded once, as the answers do: a 70B base loads in minutes and two of them do
+not fit one GPU):
+- `hf`: lm-eval's HFLM over the model evals/generate.py's load_with_adapters builds (the PEFT model with
+  the adapter, the base's turns under `disable_adapter()`). Built here and not from lm-eval's model
+  arguments because lm-eval 0.4.11 passes `load_in_4bit`/`bnb_4bit_*` straight to `from_pretrained`, which
+  transformers 5 refuses (LlamaForCausalLM.__init__() got an unexpected keyword argument 'load_in_4bit'),
+  and a `quantization_config` argument collides with the one HFLM passes itself (lm_eval/models/
+  huggingface.py, HFLM.__init__ -> _create_model).
+- `vllm`: lm-eval's VLLM, one engine with the adapter enabled (`lora_local_path`); the base's turns with
+  its `lora_request` set to None, the adapter's with the adapter's (lm_eval/models/vllm_causallms.py reads
+  `self.lora_request` for every request). One engine gets vLLM's usual share of the GPU instead of two
+  engines sharing it: a 4-bit 70B (~37 GiB) does not fit in half of an 80 GB card.
+Either loads the base at full precision or in 4-bit (`quantization`, evals/quantize.py). By
 default the task is `brightrun_ifeval` (evals/tasks/: 25 IFEval prompts kept in the repo, scored by
 lm-eval's IFEval rule-based checkers), so nothing is downloaded; the hub's tasks are one argument away
 (`tasks=["ifeval", "mmlu", "arc_easy", "hellaswag"]`, with `limit`), on a machine that can fetch them.
@@ -24,6 +36,7 @@ sqrt(se_base² + se_adapter²) is still reported as `delta_stderr`, for comparis
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -32,7 +45,7 @@ import time
 from pathlib import Path
 
 from brightrun.errors import ConfigError
-from evals import stats
+from evals import quantize, stats
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 OFFLINE_TASK = "brightrun_ifeval"
@@ -60,12 +73,13 @@ def score(
     max_gen_toks: int | None = None,
     apply_chat_template: bool = True,
     sides: dict[str, Path | None] | None = None,
+    quantization: dict | None = None,
 ) -> dict:
     """{"tasks": {...: {"metric", "base", "base_stderr", "adapter", "adapter_stderr", "delta",
     "delta_stderr", "n"}}, "backend", "limit", "wall_s", "lm_eval_version"}; default task = the offline
     repo task. sides: the two models scored, name -> adapter folder (None: the base alone), default
     {"base": None, "adapter": adapter_dir}; the A/B passes {"A": folder_a, "B": folder_b}, and then the
-    rows say "A", "B" and delta = B - A."""
+    rows say "A", "B" and delta = B - A. quantization: the base's precision (evals/quantize.py choose())."""
     tasks = list(tasks or [OFFLINE_TASK])
     if backend not in BACKENDS:
         raise ConfigError(f"lm-eval back-end {backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -92,20 +106,19 @@ def score(
 
     start = time.perf_counter()
     runs, walls = {}, {}
+    lm, use = _model(base_model, sides, backend, device, batch_size, quantization)
     for name, folder in sides.items():
-        args = model_args(base_model, folder, backend, device)
         t0 = time.perf_counter()
-        runs[name] = lm_eval.simple_evaluate(
-            model=BACKENDS[backend],
-            model_args=args,
-            tasks=tasks,
-            limit=limit,
-            batch_size=batch_size,
-            task_manager=manager,
-            apply_chat_template=apply_chat_template,
-            gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
-            log_samples=True,  # per-item results: the paired difference (compare)
-        )
+        with use(name, folder):
+            runs[name] = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=tasks,
+                limit=limit,
+                task_manager=manager,
+                apply_chat_template=apply_chat_template,
+                gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
+                log_samples=True,  # per-item results: the paired difference (compare)
+            )
         walls[name] = round(time.perf_counter() - t0, 2)
     return {
         "tasks": {task: compare(task, runs, tuple(sides)) for task in tasks},
@@ -118,28 +131,58 @@ def score(
         "models": {name: {"wall_s": wall} for name, wall in walls.items()},
         "wall_s": round(time.perf_counter() - start, 2),
         "lm_eval_version": importlib.metadata.version("lm_eval"),
+        "quantization": quantization or quantize.NONE,
     }
 
 
-def model_args(base_model: str, adapter_dir: Path | None, backend: str, device: str) -> dict:
-    """lm-eval model arguments for the base (adapter_dir None) or base + adapter: the same but the adapter."""
-    if backend == "vllm":
-        from evals.generate import vllm_lora_rank
+def hf_dtype(device: str) -> str:
+    # float32 on CPU: "auto" can pick bfloat16, slow on most CPUs (lm-eval's hf default is "auto").
+    return "float32" if device == "cpu" else "auto"
 
-        # Two engines in one process (lm-eval builds one per simple_evaluate): each gets under half the GPU.
-        base = {"pretrained": str(base_model), "gpu_memory_utilization": 0.45, "seed": 0}
-        if adapter_dir is None:
-            return base
-        rank = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"]
-        # vLLM accepts only some ranks (a rank 12 adapter needs max_lora_rank 16): the same rule as answers.
-        return {**base, "lora_local_path": str(adapter_dir), "max_lora_rank": vllm_lora_rank(rank)}
-    # float32 on CPU: lm-eval's hf default dtype "auto" can pick bfloat16, slow on most CPUs.
-    base = {
+
+def vllm_args(base_model: str, sides: dict, quantization: dict | None = None) -> dict:
+    """lm-eval's VLLM arguments: one engine for every side, LoRA enabled with the largest rank among the
+    adapters (lora_local_path names the first; the sides switch by lora_request, see _model)."""
+    from evals.generate import vllm_lora_rank
+
+    folders = [Path(f) for f in sides.values() if f is not None]
+    rank = max(json.loads((f / "adapter_config.json").read_text())["r"] for f in folders)
+    return {
         "pretrained": str(base_model),
-        "device": device,
-        "dtype": "float32" if device == "cpu" else "auto",
+        # One engine in the process, so vLLM's own default share (vllm EngineArgs gpu_memory_utilization).
+        "gpu_memory_utilization": 0.9,
+        "seed": 0,
+        "lora_local_path": str(folders[0]),
+        # vLLM accepts only some ranks (a rank 12 adapter needs max_lora_rank 16): the same rule as answers.
+        "max_lora_rank": vllm_lora_rank(rank),
+        **quantize.vllm_kwargs(quantization),
     }
-    return base if adapter_dir is None else {**base, "peft": str(adapter_dir)}
+
+
+def _model(base_model, sides, backend, device, batch_size, quantization):
+    """(lm-eval model, use): `use(name, folder)` is a context in which the model is that side."""
+    if backend == "vllm":
+        from lm_eval.models.vllm_causallms import VLLM
+        from vllm.lora.request import LoRARequest
+
+        lm = VLLM(**vllm_args(base_model, sides, quantization), batch_size=batch_size)
+        requests = {
+            name: LoRARequest(name, i, str(folder)) if folder is not None else None
+            for i, (name, folder) in enumerate(sides.items(), 1)
+        }
+
+        def use_vllm(name, folder):
+            lm.lora_request = requests[name]
+            return contextlib.nullcontext()
+
+        return lm, use_vllm
+    from lm_eval.models.huggingface import HFLM
+
+    from evals.generate import load_with_adapters, side
+
+    model = load_with_adapters(base_model, sides, device, quantization, dtype=hf_dtype(device))
+    lm = HFLM(pretrained=model, tokenizer=str(base_model), batch_size=batch_size)
+    return lm, lambda name, folder: side(model, name, folder)
 
 
 def compare(task: str, runs: dict[str, dict], names: tuple[str, str] = ("base", "adapter")) -> dict:

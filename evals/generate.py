@@ -15,15 +15,21 @@ side's mean length and how many answers the cap cut.
   LoRARequest (base) and one with it (adapter), with `SamplingParams(temperature=0)`. vLLM is imported only
   when chosen; it is not installed on the CPU machines, so that path is written against vLLM's API
   (vllm/entrypoints/llm.py `LLM.chat`, vllm/lora/request.py `LoRARequest`) and not run by the tests.
+
+Either back-end loads the base at full precision or in 4-bit (`quantization`, evals/quantize.py: by default
+as the run trained, so a QLoRA adapter is judged on the quantized base it learned on); generation.json
+says which.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from brightrun.errors import ConfigError
+from evals import quantize
 
 BACKENDS = ("transformers", "vllm")
 # ~4x the longest consultant turn in the customer's data (~250 tokens): generous for a whole answer, a
@@ -33,6 +39,8 @@ CAP = 1024
 # <|im_end|>). A base (not instruct) model's generation_config stops only on end-of-text, while the
 # template, and so the adapter, ends a turn with these: without them the adapter would run on past its answer.
 END_OF_TURN = ("<|eot_id|>", "<|im_end|>")
+# Prompts per generate call (transformers): evals/run.py's memory plan counts this many sequences at once.
+BATCH = 8
 # vLLM accepts only these LoRA ranks for max_lora_rank (vllm/config/lora.py, MaxLoRARanks).
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -52,9 +60,10 @@ def answer(
     device: str = "cpu",
     *,
     cap: int = CAP,
-    batch_size: int = 8,
+    batch_size: int = BATCH,
     vllm_args: dict | None = None,
     sides: dict[str, Path | None] | None = None,
+    quantization: dict | None = None,
 ) -> tuple[list[dict], dict]:
     """answers.jsonl rows (base and adapter for every prompt, greedy) and generation.json.
     transformers: base loaded once, PeftModel on it, base answers under `disable_adapter()`.
@@ -64,7 +73,8 @@ def answer(
     {"tensor_parallel_size": 2} or {"quantization": "fp8"} for a 70B base on its GPUs.
     sides: the answer sets, name -> adapter folder (None: the base model alone), in the order they are
     generated; default {"base": None, "adapter": adapter_dir}. The A/B between versions passes
-    {"A": folder_a, "B": folder_b}: one base in memory, both adapters on it."""
+    {"A": folder_a, "B": folder_b}: one base in memory, both adapters on it.
+    quantization: the base's precision, evals/quantize.py's choose() (None: full precision)."""
     if backend not in BACKENDS:
         raise ConfigError(f"generation back-end {backend!r}: expected one of {', '.join(BACKENDS)}")
     if not prompts:
@@ -95,16 +105,34 @@ def answer(
         "chat_template": "the base model's tokenizer",
         "max_new_tokens": limit,
         "max_new_tokens_rule": rule,
+        "quantization": quantization or quantize.NONE,
     }
     if backend == "vllm":
-        texts, models = _vllm(vllm_api, prompts, base_model, sides, tokenizer, limit, stops, vllm_args)
-        info["vllm_args"] = vllm_args or {}
+        engine_args = {**quantize.vllm_kwargs(quantization), **(vllm_args or {})}
+        texts, models = _vllm(vllm_api, prompts, base_model, sides, tokenizer, limit, stops, engine_args)
+        info["vllm_args"] = engine_args
     else:
-        texts, models = _transformers(prompts, base_model, sides, tokenizer, limit, stops, device, batch_size)
+        model = load_with_adapters(base_model, sides, device, quantization)
+        texts, models = _transformers(prompts, model, sides, tokenizer, limit, stops, batch_size)
         info["batch_size"] = batch_size
+        del model
+    release()
     info["models"] = models
     rows = [{"id": p["id"], "model": name, **texts[name][i]} for name in sides for i, p in enumerate(prompts)]
     return rows, info
+
+
+def release() -> None:
+    """Free the answers' model before lm-eval loads its own: a 4-bit 70B held twice (2 x ~37 GiB) does not
+    fit one 80 GB GPU. The model is unreferenced by now; a collection frees what cycles keep (accelerate's
+    hooks, vLLM's engine client), and empty_cache hands torch's cached blocks back to the driver."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def new_token_limit(tokenizer, references: list[str], given: int | None, cap: int) -> tuple[int, str]:
@@ -143,19 +171,37 @@ def _rendered(tokenizer, prompt: dict) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _transformers(prompts, base_model, sides, tokenizer, limit, stops, device, batch_size):
-    import torch
-    from peft import PeftModel
+def load_with_adapters(base_model, sides: dict, device: str, quantization: dict | None = None, dtype="auto"):
+    """The base loaded once (full precision, or 4-bit placed on its GPU as it loads: quantize.py) with every
+    side's adapter on it, by the side's name (PEFT's multi-adapter API: load_adapter, then set_adapter
+    picks the active one; disable_adapter() is the plain base). lm-eval's hf back-end uses it too."""
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_model, dtype="auto").to(device)
-    # Every adapter on the one base, by its side's name (PEFT's multi-adapter API: load_adapter, then
-    # set_adapter picks the active one; disable_adapter() is the plain base).
-    adapters = [(name, folder) for name, folder in sides.items() if folder is not None]
+    kwargs = quantize.transformers_kwargs(quantization, device, dtype)
+    base = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
+    if not quantize.places_itself(kwargs):
+        base = base.to(device)
+    from peft import PeftModel  # after the base: a failed load does not wait for PEFT's import (seconds)
+
+    adapters = [(name, Path(folder)) for name, folder in sides.items() if folder is not None]
     model = PeftModel.from_pretrained(base, str(adapters[0][1]), adapter_name=adapters[0][0])
     for name, folder in adapters[1:]:
         model.load_adapter(str(folder), adapter_name=name)
     model.eval()
+    return model
+
+
+def side(model, name: str, folder) -> object:
+    """A context in which `model` (load_with_adapters) is that side: the plain base, or its adapter."""
+    if folder is None:
+        return model.disable_adapter()
+    model.set_adapter(name)
+    return nullcontext()
+
+
+def _transformers(prompts, model, sides, tokenizer, limit, stops, batch_size):
+    import torch
+
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     encoded = [_rendered(tokenizer, p) for p in prompts]
     # Longest first: a batch holds prompts of similar length (little padding), and an out-of-memory
@@ -172,8 +218,8 @@ def _transformers(prompts, base_model, sides, tokenizer, limit, stops, device, b
             mask = [[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch]
             with torch.no_grad():
                 gen = model.generate(
-                    input_ids=torch.tensor(ids, device=device),
-                    attention_mask=torch.tensor(mask, device=device),
+                    input_ids=torch.tensor(ids, device=model.device),
+                    attention_mask=torch.tensor(mask, device=model.device),
                     max_new_tokens=limit,
                     do_sample=False,
                     eos_token_id=stops,
@@ -186,11 +232,7 @@ def _transformers(prompts, base_model, sides, tokenizer, limit, stops, device, b
 
     texts, speeds = {}, {}
     for name, folder in sides.items():
-        if folder is None:
-            with model.disable_adapter():
-                texts[name], speeds[name] = run_all()
-        else:
-            model.set_adapter(name)
+        with side(model, name, folder):
             texts[name], speeds[name] = run_all()
     return texts, speeds
 

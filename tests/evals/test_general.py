@@ -1,4 +1,4 @@
-"""evals/general.py: real lm-eval (its hf back-end, the adapter through peft=) on the offline task shipped
+"""evals/general.py: real lm-eval (its hf back-end over the PEFT model, the base under disable_adapter) on the offline task shipped
 in evals/tasks/, with the tiny Llama on 3 items; the task's data and checkers on their own."""
 
 from __future__ import annotations
@@ -67,12 +67,16 @@ def test_lm_eval_scores_base_and_adapter_on_the_offline_task(adapter):
 
 
 def test_vllm_gets_a_lora_rank_it_accepts(tmp_path):
-    from evals.general import model_args
+    from evals.general import vllm_args
 
-    assert "max_lora_rank" not in model_args("base", None, "vllm", "cuda")
-    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 12}))
-    args = model_args("base", tmp_path, "vllm", "cuda")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({"r": 12}))
+    args = vllm_args("base", {"base": None, "adapter": tmp_path / "a"})
     assert args["max_lora_rank"] == 16  # vLLM takes 1, 8, 16, 32, ...: a rank 12 adapter needs 16
+    # One engine for both sides of an A/B: LoRA slots of the larger rank.
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "adapter_config.json").write_text(json.dumps({"r": 40}))
+    assert vllm_args("base", {"A": tmp_path / "a", "B": tmp_path / "b"})["max_lora_rank"] == 64
 
 
 def test_offline_task_data_and_checkers_need_no_download():
