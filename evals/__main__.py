@@ -4,13 +4,15 @@ Usage:
   python -m evals run RUN [--limit 40] [--backend transformers|vllm] [--device cpu] [--max-new-tokens N]
                           [--no-judge] [--no-general] [--tasks T,T] [--general-limit N]
                           [--general-max-tokens N] [--gates FILE] [--local-judge MODEL_DIR]
+                          [--quantize none|4bit]
   python -m evals show RUN       (the verdict table of the last evaluation)
 
 The judge is any OpenAI-compatible chat-completions endpoint, from the environment only: JUDGE_BASE_URL,
 JUDGE_MODEL, JUDGE_API_KEY (never written to a file).
 
 Exit codes: 0 evaluated (whatever the verdict; it is in eval/verdict.json and the registry); 2 bad input
-(no such run, no adapter, data changed since the run, a bad gates file): nothing is written.
+(no such run, no adapter, data changed since the run, a bad gates file, 4-bit asked on a CPU, a plan over
+the GPU's memory): nothing is written.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ def parser() -> argparse.ArgumentParser:
         "--general-max-tokens", type=int, default=None, help="lm-eval's max new tokens (default: the task's)"
     )
     r.add_argument("--gates", default=None, help="a gates YAML (default evals/gates.yaml)")
+    r.add_argument(
+        "--quantize",
+        choices=("none", "4bit"),
+        default=None,
+        help="the base model's precision for answers and lm-eval: 4bit = NF4 through bitsandbytes (a GPU); "
+        "default: as the run trained (4bit for a QLoRA run, whose config.yaml has load_in_4bit: true)",
+    )
     r.add_argument(
         "--local-judge",
         default=None,
@@ -129,15 +138,14 @@ def _run(args) -> int:
         general_limit=args.general_limit,
         general_max_tokens=args.general_max_tokens,
         gates=Path(args.gates) if args.gates else None,
+        quantize=args.quantize,
     )
     if args.local_judge and not args.no_judge:
         import os
 
-        from evals.run import finished_run
-        from evals.verdict import load_gates
+        from evals.run import preflight
 
-        finished_run(Path(args.runs_dir), args.run)  # bad input fails before a server starts
-        load_gates(opts.gates)
+        preflight(args.run, args.runs_dir, opts)  # bad input fails before a server starts
         from evals.local_judge import WARNING, local_judge
 
         log = Path(args.runs_dir) / args.run / "logs" / "local-judge.log"

@@ -36,6 +36,7 @@ class Options:
     general_limit: int | None = None  # lm-eval items per task
     general_max_tokens: int | None = None  # lm-eval's max_gen_toks for generative tasks (None: the task's)
     gates: Path | None = None  # default evals/gates.yaml
+    quantize: str | None = None  # the base's precision: none | 4bit; None: as the run trained (quantize.py)
     seed: int = 0
     timings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # said with the verdict (e.g. a local demo judge)
@@ -57,7 +58,13 @@ def finished_run(runs_dir: Path, run_id: str) -> tuple[Path, dict, dict]:
             f"{run_dir}: the run has no adapter yet (output/adapter_config.json); finish it first"
         )
     lineage = json.loads((run_dir / "run.json").read_text("utf-8"))
-    config = yaml.safe_load((run_dir / "config.yaml").read_text("utf-8"))
+    path = run_dir / "config.yaml"
+    try:
+        config = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: the run's Axolotl config is unreadable ({exc})") from None
+    if not isinstance(config, dict) or not config.get("base_model"):
+        raise ConfigError(f"{path}: no base_model (not the run's Axolotl config)")
     return run_dir, lineage, config
 
 
@@ -108,13 +115,77 @@ def timed(opts: Options, stage: str):
     return _Timer()
 
 
+def preflight(run_id: str, runs_dir: Path | str, opts: Options) -> tuple[Path, dict, dict, dict, dict]:
+    """What fails before any model loads (or a local judge starts): the gates file, the run folder, the
+    base's precision (the flag, else the run's config.yaml) and whether it can run here and fits the GPU.
+    Returns (run_dir, lineage, config, gates, quantization)."""
+    from evals import quantize, verdict
+
+    gates = verdict.load_gates(opts.gates)
+    run_dir, lineage, config = finished_run(Path(runs_dir), run_id)
+    quant = quantize.choose(opts.quantize, config, str(run_dir / "config.yaml"))
+    quantize.check(quant, opts.backend, opts.device)
+    plan = memory_plan(run_dir, config, opts, quant)
+    if plan is not None:
+        quant = {**quant, "memory_plan": plan}
+        say(f"[eval] memory plan: {plan['total_gib']:.1f} of {plan['budget_gib']:.1f} GiB ({quant['mode']})")
+    return run_dir, lineage, config, gates, quant
+
+
+def gpu_gib(opts: Options) -> float | None:
+    """The GPU's memory in GiB when this evaluation runs on one torch can see; None on a CPU."""
+    if opts.backend != "vllm" and not str(opts.device).startswith("cuda"):
+        return None
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        index = torch.device(opts.device).index if str(opts.device).startswith("cuda") else None
+        return torch.cuda.get_device_properties(index or 0).total_memory / 1024**3
+    except (ImportError, RuntimeError):
+        return None
+
+
+def memory_plan(run_dir: Path, config: dict, opts: Options, quant: dict) -> dict | None:
+    """evals/memory.py's plan for the answers on this GPU (the largest step: a batch, or vLLM's engine),
+    refused when over; None when no GPU memory figure or no model shape is known (not checked)."""
+    from evals import generate, memory
+
+    total = gpu_gib(opts)
+    if total is None:
+        return None
+    try:
+        from transformers import AutoConfig
+
+        arch = memory.arch_from_hf_config(AutoConfig.from_pretrained(config["base_model"]).to_dict())
+    except (OSError, ValueError, ConfigError) as exc:
+        say(f"[eval] memory plan skipped: no model shape ({exc})")
+        return None
+    adapter = json.loads((run_dir / "output" / "adapter_config.json").read_text("utf-8"))
+    modules = adapter.get("target_modules")
+    plan = memory.plan(
+        arch,
+        quant["mode"],
+        gpu_gib=total,
+        backend="vllm" if opts.backend == "vllm" else "transformers",
+        lora_rank=int(adapter["r"]),
+        lora_modules=modules if isinstance(modules, list) else memory.PROJECTIONS,
+        prompt_tokens=int(config.get("sequence_len") or 4096),  # the run's rows, prompts included, fit it
+        new_tokens=opts.max_new_tokens or generate.CAP,
+        sequences=generate.BATCH,
+    )
+    memory.refuse_unless_fits(plan, str(run_dir))
+    return plan
+
+
 def evaluate_run(run_id: str, runs_dir: Path | str = "runs", opts: Options | None = None) -> dict:
     """Every stage, then eval/ in place, the registry's verdict and report.html. Returns verdict.json."""
     from evals import general, generate, judge, prompts, verdict
 
     opts = opts or Options()
-    gates = verdict.load_gates(opts.gates)  # a bad gates file fails before any model loads
-    run_dir, lineage, config = finished_run(Path(runs_dir), run_id)
+    # A bad gates file, a 4-bit plan on a CPU or a plan over the GPU fail before any model loads.
+    run_dir, lineage, config, gates, quant = preflight(run_id, runs_dir, opts)
     data = data_dir_of(lineage)
     settings = judge.JudgeSettings.from_env() if opts.judge else None
     base_model, adapter = config["base_model"], run_dir / "output"
@@ -129,7 +200,7 @@ def evaluate_run(run_id: str, runs_dir: Path | str = "runs", opts: Options | Non
         heldout = heldout_losses(run_dir)
     with timed(opts, "answers"):
         answers, generation = generate.answer(
-            chosen, base_model, adapter, opts.backend, opts.max_new_tokens, opts.device
+            chosen, base_model, adapter, opts.backend, opts.max_new_tokens, opts.device, quantization=quant
         )
     with timed(opts, "judge"):
         if settings is None:
@@ -150,6 +221,7 @@ def evaluate_run(run_id: str, runs_dir: Path | str = "runs", opts: Options | Non
                 general_backend(opts),
                 opts.device,
                 max_gen_toks=opts.general_max_tokens,
+                quantization=quant,
             )
         else:
             scores = {"skipped": "--no-general"}
