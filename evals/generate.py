@@ -108,6 +108,8 @@ def answer(
         "quantization": quantization or quantize.NONE,
     }
     if backend == "vllm":
+        # 4-bit: quantization="bitsandbytes" beside enable_lora (quantize.py says where vLLM documents it);
+        # vllm_args given by the caller win.
         engine_args = {**quantize.vllm_kwargs(quantization), **(vllm_args or {})}
         texts, models = _vllm(vllm_api, prompts, base_model, sides, tokenizer, limit, stops, engine_args)
         info["vllm_args"] = engine_args
