@@ -55,6 +55,9 @@ env the pod's process gets (add to it what the image itself would set) and the d
 for its volumeMountPath (`workspace`, shared by every pod like a network volume): the image's CMD. A pod
 created with dockerArgs runs those instead, in the environment `command` set up (DOCKERARGS). podStop, podTerminate
 and preempt() send that process SIGTERM, then SIGKILL after `stop_grace` seconds, as `docker stop` does.
+Once that process has ended, by itself or killed, every other process of its container is killed
+(`end_container`), as a container's processes die with its PID 1: the entrypoint's background deadline timer,
+the trainer in the session of its own that jobs/run.py starts it in, do not outlive their pod here either.
 
 When that process exits by itself, the container is started again (restart_on_exit, on by default: DSTACK;
 RunPod's API reference says a pod "runs until it exits", third-party notes say a clean exit restarts too,
@@ -330,6 +333,36 @@ class VolumeSync:
             time.sleep(self.every)
 
 
+def end_container(leader: int) -> None:
+    """SIGKILL to every process of the container whose first process is `leader`, started in a session of
+    its own: that session's processes and all their descendants, which may have started sessions of their
+    own (jobs/run.py starts Axolotl so), so neither its group nor its session alone reaches them all. A real
+    container's processes all die with its PID 1 (docker stop, a terminated pod); here they would live on.
+    Scanned again until none is left: a process may fork between a scan and its kill."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        procs = {}  # pid -> (ppid, session) of every live process on this machine
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            state, ppid, _, session = stat.rsplit(")", 1)[1].split()[:4]  # after the (command name)
+            if state not in "ZX":  # a zombie is dead already, waiting for its parent
+                procs[int(entry.name)] = (int(ppid), int(session))
+        doomed = {pid for pid, (_, session) in procs.items() if session == leader}
+        while grown := {pid for pid, (ppid, _) in procs.items() if ppid in doomed} - doomed:
+            doomed |= grown
+        if not doomed:
+            return
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
 def _mtime(path: Path) -> int:
     try:
         return path.stat().st_mtime_ns
@@ -550,9 +583,10 @@ class FakeRunPod:
             pods = list(self.pods.values()) + list(self.gone.values())
         for pod in pods:
             pod.halt.set()
+            # No orphans left behind by a test. Only a container still running: once its first process has
+            # ended and been reaped, _life has ended the rest, and its pid may be another process's by now.
             if pod.proc and pod.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pod.proc.pid, signal.SIGKILL)  # no orphans left behind by a test
+                end_container(pod.proc.pid)
                 pod.proc.wait()
         if self._server:
             self._server.shutdown()
@@ -922,8 +956,11 @@ class FakeRunPod:
                 return
             if self.volume_sync:
                 self.volume_sync.while_running(self.workspace, pod.proc)
-                self.volume_sync.push(self.workspace)
             code = pod.proc.wait()
+            # The rest of the container dies with its first process (at once: its pid is free again now).
+            end_container(pod.proc.pid)
+            if self.volume_sync:
+                self.volume_sync.push(self.workspace)
             pod.synced.set()
             with self.lock:
                 pod.exit_code = code
