@@ -4,7 +4,7 @@ Usage:
   python -m evals run RUN [--limit 40] [--backend transformers|vllm] [--device cpu] [--max-new-tokens N]
                           [--no-judge] [--no-general] [--tasks T,T] [--general-limit N]
                           [--general-max-tokens N] [--gates FILE] [--local-judge MODEL_DIR]
-                          [--quantize none|4bit]
+                          [--quantize none|4bit] [--against NAME@production]
   python -m evals show RUN       (the verdict table of the last evaluation)
 
 The judge is any OpenAI-compatible chat-completions endpoint, from the environment only: JUDGE_BASE_URL,
@@ -12,7 +12,7 @@ JUDGE_MODEL, JUDGE_API_KEY (never written to a file).
 
 Exit codes: 0 evaluated (whatever the verdict; it is in eval/verdict.json and the registry); 2 bad input
 (no such run, no adapter, data changed since the run, a bad gates file, 4-bit asked on a CPU, a plan over
-the GPU's memory): nothing is written.
+the GPU's memory, an --against version that is unknown or not comparable): nothing is written.
 """
 
 from __future__ import annotations
@@ -49,6 +49,13 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="the base model's precision for answers and lm-eval: 4bit = NF4 through bitsandbytes (a GPU); "
         "default: as the run trained (4bit for a QLoRA run, whose config.yaml has load_in_4bit: true)",
+    )
+    r.add_argument(
+        "--against",
+        default=None,
+        metavar="NAME@production",
+        help="also A/B this run against that version (versions ab, recorded) and gate on it: the run must "
+        "not lose (vs_production); what `promote --stage production` checks",
     )
     r.add_argument(
         "--local-judge",
@@ -99,6 +106,7 @@ MEANING = {
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from brightrun.errors import ConfigError
+    from versions.registry import VersionError
 
     try:
         if args.command == "show":
@@ -113,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except VersionError as exc:  # --against: an unknown version, or one not comparable with this run
+        print(f"error: --against {args.against}: {exc}", file=sys.stderr)
         return 2
 
 
@@ -139,6 +150,7 @@ def _run(args) -> int:
         general_max_tokens=args.general_max_tokens,
         gates=Path(args.gates) if args.gates else None,
         quantize=args.quantize,
+        against=args.against,
     )
     if args.local_judge and not args.no_judge:
         import os

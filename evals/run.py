@@ -37,6 +37,7 @@ class Options:
     general_max_tokens: int | None = None  # lm-eval's max_gen_toks for generative tasks (None: the task's)
     gates: Path | None = None  # default evals/gates.yaml
     quantize: str | None = None  # the base's precision: none | 4bit; None: as the run trained (quantize.py)
+    against: str | None = None  # a version to A/B this run against (NAME@production): the vs_production gate
     seed: int = 0
     timings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # said with the verdict (e.g. a local demo judge)
@@ -125,11 +126,50 @@ def preflight(run_id: str, runs_dir: Path | str, opts: Options) -> tuple[Path, d
     run_dir, lineage, config = finished_run(Path(runs_dir), run_id)
     quant = quantize.choose(opts.quantize, config, str(run_dir / "config.yaml"))
     quantize.check(quant, opts.backend, opts.device)
+    if opts.against:  # an unknown version, the same run, other data or another base: refused now
+        from versions import ab
+
+        ab.check(_registry(), Path(runs_dir), opts.against, run_id, ab_options(opts))
     plan = memory_plan(run_dir, config, opts, quant)
     if plan is not None:
         quant = {**quant, "memory_plan": plan}
         say(f"[eval] memory plan: {plan['total_gib']:.1f} of {plan['budget_gib']:.1f} GiB ({quant['mode']})")
     return run_dir, lineage, config, gates, quant
+
+
+def _registry():
+    from jobs import registry
+
+    return registry.engine()
+
+
+def ab_options(opts: Options):
+    """The A/B against production as this evaluation asks it: the same prompts and answer settings; no
+    lm-eval (general ability is the evaluation's own gate, against the base)."""
+    from versions import ab
+
+    return ab.Options(
+        limit=opts.limit,
+        backend=opts.backend,
+        device=opts.device,
+        max_new_tokens=opts.max_new_tokens,
+        general=False,
+        seed=opts.seed,
+        by="evals run",
+    )
+
+
+def against_production(run_id: str, runs_dir: Path | str, opts: Options, settings) -> dict | None:
+    """ab.json of opts.against (A) vs this run (B), recorded in ab_tests like any A/B (so `promote` finds
+    it); None when not asked. Without a judge there is nothing to compare: no answers are generated."""
+    if not opts.against:
+        return None
+    if settings is None:
+        return {"a": {"ref": opts.against}, "judge": {"skipped": "no judge: the A/B needs one"}}
+    from versions import ab
+
+    with timed(opts, "vs_production"):
+        return ab.run_ab(_registry(), runs_dir, opts.against, run_id, ab_options(opts), settings, say)
 
 
 def gpu_gib(opts: Options) -> float | None:
@@ -225,9 +265,16 @@ def evaluate_run(run_id: str, runs_dir: Path | str = "runs", opts: Options | Non
             )
         else:
             scores = {"skipped": "--no-general"}
-    result = verdict.decide(
-        {"heldout": heldout, "judge": judged, "general": scores, "n_prompts": len(chosen)}, gates
-    )
+    against = against_production(run_id, runs_dir, opts, settings)
+    asked = {
+        "heldout": heldout,
+        "judge": judged,
+        "general": scores,
+        "n_prompts": len(chosen),
+        "n_conversations": len({p.get("conversation_id") or p["id"] for p in chosen}),
+        "ab": against,
+    }
+    result = verdict.decide(asked, gates)
     result["run_id"] = run_id
     result["notes"] = opts.notes
     files = {

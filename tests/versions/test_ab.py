@@ -12,7 +12,7 @@ import json
 import shutil
 
 import pytest
-from conftest import TINY_MODEL_DIR
+from conftest import TINY_MODEL_DIR, module_cli
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
@@ -176,3 +176,39 @@ def test_a_judge_that_prefers_the_first_reply_gives_no_winner_and_shows_why(worl
     tests = registry.versions_of(world["engine"], "em")
     listed = for_versions(world["engine"], tests)
     assert any(t["a"] == "run-a" and t["side"] == "A" for t in listed[tests[0].id])
+
+
+@pytest.mark.slow(30)
+def test_an_evaluation_against_a_version_carries_its_ab_and_must_not_lose(world, adapter, sample_out):  # noqa: F811
+    """`evals run RUN --against NAME@vN` (issue 27, item 5): the evaluation also runs the A/B of that version
+    (A) against the run (B), recorded like any A/B (so `promote` into production finds it), and its verdict
+    has a vs_production gate. The stand-in calls every comparison a tie: 0.5, not a loss; from the sample's
+    one held-out conversation, insufficient. An unknown version is refused before anything runs."""
+    runs = world["runs"]
+    run_d = make_run(runs, world["url"], "run-d", adapter, data=sample_out)
+    # What jobs/run.py also leaves and report.html reads (an evaluation rewrites the report): a lineage with
+    # its run's settings and cost, and the metrics (none: this run was made, not trained).
+    lineage = json.loads((run_d / "run.json").read_text())
+    lineage |= {"preset": "balanced", "model": "smoke", "hardware": "cpu", "attempts": [],
+                "estimate": {"cost_on_demand": 0.0}, "input": {"path": "sample.json", "sha256": "0" * 64}}  # fmt: skip
+    lineage["config"]["path"] = str(run_d / "config.yaml")
+    (run_d / "run.json").write_text(json.dumps(lineage))
+    (run_d / "metrics.jsonl").write_text("")
+    eval_dir = run_d / "eval"
+    before = sorted(p.name for p in eval_dir.iterdir())
+    with StandIn() as judge:
+        env = world["env"] | {"JUDGE_BASE_URL": judge.url, "JUDGE_MODEL": "stand-in"}
+        args = ("--runs-dir", str(runs), "run", "run-d", *SMALL, "--no-general")
+        unknown = module_cli("evals", *args, "--against", "em@v9", env=env)
+        assert unknown.returncode == 2 and "--against em@v9" in unknown.stderr, unknown.stderr[-2000:]
+        assert sorted(p.name for p in eval_dir.iterdir()) == before and not judge.requests
+        proc = module_cli("evals", *args, "--against", "em@v2", env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    verdict = json.loads((eval_dir / "verdict.json").read_text())
+    gate = next(g for g in verdict["gates"] if g["gate"] == "vs_production")
+    assert (gate["against"], gate["win_rate"], gate["status"]) == ("em@v2", 0.5, "insufficient")
+    assert "this run's win rate 0.50" in gate["detail"] and gate["required"]
+    with Session(world["engine"]) as s:
+        row = s.scalar(select(ABTest).where(ABTest.b_ref == "run-d"))
+    assert (row.a_ref, row.id, row.win_rate) == ("em@v2", gate["ab"], 0.5)
+    assert "vs_production" in proc.stdout + proc.stderr  # the verdict table shows it
