@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -26,8 +27,10 @@ from sqlalchemy import select
 
 from brightrun import offline
 from jobs import registry
+from jobs.pod import bundle
 from tests import status_log
 from tests.fake_runpod import FakeRunPod, VolumeSync
+from tests.jobs.pod.test_official_image import HARDWARE_IMAGE, image_pod, official_image
 from tests.s3_server import DATACENTER, s3_server
 
 BIN = Path(sys.executable).parent
@@ -120,27 +123,36 @@ def the_run(url: str):
     return registry.get_job(row[0], url) if row else None
 
 
-@pytest.mark.slow(195)
+@pytest.mark.slow(200)
 def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_adapter(
     tmp_path, sample_out, setup, customer_app
 ):
-    """The real-account path end to end, in one command. A RunPod network volume, seen by the launcher
-    only through the S3 API: the data goes up before the pod is created; the launcher reads the run's
-    progress from the volume's registry over S3; the spot pod is taken back after checkpoint-1, a second
-    pod on the same volume resumes and completes; the adapter comes home and the cost is the sum of both
-    pods' uptime × bid. The customer's app started it (their job id) and hears all of it, losing nothing.
+    """The real-account path end to end, in one command, as a default launch: no image of ours, so each pod
+    runs Axolotl's image (test_official_image.py's stand-in), whose start command installs our code from the
+    bundle the launcher put on the volume (jobs/pod/bundle.py), then runs our entrypoint: one pod run proves
+    the default launch and the preemption (each is minutes of Axolotl on CPU). Our own image, BRIGHTRUN_IMAGE,
+    trains in test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod. A RunPod network volume, seen
+    by the launcher only through the S3 API: the data goes up before the pod is created; the launcher reads
+    the run's progress from the volume's registry over S3; the spot pod is taken back after checkpoint-1, a
+    second pod on the same volume resumes and completes; the adapter comes home and the cost is the sum of
+    both pods' uptime × bid. The customer's app started it (their job id) and hears all of it, losing nothing.
     Both pods ran the config the launcher rendered and recorded, byte for byte. The fake's pods are this
     machine and see the volume at the fake's workspace, so the launcher is told to mount it there
     (--volume-path); test_on_a_network_volume_the_pod_is_told_where_the_launchers_config_is checks the
     default, /workspace/data."""
+    image = official_image(tmp_path / "image")
     with s3_server() as s3:
         bucket = "x7k2volume"
         client = s3.volume(bucket)
         fake, env = setup(
+            command=image_pod(image),
             network_volumes=[{"id": bucket, "name": "brightrun", "size": 50, "dataCenterId": DATACENTER}],
             volume_sync=VolumeSync(s3.client(), bucket, every=0.3),
         )
-        env = {k: v for k, v in env.items() if k != "BRIGHTRUN_VOLUME_DIR"} | s3.env | customer_app.env()
+        # No image of ours: neither --image nor BRIGHTRUN_IMAGE. The stand-in image already has what EXTRA
+        # adds to Axolotl's stack, so no wheel of it is sent (setup's BRIGHTRUN_POD_WHEELS: an empty folder).
+        drop = ("BRIGHTRUN_IMAGE", "BRIGHTRUN_VOLUME_DIR")
+        env = {k: v for k, v in env.items() if k not in drop} | s3.env | customer_app.env()
         runs, log = tmp_path / "runs", tmp_path / "launch.log"
         job_id = customer_app.new_job()
         mount = str(fake.workspace)
@@ -155,10 +167,20 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
             DATACENTER,
             mount,
         )
-        assert "volumeInGb" not in create and create["imageName"] == "registry.example/brightrun-lora:test"
+        assert "volumeInGb" not in create
         pod_env = {p["key"]: p["value"] for p in create["env"]}
         assert pod_env["BRIGHTRUN_RUN_ID"] == run_id and pod_env["BRIGHTRUN_VOLUME"] == mount
         assert pod_env["BRIGHTRUN_CONFIG"] == f"{mount}/configs/{run_id}/config.yaml"
+        # Our code is on the volume as the bundle the pod's env names: this repo's wheel (no extra wheels,
+        # see above) and the entrypoint, byte for byte, with its `done` mark.
+        key = pod_env["BRIGHTRUN_BUNDLE"].removeprefix(f"{mount}/")
+        assert key.startswith("brightrun/")
+        sent = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=key)["Contents"]}
+        wheel = f"{key}/wheels/brightrun_lora-0.1.0-py3-none-any.whl"
+        assert sent == {f"{key}/done", f"{key}/entrypoint.sh", wheel}
+        entry = client.get_object(Bucket=bucket, Key=f"{key}/entrypoint.sh")["Body"].read()
+        assert entry == (ROOT / "docker" / "entrypoint.sh").read_bytes()
+        assert "bundle: our code and 0 wheel(s)" in log.read_text()
         # The config went up before the pod was asked for: the launcher's own file, rendered for h100-pcie.
         sent = client.get_object(Bucket=bucket, Key=f"configs/{run_id}/config.yaml")["Body"].read()
         assert sent == (runs / run_id / "config.yaml").read_bytes()
@@ -205,6 +227,10 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
         creates = [args["input"] for name, args in fake.calls if name == "podRentInterruptable"]
         assert len(creates) == 2 and all(c["name"] == run_id and c["bidPerGpu"] >= 1.25 for c in creates)
         assert all(c["networkVolumeId"] == bucket for c in creates)
+        # Both pods: Axolotl's image, no registry credentials, a host with its CUDA, our start command.
+        for c in creates:
+            assert c["imageName"] == HARDWARE_IMAGE and c["dockerArgs"] == bundle.START_COMMAND
+            assert c["allowedCudaVersions"] == ["13.0"] and "containerRegistryAuthId" not in c
 
         # The adapter came home; checkpoints stay on the volume. The pod's run resumed from its checkpoint
         # and logged each step once.
@@ -241,6 +267,13 @@ def test_one_command_on_a_network_volume_survives_a_preemption_and_fetches_the_a
         for name, times in (("preprocess.log", 1), ("train.log", 2)):
             started = commands(home / "logs" / name)
             assert len(started) == times and all(f" {given}" in line for line in started), started
+        # The pods' Python is the image's, and our code in it is the wheel from the volume; a relaunch starts
+        # the same way (run.json keeps the start command).
+        site = Path(sysconfig.get_paths(vars={"base": str(image), "platbase": str(image)})["purelib"])
+        assert (site / "jobs" / "__init__.py").is_file() and list(site.glob("brightrun_lora-0.1.0.dist-info"))
+        trainer = f"$ {image / 'bin' / 'axolotl'} train "
+        assert all(line.startswith(trainer) for line in commands(home / "logs" / "train.log"))
+        assert lineage["launch"]["pod"]["dockerArgs"] == bundle.START_COMMAND
 
         status = jobs_cli("--runs-dir", str(runs), "status", run_id, env=env)
         assert status.returncode == 0 and "completed" in status.stdout and "3/3" in status.stdout
@@ -337,6 +370,7 @@ def test_ctrl_c_then_follow_again_then_the_cost_cap_stops_the_pod(tmp_path, samp
     lineage = json.loads((runs / run_id / "run.json").read_text())
     volume = fake.workspace.resolve()
     create = fake.created[0]  # whichever API made it, in GraphQL's input names (fake_runpod.py)
+    assert create["imageName"] == "registry.example/brightrun-lora:test"  # BRIGHTRUN_IMAGE: our own image
     pod_env = {p["key"]: p["value"] for p in create["env"]}
     assert pod_env["BRIGHTRUN_CONFIG"] == f"{volume}/configs/{run_id}/config.yaml"
     pod_run = volume / "runs" / run_id
