@@ -29,9 +29,9 @@ demo: convert-demo
     run="$(date -u +%Y%m%d-%H%M%S)-demo"
     {{python}} -m jobs train balanced smollm2-cpu --data data/converted/demo-cpu --run-id "$run" learning_rate=5e-4 gradient_accumulation_steps=1
     # The judge: SmolLM2 itself through `transformers serve` (checks the mechanism, not the quality). Two
-    # prompts of a few held-out conversations and a 135M judge are too little for a verdict: the table
-    # says `insufficient` or `incomplete` (the 135M judge mostly copies its worked examples, which are not
-    # counted), each gate with its interval and what is missing.
+    # prompts of one held-out conversation and a 135M judge are too little for a verdict: the table says
+    # `insufficient` (the judge's gates need 10 conversations; the 135M judge mostly copies its worked
+    # examples, which are not counted), each gate with its interval, where one exists, and what is missing.
     {{python}} -m evals run "$run" --limit 2 --max-new-tokens 64 --general-limit 2 --general-max-tokens 64 --local-judge assets/smollm2-135m-instruct
 
 # Generate and convert the demo data: the CPU demo's short conversations and the 36-conversation file
