@@ -143,7 +143,7 @@ def _registry():
     return registry.engine()
 
 
-def ab_options(opts: Options):
+def ab_options(opts: Options, quant: dict | None = None):
     """The A/B against production as this evaluation asks it: the same prompts and answer settings; no
     lm-eval (general ability is the evaluation's own gate, against the base)."""
     from versions import ab
@@ -156,10 +156,13 @@ def ab_options(opts: Options):
         general=False,
         seed=opts.seed,
         by="evals run",
+        quantization=quant,
     )
 
 
-def against_production(run_id: str, runs_dir: Path | str, opts: Options, settings) -> dict | None:
+def against_production(
+    run_id: str, runs_dir: Path | str, opts: Options, settings, quant: dict
+) -> dict | None:
     """ab.json of opts.against (A) vs this run (B), recorded in ab_tests like any A/B (so `promote` finds
     it); None when not asked. Without a judge there is nothing to compare: no answers are generated."""
     if not opts.against:
@@ -169,7 +172,7 @@ def against_production(run_id: str, runs_dir: Path | str, opts: Options, setting
     from versions import ab
 
     with timed(opts, "vs_production"):
-        return ab.run_ab(_registry(), runs_dir, opts.against, run_id, ab_options(opts), settings, say)
+        return ab.run_ab(_registry(), runs_dir, opts.against, run_id, ab_options(opts, quant), settings, say)
 
 
 def gpu_gib(opts: Options) -> float | None:
@@ -265,7 +268,7 @@ def evaluate_run(run_id: str, runs_dir: Path | str = "runs", opts: Options | Non
             )
         else:
             scores = {"skipped": "--no-general"}
-    against = against_production(run_id, runs_dir, opts, settings)
+    against = against_production(run_id, runs_dir, opts, settings, quant)
     asked = {
         "heldout": heldout,
         "judge": judged,

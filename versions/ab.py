@@ -48,6 +48,9 @@ class Options:
     data: Path | None = None  # the converted data folder, when neither run folder is here to name it
     seed: int = 0
     by: str = "unknown"
+    # The base's precision (evals/quantize.py choose()); None: full precision. An evaluation's --against
+    # passes its own, so a QLoRA 70B's A/B loads the base in 4-bit as its evaluation does.
+    quantization: dict | None = None
 
 
 def check(engine: Engine, runs_dir: Path, ref_a: str, ref_b: str, opts: Options):
@@ -174,7 +177,14 @@ def run_ab(
     pair = {"A": a.adapter_dir, "B": b.adapter_dir}
     say(f"[ab] {len(chosen)} held-out prompts; answers of {a.ref} (A) and {b.ref} (B) on {a.base_model}")
     answers, generation = generate.answer(
-        chosen, a.base_model, a.adapter_dir, opts.backend, opts.max_new_tokens, opts.device, sides=pair
+        chosen,
+        a.base_model,
+        a.adapter_dir,
+        opts.backend,
+        opts.max_new_tokens,
+        opts.device,
+        sides=pair,
+        quantization=opts.quantization,
     )
     lap("answers")
     if settings is None:
@@ -197,6 +207,7 @@ def run_ab(
             opts.device,
             max_gen_toks=opts.general_max_tokens,
             sides=pair,
+            quantization=opts.quantization,
         )
     else:
         scores = {"skipped": "--no-general"}

@@ -211,4 +211,8 @@ def test_an_evaluation_against_a_version_carries_its_ab_and_must_not_lose(world,
     with Session(world["engine"]) as s:
         row = s.scalar(select(ABTest).where(ABTest.b_ref == "run-d"))
     assert (row.a_ref, row.id, row.win_rate) == ("em@v2", gate["ab"], 0.5)
+    # The A/B loaded its base as the evaluation did (a QLoRA run's in 4-bit; this LoRA run's in full).
+    ab_generation = json.loads((runs / "ab" / row.id / "generation.json").read_text())
+    own = json.loads((eval_dir / "generation.json").read_text())
+    assert ab_generation["quantization"] == own["quantization"] and own["quantization"]["mode"] == "none"
     assert "vs_production" in proc.stdout + proc.stderr  # the verdict table shows it
