@@ -19,7 +19,8 @@ Usage:
   python -m jobs eval RUN
   python -m jobs compare RUN_A RUN_B
   python -m jobs merge RUN
-  python -m jobs serve-adapter REF [REF ...] [--run]   (REF: a run id or NAME@vN; one base, every adapter)
+  python -m jobs serve-adapter REF [REF ...] [--run | --hardware PROFILE [--precision P]]
+                                                       (REF: a run id or NAME@vN; one base, every adapter)
   python -m jobs service [--host 127.0.0.1] [--port 8000] [--model 70b-qlora] [--preset balanced]
   python -m jobs template [--create] [--gpu | --cpu] [--name NAME] [--image IMAGE]  (RunPod: the service)
   python -m jobs webhooks-replay RUN
@@ -100,6 +101,16 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--run", "--exec", dest="execute", action="store_true", help="run it instead of printing it"
     )
+    v.add_argument(
+        "--hardware",
+        default=None,
+        help="plan for that hardware profile's GPUs (e.g. h100-pcie): the precision and tensor parallelism "
+        "that fit, the memory arithmetic, the commands for that machine (versions only)",
+    )
+    v.add_argument(
+        "--precision", choices=("bf16", "fp8", "4bit"), default=None, help="with --hardware: only this"
+    )
+    v.add_argument("--target-dir", default=None, help="with --hardware: where the adapters go there")
     v = sub.add_parser("service", help="the jobs service: webhook receiver, REST API, dashboard")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
@@ -337,7 +348,7 @@ def _merge(args) -> int:
 def _serve_adapter(args) -> int:
     from jobs import serve
 
-    return serve.serve(args.refs, args.runs_dir, execute=args.execute)
+    return serve.serve(args.refs, args.runs_dir, args.execute, args.hardware, args.precision, args.target_dir)
 
 
 def _compare(args) -> int:

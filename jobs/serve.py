@@ -100,16 +100,33 @@ def vllm_command(found: list) -> list[str]:
     ]
 
 
-def serve(refs: list[str], runs_dir: str = "runs", execute: bool = False) -> int:
+def serve(
+    refs: list[str],
+    runs_dir: str = "runs",
+    execute: bool = False,
+    hardware: str | None = None,
+    precision: str | None = None,
+    target_dir: str | None = None,
+) -> int:
     from versions import store
 
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731  (stdout: the command only)
+    if hardware is not None:
+        runs = [r for r in refs if "@" not in r]
+        if runs:  # the GPU machine fetches what it serves from the store: a run folder is only here
+            raise ConfigError(
+                f"{', '.join(runs)}: --hardware plans serve versions (NAME@vN): promote it first"
+            )
+        if execute:
+            raise ConfigError("--hardware prints a plan for another machine: run its commands there")
     try:
         found = lora_sides(refs, runs_dir, say)
     except store.StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     cmd = vllm_command(found)
+    if hardware is not None:
+        return plan_for(found, hardware, precision, target_dir)
     if not execute:
         print(shlex.join(cmd))
         names = ", ".join(f'"{side.served_name}"' for side in found)
@@ -119,6 +136,33 @@ def serve(refs: list[str], runs_dir: str = "runs", execute: bool = False) -> int
         return subprocess.call(cmd)
     except FileNotFoundError:
         raise ConfigError("vllm is not installed here: run the printed command on the GPU machine") from None
+
+
+def plan_for(found: list, hardware: str, precision: str | None, target_dir: str | None) -> int:
+    """`--hardware NAME`: versions/serving.py's plan for that profile's GPUs, its arithmetic on stderr,
+    the commands for the GPU machine on stdout; refused (exit 2) when nothing (or not the asked
+    precision) fits."""
+    from axolotl_configs.profiles import load
+    from versions import serving
+
+    configs = [json.loads((s.adapter_dir / "adapter_config.json").read_text()) for s in found]
+    modules = sorted({m for c in configs for m in (c.get("target_modules") or [])}) or list(SERVABLE_MODULES)
+    rank = vllm_lora_rank(max(c["r"] for c in configs))
+    max_model_len = max((n for n in (s.config().get("sequence_len") for s in found) if n), default=4096)
+    plans = serving.candidates(
+        serving.arch_for(found[0].base_model), load("hardware", hardware),
+        adapters=len(found), rank=rank, modules=modules, max_model_len=max_model_len,
+    )  # fmt: skip
+    try:
+        chosen = serving.choose(plans, precision)
+    except ConfigError:
+        print(serving.describe(plans, None), file=sys.stderr)
+        raise
+    print(serving.describe(plans, chosen), file=sys.stderr)
+    target = target_dir or serving.TARGET_DIR
+    print(serving.shell(serving.commands(found, found[0].base_model, chosen, rank, max_model_len, target)))
+    print(f"# on the GPU machine ({hardware}), with ARTIFACT_STORE and its keys set", file=sys.stderr)
+    return 0
 
 
 def merge(run_id: str, runs_dir: str = "runs", db_url: str | None = None) -> int:

@@ -12,6 +12,8 @@ import shutil
 
 import pytest
 from conftest import TINY_MODEL_DIR
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from jobs import registry as jobs_registry
 from jobs.runfolder import sha256_file as sha
@@ -113,3 +115,62 @@ def test_refusals_name_the_versions_and_download_nothing(served):
     assert shutil.which("vllm") is None, "this test would start a real vLLM"
     rc, _, err = served("run-a", "--exec")
     assert rc == 2 and "vllm is not installed here" in err
+
+
+def test_the_70b_plan_for_one_h100_fits_by_its_own_arithmetic_and_bf16_is_refused():
+    """Issue 28, item 2, by hand: 70.55e9 parameters in bf16 are 131.4 GiB, over one 80 GB card's 72 GiB
+    (vLLM's 0.9); FP8 keeps 67.7 GiB of weights and leaves too little for 4 sequences of KV cache; NF4 4-bit
+    fits. On 4 of them, bf16 split 4 ways fits, and is preferred."""
+    from axolotl_configs.profiles import load
+    from brightrun.errors import ConfigError
+    from evals.memory import LLAMA3_70B, PROJECTIONS
+    from versions import serving
+
+    kw = {"adapters": 1, "rank": 16, "modules": list(PROJECTIONS), "max_model_len": 4096}
+    plans = serving.candidates(LLAMA3_70B, load("hardware", "h100-pcie"), **kw)
+    by = {p["precision"]: p for p in plans}
+    assert [p["tensor_parallel"] for p in plans] == [1, 1, 1]  # one GPU: no tensor parallelism to try
+    assert by["bf16"]["parts_gib"]["weights"] == round(70_553_706_496 * 2 / 2**30, 2) == 131.42
+    assert by["bf16"]["budget_gib"] == 72.0 and not by["bf16"]["fits"]
+    kv = 4 * 4096 * (2 * 80 * 8 * 128 * 2) / 2**30  # 4 sequences × 4096 tokens × 320 KiB
+    assert by["4bit"]["parts_gib"]["KV cache"] == round(kv, 2) == 5.0
+    assert not by["fp8"]["fits"] and by["4bit"]["fits"]
+    chosen = serving.choose(plans)
+    assert chosen["precision"] == "4bit" and sum(chosen["parts_gib"].values()) <= chosen["budget_gib"]
+    with pytest.raises(ConfigError, match=r"does not fit in bf16 .* 139\.2 GiB a GPU of 72\.0"):
+        serving.choose(plans, "bf16")
+    four = serving.choose(serving.candidates(LLAMA3_70B, load("hardware", "h100-sxm-x4"), **kw))
+    assert (four["precision"], four["tensor_parallel"]) == ("bf16", 4)
+    with pytest.raises(ConfigError, match="has no GPU"):
+        serving.candidates(LLAMA3_70B, load("hardware", "cpu"), **kw)
+
+
+def test_a_plan_names_the_gpu_machines_paths_and_fetches_versions_from_the_store(served):
+    rc, out, err = served("em@v1", "em@v2", "--hardware", "h100-pcie")
+    assert rc == 0, err
+    fetch_1, fetch_2, vllm = [shlex.split(line) for line in out.splitlines()]
+    assert fetch_1 == ["python", "-m", "versions", "download", "em@v1", "--to", "/workspace/adapters/em-v1"]
+    assert fetch_2[-1] == "/workspace/adapters/em-v2"
+    assert vllm[:3] == ["vllm", "serve", str(TINY_MODEL_DIR)]
+    assert "em-v1=/workspace/adapters/em-v1/adapter" in vllm and "--max-loras" in vllm
+    assert vllm[vllm.index("--tensor-parallel-size") + 1] == "1" and "bfloat16" in vllm  # a tiny base: bf16
+    assert str(served.tmp) not in out  # nothing of this machine's paths
+    assert "→ bf16 × tensor-parallel 1" in err and "fits, room for" in err
+
+    # The 70B QLoRA version on one H100: 4-bit through bitsandbytes; bf16 asked: refused with the numbers.
+    big = "meta-llama/Meta-Llama-3-70B-Instruct"
+    config = served.runs / "run-c" / "config.yaml"
+    config.write_text(config.read_text().replace(str(TINY_MODEL_DIR), big))
+    with Session(served.engine) as s:  # the run's adapter row names its base: as a 70B run's would
+        s.execute(update(jobs_registry.ModelArtifact).where(jobs_registry.ModelArtifact.job_id == "run-c")
+                  .values(base_model=big))  # fmt: skip
+        s.commit()
+    promote(served.engine, served.runs, "run-c", "big", say=lambda _: None)
+    rc, out, err = served("big@v1", "--hardware", "h100-pcie")
+    assert rc == 0, err
+    assert "--quantization bitsandbytes" in out and "→ 4bit × tensor-parallel 1" in err
+    rc, out, err = served("big@v1", "--hardware", "h100-pcie", "--precision", "bf16")
+    assert rc == 2 and out == "" and "does not fit in bf16" in err and "weights 131.42" in err
+
+    rc, _, err = served("em@v1", "run-c", "--hardware", "h100-pcie")
+    assert rc == 2 and "run-c: --hardware plans serve versions (NAME@vN)" in err
