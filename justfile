@@ -161,8 +161,7 @@ compare RUN_A RUN_B:
 merge RUN:
     {{python}} -m jobs merge {{RUN}}
 
-# The vLLM command serving one base with several adapters, each by its model name: `just serve elena-morales@v3 elena-morales@v4 [RUN ...] [--exec]`;
-# `--hardware h100-pcie [--precision bf16|fp8|4bit]`: a plan that fits that GPU (the arithmetic shown) and the commands for that machine
+# vLLM serving one base with several adapters by model name: `just serve elena-morales@v3 elena-morales@v4 [RUN ...] [--exec | --hardware h100-pcie [--precision 4bit]]` (--hardware: a plan that fits those GPUs, its arithmetic, the commands for that machine)
 serve +REFS:
     @{{python}} -m jobs serve-adapter {{REFS}}
 
