@@ -30,6 +30,9 @@ from jobs.run import axolotl_command, child_env
 from jobs.runfolder import sha256_file
 
 SERVABLE_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+# Fused projections vLLM serves under their own names (its packed_modules_mapping: qkv_proj holds q, k, v;
+# gate_up_proj holds gate and up): what Phi-3-style models call their layers, so their adapters name them.
+FUSED_MODULES = {"qkv_proj", "gate_up_proj"}
 
 
 def _run_dir(run_id: str, runs_dir: str) -> Path:
@@ -40,13 +43,19 @@ def _run_dir(run_id: str, runs_dir: str) -> Path:
 
 
 def adapter_problems(adapter_cfg: dict) -> list[str]:
+    """What vLLM's own check (vllm/lora/peft_helper.py: _validate_features, validate_legal) would refuse
+    when the server loads the adapter, said before the command is printed."""
     problems = []
+    if adapter_cfg.get("use_dora"):
+        problems.append("use_dora: vLLM does not serve DoRA adapters (retrain without DoRA)")
+    if adapter_cfg.get("bias", "none") not in (None, "none") or adapter_cfg.get("lora_bias"):
+        problems.append(f"bias {adapter_cfg.get('bias')!r}: vLLM serves adapters without bias terms only")
     if adapter_cfg.get("modules_to_save"):
         problems.append(
             f"modules_to_save {adapter_cfg['modules_to_save']}: vLLM cannot load trained full modules"
         )
     targets = adapter_cfg.get("target_modules") or []
-    odd = sorted(set(targets) - SERVABLE_MODULES) if isinstance(targets, list) else [targets]
+    odd = sorted(set(targets) - SERVABLE_MODULES - FUSED_MODULES) if isinstance(targets, list) else [targets]
     if odd:
         problems.append(f"target_modules {odd}: outside the attention and MLP projections vLLM serves")
     if adapter_cfg.get("r", 0) > VLLM_RANKS[-1]:

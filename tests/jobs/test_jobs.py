@@ -216,6 +216,15 @@ def test_vllm_refuses_adapters_it_cannot_load():
         {"r": 16, "target_modules": ["q_proj", "embed_tokens"], "modules_to_save": ["lm_head"]}
     )
     assert any("modules_to_save" in p for p in problems) and any("embed_tokens" in p for p in problems)
+    # What vLLM's peft_helper refuses at load (DoRA, bias), said first; fused names it serves, accepted.
+    assert (
+        adapter_problems({"r": 8, "target_modules": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]})
+        == []
+    )
+    dora, bias = adapter_problems(
+        {"r": 8, "use_dora": True, "bias": "lora_only", "target_modules": ["q_proj"]}
+    )
+    assert "vLLM does not serve DoRA" in dora and "bias 'lora_only'" in bias
 
 
 def test_merge_writes_a_full_model(smoke_run):
