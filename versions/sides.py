@@ -118,8 +118,28 @@ def local_copy(
     in output/), else its copy in the cache (adapter/). One rule for ab, serve and the test endpoint."""
     run_dir = Path(runs_dir) / v.run_id
     if not prefer_store and same_file(run_dir / "output" / "adapter_model.safetensors", v.adapter_sha256):
-        return run_dir, False
+        # Every adapter file, not the weights alone: a changed adapter_config.json (rank, alpha, modules)
+        # or tokenizer file is another model. Checked against the version's manifest in the store.
+        changed = [
+            name
+            for name, want in sorted(version_manifest(v)["files"].items())
+            if name.startswith("adapter/")
+            and not same_file(run_dir / "output" / name.removeprefix("adapter/"), want["sha256"])
+        ]
+        if not changed:
+            return run_dir, False
+        say(f"{v.ref}: the run folder's {', '.join(changed)} differ from the version's; the store's copy")
     return cached(v, say), True
+
+
+@functools.lru_cache(maxsize=64)
+def _manifest(store_url: str, folder: str, manifest_sha256: str) -> dict:
+    return store.read_manifest(store.store_of(store_url, folder), folder, manifest_sha256)
+
+
+def version_manifest(v: registry.ModelVersion) -> dict:
+    """The version's manifest from the store, checked by its sha256 (once per version: it never changes)."""
+    return _manifest(v.store_url, registry.folder(v.model_name, v.version), v.manifest_sha256)
 
 
 def cached(v: registry.ModelVersion, say=print) -> Path:
@@ -158,6 +178,10 @@ def same_file(path: Path, sha256: str) -> bool:
 
 def damaged(dest: Path, v: registry.ModelVersion) -> str | None:
     """What is wrong with a cached copy of v, or None when every file matches the version's manifest."""
+    # The manifest first, by the sha256 the registry recorded: a copy edited together with its manifest
+    # (config and manifest both changed) is still caught.
+    if not same_file(dest / store.MANIFEST, v.manifest_sha256):
+        return "its manifest is not the version's"
     try:
         manifest = json.loads((dest / store.MANIFEST).read_text("utf-8"))
     except (OSError, ValueError):

@@ -274,17 +274,24 @@ def read_manifest(
 ) -> dict | None:
     """The version's manifest, checked against the sha256 the registry recorded when one is given."""
     try:
-        raw = manifest_raw(store, folder)
+        return json.loads(manifest_bytes_checked(store, folder, sha256))
     except Missing:
         if missing_ok:
             return None
+        raise
+
+
+def manifest_bytes_checked(store: Store, folder: str, sha256: str | None) -> bytes:
+    try:
+        raw = manifest_raw(store, folder)
+    except Missing:
         raise Missing(
             f"{store.url(folder)}: the manifest is not in the store: this version's files were deleted "
             "(or its upload never finished)"
         ) from None
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
         raise Corrupt(f"{store.url(folder)}/{MANIFEST}: its sha256 is not the one the registry recorded")
-    return json.loads(raw)
+    return raw
 
 
 def download(store: Store, folder: str, manifest_sha256: str, dest: Path, say=print) -> dict:
@@ -294,7 +301,8 @@ def download(store: Store, folder: str, manifest_sha256: str, dest: Path, say=pr
     dest = Path(dest)
     if dest.exists():
         raise StoreError(f"{dest} already exists; download into a new folder")
-    manifest = read_manifest(store, folder, manifest_sha256)
+    raw = manifest_bytes_checked(store, folder, manifest_sha256)
+    manifest = json.loads(raw)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
@@ -314,7 +322,8 @@ def download(store: Store, folder: str, manifest_sha256: str, dest: Path, say=pr
                     f"{store.url(folder)}/{name}: sha256 mismatch (the stored file is not the one promoted)"
                 )
             say(f"download: {name} ok ({size(want['bytes'])}, sha256 {want['sha256'][:12]})")
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        # The manifest's own bytes: their sha256 is the registry's, so a copy can be checked later whole.
+        (tmp / MANIFEST).write_bytes(raw)
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
