@@ -7,6 +7,7 @@ Usage:
   python -m versions model NAME [--check]      (--check: are its files still in the store, as promoted?)
   python -m versions rollback NAME [--by WHO]
   python -m versions retire NAME@vN [--by WHO]
+  python -m versions sync NAME                 (the model server's NAME-production / NAME-testing as staged)
   python -m versions download NAME@vN [--to DIR]
   python -m versions url NAME@vN [--file NAME] [--expires SECONDS]
   python -m versions ab A B [--limit N] [--backend transformers|vllm] [--device cpu] [--max-new-tokens N]
@@ -16,7 +17,9 @@ Usage:
 
 Settings from the environment only: DATABASE_URL (registry; default runs/registry.db), ARTIFACT_STORE (a
 folder, default artifacts/, or s3://bucket/prefix with AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY), USER (who promotes, unless --by).
+AWS_SECRET_ACCESS_KEY), USER (who promotes, unless --by); MODELS_SERVER_URL (a vLLM started with
+VLLM_ALLOW_RUNTIME_LORA_UPDATING=True: promote, rollback and retire swap its adapters, versions/hotswap.py)
+and MODELS_SERVER_ADAPTERS (where versions are on that machine, default /workspace/adapters).
 
 Exit codes: 0 done; 1 the store failed or refused (a sha256 mismatch, deleted files); 2 refused input
 (unknown run or version, a failed verdict without --force, a bad name; an A/B of the same run twice or
@@ -32,7 +35,7 @@ from pathlib import Path
 
 from brightrun.errors import ConfigError
 from jobs import registry as jobs_registry
-from versions import abtests, ratings, registry, store
+from versions import abtests, hotswap, ratings, registry, store
 from versions.promote import promote, who
 
 
@@ -61,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
     rt = sub.add_parser("retire", help="take a version out of use (archived, never a rollback's target)")
     rt.add_argument("ref", metavar="NAME@vN")
     rt.add_argument("--by", default=None)
+    sy = sub.add_parser("sync", help="make the model server (MODELS_SERVER_URL) serve each stage as staged")
+    sy.add_argument("name")
     ra = sub.add_parser("ratings", help="people's blind ratings of a version's answers (the service's /rate)")
     ra.add_argument("ref", metavar="NAME@vN")
     d = sub.add_parser("download", help="a version's files, every sha256 checked")
@@ -234,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = jobs_registry.engine()
         if args.command == "promote":
             promote(engine, args.runs_dir, args.run, args.model, args.stage, args.note, args.force, args.by)
+            hotswap.after_move(engine, args.model)
         elif args.command == "models":
             found = registry.models(engine)
             for m in found:
@@ -256,9 +262,19 @@ def main(argv: list[str] | None = None) -> int:
             stages = {v.stage for v in registry.versions_of(engine, row.model_name)}
             none = "" if "production" in stages else f"; {row.model_name} has no production version now"
             print(f"{row.ref}: retired (archived){none}")
+            hotswap.after_move(engine, row.model_name)
         elif args.command == "rollback":
             old, new = registry.rollback(engine, registry.check_name(args.name), who(args.by))
             print(f"{args.name}: production is {new.ref} again (run {new.run_id}); {old.ref} archived")
+            hotswap.after_move(engine, args.name)
+        elif args.command == "sync":
+            if hotswap.Server.from_env() is None:
+                raise registry.VersionError("MODELS_SERVER_URL is not set: no model server to sync")
+            try:
+                hotswap.sync(engine, registry.check_name(args.name))
+            except hotswap.SwapError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
         elif args.command == "ratings":
             v, _, _ = complete_version(engine, args.ref)
             show_ratings(ratings.summary_of(engine, v))

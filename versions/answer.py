@@ -51,6 +51,10 @@ class Refused(Unanswered):
     status = 409
 
 
+class NotServed(Unanswered):
+    """The model server does not serve that name (HTTP 404): another name may be served."""
+
+
 class Busy(Unanswered):
     status = 429
 
@@ -142,13 +146,22 @@ class Answerer:
             self._busy -= 1
 
     async def answer(self, v: registry.ModelVersion, runs: Path, messages: list[dict], max_tokens: int,
-                     temperature: float) -> dict:  # fmt: skip
-        """{"answer", "tokens", "seconds", "backend", "model"}: the version's reply to messages."""
+                     temperature: float, served: tuple[str, ...] = ()) -> dict:  # fmt: skip
+        """{"answer", "tokens", "seconds", "backend", "model"}: the version's reply to messages. served: the
+        server's names to ask first (a stage's, NAME-production, which hot swap keeps on the version now
+        in that stage), then the version's own NAME-vN."""
         self._take()
         start = time.monotonic()
         if self.server_url:
             try:
-                result = await self._from_server(sides.version_name(v), messages, max_tokens, temperature)
+                names = (*served, sides.version_name(v))
+                for i, name in enumerate(names):
+                    try:
+                        result = await self._from_server(name, messages, max_tokens, temperature)
+                        break
+                    except NotServed:
+                        if i == len(names) - 1:
+                            raise
             finally:
                 self._give()
         else:
@@ -177,7 +190,7 @@ class Answerer:
         except (TimeoutError, openai.APITimeoutError):
             raise TimedOut(f"{where} did not answer within {self.timeout_s:g} s") from None
         except openai.NotFoundError:
-            raise Unanswered(
+            raise NotServed(
                 f"{where} does not serve {model}; start it with the version (`just serve`)"
             ) from None
         except (openai.AuthenticationError, openai.PermissionDeniedError):

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from versions import abtests, answer, ratings, registry, store
+from versions import abtests, answer, hotswap, ratings, registry, store
 from versions.promote import MAX_NOTE, promote
 
 log = logging.getLogger("jobs.service")
@@ -107,7 +107,9 @@ async def answer_with(
         raise refusal(exc, public) from None
     messages = [m.model_dump() for m in body.messages]
     try:
-        result = await answerer.answer(v, runs, messages, body.max_tokens, body.temperature)
+        # Asked by its model name alone: the production stage's name on a hot-swapping server first.
+        served = (hotswap.stage_name(v.model_name, "production"),) if version is None else ()
+        result = await answerer.answer(v, runs, messages, body.max_tokens, body.temperature, served)
     except answer.Busy as exc:
         raise HTTPException(exc.status, str(exc), {"Retry-After": str(answer.RETRY_AFTER_S)}) from None
     except answer.Unanswered as exc:
@@ -159,7 +161,7 @@ def router(
         except (registry.VersionError, store.StoreError, SQLAlchemyError) as exc:
             raise refused(exc) from None
         log.info("promoted run %s to %s (%s)", body.run_id, row.ref, row.stage)
-        return registry.as_dict(row)
+        return registry.as_dict(row) | {"serving": hotswap.after_move(engine, row.model_name, log.info)}
 
     @api.post("/{name}/rollback")
     def roll_back(name: str):
@@ -168,7 +170,11 @@ def router(
         except (registry.VersionError, SQLAlchemyError) as exc:
             raise refused(exc) from None
         log.info("rollback %s: %s production, %s archived", name, restored.ref, archived.ref)
-        return {"production": registry.as_dict(restored), "archived": registry.as_dict(archived)}
+        return {
+            "production": registry.as_dict(restored),
+            "archived": registry.as_dict(archived),
+            "serving": hotswap.after_move(engine, name, log.info),
+        }
 
     @api.post("/{name}/versions/{version}/retire")
     def retire(name: str, version: int = Version):
@@ -177,7 +183,7 @@ def router(
         except (registry.VersionError, SQLAlchemyError) as exc:
             raise refused(exc) from None
         log.info("retired %s", row.ref)
-        return registry.as_dict(row)
+        return registry.as_dict(row) | {"serving": hotswap.after_move(engine, row.model_name, log.info)}
 
     @api.get("/{name}/versions/{version}/download")
     def download_urls(
