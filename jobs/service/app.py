@@ -36,6 +36,7 @@ from jobs.cancel import cancel
 from jobs.runfolder import ROOT, Conflict, NotFound
 from jobs.service import customer, models_api, queue, ratings_api, receiver, start, store, training_api, views
 from jobs.service.db import make_engine
+from jobs.service.tokens import api_tokens
 from versions import answer
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -157,10 +158,13 @@ def create_app(
     runs_mode: str | None = None,
     poll: float = 30.0,
 ) -> FastAPI:
-    token = os.environ.get("JOBS_API_TOKEN")
+    tokens = api_tokens(os.environ.get("JOBS_API_TOKEN"), os.environ.get("JOBS_API_TOKENS"))  # (name, token)
     secret = os.environ.get("TRAINING_WEBHOOK_SECRET")
-    if not token or not secret:
-        raise RuntimeError("JOBS_API_TOKEN and TRAINING_WEBHOOK_SECRET must both be set in the environment")
+    if not tokens or not secret:
+        raise RuntimeError(
+            "JOBS_API_TOKEN (or JOBS_API_TOKENS) and TRAINING_WEBHOOK_SECRET must both be set in the "
+            "environment"
+        )
     # Absolute: the launcher subprocess of a started run works from the repo root, not from our cwd.
     runs = Path(runs_dir).resolve()
     data_root = Path(data_dir).resolve()
@@ -193,10 +197,14 @@ def create_app(
     # For tests and tools; the secrets are deliberately not on app.state (the answerer's key is not shown).
     app.state.engine, app.state.answerer = engine, answerer
 
-    def authorized(credentials: Credentials) -> None:
+    def authorized(credentials: Credentials) -> str:
+        """The token's name (who, in the registry's records); 401 for any other token. Every token is
+        compared, in constant time each, so the time taken does not say which one came close."""
         given = credentials.credentials.encode() if credentials else b""
-        if not hmac.compare_digest(given, token.encode()):
+        found = [name for name, value in tokens if hmac.compare_digest(given, value.encode())]
+        if not found:
             raise ServiceError(401, "missing or invalid bearer token")
+        return found[0]
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError):

@@ -26,7 +26,6 @@ from versions import abtests, answer, hotswap, ratings, registry, store
 from versions.promote import MAX_NOTE, promote
 
 log = logging.getLogger("jobs.service")
-WHO = "api"  # the token names no person; the API's promotions say they came through it
 Version = PathParam(ge=1, le=10**9, description="the version number N of NAME@vN")
 
 
@@ -153,10 +152,10 @@ def router(
         return {"name": name, "production": production, "versions": listed}
 
     @api.post("/{name}/promote", status_code=201)
-    def promote_run(name: str, body: Promote):
+    def promote_run(name: str, body: Promote, who: str = Depends(authorized)):
         try:
             row = promote(
-                engine, runs, body.run_id, named(name), body.stage, body.note, body.force, WHO, say=log.info
+                engine, runs, body.run_id, named(name), body.stage, body.note, body.force, who, say=log.info
             )
         except (registry.VersionError, store.StoreError, SQLAlchemyError) as exc:
             raise refused(exc) from None
@@ -164,9 +163,9 @@ def router(
         return registry.as_dict(row) | {"serving": hotswap.after_move(engine, row.model_name, log.info)}
 
     @api.post("/{name}/rollback")
-    def roll_back(name: str):
+    def roll_back(name: str, who: str = Depends(authorized)):
         try:
-            archived, restored = registry.rollback(engine, named(name), WHO)
+            archived, restored = registry.rollback(engine, named(name), who)
         except (registry.VersionError, SQLAlchemyError) as exc:
             raise refused(exc) from None
         log.info("rollback %s: %s production, %s archived", name, restored.ref, archived.ref)
@@ -177,9 +176,9 @@ def router(
         }
 
     @api.post("/{name}/versions/{version}/retire")
-    def retire(name: str, version: int = Version):
+    def retire(name: str, version: int = Version, who: str = Depends(authorized)):
         try:
-            row = registry.retire(engine, f"{named(name)}@v{version}", WHO)
+            row = registry.retire(engine, f"{named(name)}@v{version}", who)
         except (registry.VersionError, SQLAlchemyError) as exc:
             raise refused(exc) from None
         log.info("retired %s", row.ref)

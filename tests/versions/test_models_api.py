@@ -198,3 +198,36 @@ def test_openapi_lists_the_models_routes(api):
         paths["/api/models/{name}/rollback"]
     ) == {"post"}
     assert set(paths["/api/models/{name}/versions/{version}/download"]) == {"get"}
+
+
+def test_named_tokens_say_who_moved_a_version(tmp_path, monkeypatch, adapter):  # noqa: F811
+    """JOBS_API_TOKENS (issue 28, item 5): each person or app its own token, the registry records the name;
+    the single JOBS_API_TOKEN still works (as "api"); a malformed list stops the service from starting."""
+    from fastapi.testclient import TestClient
+
+    from jobs.service.app import create_app
+
+    maria, bot = "maria-token-0123456789", "ci-bot-token-9876543210"
+    monkeypatch.setenv("JOBS_API_TOKEN", TOKEN)
+    monkeypatch.setenv("JOBS_API_TOKENS", f"maria:{maria}, ci-bot:{bot}")
+    monkeypatch.setenv("TRAINING_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("ARTIFACT_STORE", str(tmp_path / "store"))
+    url, runs = f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "runs"
+    for run in ("run-1", "run-2"):
+        make_run(runs, url, run, adapter)
+    client = TestClient(create_app(runs, url, tmp_path / "data"), raise_server_exceptions=False)
+    as_ = lambda token: {"Authorization": f"Bearer {token}"}  # noqa: E731
+    body = {"run_id": "run-1", "stage": "production"}
+    assert (
+        client.post("/api/models/em/promote", json=body, headers=as_(maria)).json()["created_by"] == "maria"
+    )
+    body = {"run_id": "run-2", "stage": "production"}
+    assert client.post("/api/models/em/promote", json=body, headers=as_(TOKEN)).json()["created_by"] == "api"
+    back = client.post("/api/models/em/rollback", headers=as_(bot)).json()
+    assert back["production"]["stage_changed_by"] == "ci-bot"
+    assert client.get("/api/models", headers=as_(bot + "x")).status_code == 401
+
+    for bad in ("maria", "maria:short", "ma ria:" + maria, f"a:{maria},b:{maria}"):
+        monkeypatch.setenv("JOBS_API_TOKENS", bad)
+        with pytest.raises(RuntimeError, match="JOBS_API_TOKENS"):
+            create_app(runs, url, tmp_path / "data")
