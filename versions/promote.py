@@ -241,6 +241,8 @@ def promote(
     meta = {key: getattr(row, key) for key in MANIFEST_FIELDS}
     try:
         digest, _ = store.upload(store.store_of(row.store_url, folder), folder, files, meta, say)
+    except store.Taken as exc:  # another registry's version in the same place: retrying cannot finish it
+        raise registry.Conflict(f"{exc}; {row.ref} stays unfinished in this registry") from None
     except store.StoreError as exc:
         raise store.StoreError(
             f"{exc}; {row.ref} stays unfinished: the same promote command finishes it"

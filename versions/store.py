@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 from jobs.runfolder import ROOT, sha256_file
 
 MANIFEST = "manifest.json"
+CLAIM = "claim.txt"  # the manifest sha256 a version's folder is being filled for (upload)
 FORMAT = "brightrun-model-version/1"
 MAX_URL_SECONDS = 7 * 24 * 3600  # S3's own limit on a presigned URL (SigV4)
 
@@ -44,6 +45,10 @@ class Corrupt(StoreError):
 
 class NoUrl(StoreError):
     """A folder store has no URL to hand to another machine."""
+
+
+class Taken(StoreError):
+    """A version's place in the store was claimed by another promotion (another registry's v1)."""
 
 
 class TooLarge(StoreError):
@@ -77,6 +82,21 @@ class LocalStore:
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")  # two uploaders never share one
         shutil.copyfile(src, tmp)
         tmp.replace(dest)
+
+    def put_new(self, body: bytes, key: str) -> bool:
+        """Create key holding body only if nothing is there: True if created. os.link fails on an existing
+        name, atomically: of two writers at once, one creates, the other is told."""
+        dest = self.root / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+        tmp.write_bytes(body)
+        try:
+            os.link(tmp, dest)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink()
 
     def get(self, key: str, dest: Path) -> None:
         if not (self.root / key).is_file():
@@ -144,6 +164,24 @@ class S3Store:
             raise StoreError(f"{self}: {what} failed: {code or status}") from None
         except BotoCoreError as exc:
             raise StoreError(f"{self}: {what} failed: {exc}") from None
+
+    def put_new(self, body: bytes, key: str) -> bool:
+        """Create key holding body only if nothing is there (S3's conditional write, `If-None-Match: *`:
+        412 Precondition Failed when the key exists; AWS since 2024-08, also R2 and MinIO). True if
+        created. A server that ignores the header overwrites, as a plain put would."""
+        from botocore.exceptions import ClientError
+
+        def attempt() -> bool:
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self.key(key), Body=body, IfNoneMatch="*")
+                return True
+            except ClientError as exc:
+                # 409: a conditional write racing another on the same key (AWS's conditional-writes docs).
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                    return False
+                raise  # _call maps it
+
+        return self._call(f"claiming {key}", attempt)
 
     def stored_sha256(self, key: str) -> str | None:
         try:
@@ -242,11 +280,13 @@ def upload(
     existing = read_manifest(store, folder, missing_ok=True)
     if existing is not None:
         if existing.get("files") != listed:
-            raise StoreError(
-                f"{store.url(folder)} already holds another version's files; versions are immutable"
+            raise Taken(
+                f"{store.url(folder)} already holds another version's files (another registry made this "
+                "version first, or it was promoted from another run): versions are immutable"
             )
         say(f"store: {store.url(folder)} is already complete")
         return hashlib.sha256(manifest_raw(store, folder)).hexdigest(), 0
+    claim(store, folder, hashlib.sha256(body).hexdigest())
     sent = 0
     for i, (name, path) in enumerate(files, 1):
         digest = listed[name]["sha256"]
@@ -261,6 +301,24 @@ def upload(
         store.put(Path(tmp) / MANIFEST, f"{folder}/{MANIFEST}", hashlib.sha256(body).hexdigest())
     say(f"store: manifest written: {store.url(folder)} complete")
     return hashlib.sha256(body).hexdigest(), sent + 1
+
+
+def claim(store: Store, folder: str, manifest_sha256: str) -> None:
+    """Before any file of a version goes up: its folder claimed for this manifest (CLAIM, created only if
+    absent). Two registries on one store (or a restored database) both make "v1": the second finds the
+    claim of another manifest and is refused before it overwrites a file of the first. The same
+    promotion resumed finds its own claim and goes on."""
+    if store.put_new(manifest_sha256.encode() + b"\n", f"{folder}/{CLAIM}"):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        store.get(f"{folder}/{CLAIM}", Path(tmp) / CLAIM)
+        holder = (Path(tmp) / CLAIM).read_text().strip()
+    if holder != manifest_sha256:
+        raise Taken(
+            f"{store.url(folder)} is another promotion's (its manifest sha256 {holder[:12]}, ours "
+            f"{manifest_sha256[:12]}): another registry made this version first; two registries cannot "
+            "share one store's version numbers (give each its own ARTIFACT_STORE prefix)"
+        )
 
 
 def manifest_raw(store: Store, folder: str) -> bytes:

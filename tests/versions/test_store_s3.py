@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT
 
 from tests.s3_server import s3_server
-from tests.versions.runs import adapter, cli, dies_at, make_run, s3_env, stored_keys, versions_main
+from tests.versions.runs import adapter, adapter_b, cli, dies_at, make_run, s3_env, stored_keys, versions_main
 
 BUCKET = "model-artifacts"  # the customer's bucket name in their plan
 PREFIX = "brightrun/models/elena-morales/v1"
@@ -98,7 +98,8 @@ def test_an_upload_cut_short_never_looks_complete_and_a_rerun_finishes_it(
     )  # fmt: skip
     assert died.returncode == 9, died.stderr
     keys = stored_keys(s3, bucket)
-    assert len(keys) == 3 and f"{PREFIX}/manifest.json" not in keys
+    # The folder's claim (taken before any file) and the three files that made it, no manifest.
+    assert len(keys) == 4 and f"{PREFIX}/claim.txt" in keys and f"{PREFIX}/manifest.json" not in keys
 
     shown = versions_main("--runs-dir", str(runs), "model", "elena-morales", env=env)
     assert "v1   UNFINISHED upload (promote the same run again to finish it)" in shown.stdout
@@ -180,3 +181,48 @@ def test_deleted_files_are_reported_not_crashed(s3, env, adapter, tmp_path, vers
     assert every.returncode == 1 and "this version's files were deleted" in every.stderr
     assert "Traceback" not in one.stderr + every.stderr + shown.stderr
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("where", ["s3", "folder"])
+def test_two_registries_on_one_store_cannot_both_publish_v1(
+    where, s3, tmp_path, adapter, adapter_b, versions_main
+):  # noqa: F811
+    """Issue 28, item 4: two registries (two databases, or one restored from a backup) both number their
+    first version of em v1. The first claims models/em/v1/ in the store before any file goes up (a
+    conditional create: S3's If-None-Match, a hard link in a folder); the second is refused before it
+    overwrites a byte, and the first's files still download, every sha256 checked."""
+    store_env = (
+        s3_env(s3, f"two-{uuid.uuid4().hex[:8]}")
+        if where == "s3"
+        else {"ARTIFACT_STORE": str(tmp_path / "store")}
+    )
+    first, second = (tmp_path / name for name in ("first", "second"))
+    for home, weights in ((first, adapter), (second, adapter_b)):
+        make_run(home / "runs", f"sqlite:///{home / 'registry.db'}", "run-1", weights)
+    envs = [{"DATABASE_URL": f"sqlite:///{home / 'registry.db'}", **store_env} for home in (first, second)]
+    ok = versions_main("--runs-dir", str(first / "runs"), "promote", "run-1", "--model", "em", env=envs[0])
+    assert ok.returncode == 0, ok.stderr
+    taken = versions_main(
+        "--runs-dir", str(second / "runs"), "promote", "run-1", "--model", "em", env=envs[1]
+    )
+    assert taken.returncode == 2 and "another registry made this version first" in taken.stderr, taken.stderr
+    # At the same moment (neither manifest written yet): the claim decides, before any file goes up.
+    from versions import store
+
+    place = store.open_store(store_env["ARTIFACT_STORE"])
+    store.claim(place, "models/race/v1", "a" * 64)
+    with pytest.raises(store.Taken, match="another registry made this version first"):
+        store.upload(place, "models/race/v1", [("adapter/x.bin", adapter / "adapter_config.json")], {}, print)
+    assert place.stored_sha256("models/race/v1/adapter/x.bin") is None  # refused before any file went up
+    assert "em@v1 stays unfinished in this registry" in taken.stderr
+    again = versions_main(
+        "--runs-dir", str(second / "runs"), "promote", "run-1", "--model", "em", env=envs[1]
+    )
+    assert again.returncode == 2  # and stays refused: retrying cannot take another registry's place
+    got = versions_main(
+        "--runs-dir", str(first / "runs"), "download", "em@v1", "--to", str(tmp_path / "got"), env=envs[0]
+    )
+    assert got.returncode == 0, got.stderr  # the first's files intact
+    assert (tmp_path / "got" / "adapter" / "adapter_model.safetensors").read_bytes() == (
+        adapter / "adapter_model.safetensors"
+    ).read_bytes()

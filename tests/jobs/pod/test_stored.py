@@ -92,7 +92,8 @@ def test_a_container_killed_mid_upload_is_finished_by_its_restart(s3, pod, monke
     )  # fmt: skip
     assert died.returncode == 9, died.stderr
     prefix = f"brightrun/{folder}"
-    assert len(stored_keys(s3, bucket)) == 2 and f"{prefix}/manifest.json" not in stored_keys(s3, bucket)
+    keys = stored_keys(s3, bucket)  # the version's claim (versions/store.py claim) and one file, no manifest
+    assert len(keys) == 3 and f"{prefix}/claim.txt" in keys and f"{prefix}/manifest.json" not in keys
     assert not (run_dir / stored.MARKER).exists() and not (volume / "pods" / "pod1.exited").exists()
 
     # RunPod starts the container again: the run is over, so nothing trains; the upload is finished.
