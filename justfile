@@ -214,6 +214,14 @@ download REF *ARGS:
 url REF *ARGS:
     @{{python}} -m versions url {{REF}} {{ARGS}}
 
+# Remove a version's files from the store for good (not the production version's); its row stays, marked: `just delete elena-morales@v2`
+delete REF *ARGS:
+    {{python}} -m versions delete {{REF}} {{ARGS}}
+
+# Do the store and the registry agree? Files without a row, rows without their files (exit 1 when not)
+check-store:
+    {{python}} -m versions check
+
 # People's blind ratings of a version's answers (rated at the service's /rate#version=NAME@vN): `just ratings elena-morales@v3`
 ratings REF:
     @{{python}} -m versions ratings {{REF}}

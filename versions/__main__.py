@@ -7,6 +7,8 @@ Usage:
   python -m versions model NAME [--check]      (--check: are its files still in the store, as promoted?)
   python -m versions rollback NAME [--by WHO]
   python -m versions retire NAME@vN [--by WHO]
+  python -m versions delete NAME@vN [--by WHO]  (its files out of the store for good; the row stays)
+  python -m versions check                      (files without rows, rows without files)
   python -m versions sync NAME                 (the model server's NAME-production / NAME-testing as staged)
   python -m versions download NAME@vN [--to DIR]
   python -m versions url NAME@vN [--file NAME] [--expires SECONDS]
@@ -35,7 +37,7 @@ from pathlib import Path
 
 from brightrun.errors import ConfigError
 from jobs import registry as jobs_registry
-from versions import abtests, hotswap, ratings, registry, store
+from versions import abtests, hotswap, housekeeping, ratings, registry, store
 from versions.promote import promote, who
 
 
@@ -64,6 +66,10 @@ def parser() -> argparse.ArgumentParser:
     rt = sub.add_parser("retire", help="take a version out of use (archived, never a rollback's target)")
     rt.add_argument("ref", metavar="NAME@vN")
     rt.add_argument("--by", default=None)
+    de = sub.add_parser("delete", help="remove a version's files from the store for good (not production)")
+    de.add_argument("ref", metavar="NAME@vN")
+    de.add_argument("--by", default=None)
+    sub.add_parser("check", help="store and registry in agreement: files without rows, rows without files")
     sy = sub.add_parser("sync", help="make the model server (MODELS_SERVER_URL) serve each stage as staged")
     sy.add_argument("name")
     ra = sub.add_parser("ratings", help="people's blind ratings of a version's answers (the service's /rate)")
@@ -267,6 +273,16 @@ def main(argv: list[str] | None = None) -> int:
             old, new = registry.rollback(engine, registry.check_name(args.name), who(args.by))
             print(f"{args.name}: production is {new.ref} again (run {new.run_id}); {old.ref} archived")
             hotswap.after_move(engine, args.name)
+        elif args.command == "delete":
+            housekeeping.delete(engine, args.ref, who(args.by))
+        elif args.command == "check":
+            st = store.open_store()
+            problems, notes = housekeeping.check(engine, st)
+            for line in notes + problems:
+                print(line)
+            said = f"{len(problems)} problem(s)" if problems else "clean"
+            print(f"check: {st.url()}: {said}")
+            return 1 if problems else 0
         elif args.command == "sync":
             if hotswap.Server.from_env() is None:
                 raise registry.VersionError("MODELS_SERVER_URL is not set: no model server to sync")

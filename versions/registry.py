@@ -43,6 +43,10 @@ class Conflict(VersionError):
     status = 409
 
 
+class Gone(VersionError):
+    status = 410
+
+
 class ModelVersion(Base):
     __tablename__ = "model_versions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -67,6 +71,10 @@ class ModelVersion(Base):
     # Retired on purpose (migration 0008): archived, and never a rollback's target again.
     retired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     retired_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Its files deleted from the store on purpose (migration 0010; versions/housekeeping.py delete): the
+    # row stays, for the record and the A/B results and ratings that name it.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    deleted_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     store_url: Mapped[str] = mapped_column(Text)
     manifest_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
@@ -354,6 +362,8 @@ def get_version(engine: Engine, name: str, version: int) -> ModelVersion:
 
 def finished(v: ModelVersion) -> ModelVersion:
     """v, if its files are all in the store: a half upload is never downloaded, served nor answered."""
+    if v.deleted_at is not None:
+        raise Gone(f"{v.ref}: its files were deleted by {v.deleted_by} at {v.deleted_at:%Y-%m-%d %H:%M}Z")
     if not v.complete:
         raise Conflict(f"{v.ref}: its upload is unfinished; promote run {v.run_id} again to finish it")
     return v
@@ -407,5 +417,6 @@ def as_dict(v: ModelVersion) -> dict:
         "stage_changed_at": iso(v.stage_changed_at),
         "rolled_back": v.rolled_back_at is not None,
         "retired": {"by": v.retired_by, "at": iso(v.retired_at)} if v.retired_at else None,
+        "deleted": {"by": v.deleted_by, "at": iso(v.deleted_at)} if v.deleted_at else None,
         "manifest_sha256": v.manifest_sha256,
     }

@@ -98,6 +98,20 @@ class LocalStore:
         finally:
             tmp.unlink()
 
+    def keys(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+
+    def delete(self, key: str) -> None:
+        path = self.root / key
+        path.unlink(missing_ok=True)
+        for parent in path.parents:  # folders left empty go too, as an S3 "folder" does with its last key
+            if parent == self.root or not parent.is_relative_to(self.root) or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
     def get(self, key: str, dest: Path) -> None:
         if not (self.root / key).is_file():
             raise Missing(f"{self}: {key} is not there")
@@ -182,6 +196,19 @@ class S3Store:
                 raise  # _call maps it
 
         return self._call(f"claiming {key}", attempt)
+
+    def keys(self, prefix: str) -> list[str]:
+        def listing() -> list[str]:  # the paginator fetches lazily: inside _call, so its errors are mapped
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.key(prefix)
+            )
+            return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(k[cut:] for k in self._call(f"listing {prefix}", listing))
+
+    def delete(self, key: str) -> None:
+        self._call(f"deleting {key}", self.client.delete_object, Bucket=self.bucket, Key=self.key(key))
 
     def stored_sha256(self, key: str) -> str | None:
         try:

@@ -1,0 +1,102 @@
+"""The store and the registry kept in agreement (issue 28, item 4): `versions check` lists what disagrees,
+both ways, and `versions delete NAME@vN` removes a version's files for good, leaving its row as the record.
+
+check, for the store ARTIFACT_STORE names:
+- files without a row: a folder models/NAME/vN/ no registry row points at (another registry's, a
+  restored database's, a deleted row's leftovers);
+- rows without files: a complete version whose manifest or files are gone or changed (store.check);
+- a deleted version whose files are still there (a delete cut short: run it again);
+- an unfinished upload (a row without its manifest): said, not a problem of the store, as `promote`
+  finishes it.
+delete: refused for the production version (promote another, or retire it, first); otherwise the row is
+marked deleted (and retired, archived: never served, downloaded or rolled back to again) and then every
+object of its folder goes, the manifest first, so at no moment does it look complete. Run again, it
+finishes a delete that was cut short. The A/B results and human ratings that name it keep their rows.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from jobs.registry import now
+from versions import registry, store
+
+
+def all_versions(engine: Engine) -> list[registry.ModelVersion]:
+    with Session(engine, expire_on_commit=False) as s:
+        q = select(registry.ModelVersion).order_by(
+            registry.ModelVersion.model_name, registry.ModelVersion.version
+        )
+        return list(s.scalars(q))
+
+
+def folders(keys: list[str]) -> dict[str, int]:
+    """models/NAME/vN folders in a key listing, with how many objects each holds."""
+    found: dict[str, int] = {}
+    for key in keys:
+        parts = key.split("/")
+        if len(parts) >= 4 and parts[0] == "models":
+            folder = "/".join(parts[:3])
+            found[folder] = found.get(folder, 0) + 1
+    return found
+
+
+def check(engine: Engine, st: store.Store) -> tuple[list[str], list[str]]:
+    """(problems, notes) for the store st and the registry's versions in it."""
+    root = st.url().rstrip("/")
+    in_store = folders(st.keys("models/"))
+    problems, notes = [], []
+    mine = {}
+    for v in all_versions(engine):
+        folder = registry.folder(v.model_name, v.version)
+        if v.store_url != f"{root}/{folder}":
+            continue  # another store's version
+        mine[folder] = v
+        if v.deleted_at is not None:
+            if folder in in_store:
+                left = f"{in_store[folder]} file(s) are still in {root}/{folder}/"
+                problems.append(f"{v.ref}: deleted, but {left} (deleting it again finishes it)")
+        elif not v.complete:
+            notes.append(
+                f"{v.ref}: unfinished upload (`python -m versions promote {v.run_id} ...` finishes it)"
+            )
+        elif (state := store.check(st, folder, v.manifest_sha256)) != "ok":
+            problems.append(f"{v.ref}: row without its files: {state}")
+    for folder, count in sorted(in_store.items()):
+        if folder not in mine:
+            problems.append(f"{root}/{folder}/: {count} file(s) without a row in this registry")
+    return problems, notes
+
+
+def delete(engine: Engine, ref: str, who: str, say=print) -> registry.ModelVersion:
+    v = registry.get_ref(engine, ref)
+    if v.stage == "production":
+        raise registry.Conflict(
+            f"{v.ref} is {v.model_name}'s production version: promote another version to production, or "
+            f"`python -m versions retire {v.ref}`, before deleting its files"
+        )
+
+    def mark(s: Session) -> registry.ModelVersion:
+        row = s.get(registry.ModelVersion, v.id, with_for_update=True)
+        if row.stage == "production":  # promoted since it was read
+            raise registry.Conflict(f"{row.ref} is the production version now")
+        if row.deleted_at is None:
+            row.deleted_at, row.deleted_by = now(), who
+        if row.retired_at is None:
+            row.retired_at, row.retired_by = row.deleted_at, who
+        if row.stage != "archived":
+            row.stage, row.stage_changed_at, row.stage_changed_by = "archived", now(), who
+            registry.mirror(s, row)
+        return row
+
+    row = registry.in_transaction(engine, mark)
+    folder = registry.folder(row.model_name, row.version)
+    st = store.store_of(row.store_url, folder)
+    keys = st.keys(folder + "/")
+    manifest = f"{folder}/{store.MANIFEST}"
+    for key in sorted(keys, key=lambda k: k != manifest):  # the manifest first: never complete-looking
+        st.delete(key)
+    say(f"{row.ref}: deleted ({len(keys)} file(s) removed from {row.store_url}/); its row stays, marked")
+    return row
