@@ -92,7 +92,7 @@
     } else {
       parts.push(el("span", { className: "muted", text: "not rated" }));
     }
-    if (v.complete) {
+    if (v.complete && !v.deleted) {
       parts.push(el("a", { text: "rate", attrs: { href: `/rate#version=${encodeURIComponent(v.ref)}` } }));
     }
     return el("td", { attrs: { "data-human": String(h.n) } }, parts);
@@ -106,6 +106,7 @@
       const stage = [el("span", { className: `badge stage-${v.stage}`, text: v.stage === "production" ? "★ production" : v.stage })];
       if (v.rolled_back) stage.push(el("span", { className: "badge flag", text: "rolled back" }));
       if (!v.complete) stage.push(el("span", { className: "badge flag", text: "upload unfinished" }));
+      if (v.deleted) stage.push(el("span", { className: "badge flag", text: "files deleted" }));
       const flags = v.forced ? [el("span", { className: "badge forced", text: "forced", attrs: { title: "promoted despite its verdict" } })] : [];
       return el(
         "tr",
