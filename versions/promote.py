@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from jobs.registry import ModelArtifact, TrainingJob
 from jobs.runfolder import RUN_ID, sha256_file, yaml_load
-from versions import registry, store
+from versions import card, registry, store
 
 ADAPTER = ("adapter_model.safetensors", "adapter_config.json")
 # What a PEFT adapter folder may hold beside it for a loader (Axolotl saves the tokenizer with the adapter).
@@ -239,7 +240,11 @@ def promote(
     say(f"{row.ref}: run {run_id}, verdict {row.verdict or 'none'}{' (forced)' if row.forced else ''}")
     # The row's own fields (a resumed upload writes the manifest the first attempt would have written).
     meta = {key: getattr(row, key) for key in MANIFEST_FIELDS}
+    scratch = tempfile.TemporaryDirectory()
+    readme = Path(scratch.name) / "README.md"  # the model card (versions/card.py), from the row and config
+    readme.write_text(card.card(row, yaml_load(run_dir / "config.yaml") or {}), "utf-8")
     try:
+        files = [*files, ("README.md", readme)]
         digest, _ = store.upload(store.store_of(row.store_url, folder), folder, files, meta, say)
     except store.Taken as exc:  # another registry's version in the same place: retrying cannot finish it
         raise registry.Conflict(f"{exc}; {row.ref} stays unfinished in this registry") from None
@@ -247,6 +252,8 @@ def promote(
         raise store.StoreError(
             f"{exc}; {row.ref} stays unfinished: the same promote command finishes it"
         ) from None
+    finally:
+        scratch.cleanup()
 
     # 4. Complete, in its stage (production: the previous production version archived in the same step).
     row = registry.complete(engine, row.id, digest, stage or "stored", person)

@@ -6,6 +6,8 @@ without their files when there are some."""
 from __future__ import annotations
 
 import pytest
+import yaml
+from conftest import TINY_MODEL_DIR
 
 from jobs import registry as jobs_registry
 from tests.versions.runs import adapter, db_url, make_run, versions_main  # noqa: F401 (fixtures)
@@ -27,6 +29,13 @@ def test_delete_and_retire_leave_check_clean_and_check_finds_what_disagrees(
             "--runs-dir", r, "promote", f"run-{i}", "--model", "em", "--stage", stage, env=env
         )
         assert done.returncode == 0, done.stderr
+    # Each version carries its model card (versions/card.py), in the Hub's conventions.
+    readme = (tmp_path / "store" / "models" / "em" / "v1" / "README.md").read_text()
+    meta = yaml.safe_load(readme.split("---")[1])
+    assert meta["library_name"] == "peft" and meta["base_model"] == str(TINY_MODEL_DIR)
+    assert (
+        "Verdict: **pass**" in readme and "| heldout_loss | pass |" in readme and "| lora_r | 8 |" in readme
+    )
     clean = versions_main("--runs-dir", r, "check", env=env)
     assert clean.returncode == 0 and clean.stdout.strip().endswith(": clean"), clean.stdout
 
