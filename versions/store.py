@@ -98,6 +98,9 @@ class LocalStore:
         finally:
             tmp.unlink()
 
+    def hashed(self, key: str) -> str | None:
+        return self.stored_sha256(key)  # a folder's stored_sha256 reads the bytes already
+
     def keys(self, prefix: str) -> list[str]:
         base = self.root / prefix
         if not base.is_dir():
@@ -196,6 +199,21 @@ class S3Store:
                 raise  # _call maps it
 
         return self._call(f"claiming {key}", attempt)
+
+    def hashed(self, key: str) -> str | None:
+        """The sha256 of the object's bytes, streamed in 1 MiB reads; None when it is not there."""
+
+        def stream() -> str:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(key))["Body"]
+            digest = hashlib.sha256()
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                digest.update(chunk)
+            return digest.hexdigest()
+
+        try:
+            return self._call(f"reading {key}", stream)
+        except Missing:
+            return None
 
     def keys(self, prefix: str) -> list[str]:
         def listing() -> list[str]:  # the paginator fetches lazily: inside _call, so its errors are mapped
@@ -417,14 +435,16 @@ def download(store: Store, folder: str, manifest_sha256: str, dest: Path, say=pr
 
 
 def check(store: Store, folder: str, manifest_sha256: str) -> str:
-    """What the store holds of a version, without downloading it: "ok", or what is missing or changed."""
+    """What the store holds of a version: "ok", or what is missing or changed. Each object's bytes are
+    read and hashed (streamed, nothing kept): the sha256 an uploader wrote into S3 metadata is its claim,
+    not the object's (issue 28, item 6)."""
     try:
         manifest = read_manifest(store, folder, manifest_sha256)
     except StoreError as exc:
         return str(exc)
     missing, changed = [], []
     for name, want in sorted(manifest["files"].items()):
-        got = store.stored_sha256(f"{folder}/{name}")
+        got = store.hashed(f"{folder}/{name}")
         (missing if got is None else changed if got != want["sha256"] else []).append(name)
     if missing or changed:
         parts = [f"{len(missing)} file(s) deleted ({', '.join(missing[:3])})"] if missing else []

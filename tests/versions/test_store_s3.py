@@ -163,13 +163,20 @@ def test_deleted_files_are_reported_not_crashed(s3, env, adapter, tmp_path, vers
         )
     client = s3.client()
     client.delete_object(Bucket=bucket, Key=f"{PREFIX}/adapter/adapter_config.json")
+    # Other bytes under the same key, its metadata still claiming the promoted sha256: --check reads bytes.
+    weights = f"{PREFIX}/adapter/adapter_model.safetensors"
+    claimed = client.head_object(Bucket=bucket, Key=weights)["Metadata"]
+    client.put_object(Bucket=bucket, Key=weights, Body=b"not the adapter", Metadata=claimed)
     v2 = PREFIX.replace("/v1", "/v2")
     for key in [k for k in stored_keys(s3, bucket) if k.startswith(v2 + "/")]:
         client.delete_object(Bucket=bucket, Key=key)
 
     shown = versions_main("--runs-dir", str(runs), "model", "elena-morales", "--check", env=env)
     assert shown.returncode == 0, shown.stderr
-    assert "store: 1 file(s) deleted (adapter/adapter_config.json)" in shown.stdout
+    assert (
+        "store: 1 file(s) deleted (adapter/adapter_config.json); 1 file(s) changed "
+        "(adapter/adapter_model.safetensors)" in shown.stdout
+    )
     assert "the manifest is not in the store: this version's files were deleted" in shown.stdout
 
     one = versions_main(
