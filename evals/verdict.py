@@ -290,6 +290,12 @@ def general_gates(general: dict | None, g: GeneralGate) -> list[dict]:
     return out
 
 
+def judged(name: str) -> bool:
+    """A gate the judge measured (its own gates, and the A/B against production it judged): an unreliable
+    judge makes its failure `judge_unreliable`, not `fail`."""
+    return name.startswith("judge_") or name == "vs_production"
+
+
 def production_gate(ab: dict | None, g: JudgeGate) -> list[dict]:
     """Against what is in production (issue 27, item 5): the A/B of the production version (A) against this
     run (B), versions/ab.py's ab.json. The run must not lose: `fail` only when B's win rate's interval lies
@@ -299,11 +305,11 @@ def production_gate(ab: dict | None, g: JudgeGate) -> list[dict]:
         return []
     other = ab["a"]["ref"]
     if skipped := (ab.get("judge") or {}).get("skipped"):
-        return [gate("vs_production", NOT_RUN, True, f"against {other}: {skipped}", against=other)]
+        return [gate("vs_production", NOT_RUN, g.required, f"against {other}: {skipped}", against=other)]
     pw = ab.get("pairwise") or {}
     if ab.get("ci95") is None:
         why = f"against {other}: no judgement decided (A/B {ab['id']})"
-        return [gate("vs_production", NOT_RUN, True, why, against=other, ab=ab["id"])]
+        return [gate("vs_production", NOT_RUN, g.required, why, against=other, ab=ab["id"])]
     lo, hi = ab["ci95"]
     said = (
         f"against {other}: this run's win rate {ab['win_rate']:.2f}, 95% interval [{lo:.2f}, {hi:.2f}] "
@@ -313,7 +319,7 @@ def production_gate(ab: dict | None, g: JudgeGate) -> list[dict]:
     few = too_few(pw.get("n_conversations"), g)
     status = INSUFFICIENT if few else FAIL if hi < 0.5 else PASS
     values = {"win_rate": ab["win_rate"], "ci95": [lo, hi], "against": other, "ab": ab["id"]}
-    return [gate("vs_production", status, True, f"{few}; {said}" if few else said, **values)]
+    return [gate("vs_production", status, g.required, f"{few}; {said}" if few else said, **values)]
 
 
 def decide(results: dict, gates: Gates | None = None) -> dict:
@@ -332,7 +338,7 @@ def decide(results: dict, gates: Gates | None = None) -> dict:
     ]
     checks = judge_checks(results.get("judge"), gates.judge)
     required = {r["status"] for r in rows if r["required"]}
-    if FAIL in {r["status"] for r in rows if r["required"] and not r["gate"].startswith("judge_")}:
+    if FAIL in {r["status"] for r in rows if r["required"] and not judged(r["gate"])}:
         overall = FAIL  # the judge's health cannot excuse a loss or a drop it did not measure
     elif gates.judge.required and any(c["status"] == UNRELIABLE for c in checks):
         overall = UNRELIABLE

@@ -231,6 +231,13 @@ def test_an_evaluation_against_production_must_not_lose(ab, status, verdict):
     assert "vs_production" not in statuses(decide(results()))  # not asked: no gate
 
 
+def test_a_lost_ab_judged_by_an_unreliable_judge_is_judge_unreliable_not_fail():
+    """The A/B against production is the judge's measurement too: a judge that ranks the file's own
+    references backwards cannot fail the run through it."""
+    v = decide(results(judge=judged(agrees=False), ab=against_production([0.30, 0.45])))
+    assert statuses(v)["vs_production"] == "fail" and v["verdict"] == "judge_unreliable"
+
+
 def test_a_judge_that_scored_too_little_is_not_run():
     unscored = {(f"c{c}t{t}", k) for c in range(12) for t in range(2) for k in (0, 1) if c >= 3}
     v = decide(results(judge=judged(unscored=unscored)))
