@@ -120,6 +120,10 @@ def score(
                 log_samples=True,  # per-item results: the paired difference (compare)
             )
         walls[name] = round(time.perf_counter() - t0, 2)
+    del lm, use
+    from evals.generate import release
+
+    release()  # lm-eval's model freed before anything loads the base again (an A/B: --against)
     return {
         "tasks": {task: compare(task, runs, tuple(sides)) for task in tasks},
         "backend": backend,
