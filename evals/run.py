@@ -129,7 +129,10 @@ def preflight(run_id: str, runs_dir: Path | str, opts: Options) -> tuple[Path, d
     if opts.against:  # an unknown version, the same run, other data or another base: refused now
         from versions import ab
 
-        ab.check(_registry(), Path(runs_dir), opts.against, run_id, ab_options(opts))
+        side, _, _ = ab.check(_registry(), Path(runs_dir), opts.against, run_id, ab_options(opts))
+        # Resolved once: NAME@production may move while this evaluation runs; the A/B is against what was
+        # in production when it started, and says which version that was.
+        opts.against = side.ref
     plan = memory_plan(run_dir, config, opts, quant)
     if plan is not None:
         quant = {**quant, "memory_plan": plan}
@@ -172,7 +175,13 @@ def against_production(
     from versions import ab
 
     with timed(opts, "vs_production"):
-        return ab.run_ab(_registry(), runs_dir, opts.against, run_id, ab_options(opts, quant), settings, say)
+        try:
+            asked = ab_options(opts, quant)
+            return ab.run_ab(_registry(), runs_dir, opts.against, run_id, asked, settings, say)
+        except Exception as exc:  # noqa: BLE001 -- hours of answers, judging and lm-eval are not thrown away
+            why = f"the A/B against {opts.against} failed ({type(exc).__name__}: {exc})"
+            say(f"[eval] {why}; the evaluation is written without it")
+            return {"a": {"ref": opts.against}, "judge": {"skipped": why}}
 
 
 def gpu_gib(opts: Options) -> float | None:

@@ -276,3 +276,25 @@ def test_a_bad_gates_file_is_named_with_its_key(tmp_path, text, message):
 
 def test_the_shipped_gates_are_the_defaults():
     assert load_gates().model_dump() == decide(results())["thresholds"]
+
+
+def test_an_ab_against_production_that_fails_leaves_the_evaluation_and_says_why(monkeypatch):
+    """--against runs last, after hours of answers, judging and lm-eval on a 70B: an A/B that fails (the
+    store, the GPU's memory) becomes a not_run vs_production gate with the reason; nothing else is lost."""
+    from evals import run
+    from versions import ab
+
+    def fails(*args, **kw):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(ab, "run_ab", fails)
+    monkeypatch.setattr(run, "_registry", lambda: None)
+    opts = run.Options(against="em@v3")
+    got = run.against_production("run-x", "runs", opts, settings=object(), quant={"mode": "none"})
+    v = decide(results(ab=got))
+    gate = next(g for g in v["gates"] if g["gate"] == "vs_production")
+    assert (
+        gate["status"] == "not_run"
+        and "CUDA out of memory" in gate["detail"]
+        and v["verdict"] == "incomplete"
+    )
