@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.name}: production is {new.ref} again (run {new.run_id}); {old.ref} archived")
             hotswap.after_move(engine, args.name)
         elif args.command == "delete":
-            housekeeping.delete(engine, args.ref, who(args.by))
+            row = housekeeping.delete(engine, args.ref, who(args.by))
+            hotswap.after_move(engine, row.model_name)  # a deleted testing version stops being served
         elif args.command == "check":
             st = store.open_store()
             problems, notes = housekeeping.check(engine, st)

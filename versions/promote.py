@@ -220,6 +220,8 @@ def promote(
     # 2. The number: this run's version of the model if it has one, else the next.
     root = store.open_store(store_url).url()
     row = registry.reserve(engine, model, run_id, root, fields, person)
+    if row.deleted_at is not None:  # its files were deleted on purpose: never quietly "promoted" again
+        registry.finished(row)  # raises Gone, saying who deleted them and when
     if row.adapter_sha256 != fields["adapter_sha256"]:
         raise registry.Conflict(
             f"{row.ref} was made from run {run_id} with another adapter; versions are immutable"

@@ -64,6 +64,12 @@ class Ask(BaseModel):
         return self
 
 
+def swapped(engine: Engine, model: str, public: Callable[[str], str]) -> dict:
+    """What a stage move did to the model server (versions/hotswap.py), its error with paths redacted."""
+    done = hotswap.after_move(engine, model, log.info)
+    return {**done, "error": public(done["error"])} if "error" in done else done
+
+
 def refusal(exc: Exception, public: Callable[[str], str]) -> HTTPException:
     """A refusal as its answer: the registry's own status, 502 for the store, 503 for the database."""
     if isinstance(exc, registry.VersionError):
@@ -160,7 +166,7 @@ def router(
         except (registry.VersionError, store.StoreError, SQLAlchemyError) as exc:
             raise refused(exc) from None
         log.info("promoted run %s to %s (%s)", body.run_id, row.ref, row.stage)
-        return registry.as_dict(row) | {"serving": hotswap.after_move(engine, row.model_name, log.info)}
+        return registry.as_dict(row) | {"serving": swapped(engine, row.model_name, public)}
 
     @api.post("/{name}/rollback")
     def roll_back(name: str, who: str = Depends(authorized)):
@@ -172,7 +178,7 @@ def router(
         return {
             "production": registry.as_dict(restored),
             "archived": registry.as_dict(archived),
-            "serving": hotswap.after_move(engine, name, log.info),
+            "serving": swapped(engine, name, public),
         }
 
     @api.post("/{name}/versions/{version}/retire")
@@ -182,7 +188,7 @@ def router(
         except (registry.VersionError, SQLAlchemyError) as exc:
             raise refused(exc) from None
         log.info("retired %s", row.ref)
-        return registry.as_dict(row) | {"serving": hotswap.after_move(engine, row.model_name, log.info)}
+        return registry.as_dict(row) | {"serving": swapped(engine, row.model_name, public)}
 
     @api.get("/{name}/versions/{version}/download")
     def download_urls(
