@@ -95,6 +95,13 @@ class LocalStore:
             return True
         except FileExistsError:
             return False
+        except OSError:  # a filesystem without hard links (some FUSE/SMB mounts): an exclusive create
+            try:
+                with open(dest, "xb") as f:
+                    f.write(body)
+                return True
+            except FileExistsError:
+                return False
         finally:
             tmp.unlink()
 

@@ -13,14 +13,14 @@ def api_tokens(single: str | None, named: str | None) -> list[tuple[str, str]]:
     registry records who moved a version), and the single JOBS_API_TOKEN as "api", as before. A malformed
     pair, an empty or repeated name or token stops the service: a typo must not lock someone out quietly."""
     pairs = [("api", single)] if single else []
-    for item in (named or "").split(","):
+    for number, item in enumerate((named or "").split(","), 1):
         if not item.strip():
             continue
         name, sep, value = item.strip().partition(":")
         if not sep or not NAMED_TOKEN.fullmatch(name) or len(value) < MIN_TOKEN:
             raise RuntimeError(
                 "JOBS_API_TOKENS: each entry is name:token (a name of letters, digits, . _ -; a token of at "
-                f"least 16 characters), comma-separated; entry {len(pairs) + 1} is not"
+                f"least {MIN_TOKEN} characters), comma-separated; entry {number} is not"
             )
         pairs.append((name, value))
     names, values = [n for n, _ in pairs], [v for _, v in pairs]
