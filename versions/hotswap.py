@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from sqlalchemy.engine import Engine
 
-from versions import registry, sides
+from versions import registry, sides, store
 from versions.serving import TARGET_DIR
 
 STAGES = ("production", "testing")
@@ -63,7 +64,7 @@ class Server:
             why = type(exc).__name__
             raise SwapError(f"the model server (MODELS_SERVER_URL) could not be reached ({why})") from None
 
-    def load(self, name: str, path: str) -> None:
+    def load(self, name: str, path: str, ref: str = "NAME@vN") -> None:
         r = self.post("load_lora_adapter", {"lora_name": name, "lora_path": path, "load_inplace": True})
         if r.status_code == 400 and "already" in r.text:  # a vLLM without load_inplace: unload, then load
             self.unload(name)
@@ -72,6 +73,11 @@ class Server:
             raise SwapError(
                 "the model server has no /v1/load_lora_adapter: start it with "
                 "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+            )
+        if r.status_code == 404:
+            raise SwapError(
+                f"loading {name} from {path}: HTTP 404 {r.text[:200]}; put the version there first "
+                f"(`python -m versions download {ref} --to {path.rsplit('/', 1)[0]}` on the server machine)"
             )
         if r.status_code != 200:
             raise SwapError(f"loading {name} from {path}: HTTP {r.status_code} {r.text[:300]}")
@@ -95,6 +101,20 @@ def no_route(r: httpx.Response) -> bool:
         return False
 
 
+def place(server: Server, v: registry.ModelVersion, say=print) -> None:
+    """The version's files where the server reads them. A folder this service can reach (the same machine,
+    or a volume both mount): downloaded there from the store when missing, every sha256 checked. Another
+    machine's folder: it must hold the version already (`versions download`), which the load's answer
+    says when it does not."""
+    root = Path(server.adapters)
+    dest = root / sides.version_name(v)
+    if not root.is_dir() or dest.is_dir():
+        return
+    folder = registry.folder(v.model_name, v.version)
+    store.download(store.store_of(v.store_url, folder), folder, v.manifest_sha256, dest, say=lambda _: None)
+    say(f"model server: {v.ref} downloaded into {dest}/")
+
+
 def wanted(engine: Engine, model: str) -> dict[str, registry.ModelVersion | None]:
     """Each stage name and the version it should serve now: production, and the newest in testing."""
     every = registry.versions_of(engine, model)
@@ -113,7 +133,8 @@ def sync(engine: Engine, model: str, server: Server | None = None, say=print) ->
         if v is None:
             done[name] = "unloaded" if server.unload(name) else "none"
         else:
-            server.load(name, server.path_of(v))
+            place(server, v, say)
+            server.load(name, server.path_of(v), v.ref)
             done[name] = v.ref
         say(f"model server: {name} → {done[name]}")
     return done

@@ -148,7 +148,8 @@ def commands(sides: list, base_model: str, plan: dict, rank: int, max_model_len:
         ["python", "-m", "versions", "download", s.version.ref, "--to", folders[s.served_name]] for s in sides
     ]
     serve = [
-        "vllm", "serve", base_model, "--enable-lora",
+        # Runtime LoRA loading on: promote and rollback swap adapters into this server (versions/hotswap.py).
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True", "vllm", "serve", base_model, "--enable-lora",
         "--lora-modules", *(f"{name}={folder}/adapter" for name, folder in folders.items()),
         "--max-lora-rank", str(rank), "--max-loras", str(len(sides)), "--max-model-len", str(max_model_len),
         *VLLM_FLAGS[plan["precision"]], "--tensor-parallel-size", str(plan["tensor_parallel"]),

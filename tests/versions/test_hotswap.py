@@ -37,8 +37,7 @@ def test_promote_and_rollback_change_what_the_server_answers_without_a_restart(t
     )
     make_run(runs, url, "run-1", adapter)
     make_run(runs, url, "run-2", adapter_b)
-    on_server(adapters, adapter, "em-v1")
-    on_server(adapters, adapter_b, "em-v2")
+    on_server(adapters, adapter, "em-v1")  # what `just serve --hardware` put there; em-v2 is not there yet
     with VllmStandIn() as server:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "WEBHOOK_URL")}
@@ -64,6 +63,9 @@ def test_promote_and_rollback_change_what_the_server_answers_without_a_restart(t
                 r = api.post("/api/models/em/promote", json={"run_id": "run-2", "stage": "production"})
                 assert r.status_code == 201 and r.json()["serving"]["em-production"] == "em@v2"
                 assert answered() == f"answered by {adapters}/em-v2/adapter"
+                # A version promoted after the server started: fetched from the store into its folder.
+                got = (adapters / "em-v2" / "adapter" / "adapter_model.safetensors").read_bytes()
+                assert got == (adapter_b / "adapter_model.safetensors").read_bytes()
                 r = api.post("/api/models/em/rollback")
                 assert r.status_code == 200 and r.json()["serving"]["em-production"] == "em@v1"
                 assert answered() == f"answered by {adapters}/em-v1/adapter"
@@ -112,7 +114,7 @@ def test_a_server_without_runtime_updating_is_said_and_an_old_one_is_swapped_by_
     with VllmStandIn() as server:  # the version is not on the server machine: said, with its path
         target = hotswap.Server(server.url, None, str(adapters / "elsewhere"))
         with pytest.raises(
-            hotswap.SwapError, match="loading em-production from .*elsewhere/em-v1/adapter: HTTP 404"
+            hotswap.SwapError, match="elsewhere/em-v1/adapter: HTTP 404.*versions download em@v1"
         ):
             hotswap.sync(engine, "em", target, say=said.append)
     assert registry.get_version(engine, "em", 1).stage == "production"  # the registry is the truth throughout

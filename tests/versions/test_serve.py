@@ -151,7 +151,7 @@ def test_a_plan_names_the_gpu_machines_paths_and_fetches_versions_from_the_store
     fetch_1, fetch_2, vllm = [shlex.split(line) for line in out.splitlines()]
     assert fetch_1 == ["python", "-m", "versions", "download", "em@v1", "--to", "/workspace/adapters/em-v1"]
     assert fetch_2[-1] == "/workspace/adapters/em-v2"
-    assert vllm[:3] == ["vllm", "serve", str(TINY_MODEL_DIR)]
+    assert vllm[:4] == ["VLLM_ALLOW_RUNTIME_LORA_UPDATING=True", "vllm", "serve", str(TINY_MODEL_DIR)]
     assert "em-v1=/workspace/adapters/em-v1/adapter" in vllm and "--max-loras" in vllm
     assert vllm[vllm.index("--tensor-parallel-size") + 1] == "1" and "bfloat16" in vllm  # a tiny base: bf16
     assert str(served.tmp) not in out  # nothing of this machine's paths
