@@ -47,6 +47,8 @@ TOKENIZER = "assets/llama3-tokenizer"
 # Secrets a started run never needs. The webhook secret is decided per run: jobs/service/start.py run_env.
 NOT_FOR_RUNS = (
     "JOBS_API_TOKEN",
+    "JOBS_API_TOKENS",  # the named tokens (jobs/service/tokens.py)
+    "MODELS_SERVER_API_KEY",
     "RUNPOD_API_KEY",
     "RUNPOD_S3_ACCESS_KEY",
     "RUNPOD_S3_SECRET_KEY",

@@ -121,7 +121,9 @@ def launcher_env(
     """A pod job's launcher (`jobs launch`, which creates and follows its pod): RunPod's and the volume's keys
     as the service has them; its own events to the customer with their secret; the pod's events to the
     service's receiver, signed with the job's own key (the pod never holds the customer's secret)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("JOBS_API_TOKEN", "WEBHOOK_RUN_KEYS")}
+    # Not the API's tokens nor the model server's key; RunPod's, the volume's and the store's keys it needs.
+    withheld = ("JOBS_API_TOKEN", "JOBS_API_TOKENS", "MODELS_SERVER_API_KEY", "WEBHOOK_RUN_KEYS")
+    env = {k: v for k, v in os.environ.items() if k not in withheld}
     env["DATABASE_URL"] = db_url
     env["WEBHOOK_URL"], env["TRAINING_WEBHOOK_SECRET"] = destination
     env["BRIGHTRUN_POD_WEBHOOK_URL"] = job.request["receiver"]

@@ -154,11 +154,14 @@ def test_2_an_override_off_the_list_or_out_of_bounds_is_refused_and_writes_nothi
 
 def test_2_allowed_overrides_start_a_run_with_a_minimal_environment(api, spawned, monkeypatch):
     monkeypatch.setenv("RUNPOD_API_KEY", "rp-secret")
+    monkeypatch.setenv("JOBS_API_TOKENS", "maria:maria-token-0123456789")
+    monkeypatch.setenv("MODELS_SERVER_API_KEY", "vllm-key")
     r = start(api, data="sample", overrides=["learning_rate=1e-4", "max_steps=2", "lr_scheduler=linear"])
     assert r.status_code == 202, r.text
     [(argv, kw)] = spawned
     env = kw["env"]
     assert argv[-1] == r.json()["id"] and "JOBS_API_TOKEN" not in env and "RUNPOD_API_KEY" not in env
+    assert "JOBS_API_TOKENS" not in env and "MODELS_SERVER_API_KEY" not in env
     assert "TRAINING_WEBHOOK_SECRET" not in env  # it sends no webhooks: it needs no key
     config = (api.runs / r.json()["id"] / "config.yaml").read_text()
     assert "learning_rate: 0.0001" in config and "lr_scheduler: linear" in config
