@@ -95,14 +95,7 @@
 
   // ---- DOM helpers
 
-  function el(tag, options = {}, children = []) {
-    const node = document.createElement(tag);
-    if (options.className) node.className = options.className;
-    if (options.text !== undefined) node.textContent = options.text;
-    for (const [name, value] of Object.entries(options.attrs || {})) node.setAttribute(name, value);
-    for (const child of children) node.append(child);
-    return node;
-  }
+  const el = window.brightrunEl; // dom.js
 
   function progressCell(job) {
     const pct = Math.round(fraction(job) * 100);

@@ -19,14 +19,7 @@
     }
   }
 
-  function el(tag, options = {}, children = []) {
-    const node = document.createElement(tag);
-    if (options.className) node.className = options.className;
-    if (options.text !== undefined) node.textContent = options.text;
-    for (const [name, value] of Object.entries(options.attrs || {})) node.setAttribute(name, value);
-    for (const child of children) node.append(child);
-    return node;
-  }
+  const el = window.brightrunEl; // dom.js
 
   // NAME@vN from the fragment, checked before any call is built from it.
   const ref = params.get("version") || "";
