@@ -58,7 +58,9 @@ def test_delete_and_retire_leave_check_clean_and_check_finds_what_disagrees(
     fetch = versions_main("--runs-dir", r, "download", "em@v1", "--to", str(tmp_path / "dl"), env=env)
     assert fetch.returncode == 2 and "em@v1: its files were deleted by dana" in fetch.stderr
     revived = versions_main("--runs-dir", r, "promote", "run-1", "--model", "em", env=env)
-    assert revived.returncode == 2 and "its files were deleted by dana" in revived.stderr  # not quietly "done"
+    assert (
+        revived.returncode == 2 and "its files were deleted by dana" in revived.stderr
+    )  # not quietly "done"
     rollback = versions_main("--runs-dir", r, "rollback", "em", env=env)
     assert rollback.returncode == 2  # v1, once production, is deleted: never brought back
     again = versions_main("--runs-dir", r, "check", env=env)
