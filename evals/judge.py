@@ -32,6 +32,7 @@ import openai
 
 from brightrun.errors import ConfigError
 from evals import rubrics
+from evals.prompts import conversation_of
 from evals.summary import MODELS, REFERENCE, summarize
 
 NUDGE = (
@@ -123,7 +124,7 @@ def tasks_for(
     tasks = []
     for prompt in prompts:
         # The unit every interval resamples (evals/stats.py): the held-out conversation the turn is from.
-        conversation = str(prompt.get("conversation_id") or prompt["id"])
+        conversation = conversation_of(prompt)
         missing = [m for m in models if (prompt["id"], m) not in text]
         if missing:
             raise ConfigError(f"answers.jsonl has no {' or '.join(missing)} answer for prompt {prompt['id']}")

@@ -19,6 +19,12 @@ from brightrun.errors import ConfigError
 SIDECAR = "heldout.jsonl"
 
 
+def conversation_of(prompt: dict) -> str:
+    """The held-out conversation a prompt (a turn) comes from: the unit every interval resamples
+    (evals/stats.py); a prompt without one is its own."""
+    return str(prompt.get("conversation_id") or prompt["id"])
+
+
 def load_heldout(data_dir: Path) -> tuple[list[dict], dict]:
     """records, consultant_profile; ConfigError naming the file when the sidecar is missing/old."""
     data_dir = Path(data_dir)

@@ -283,7 +283,7 @@ def evaluate_run(run_id: str, runs_dir: Path | str = "runs", opts: Options | Non
         "judge": judged,
         "general": scores,
         "n_prompts": len(chosen),
-        "n_conversations": len({p.get("conversation_id") or p["id"] for p in chosen}),
+        "n_conversations": len({prompts.conversation_of(p) for p in chosen}),
         "ab": against,
     }
     result = verdict.decide(asked, gates)

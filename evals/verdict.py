@@ -290,6 +290,13 @@ def general_gates(general: dict | None, g: GeneralGate) -> list[dict]:
     return out
 
 
+def loses(ci95: list[float] | tuple[float, float]) -> bool:
+    """The rule for "lost an A/B" (issue 27, item 5), written once: the win rate's 95% interval lies
+    wholly below 0.5. The vs_production gate and `promote --stage production` (versions/abtests.py) both
+    read it."""
+    return ci95[1] < 0.5
+
+
 def judged(name: str) -> bool:
     """A gate the judge measured (its own gates, and the A/B against production it judged): an unreliable
     judge makes its failure `judge_unreliable`, not `fail`."""
@@ -317,7 +324,7 @@ def production_gate(ab: dict | None, g: JudgeGate) -> list[dict]:
         f"(A/B {ab['id']}); it must not lie wholly below 0.50"
     )
     few = too_few(pw.get("n_conversations"), g)
-    status = INSUFFICIENT if few else FAIL if hi < 0.5 else PASS
+    status = INSUFFICIENT if few else FAIL if loses((lo, hi)) else PASS
     values = {"win_rate": ab["win_rate"], "ci95": [lo, hi], "against": other, "ab": ab["id"]}
     return [gate("vs_production", status, g.required, f"{few}; {said}" if few else said, **values)]
 

@@ -13,6 +13,7 @@ from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text,
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from evals.verdict import loses
 from jobs.registry import Base, now
 from versions.registry import ModelVersion, in_transaction
 
@@ -149,5 +150,5 @@ def against(engine: Engine, run_id: str, other: ModelVersion) -> dict | None:
         "other": other.ref,
         "win_rate": round(rate, 4) if known else None,
         "ci95": [round(lo, 4), round(hi, 4)] if known else None,
-        "loses": known and hi < 0.5,
+        "loses": known and loses((lo, hi)),
     }

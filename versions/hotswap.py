@@ -18,6 +18,7 @@ again (`python -m versions sync NAME`) after a server restart or a swap that fai
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from versions import registry, sides, store
 from versions.serving import TARGET_DIR
 
 STAGES = ("production", "testing")
+SYNCING = threading.Lock()
 TIMEOUT_S = 120.0  # loading a 70B's adapter reads ~0.4 GB from disk; a swap is not a chat request
 
 
@@ -128,6 +130,13 @@ def sync(engine: Engine, model: str, server: Server | None = None, say=print) ->
     server = server or Server.from_env()
     if server is None:
         return {}
+    # One sync at a time in this process: two stage moves at once (the API answers in threads) could
+    # otherwise finish their loads in the wrong order and leave the server on the older version.
+    with SYNCING:
+        return _sync(engine, model, server, say)
+
+
+def _sync(engine: Engine, model: str, server: Server, say) -> dict[str, str]:
     done: dict[str, str] = {}
     for name, v in wanted(engine, model).items():
         if v is None:

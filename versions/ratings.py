@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from evals import stats
+from evals.prompts import conversation_of
 from evals.rubrics import CRITERIA
 from evals.summary import AGREEMENT_CRITERIA
 from evals.verdict import load_gates
@@ -107,7 +108,7 @@ def _items(eval_dir: str, manifest_sha256: str) -> list[dict]:  # keyed by the m
             found.append(
                 {
                     "id": p["id"],
-                    "conversation_id": p.get("conversation_id") or p["id"],
+                    "conversation_id": conversation_of(p),
                     "persona": p.get("persona_key"),
                     "emotion": p.get("primary_emotion"),
                     "intensity": p.get("intensity"),
@@ -289,7 +290,9 @@ def judgements_of(v: registry.ModelVersion) -> list[dict]:
 def summary_of(engine: Engine, v: registry.ModelVersion) -> dict:
     """The summary with the verdict's own floor beside it (evals/gates.yaml judge.min_conversations): fewer
     rated conversations than the judge needs are too few to judge a version by, and it says so."""
-    found = summarize([as_dict(r) for r in rows_of(engine, v.id)], judgements_of(v))
+    # A deleted version's ratings stay readable, without the judge's side (its files are gone).
+    judgements = judgements_of(v) if v.complete and v.deleted_at is None else []
+    found = summarize([as_dict(r) for r in rows_of(engine, v.id)], judgements)
     floor = load_gates().judge.min_conversations
     enough = found["n_conversations"] >= floor
     return {"ref": v.ref, **found, "min_conversations": floor, "sufficient": enough}

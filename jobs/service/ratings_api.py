@@ -81,6 +81,11 @@ def router(engine: Engine, authorized: Callable, public: Callable[[str], str]) -
 
     @api.get("/{name}/versions/{version}/ratings")
     async def summary(name: str, version: int = Version):
-        return await guarded(lambda: ratings.summary_of(engine, find(name, version)))
+        # Not `find`: a deleted version's ratings are the record of what people said of it.
+        def read():
+            v = registry.get_version(engine, registry.check_name(name), version)
+            return ratings.summary_of(engine, v)
+
+        return await guarded(read)
 
     return api

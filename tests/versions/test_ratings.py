@@ -98,3 +98,7 @@ def test_ratings_are_stored_once_per_rater_and_the_score_reaches_the_customers_c
     assert "em@v1: 1 rating(s) by Dana over 1 held-out conversation(s)" in shown.stdout
     assert f"human_eval_score (the adapter's mean grade, 1-5): {expected:.2f}" in shown.stdout
     assert "under 10 conversations: too few to judge the version by" in shown.stdout
+    # Its files deleted, what people said of it stays readable (the record), without the judge's side.
+    assert versions_main("--runs-dir", str(runs), "delete", "em@v1", env=env).returncode == 0
+    kept = versions_main("--runs-dir", str(runs), "ratings", "em@v1", env=env)
+    assert kept.returncode == 0 and "em@v1: 1 rating(s) by Dana" in kept.stdout, kept.stderr
