@@ -69,6 +69,14 @@ def parser() -> argparse.ArgumentParser:
     de = sub.add_parser("delete", help="remove a version's files from the store for good (not production)")
     de.add_argument("ref", metavar="NAME@vN")
     de.add_argument("--by", default=None)
+    de.add_argument(
+        "--evals-only",
+        action="store_true",
+        help="only eval/ (the customer's held-out conversations); it stays usable",
+    )
+    pe = sub.add_parser("prune-evals", help="--evals-only for every version older than the retention age")
+    pe.add_argument("--days", type=float, default=None, help="default: EVAL_RETENTION_DAYS")
+    pe.add_argument("--by", default=None)
     sub.add_parser("check", help="store and registry in agreement: files without rows, rows without files")
     sy = sub.add_parser("sync", help="make the model server (MODELS_SERVER_URL) serve each stage as staged")
     sy.add_argument("name")
@@ -103,6 +111,12 @@ def parser() -> argparse.ArgumentParser:
         "--local-judge", default=None, metavar="MODEL_DIR", help="`transformers serve` as the judge"
     )
     ab.add_argument("--by", default=None, help="who runs it (default: $USER)")
+    ab.add_argument(
+        "--quantize",
+        choices=("none", "4bit"),
+        default=None,
+        help="the base's precision (default: as B's run trained: 4bit for a QLoRA run), as `evals run`",
+    )
     return p
 
 
@@ -180,6 +194,7 @@ def run_ab(engine, args) -> int:
         general_max_tokens=args.general_max_tokens,
         data=Path(args.data) if args.data else None,
         by=who(args.by),
+        quantize=args.quantize,
     )
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731  (stdout: the result only)
     if args.local_judge:
@@ -274,8 +289,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.name}: production is {new.ref} again (run {new.run_id}); {old.ref} archived")
             hotswap.after_move(engine, args.name)
         elif args.command == "delete":
-            row = housekeeping.delete(engine, args.ref, who(args.by))
-            hotswap.after_move(engine, row.model_name)  # a deleted testing version stops being served
+            if args.evals_only:
+                housekeeping.drop_evals(engine, args.ref, who(args.by))
+            else:
+                row = housekeeping.delete(engine, args.ref, who(args.by))
+                hotswap.after_move(engine, row.model_name)  # a deleted testing version stops being served
+        elif args.command == "prune-evals":
+            days = args.days if args.days is not None else os.environ.get("EVAL_RETENTION_DAYS")
+            try:
+                days = float(days)
+            except (TypeError, ValueError):
+                raise registry.VersionError(
+                    "--days N or EVAL_RETENTION_DAYS: how many days eval files are kept"
+                ) from None
+            pruned = housekeeping.prune_evals(engine, days, who(args.by))
+            print(f"prune-evals: {len(pruned)} version(s) older than {days:g} day(s) had their eval/ dropped")
         elif args.command == "check":
             st = store.open_store()
             problems, notes = housekeeping.check(engine, st)
@@ -293,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
         elif args.command == "ratings":
-            v, _, _ = complete_version(engine, args.ref)
-            show_ratings(ratings.summary_of(engine, v))
+            show_ratings(ratings.summary_of(engine, registry.get_ref(engine, args.ref)))  # deleted ones too
         elif args.command == "download":
             v, st, folder = complete_version(engine, args.ref)
             dest = Path(args.to or f"{v.model_name}-v{v.version}")

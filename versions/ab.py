@@ -48,9 +48,11 @@ class Options:
     data: Path | None = None  # the converted data folder, when neither run folder is here to name it
     seed: int = 0
     by: str = "unknown"
-    # The base's precision (evals/quantize.py choose()); None: full precision. An evaluation's --against
-    # passes its own, so a QLoRA 70B's A/B loads the base in 4-bit as its evaluation does.
+    # The base's precision (evals/quantize.py choose()): an evaluation's --against passes its own; else
+    # `quantize` (none | 4bit), and without it as B's run trained (a QLoRA 70B's base in 4-bit, as `evals
+    # run` does), decided once B's files are here and before any model loads.
     quantization: dict | None = None
+    quantize: str | None = None
 
 
 def check(engine: Engine, runs_dir: Path, ref_a: str, ref_b: str, opts: Options):
@@ -83,6 +85,10 @@ def check(engine: Engine, runs_dir: Path, ref_a: str, ref_b: str, opts: Options)
         for side in (a, b):
             if s.get(TrainingJob, side.run_id) is None:
                 raise registry.NotFound(f"{side.ref}: run {side.run_id} is not in the registry")
+    if opts.quantize is not None:  # asked: refused now if it cannot run here (unasked: once B's files are in)
+        from evals import quantize
+
+        quantize.check(quantize.choose(opts.quantize, None), opts.backend, opts.device)
     return a, b, data_folder(a, b, opts.data, runs_dir)
 
 
@@ -156,7 +162,7 @@ def run_ab(
 ) -> dict:
     """The whole A/B; settings: the judge's (evals.judge.JudgeSettings) or None (judge skipped).
     Returns ab.json."""
-    from evals import general, generate, judge, prompts
+    from evals import general, generate, judge, prompts, quantize
     from evals.run import dumps, stage_files
 
     runs_dir = Path(runs_dir)
@@ -173,6 +179,9 @@ def run_ab(
     chosen = prompts.select(records, opts.limit, opts.seed)
     for side in (a, b):
         sides.materialize(side, runs_dir, say=say)
+    if opts.quantization is None:
+        opts.quantization = quantize.choose(opts.quantize, b.config(), f"{b.ref}'s config.yaml")
+    quantize.check(opts.quantization, opts.backend, opts.device)  # a plan that cannot run here: exit 2
     lap("prompts and files")
     pair = {"A": a.adapter_dir, "B": b.adapter_dir}
     say(f"[ab] {len(chosen)} held-out prompts; answers of {a.ref} (A) and {b.ref} (B) on {a.base_model}")

@@ -86,6 +86,8 @@ def test_refusals_are_exit_2_name_the_side_and_write_nothing(world, versions_mai
     assert bad.returncode == 2 and "--limit 0: expected a whole number of at least 1" in bad.stderr
     wrong = versions_main("--runs-dir", r, "ab", "em@v1", "em@v2", "--data", str(world["root"]), env=env)
     assert wrong.returncode == 2 and f"--data {world['root']}: not the converted data" in wrong.stderr
+    four = versions_main("--runs-dir", r, "ab", "em@v1", "em@v2", "--quantize", "4bit", env=env)
+    assert four.returncode == 2 and "--quantize 4bit (--quantize 4bit) needs a CUDA GPU" in four.stderr
     assert written(world) == before
 
 
