@@ -218,6 +218,10 @@ url REF *ARGS:
 delete REF *ARGS:
     {{python}} -m versions delete {{REF}} {{ARGS}}
 
+# Drop eval/ (the customer's held-out conversations) from every version older than EVAL_RETENTION_DAYS (or --days N)
+prune-evals *ARGS:
+    {{python}} -m versions prune-evals {{ARGS}}
+
 # Do the store and the registry agree? Files without a row, rows without their files (exit 1 when not)
 check-store:
     {{python}} -m versions check

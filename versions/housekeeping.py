@@ -12,9 +12,20 @@ delete: refused for the production version (promote another, or retire it, first
 marked deleted (and retired, archived: never served, downloaded or rolled back to again) and then every
 object of its folder goes, the manifest first, so at no moment does it look complete. Run again, it
 finishes a delete that was cut short. The A/B results and human ratings that name it keep their rows.
+delete --evals-only: only eval/ goes (the held-out prompts and answers are the customer's conversations);
+the version stays usable, its manifest rewritten without them (the new one first, so the version never
+lists a file it lacks) and the registry's manifest sha256 moved to it. `prune_evals` does that for every
+version past a retention age (EVAL_RETENTION_DAYS), the production version's included: its evaluation
+is on its row (verdict, scores) either way.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -100,3 +111,67 @@ def delete(engine: Engine, ref: str, who: str, say=print) -> registry.ModelVersi
         st.delete(key)
     say(f"{row.ref}: deleted ({len(keys)} file(s) removed from {row.store_url}/); its row stays, marked")
     return row
+
+
+EVAL_PREFIX = "eval/"
+
+
+def drop_evals(engine: Engine, ref: str, who: str, say=print) -> registry.ModelVersion:
+    """The version's eval/ files out of the store; the version itself kept, whole, by a new manifest."""
+    v = registry.finished(registry.get_ref(engine, ref))
+    folder = registry.folder(v.model_name, v.version)
+    st = store.store_of(v.store_url, folder)
+    raw = store.manifest_raw(st, folder)
+    manifest = json.loads(raw)
+    if hashlib.sha256(raw).hexdigest() != v.manifest_sha256:
+        # Only a drop of ours cut short between its two writes is taken up again: a manifest that says so,
+        # lists no eval/ file and pins the version's own adapter; anything else is a changed store.
+        weights = manifest.get("files", {}).get("adapter/adapter_model.safetensors", {}).get("sha256")
+        ours = "evals_dropped" in manifest and weights == v.adapter_sha256
+        if not ours or any(n.startswith(EVAL_PREFIX) for n in manifest.get("files", {})):
+            where = f"{st.url(folder)}/{store.MANIFEST}"
+            raise store.Corrupt(f"{where}: its sha256 is not the one the registry recorded")
+        return finish_drop(engine, v, st, folder, raw, st.keys(f"{folder}/{EVAL_PREFIX}"), say)
+    gone = sorted(n for n in manifest["files"] if n.startswith(EVAL_PREFIX))
+    if not gone:
+        say(f"{v.ref}: no evaluation files to drop")
+        return v
+    kept = {n: f for n, f in manifest["files"].items() if not n.startswith(EVAL_PREFIX)}
+    meta = {k: val for k, val in manifest.items() if k not in ("files", "format")}
+    meta["evals_dropped"] = {"by": who, "at": now().isoformat(timespec="seconds") + "Z", "files": len(gone)}
+    body = store.manifest_bytes(meta, kept)
+    digest = hashlib.sha256(body).hexdigest()
+    with tempfile.TemporaryDirectory() as tmp:  # the new manifest first: it lists only files still there
+        (Path(tmp) / store.MANIFEST).write_bytes(body)
+        st.put(Path(tmp) / store.MANIFEST, f"{folder}/{store.MANIFEST}", digest)
+    return finish_drop(engine, v, st, folder, body, [f"{folder}/{n}" for n in gone], say)
+
+
+def finish_drop(engine, v, st, folder: str, body: bytes, keys: list[str], say) -> registry.ModelVersion:
+    """The registry on the new manifest, then the eval/ objects deleted."""
+    digest = hashlib.sha256(body).hexdigest()
+
+    def move(s: Session) -> registry.ModelVersion:
+        row = s.get(registry.ModelVersion, v.id, with_for_update=True)
+        row.manifest_sha256 = digest
+        return row
+
+    row = registry.in_transaction(engine, move)
+    for key in keys:
+        st.delete(key)
+    say(
+        f"{row.ref}: {len(keys)} evaluation file(s) dropped from the store; the version is whole without them"
+    )
+    return row
+
+
+def prune_evals(engine: Engine, days: float, who: str, say=print) -> list[str]:
+    """drop_evals for every complete version promoted more than `days` ago; the refs pruned."""
+    cutoff = now() - timedelta(days=days)
+    pruned = []
+    for v in all_versions(engine):
+        if v.complete and v.deleted_at is None and v.created_at < cutoff:
+            before = v.manifest_sha256
+            if drop_evals(engine, v.ref, who, say).manifest_sha256 != before:
+                pruned.append(v.ref)
+    return pruned

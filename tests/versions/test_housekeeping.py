@@ -66,6 +66,20 @@ def test_delete_and_retire_leave_check_clean_and_check_finds_what_disagrees(
     again = versions_main("--runs-dir", r, "check", env=env)
     assert again.returncode == 0 and again.stdout.strip().endswith(": clean"), again.stdout
 
+    # The customer's conversations out of the store, the version kept: eval/ dropped past a retention age.
+    assert (tmp_path / "store" / "models" / "em" / "v3" / "eval").is_dir()
+    unset = versions_main("--runs-dir", r, "prune-evals", env=env)
+    assert unset.returncode == 2 and "EVAL_RETENTION_DAYS" in unset.stderr
+    pruned = versions_main("--runs-dir", r, "prune-evals", "--days", "0", env=env)
+    assert pruned.returncode == 0 and "1 version(s) older than 0 day(s)" in pruned.stdout, pruned.stderr
+    assert not (tmp_path / "store" / "models" / "em" / "v3" / "eval").exists()
+    same = versions_main("--runs-dir", r, "delete", "em@v3", "--evals-only", env=env)
+    assert same.returncode == 0 and "no evaluation files to drop" in same.stdout
+    whole = versions_main("--runs-dir", r, "download", "em@v3", "--to", str(tmp_path / "v3"), env=env)
+    assert whole.returncode == 0, whole.stderr  # every remaining sha256 checked against the new manifest
+    assert not (tmp_path / "v3" / "eval").exists() and (tmp_path / "v3" / "adapter").is_dir()
+    assert versions_main("--runs-dir", r, "check", env=env).returncode == 0
+
     # What check is for: files no row points at (another registry's v1), a row whose files are gone.
     ghost = tmp_path / "store" / "models" / "ghost" / "v1"
     ghost.mkdir(parents=True)
