@@ -222,6 +222,10 @@ delete REF *ARGS:
 prune-evals *ARGS:
     {{python}} -m versions prune-evals {{ARGS}}
 
+# A version to the Hugging Face Hub (HF_TOKEN; private unless --public): `just push elena-morales@production --hub ORG/REPO`
+push REF *ARGS:
+    {{python}} -m versions push {{REF}} {{ARGS}}
+
 # Do the store and the registry agree? Files without a row, rows without their files (exit 1 when not)
 check-store:
     {{python}} -m versions check

@@ -64,3 +64,71 @@ class FakeHub:
 
     def __exit__(self, *exc) -> None:
         loopback.stop(self.server)
+
+
+class HubUploads:
+    """A stand-in for the calls `HfApi.create_repo` + `upload_folder` make (huggingface_hub 1.17, read
+    from hf_api.py create_repo and _commit_api.py _fetch_upload_modes / create_commit, and watched against
+    this stand-in): POST /api/repos/create {"name", "organization", "visibility"} → {"url"}; POST
+    /api/validate-yaml {"content", "repoType"} (a README.md with metadata, before the commit) → no errors;
+    POST /api/models/{repo}/preupload/{revision} {"files": [{"path", "sample", "size"}]} → each file's
+    "uploadMode"; POST /api/models/{repo}/commit/{revision}, NDJSON: a header line, then a line per file
+    with its content in base64 → {"commitUrl", "commitOid"}. Every file is answered "regular" (inline in
+    the commit): the real Hub sends weights (*.safetensors) through LFS/Xet uploads, which this does not
+    model. `repos` keeps what was created, `commits` each commit's files (path → bytes), `auth` the
+    Authorization headers seen."""
+
+    def __init__(self):
+        self.repos: dict[str, dict] = {}
+        self.commits: list[dict] = []
+        self.auth: set[str | None] = set()
+        self.cards: list[str] = []  # README.md contents sent to /api/validate-yaml
+        self.unmodelled: list[str] = []  # calls this does not answer (404): a test shows them when it fails
+
+    def __enter__(self) -> HubUploads:
+        import base64
+
+        hub = self
+
+        class Handler(loopback.Quiet):
+            def do_POST(self):  # noqa: N802 -- http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                hub.auth.add(self.headers.get("Authorization"))
+                if self.path == "/api/repos/create":
+                    asked = json.loads(body)
+                    repo = f"{asked['organization']}/{asked['name']}"
+                    hub.repos[repo] = asked
+                    return self.answer(200, json.dumps({"url": f"{hub.url}/{repo}"}).encode())
+                if (
+                    self.path == "/api/validate-yaml"
+                ):  # a README.md with metadata is checked first (hf_api.py)
+                    card = json.loads(body)["content"]
+                    hub.cards.append(card)
+                    return self.answer(200, json.dumps({"errors": [], "warnings": []}).encode())
+                if "/preupload/" in self.path:
+                    files = [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                        for f in json.loads(body)["files"]
+                    ]
+                    return self.answer(200, json.dumps({"files": files}).encode())
+                if "/commit/" in self.path:
+                    repo = self.path.removeprefix("/api/models/").split("/commit/")[0]
+                    lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+                    files = {
+                        x["value"]["path"]: base64.b64decode(x["value"]["content"])
+                        for x in lines
+                        if x["key"] == "file"
+                    }
+                    header = next(x["value"] for x in lines if x["key"] == "header")
+                    hub.commits.append({"repo": repo, "summary": header["summary"], "files": files})
+                    oid = f"{len(hub.commits):040x}"
+                    return self.answer(200, json.dumps({"commitUrl": f"{hub.url}/{repo}/commit/{oid}",
+                                                        "commitOid": oid}).encode())  # fmt: skip
+                hub.unmodelled.append(self.path)
+                self.answer(404, b'{"error": "not modelled"}')
+
+        self.server, self.url = loopback.start(Handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        loopback.stop(self.server)

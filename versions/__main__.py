@@ -9,6 +9,7 @@ Usage:
   python -m versions retire NAME@vN [--by WHO]
   python -m versions delete NAME@vN [--by WHO]  (its files out of the store for good; the row stays)
   python -m versions check                      (files without rows, rows without files)
+  python -m versions push NAME@vN --hub ORG/REPO [--public]   (HF_TOKEN; adapter + model card, never eval/)
   python -m versions sync NAME                 (the model server's NAME-production / NAME-testing as staged)
   python -m versions download NAME@vN [--to DIR]
   python -m versions url NAME@vN [--file NAME] [--expires SECONDS]
@@ -37,7 +38,7 @@ from pathlib import Path
 
 from brightrun.errors import ConfigError
 from jobs import registry as jobs_registry
-from versions import abtests, hotswap, housekeeping, ratings, registry, store
+from versions import abtests, hotswap, housekeeping, hub, ratings, registry, store
 from versions.promote import promote, who
 
 
@@ -78,6 +79,10 @@ def parser() -> argparse.ArgumentParser:
     pe.add_argument("--days", type=float, default=None, help="default: EVAL_RETENTION_DAYS")
     pe.add_argument("--by", default=None)
     sub.add_parser("check", help="store and registry in agreement: files without rows, rows without files")
+    pu = sub.add_parser("push", help="a version to a Hugging Face Hub repo (private unless --public)")
+    pu.add_argument("ref", metavar="NAME@vN")
+    pu.add_argument("--hub", required=True, metavar="ORG/REPO")
+    pu.add_argument("--public", action="store_true")
     sy = sub.add_parser("sync", help="make the model server (MODELS_SERVER_URL) serve each stage as staged")
     sy.add_argument("name")
     ra = sub.add_parser("ratings", help="people's blind ratings of a version's answers (the service's /rate)")
@@ -312,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
             said = f"{len(problems)} problem(s)" if problems else "clean"
             print(f"check: {st.url()}: {said}")
             return 1 if problems else 0
+        elif args.command == "push":
+            try:
+                hub.push(registry.get_ref(engine, args.ref), args.hub, args.public)
+            except hub.HubError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
         elif args.command == "sync":
             if hotswap.Server.from_env() is None:
                 raise registry.VersionError("MODELS_SERVER_URL is not set: no model server to sync")
