@@ -78,7 +78,8 @@ def parser() -> argparse.ArgumentParser:
     pe = sub.add_parser("prune-evals", help="--evals-only for every version older than the retention age")
     pe.add_argument("--days", type=float, default=None, help="default: EVAL_RETENTION_DAYS")
     pe.add_argument("--by", default=None)
-    sub.add_parser("check", help="store and registry in agreement: files without rows, rows without files")
+    ck = sub.add_parser("check", help="store and registry agree? files without rows, rows without files")
+    ck.add_argument("--remove", metavar="models/NAME/vN", help="remove that folder of files without a row")
     pu = sub.add_parser("push", help="a version to a Hugging Face Hub repo (private unless --public)")
     pu.add_argument("ref", metavar="NAME@vN")
     pu.add_argument("--hub", required=True, metavar="ORG/REPO")
@@ -311,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"prune-evals: {len(pruned)} version(s) older than {days:g} day(s) had their eval/ dropped")
         elif args.command == "check":
             st = store.open_store()
+            if args.remove:
+                housekeeping.remove_orphan(engine, st, args.remove)
             problems, notes = housekeeping.check(engine, st)
             for line in notes + problems:
                 print(line)

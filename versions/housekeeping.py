@@ -175,3 +175,22 @@ def prune_evals(engine: Engine, days: float, who: str, say=print) -> list[str]:
             if drop_evals(engine, v.ref, who, say).manifest_sha256 != before:
                 pruned.append(v.ref)
     return pruned
+
+
+def remove_orphan(engine: Engine, st: store.Store, folder: str, say=print) -> int:
+    """A folder of files no row of this registry points at (`check` lists them), out of the store: named
+    one by one, never swept (on a store two registries share, the other's versions look like orphans
+    from here). Refused for a folder a row points at, deleted or not (`delete NAME@vN` is for those)."""
+    parts = folder.strip("/").split("/")
+    if len(parts) != 3 or parts[0] != "models" or not parts[2].startswith("v"):
+        raise registry.VersionError(f"{folder!r}: expected a version folder, models/NAME/vN")
+    folder = "/".join(parts)
+    root = st.url().rstrip("/")
+    owner = next((v for v in all_versions(engine) if v.store_url == f"{root}/{folder}"), None)
+    if owner is not None:
+        raise registry.Conflict(f"{folder} is {owner.ref}'s: `python -m versions delete {owner.ref}` instead")
+    keys = st.keys(folder + "/")
+    for key in sorted(keys, key=lambda k: not k.endswith("/" + store.MANIFEST)):  # the manifest first
+        st.delete(key)
+    say(f"{root}/{folder}/: {len(keys)} file(s) without a row removed")
+    return len(keys)
