@@ -90,7 +90,11 @@ def test_delete_and_retire_leave_check_clean_and_check_finds_what_disagrees(
     assert "models/ghost/v1/: 1 file(s) without a row in this registry" in found.stdout
     assert "em@v3: row without its files: 1 file(s) deleted (adapter/adapter_config.json)" in found.stdout
     mine = versions_main("--runs-dir", r, "check", "--remove", "models/em/v3", env=env)
-    assert mine.returncode == 2 and "models/em/v3 is em@v3's" in mine.stderr  # a row's files: delete is for those
+    assert (
+        mine.returncode == 2 and "models/em/v3 is em@v3's" in mine.stderr
+    )  # a row's files: delete is for those
     gone = versions_main("--runs-dir", r, "check", "--remove", "models/ghost/v1", env=env)
-    assert "models/ghost/v1/: 1 file(s) without a row removed" in gone.stdout and ": 1 problem(s)" in gone.stdout
+    assert (
+        "models/ghost/v1/: 1 file(s) without a row removed" in gone.stdout and ": 1 problem(s)" in gone.stdout
+    )
     assert not (tmp_path / "store" / "models" / "ghost").exists()
