@@ -227,8 +227,8 @@ push REF *ARGS:
     {{python}} -m versions push {{REF}} {{ARGS}}
 
 # Do the store and the registry agree? Files without a row, rows without their files (exit 1 when not)
-check-store:
-    {{python}} -m versions check
+check-store *ARGS:
+    {{python}} -m versions check {{ARGS}}
 
 # People's blind ratings of a version's answers (rated at the service's /rate#version=NAME@vN): `just ratings elena-morales@v3`
 ratings REF:
