@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -32,7 +33,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from jobs.registry import now
-from versions import registry, store
+from versions import registry, sides, store
+
+
+def forget_copies(v: registry.ModelVersion) -> None:
+    """This machine's cached copies of the version (sides.cached: one per manifest it had) go with what was
+    deleted from the store: a copy in cache/ would keep the customer's conversations it was meant to drop."""
+    for copy in (sides.cache_root() / v.model_name).glob(f"v{v.version}-*"):
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 def all_versions(engine: Engine) -> list[registry.ModelVersion]:
@@ -109,6 +117,7 @@ def delete(engine: Engine, ref: str, who: str, say=print) -> registry.ModelVersi
     manifest = f"{folder}/{store.MANIFEST}"
     for key in sorted(keys, key=lambda k: k != manifest):  # the manifest first: never complete-looking
         st.delete(key)
+    forget_copies(row)
     say(f"{row.ref}: deleted ({len(keys)} file(s) removed from {row.store_url}/); its row stays, marked")
     return row
 
@@ -159,6 +168,7 @@ def finish_drop(engine, v, st, folder: str, body: bytes, keys: list[str], say) -
     row = registry.in_transaction(engine, move)
     for key in keys:
         st.delete(key)
+    forget_copies(row)
     say(
         f"{row.ref}: {len(keys)} evaluation file(s) dropped from the store; the version is whole without them"
     )

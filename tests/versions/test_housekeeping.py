@@ -11,17 +11,22 @@ from conftest import TINY_MODEL_DIR
 
 from jobs import registry as jobs_registry
 from tests.versions.runs import adapter, db_url, make_run, versions_main  # noqa: F401 (fixtures)
-from versions import registry
+from versions import registry, sides
 
 
 @pytest.fixture
 def env(db_url, tmp_path):  # noqa: F811
-    return {"DATABASE_URL": db_url, "ARTIFACT_STORE": str(tmp_path / "store"), "USER": "maria"}
+    return {"DATABASE_URL": db_url, "ARTIFACT_STORE": str(tmp_path / "store"), "USER": "maria",
+            "VERSIONS_CACHE": str(tmp_path / "cache")}  # fmt: skip
 
 
 def test_delete_and_retire_leave_check_clean_and_check_finds_what_disagrees(
-    env, adapter, tmp_path, versions_main
-):  # noqa: F811
+    env,
+    adapter,
+    tmp_path,
+    versions_main,
+    monkeypatch,  # noqa: F811
+):
     runs, r = tmp_path / "runs", str(tmp_path / "runs")
     for i, stage in ((1, "production"), (2, "testing"), (3, "stored")):
         make_run(runs, env["DATABASE_URL"], f"run-{i}", adapter)
@@ -68,11 +73,15 @@ def test_delete_and_retire_leave_check_clean_and_check_finds_what_disagrees(
 
     # The customer's conversations out of the store, the version kept: eval/ dropped past a retention age.
     assert (tmp_path / "store" / "models" / "em" / "v3" / "eval").is_dir()
+    monkeypatch.setenv("VERSIONS_CACHE", env["VERSIONS_CACHE"])
+    cached = sides.cached(registry.get_version(engine, "em", 3), say=lambda _: None)  # as serving would
+    assert (cached / "eval").is_dir()
     unset = versions_main("--runs-dir", r, "prune-evals", env=env)
     assert unset.returncode == 2 and "EVAL_RETENTION_DAYS" in unset.stderr
     pruned = versions_main("--runs-dir", r, "prune-evals", "--days", "0", env=env)
     assert pruned.returncode == 0 and "1 version(s) older than 0 day(s)" in pruned.stdout, pruned.stderr
     assert not (tmp_path / "store" / "models" / "em" / "v3" / "eval").exists()
+    assert not cached.exists()  # no copy on this machine keeps their conversations either
     same = versions_main("--runs-dir", r, "delete", "em@v3", "--evals-only", env=env)
     assert same.returncode == 0 and "no evaluation files to drop" in same.stdout
     whole = versions_main("--runs-dir", r, "download", "em@v3", "--to", str(tmp_path / "v3"), env=env)
