@@ -63,8 +63,12 @@ When that process exits by itself, the container is started again (restart_on_ex
 RunPod's API reference says a pod "runs until it exits", third-party notes say a clean exit restarts too,
 so both exits restart here), the pod staying RUNNING with its runtime's uptime starting again from 0.
 A pod never gets a runtime (it stays RUNNING with runtime null, costing money) when no host fits it:
-`host_cuda` is the CUDA version of every fake host, and a pod whose allowedCudaVersions leaves it out
-never starts (APIREF), nor does an image named in `private_images` created without containerRegistryAuthId.
+`host_cuda` is the CUDA version of the fake's hosts, or a tuple of several; a pod goes to the newest host
+its allowedCudaVersions (exact, APIREF) or REST's minCudaVersion (a floor) allows, and never starts when
+none does, nor does an image named in `private_images` created without containerRegistryAuthId.
+Account secrets (REST v2 /v2/account/secrets, fake_runpod_rest.py): a pod's env value
+`{{ RUNPOD_SECRET_name }}` is the secret's value in its container, read at each boot (_boot_env), while
+every API answer shows the reference (docs.runpod.io pods/templates/secrets).
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ DEPLOY_INPUT = set(
 )
 SPOT_INPUT = DEPLOY_INPUT | {"bidPerGpu"}
 PREEMPT_GRACE = 5.0  # seconds from SIGTERM to SIGKILL when RunPod takes a spot pod back
+SECRET_REF = re.compile(r"\{\{\s*RUNPOD_SECRET_([a-zA-Z0-9_.\-/]+)\s*\}\}")  # RunPod secrets in an env value
 # Environment a pod's command inherits from this process: enough to find programs, nothing secret.
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
 
@@ -384,6 +389,7 @@ class FakePod:
     proc: subprocess.Popen | None = None
     restarts: int = 0  # times the container was started again after its process exited
     never_starts: str | None = None  # why no host can run it: runtime stays null
+    host_cuda: str | None = None  # the CUDA of the host it went to
     created_at: float = field(default_factory=time.time)  # wall clock: RunPod bills from here...
     halted_at: float | None = None  # ...to the stop, terminate or reclaim
     halt: threading.Event = field(default_factory=threading.Event)
@@ -415,14 +421,14 @@ class FakeRunPod:
         start_after: float = 0.2,
         run_for: float | None = None,
         speed: float = 1.0,
-        stop_grace: float = 10.0,
+        stop_grace: float = 5.0,  # issue 25 item 7 ("a 5 s stop grace"), as PREEMPT_GRACE
         vanish_after: float | None = None,
         network_volumes: list[dict] | None = None,
         volume_sync: VolumeSync | None = None,
         datacenters: dict[str, dict[str, dict]] | None = None,
         restart_on_exit: bool = True,
         restart_after: float = 0.2,
-        host_cuda: str = "13.0",
+        host_cuda: str | tuple[str, ...] = "13.0",
         private_images: tuple[str, ...] = (),
         listing_lag: float = 0.0,
         retry_after: int = 1,
@@ -436,6 +442,8 @@ class FakeRunPod:
         self.network_volumes = list(network_volumes or [])
         self.volume_sync = volume_sync
         self.restart_on_exit, self.restart_after = restart_on_exit, restart_after
+        # The CUDA version of the fake's hosts, or a tuple of several (a pod goes to a host its create
+        # allows, the newest: RunPod does not say which it picks).
         self.host_cuda, self.private_images = host_cuda, set(private_images)
         self.listing_lag = listing_lag
         # REST v2 (tests/fake_runpod_rest.py): a 429's Retry-After, and what GET answers for a terminated
@@ -468,6 +476,9 @@ class FakeRunPod:
         self._query_errors = 0
         self._query_error_message = ""
         self._server: ThreadingHTTPServer | None = None
+        # The account's RunPod secrets (REST v2 /v2/account/secrets, fake_runpod_rest.py): name -> the
+        # secret as answered, plus its write-only "value" (never answered), substituted at each boot.
+        self.account_secrets: dict[str, dict] = {}
         self.templates: dict[str, dict] = {}  # POST /v2/templates: id -> the Template answered (TEMPLATES)
 
     # -- switches for tests --------------------------------------------------------------------------------
@@ -629,6 +640,10 @@ class FakeRunPod:
             from tests import fake_runpod_rest
 
             return fake_runpod_rest.answer(self, method, route, header_key, body)
+        if route == "/v2/account/secrets" or route.startswith("/v2/account/secrets/"):
+            from tests import fake_runpod_rest
+
+            return fake_runpod_rest.answer_secrets(self, method, route, header_key, body)
         if method != "POST" or route != "/graphql":
             return 404, {"errors": [{"message": f"no route {method} {route}"}]}
         key = header_key or query_key
@@ -792,11 +807,12 @@ class FakeRunPod:
                 "networkVolumes": [dict(v) for v in self.network_volumes],
             }
 
-    def _deploy(self, input: dict, interruptible: bool) -> dict:
-        """DOCS "Create on-demand Pod" / "Create spot Pod"; checks what graphql-js and RunPod would."""
+    def _deploy(self, input: dict, interruptible: bool, rest: bool = False) -> dict:
+        """DOCS "Create on-demand Pod" / "Create spot Pod"; checks what graphql-js and RunPod would. `rest`:
+        a REST v2 create, already checked (fake_runpod_rest.py), whose CUDA floor GraphQL has no field for."""
         with self.lock:
             self.created.append(input)
-        allowed = SPOT_INPUT if interruptible else DEPLOY_INPUT
+        allowed = SPOT_INPUT if interruptible else DEPLOY_INPUT | ({"minCudaVersion"} if rest else set())
         type_name = "PodRentInterruptableInput" if interruptible else "PodFindAndDeployOnDemandInput"
         for key in input:
             if key not in allowed:
@@ -841,15 +857,42 @@ class FakeRunPod:
             else:
                 per_gpu = prices["uninterruptablePrice"]
             pod = FakePod(_id(14), input, gpu, round(per_gpu * count, 4), interruptible)
-            allowed = input.get("allowedCudaVersions")
-            if allowed and self.host_cuda not in allowed:  # APIREF: matching is exact
-                pod.never_starts = f"no host with CUDA in {allowed} (hosts have {self.host_cuda})"
+            fits = self._hosts_for(input)
+            pod.host_cuda = fits[-1] if fits else None  # the newest host that fits
+            if not fits:
+                pod.never_starts = f"no host fits {self._cuda_asked(input)} (hosts have {self.hosts_cuda})"
             elif input["imageName"] in self.private_images and not input.get("containerRegistryAuthId"):
                 pod.never_starts = f"{input['imageName']}: pull access denied (private, no registry auth)"
             pod.last_status_change = _stamp("Rented by User")
             self.pods[pod.id] = pod
         threading.Thread(target=self._live, args=(pod,), daemon=True).start()
         return self._pod_view(pod)
+
+    @property
+    def hosts_cuda(self) -> tuple[str, ...]:
+        return (self.host_cuda,) if isinstance(self.host_cuda, str) else tuple(self.host_cuda)
+
+    def _hosts_for(self, input: dict) -> list[str]:
+        """The host CUDA versions a create allows, oldest first: all of them, those in its
+        allowedCudaVersions (APIREF: matching is exact), or those at least its minCudaVersion (REST v2's
+        floor, compared numerically; fake_runpod_rest.py)."""
+        allowed, floor = input.get("allowedCudaVersions"), input.get("minCudaVersion")
+
+        def key(v: str) -> tuple[int, ...]:
+            return tuple(int(x) for x in v.split("."))
+
+        fits = [
+            v
+            for v in self.hosts_cuda
+            if (not allowed or v in allowed) and (not floor or key(v) >= key(floor))
+        ]
+        return sorted(fits, key=key)
+
+    @staticmethod
+    def _cuda_asked(input: dict) -> str:
+        if input.get("minCudaVersion"):
+            return f"CUDA >= {input['minCudaVersion']}"
+        return f"CUDA in {input.get('allowedCudaVersions')}"
 
     def _live_pod(self, pod_id: str) -> FakePod:
         """The pod podStop / podTerminate act on (call with the lock held)."""
@@ -975,13 +1018,21 @@ class FakeRunPod:
             if pod.halt.wait(self.restart_after):
                 return
 
+    def _boot_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The env as the container sees it: each {{ RUNPOD_SECRET_name }} replaced by the account secret's
+        value at this boot (docs.runpod.io pods/templates/secrets; a rotated value reaches the next boot). A
+        reference to no secret is left as written (made up: RunPod does not say what it does then)."""
+        with self.lock:
+            values = {name: s["value"] for name, s in self.account_secrets.items()}
+        return {k: SECRET_REF.sub(lambda m: values.get(m.group(1), m.group(0)), v) for k, v in env.items()}
+
     def _container(self, pod: FakePod) -> tuple[dict, list[str] | None]:
         """The env and argv of one start of the pod's container (None: no command, a timer stands in)."""
         if not self.command:
             return {}, None
         # RunPod sets RUNPOD_POD_ID and a pod-scoped RUNPOD_API_KEY in every pod (PODKEY); RUNPOD_API_URL is
         # this fake's address, where a real pod's client uses its default (api.runpod.io).
-        env = {k: os.environ[k] for k in BASE_ENV if k in os.environ} | pod.env
+        env = {k: os.environ[k] for k in BASE_ENV if k in os.environ} | self._boot_env(pod.env)
         env |= {"RUNPOD_POD_ID": pod.id, "RUNPOD_API_KEY": pod.pod_key, "RUNPOD_API_URL": self.url}
         self.workspace.mkdir(parents=True, exist_ok=True)
         mount = pod.input.get("volumeMountPath")
@@ -1145,7 +1196,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_DELETE = do_POST  # noqa: N815 -- REST v2's methods; answer() routes by method and path
+    do_GET = do_DELETE = do_PATCH = do_POST  # noqa: N815 -- REST v2's methods; answer() routes by method and path
 
     def log_message(self, *args):
         pass

@@ -107,7 +107,7 @@ def create(fake, given) -> tuple[int, dict]:
     if not gpu:
         return _problem(400, "Bad Request", "this fake makes GPU pods only (gpu is required)")
     try:
-        made = fake._deploy(graphql_input(given, _base(fake).Enum), interruptible=False)
+        made = fake._deploy(graphql_input(given, _base(fake).Enum), interruptible=False, rest=True)
     except _base(
         fake
     ).GraphQLError as exc:  # no stock, fail_next, an unknown GPU: nothing made (wording: the fake's)
@@ -222,7 +222,7 @@ def view(fake, pod, terminated: bool = False) -> dict:
         "registry": spec.get("containerRegistryAuthId"),
         "cloud": "COMMUNITY" if spec.get("cloudType") == "COMMUNITY" else "SECURE",
         "dataCenterId": spec.get("dataCenterId") or "EU-RO-1",
-        "cudaVersion": fake.host_cuda,
+        "cudaVersion": pod.host_cuda,  # SPEC: "CUDA version reported by the host machine"
         "ssh": {"proxy": None, "direct": None},
         "template": None,
         "cost": 0.0 if status in ("EXITED", "TERMINATED") else pod.cost_per_hr,
@@ -265,6 +265,9 @@ def create_errors(given) -> list[str]:
         isinstance(v, str) and re.fullmatch(r"\d+\.\d+", v) for v in cuda
     ):
         errors.append("$.gpu.allowedCudaVersions: strings like '12.8'")
+    floor = gpu.get("minCudaVersion")
+    if floor is not None and not (isinstance(floor, str) and re.fullmatch(r"\d+\.\d+", floor)):
+        errors.append("$.gpu.minCudaVersion: a string like '12.8'")
     if given.get("cloud", "SECURE") not in ("SECURE", "COMMUNITY"):
         errors.append("$.cloud: value must be one of 'SECURE', 'COMMUNITY'")
     if given.get("disk", 1) < 1:
@@ -308,8 +311,9 @@ def graphql_input(given: dict, enum: type[str]) -> dict:
         "gpuCount": gpu.get("count", 1),
         "cloudType": enum(given.get("cloud", "SECURE")),  # v2's default: SECURE; a bare GraphQL enum
     }
-    if gpu.get("allowedCudaVersions"):
-        out["allowedCudaVersions"] = gpu["allowedCudaVersions"]
+    for key in ("allowedCudaVersions", "minCudaVersion"):  # the fake places a pod on a host by both
+        if gpu.get(key):
+            out[key] = gpu[key]
     if "disk" in given:
         out["containerDiskInGb"] = given["disk"]
     if mounts.get("persistent"):
@@ -331,3 +335,70 @@ def graphql_input(given: dict, enum: type[str]) -> dict:
         if key in given:
             out[key] = given[key]
     return out
+
+
+# -- account secrets: GET/POST /v2/account/secrets, PATCH /v2/account/secrets/{id} -------------------------
+# ACCOUNT = docs.runpod.io api-reference-v2/account/{list-secrets, create-a-secret, get-a-secret,
+# update-a-secret} (read 2026-12-07): {name, value, description?} to create, name `^[a-zA-Z_][a-zA-Z0-9_.\-/]*$`
+# (1-191), RUNPOD... reserved, a secret {id, name, createdAt, description, valueLastUpdatedAt}, the value
+# write-only. Made up here: the list's envelope ({"secrets": [...]}, as listPods' {"pods"}), PATCH for the
+# update, 409 for a name taken, the wording of each refusal.
+SECRET_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.\-/]{0,190}$")
+
+
+def answer_secrets(fake, method: str, path: str, key: str | None, body: bytes) -> tuple[int, dict | None]:
+    if key != fake.api_key:  # the account's key only: a pod's own key has no business here (made up)
+        return _problem(401, "Unauthorized", "invalid api key")
+    try:
+        given = json.loads(body) if body else {}
+    except ValueError:
+        return _problem(400, "Bad Request", "request could not be processed")
+    parts = path.strip("/").split("/")[3:]  # after v2/account/secrets
+    with fake.lock:
+        if method == "GET" and not parts:
+            fake.calls.append(("listSecrets", {}))
+            return 200, {"secrets": [_public(s) for s in fake.account_secrets.values()]}
+        if method == "POST" and not parts:
+            fake.calls.append(("createSecret", {k: v for k, v in given.items() if k != "value"}))
+            name, value = given.get("name"), given.get("value")
+            if not isinstance(name, str) or not SECRET_NAME.match(name) or name.upper().startswith("RUNPOD"):
+                return _problem(
+                    422, "Unprocessable Entity", "Request validation failed.", ["$.name: invalid"]
+                )
+            if not isinstance(value, str) or not value:
+                return _problem(
+                    422, "Unprocessable Entity", "Request validation failed.", ["$.value: required"]
+                )
+            if name in fake.account_secrets:
+                return _problem(409, "Conflict", f"a secret named {name} exists")
+            stamp = _stamp_now()
+            fake.account_secrets[name] = {
+                "id": _base(fake)._id(12),
+                "name": name,
+                "createdAt": stamp,
+                "description": given.get("description"),
+                "valueLastUpdatedAt": stamp,
+                "value": value,
+            }
+            return 201, _public(fake.account_secrets[name])
+        if method == "PATCH" and len(parts) == 1:
+            fake.calls.append(
+                ("updateSecret", {"id": parts[0], **{k: v for k, v in given.items() if k != "value"}})
+            )
+            found = next((s for s in fake.account_secrets.values() if s["id"] == parts[0]), None)
+            if found is None:
+                return _problem(404, "Not Found", "secret not found")
+            if "value" in given:
+                found |= {"value": given["value"], "valueLastUpdatedAt": _stamp_now()}
+            if "description" in given:
+                found["description"] = given["description"]
+            return 200, _public(found)
+    return _problem(404, "Not Found", "resource not found")
+
+
+def _public(secret: dict) -> dict:
+    return {k: v for k, v in secret.items() if k != "value"}  # ACCOUNT: "never returned by the API"
+
+
+def _stamp_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -37,6 +37,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from jobs.pod import runpod
+from jobs.pod import secrets as pod_secrets
 from jobs.pod.runpod import AuthError, CreateUnsure, NoInstances, RateLimited, RunPodError
 
 # GraphQL input name -> where it goes in v2's CreatePodRequest (SPEC; unevaluatedProperties false, so a
@@ -125,7 +126,11 @@ def create_body(pod: dict, env: dict[str, str]) -> dict:
     body: dict = {"name": pod["name"], "image": pod["imageName"]}
     gpu: dict = {"id": pod["gpuTypeId"], "count": int(pod.get("gpuCount", 1))}  # CreateGpuConfig
     if pod.get("allowedCudaVersions"):
-        gpu["allowedCudaVersions"] = list(pod["allowedCudaVersions"])  # ["13.0"], "Matching is exact"
+        # Our lists are floors (runpod.cuda_at_least: every known version from the image's up), and v2
+        # has the floor itself: CreateGpuConfig.minCudaVersion, "Lowest acceptable CUDA version for the
+        # host machine ... compared numerically" (SPEC, 2026-08-20), so a host on a CUDA newer than our
+        # list (which GraphQL's exact matching would exclude) is taken too. The two together are a 400.
+        gpu["minCudaVersion"] = min(pod["allowedCudaVersions"], key=runpod.cuda_key)
     body["gpu"] = gpu
     if pod.get("cloudType"):
         body["cloud"] = pod["cloudType"]  # SECURE | COMMUNITY (ALL went to GraphQL)
@@ -198,8 +203,10 @@ class RestClient:
     def network_volumes(self) -> list[dict]:
         return self.graphql.network_volumes()
 
-    def rent_interruptable(self, bid_per_gpu: float, **kw):
-        return self.graphql.rent_interruptable(bid_per_gpu, **kw)
+    def rent_interruptable(self, bid_per_gpu: float, *, env=None, secrets: Iterable[str] = (), **pod):
+        # The secrets as RunPod secrets here too (secrets.py): GraphQL gets references, never values.
+        env = {**(env or {}), **pod_secrets.provide(self, list(secrets))}
+        return self.graphql.rent_interruptable(bid_per_gpu, env=env, **pod)
 
     # -- over REST v2 -------------------------------------------------------------------------------------
 
@@ -212,15 +219,13 @@ class RestClient:
                 f"createPod: unknown pod field(s) {', '.join(unknown)}; RunPod's are "
                 f"{', '.join(sorted(runpod.POD_INPUT_FIELDS))}"
             )
-        if pod.get("cloudType", "SECURE") == "ALL" or set(pod) - REST_FIELDS:
-            return self.graphql.deploy_on_demand(env=env, secrets=secrets, **pod)
         if pod.get("cloudType", "SECURE") not in runpod.CLOUD_TYPES:
             raise ValueError(f"createPod: cloudType must be one of {', '.join(runpod.CLOUD_TYPES)}")
-        secrets = list(secrets)
-        missing = [name for name in secrets if not os.environ.get(name)]
-        if missing:
-            raise ValueError(f"createPod: secret(s) not set in this environment: {', '.join(missing)}")
-        pairs = {**(env or {}), **{name: os.environ[name] for name in secrets}}  # only into the body
+        # Secrets go as references to the account's RunPod secrets, made current first (secrets.py): the
+        # pod's env, which RunPod's API answers to any key of the account, holds no value.
+        pairs = {**(env or {}), **pod_secrets.provide(self, list(secrets))}
+        if pod.get("cloudType", "SECURE") == "ALL" or set(pod) - REST_FIELDS:
+            return self.graphql.deploy_on_demand(env=pairs, **pod)
         body = create_body(pod, pairs)
         response = self._send("createPod", "POST", "/v2/pods", body, create=pod["name"])
         if not 200 <= response.status_code < 300:  # 201 (SPEC); any success means a pod was made
@@ -325,6 +330,12 @@ class RestClient:
                 )
             time.sleep(pause)
             tries += 1
+
+    def _checked(self, operation: str, response: httpx.Response) -> httpx.Response:
+        """The response if it is a success; else RunPodError saying RunPod's problem (never our body)."""
+        if not 200 <= response.status_code < 300:
+            raise self._error(RunPodError, operation, _said(response))
+        return response
 
     def _unsure(self, name: str, reason: str) -> RunPodError:
         return self._error(

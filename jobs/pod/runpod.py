@@ -58,14 +58,16 @@ CUDA_VERSIONS = (
 )
 
 
+def cuda_key(version: str) -> tuple[int, ...]:
+    """A CUDA version compared numerically (12.10 after 12.9), as RunPod compares minCudaVersion."""
+    return tuple(int(x) for x in version.split("."))
+
+
 def cuda_at_least(version: str) -> list[str]:
     """allowedCudaVersions for an image built on CUDA `version`: each listed host CUDA not older than it
     (a driver runs the CUDA it was released with and older)."""
 
-    def key(v: str) -> tuple[int, ...]:
-        return tuple(int(x) for x in v.split("."))
-
-    found = [v for v in CUDA_VERSIONS if key(v) >= key(version)]
+    found = [v for v in CUDA_VERSIONS if cuda_key(v) >= cuda_key(version)]
     if not found:
         raise ValueError(f"CUDA {version}: RunPod lists no host CUDA that new ({', '.join(CUDA_VERSIONS)})")
     return found

@@ -52,13 +52,13 @@ def test_create_get_list_stop_terminate_in_graphqls_shape(client, fake, monkeypa
     assert body == {
         "name": "brightrun-rest",
         "image": "axolotlai/axolotl-cloud:main-latest",
-        "gpu": {"id": "NVIDIA H100 PCIe", "count": 2, "allowedCudaVersions": ["12.8", "13.0"]},
+        "gpu": {"id": "NVIDIA H100 PCIe", "count": 2, "minCudaVersion": "12.8"},  # a floor: newer hosts too
         "cloud": "SECURE",
         "disk": 40,
         "mounts": {"persistent": {"size": 50, "path": "/workspace/data"}},
         "args": "bash -c 'sleep 600'",
         "ports": ["22/tcp", "8888/http"],
-        "env": {"BRIGHTRUN_RUN_ID": "r1", "HF_TOKEN": 'hf_"quoted"\\value'},
+        "env": {"BRIGHTRUN_RUN_ID": "r1", "HF_TOKEN": "{{ RUNPOD_SECRET_brightrun_hf_token }}"},
         "registry": "cr-auth-1",
     }
     assert fake.requests[-1]["key_in"] == "header" and fake.requests[-1]["path"] == "/v2/pods"
@@ -71,7 +71,9 @@ def test_create_get_list_stop_terminate_in_graphqls_shape(client, fake, monkeypa
         POD["imageName"],
         POD["volumeMountPath"],
     )
-    assert fake.pods[made["id"]].env["HF_TOKEN"] == 'hf_"quoted"\\value'  # the pod got the value
+    # The value went to the account's RunPod secret, never into the pod's env: the container gets it at boot.
+    assert fake.account_secrets["brightrun_hf_token"]["value"] == 'hf_"quoted"\\value'
+    assert fake._boot_env(fake.pods[made["id"]].env)["HF_TOKEN"] == 'hf_"quoted"\\value'
     assert fake.created[-1]["dockerArgs"] == POD["dockerArgs"]
 
     up = wait_for(lambda: (client.pod(made["id"]) or {}).get("runtime"))
@@ -203,12 +205,10 @@ def test_spot_prices_and_volumes_go_through_graphql(client, fake):
     assert fake.calls[-1][0] == "podFindAndDeployOnDemand" and everywhere["id"] in fake.pods
 
 
-def test_bad_input_fails_before_any_request(client, fake, monkeypatch):
+def test_bad_input_fails_before_any_request(client, fake):
     with pytest.raises(ValueError, match=r"^createPod: unknown pod field\(s\) gpuType;"):
         client.deploy_on_demand(**{**POD, "gpuType": "x"})
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    with pytest.raises(ValueError, match=r"secret\(s\) not set in this environment: HF_TOKEN"):
-        client.deploy_on_demand(secrets=["HF_TOKEN"], **POD)
+    # A secret missing here may be on the account: asked there first (test_secrets.py).
     with pytest.raises(ValueError, match=r"needs 10 GB or more"):
         client.deploy_on_demand(**{**POD, "volumeInGb": 5})
     assert not fake.requests
