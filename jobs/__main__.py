@@ -81,6 +81,8 @@ def parser() -> argparse.ArgumentParser:
     fe = sub.add_parser("fetch", help="a pod run's adapter, logs and metrics from its volume into runs/RUN/")
     fe.add_argument("run")
     fe.add_argument("--checkpoints", action="store_true", help="the checkpoint-N/ folders too")
+    bi = sub.add_parser("billing", help="a pod run's cost, ours beside RunPod's own bill, pod by pod")
+    bi.add_argument("run")
     x = sub.add_parser("execute", help="preprocess and train a prepared run (the service uses it)")
     x.add_argument("run")
     x.add_argument("--no-eval", action="store_true")
@@ -381,6 +383,7 @@ VERBS = {
     "logs": _pod_verb,
     "follow": _pod_verb,
     "fetch": _pod_verb,
+    "billing": _pod_verb,
     "cancel": _cancel,
     "webhooks-replay": _webhooks_replay,
     "service": _service,

@@ -446,6 +446,9 @@ class FakeRunPod:
         # allows, the newest: RunPod does not say which it picks).
         self.host_cuda, self.private_images = host_cuda, set(private_images)
         self.listing_lag = listing_lag
+        # GET /v2/billing/pods lists a pod's billing only this long after the pod ended (made up: RunPod
+        # publishes no figure; its records are time buckets, so a pod still running is billed in part).
+        self.billing_lag = 0.0
         # REST v2 (tests/fake_runpod_rest.py): a 429's Retry-After, and what GET answers for a terminated
         # pod, "404" or "terminated" (status TERMINATED): the reference does not say (REST there).
         self.retry_after, self.rest_gone = retry_after, rest_gone
@@ -640,6 +643,10 @@ class FakeRunPod:
             from tests import fake_runpod_rest
 
             return fake_runpod_rest.answer(self, method, route, header_key, body)
+        if route == "/v2/billing/pods" and method == "GET":
+            from tests import fake_runpod_rest
+
+            return fake_runpod_rest.pod_billing(self, path, header_key)
         if route == "/v2/account/secrets" or route.startswith("/v2/account/secrets/"):
             from tests import fake_runpod_rest
 

@@ -272,6 +272,22 @@ class RestClient:
         if response.status_code not in (204, 404):
             raise self._error(RunPodError, "deletePod", _said(response))
 
+    def pod_billing(self, pod_id: str, since: float) -> float | None:
+        """What RunPod billed the pod, in USD (GET /v2/billing/pods?podId, SPEC getPodBillingHistory: hourly
+        buckets from the hour of `since`, each record's totalAmount); None while it lists no record (its
+        billing is not posted yet, or never will be: a pod it did not bill)."""
+        start = time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(since))
+        query = f"?podId={quote(pod_id, safe='')}&bucketSize=hour&startTime={start}"
+        payload = self._payload(
+            "getPodBillingHistory", self._send("getPodBillingHistory", "GET", "/v2/billing/pods" + query), 200
+        )
+        records = [
+            r for r in payload.get("records") or [] if isinstance(r, dict) and r.get("podId") == pod_id
+        ]
+        if not records:
+            return None
+        return sum(float(r.get("totalAmount") or 0) for r in records)
+
     # -- the wire ---------------------------------------------------------------------------------------
 
     def _payload(self, operation: str, response: httpx.Response, ok: int) -> dict:

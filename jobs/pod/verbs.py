@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 
 from brightrun.errors import ConfigError
-from jobs import registry
+from jobs import registry, runfolder
+from jobs.pod import billing as pod_billing
 from jobs.pod import rest, runpod, stored
 from jobs.pod import volume as vol
 from jobs.pod.follow import follow
@@ -123,3 +124,30 @@ def reattach(run_id: str, runs_dir: str = "runs", poll: float = 30.0) -> int:
         say(f"run {run_id} is already {job.status}")
         return 0 if job.status == "completed" else 1
     return follow(run_id, runs_dir, client(), poll)
+
+
+def billing(run_id: str, runs_dir: str = "runs") -> int:
+    """`jobs billing RUN`: each pod's cost as we counted it beside RunPod's own bill for it (billing.py,
+    reconcile), kept in run.json. Exit 0 when they agree (or RunPod has not posted a bill yet: said), 1
+    when a pod's differ by more than 1%, 75 when RunPod's API fails."""
+    lineage = _lineage(run_id, runs_dir)
+    if not lineage.get("launch"):
+        raise ConfigError(f"run {run_id} ran on this machine: RunPod billed nothing")
+    try:
+        with client() as api:
+            seen = pod_billing.reconcile(api, lineage["attempts"])
+    except runpod.RunPodError as exc:
+        say(f"error: RunPod's billing could not be read: {exc}")
+        return 75
+    runfolder.write_json(Path(runs_dir) / run_id / "run.json", lineage)
+    print(f"{'pod':<16} {'ours $':>10} {'RunPod $':>10}")
+    for a in lineage["attempts"]:
+        theirs = a.get("runpod_billed")
+        print(f"{a['pod_id']:<16} {a['cost']:>10.4f} {'pending' if theirs is None else f'{theirs:.4f}':>10}")
+    print(f"{'total':<16} {seen['ours']:>10.4f} {seen['runpod']:>10.4f}")
+    if seen["pending"]:
+        say(f"RunPod lists no bill yet for {', '.join(seen['pending'])}: run this again later")
+    if seen["differs"]:
+        say(f"ours and RunPod's bill differ by more than 1% for {', '.join(seen['differs'])}")
+        return 1
+    return 0

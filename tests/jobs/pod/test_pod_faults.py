@@ -144,6 +144,21 @@ def test_a_price_that_changes_mid_run_is_billed_at_each_price_it_ran_at(
     assert first_for_all * 1.5 < attempt["cost"] < latest_for_all * 0.8
     assert registry.get_job(job.id, env["DATABASE_URL"]).actual_cost == pytest.approx(attempt["cost"])
 
+    # `jobs billing RUN`: ours beside RunPod's own bill (REST v2's billing endpoint), kept in run.json. Not
+    # posted yet (RunPod bills after the fact): pending, said, exit 0; then posted: its figure, and exit 1
+    # only when the two differ by more than 1%.
+    fake.billing_lag = 3600.0
+    late = jobs_cli("--runs-dir", str(runs), "billing", job.id, env=env)
+    assert late.returncode == 0 and f"no bill yet for {job.pod_id}" in late.stderr, late.stderr
+    fake.billing_lag = 0.0
+    posted = jobs_cli("--runs-dir", str(runs), "billing", job.id, env=env)
+    kept = json.loads((runs / job.id / "run.json").read_text())["attempts"][0]
+    assert kept["runpod_billed"] == pytest.approx(ledger, rel=1e-4)
+    apart = abs(kept["cost"] - ledger) > 0.01 * max(ledger, kept["cost"])
+    assert posted.returncode == (1 if apart else 0), posted.stdout + posted.stderr
+    assert f"{kept['runpod_billed']:.4f}" in posted.stdout
+    assert ("differ by more than 1%" in posted.stderr) == apart
+
 
 @pytest.mark.slow(10)
 def test_a_create_answered_with_an_error_inside_a_200_adopts_the_pod_once_it_is_listed(
