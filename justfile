@@ -121,6 +121,10 @@ follow RUN:
 fetch RUN *ARGS:
     {{python}} -m jobs fetch {{RUN}} {{ARGS}}
 
+# A pod run's cost, ours beside RunPod's own bill, pod by pod (exit 1 when more than 1% apart)
+billing RUN:
+    {{python}} -m jobs billing {{RUN}}
+
 # List runs (registry: runs/registry.db, or DATABASE_URL)
 runs:
     @{{python}} -m jobs runs
