@@ -185,6 +185,10 @@ bench-train-overhead:
 bench-webhooks *ARGS:
     {{python}} bench/webhooks.py {{ARGS}}
 
+# Seeded chaos (issue 25): 50 jobs through `jobs service --runs pods` and the fake RunPod with its faults and service SIGKILLs: pods left, final statuses and reasons, cost vs the fake's billing, events out of order (`--jobs 5 --seed 2`; bench/results/chaos-SEED.json)
+chaos *ARGS:
+    {{python}} -m bench.chaos {{ARGS}}
+
 # GPU benchmark (bench/gpu): tokens/s, peak memory, hours and dollars of 8b and 70b-qlora; --smoke on CPU
 bench-gpu *ARGS:
     {{python}} bench/gpu/run.py {{ARGS}}
