@@ -302,7 +302,7 @@ def create_app(
                 secret,
                 per_run=webhooks.run_keys_required() or pod_job is not None,
             )
-            applied = await run_in_threadpool(store.apply, engine, event)
+            applied = await run_in_threadpool(store.apply, engine, event, pod_job is not None)
         except receiver.Rejected as exc:
             log.info("webhook rejected (%d): %s", exc.status, exc.message)
             if exc.status == 409 and pod_job is not None:  # applied before, its pass-on maybe not: again

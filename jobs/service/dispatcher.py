@@ -155,7 +155,9 @@ class Dispatcher:
             if code != 0 and registry.get_job(job_id, db_url) is None:
                 self.failed(job_id, pods.launch_failed(runs, job_id, code))
         for job_id in pods.unattended(engine, runs, db_url, set(self.launchers)):
-            self.failed(job_id, pods.launch_failed(runs, job_id, -1))
+            left = pods.orphan_pods(runs, job_id)  # a pod it made before it died: ended first
+            if left is not None:
+                self.failed(job_id, pods.launch_failed(runs, job_id, -1) + left)
         self.supervise()
 
     def supervise(self) -> None:

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -205,3 +206,34 @@ def launch_failed(runs: Path, job_id: str, code: int) -> str:
     text = launcher_log(runs, job_id).read_text("utf-8", "replace").strip().splitlines()
     said = next((line for line in reversed(text) if line.startswith("error:")), f"the launcher exited {code}")
     return f"the pod could not be launched: {said.removeprefix('error:').strip()}"
+
+
+def orphan_pods(runs: Path, job_id: str) -> str | None:
+    """For a pod job whose launcher died before registering its pod: any pod it made (named the job id),
+    terminated and confirmed gone. Returns what to add to the job's failure ("" when it made none), or
+    None to ask again on a later tick: a terminate not confirmed yet, RunPod not answering, or still
+    inside the listing lag after a create that may have gone out (`just chaos`, issue 25: a reboot between
+    the create and the registry row left a pod billing with its job failed). No create can have gone
+    out before the launcher wrote run.json (jobs/pod/launch.py), so none is looked for then."""
+    from jobs.pod import runpod
+    from jobs.pod.pods import LISTING_LAG_S, client
+
+    lineage = runs / job_id / "run.json"
+    if not lineage.is_file():
+        return ""
+    try:
+        with client() as api:
+            mine = [p for p in api.pods() if p.get("name") == job_id]
+            if not mine:
+                return "" if time.time() - lineage.stat().st_mtime >= LISTING_LAG_S else None
+            for pod in mine:
+                api.terminate(pod["id"])
+            after = [api.pod(pod["id"]) for pod in mine]
+            if any(p is not None and p.get("desiredStatus") != "TERMINATED" for p in after):
+                return None  # asked again next tick: gone only once RunPod no longer has it
+    except (runpod.RunPodError, ConfigError, OSError) as exc:
+        log.error("job %s: its launcher died during the launch; RunPod: %s (tried again)", job_id, exc)
+        return None
+    ids = ", ".join(p["id"] for p in mine)
+    log.info("job %s: terminated pod(s) %s its dead launcher had made", job_id, ids)
+    return f"; its launcher stopped before recording pod {ids}, which was terminated"

@@ -26,14 +26,15 @@ ATTEMPTS = 3
 MAX_JOB_NUMBERS = 256
 
 
-def apply(engine: Engine, event: Event) -> bool:
+def apply(engine: Engine, event: Event, from_pod: bool = False) -> bool:
     """Steps 6-8 in one transaction; returns whether the event moved the job (False: an older one).
     Retried when a concurrent first delivery of a new job won the race to create its row, or when the
-    database asks for a retry (deadlock, lock timeout)."""
+    database asks for a retry (deadlock, lock timeout). `from_pod`: the event is a service pod job's pod's
+    own, whose progress only is taken (update_job)."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
             with write_session(engine) as s:
-                applied = apply_in(s, event)
+                applied = apply_in(s, event, from_pod)
                 s.commit()
                 return applied
         except IntegrityError:
@@ -61,7 +62,7 @@ def transient(exc: OperationalError) -> bool:
     return code in ("40001", "40P01", "55P03") or "database is locked" in str(exc.orig)
 
 
-def apply_in(s: Session, event: Event) -> bool:
+def apply_in(s: Session, event: Event, from_pod: bool = False) -> bool:
     if s.get(WebhookEvent, event.event_id) is not None:
         raise Rejected(409, "replayed event_id")
     # FOR UPDATE (PostgreSQL; SQLite holds the whole database already): concurrent events of one job
@@ -86,7 +87,7 @@ def apply_in(s: Session, event: Event) -> bool:
     if newer:
         job.last_event_sequence = event.sequence
         if not final:
-            update_job(job, event)
+            update_job(job, event, from_pod)
     # The latest numbers on the row, as the run's own process keeps them; a completed event's held-out
     # losses always (they come last and belong to the job whatever stopped it).
     # Nothing merges into a job that had ended before this event: its numbers are the ones it ended with.
@@ -130,12 +131,22 @@ def merged(metrics: dict, numbers: dict) -> dict:
     return out
 
 
-def update_job(job: TrainingJob, event: Event) -> None:
+def update_job(job: TrainingJob, event: Event, from_pod: bool = False) -> None:
     status = event.ours
     if status == "queued" and job.status != "queued":
         # Statuses move forward: a queued event after the job started is a relaunch (RunPod launcher),
         # which is still the same job under way; its retry count and pod come below.
         status = job.status
+    if from_pod:
+        # A service pod job's pod reports progress only. Its end is its follower's to record (adapter
+        # fetched, pod gone, cost counted): a pod's own `completed` made the row final while the pod still
+        # ran, and a follower started after it found the job over and left the pod (`just chaos`, issue
+        # 25). Pods, retries and cost are the follower's too: a relaunched pod counts retries from 0.
+        if status in registry.TERMINAL:
+            status = job.status
+        owned = ("lora_artifact_path", "artifact_path", "error_message", "error", "runpod_pod_id")
+        owned += ("retry_count", "actual_cost_usd", "gpu_hours")
+        event = event.model_copy(update=dict.fromkeys(owned))
     job.status = status
     if event.step is not None:
         job.step = event.step

@@ -1,0 +1,75 @@
+"""A service pod job's pod reports progress only (jobs/service/store.py, from_pod): its own `completed` or
+`failed` never ends the job, and its retry count, cost and pod id never overwrite the follower's. `just
+chaos` (issue 25) found both: a pod's completed made the row final while the pod still ran (a follower
+started then found the job over and left the pod), and a relaunched pod's retry_count 0 went over the
+follower's 1, so the follower's own completed event was later refused as an older attempt's."""
+
+from __future__ import annotations
+
+from jobs import registry
+from jobs.service import store
+from jobs.service.db import make_engine
+from jobs.service.receiver import Event
+from tests.jobs.service.test_service import event, new_id
+
+
+def test_a_pod_jobs_own_events_move_its_progress_never_its_end(tmp_path):
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    registry.migrate(url)
+    engine = make_engine(url)
+    job_id = new_id()
+    assert store.apply(engine, Event(**event(job_id, 1, "queued")))
+    # The follower's own record of its pods: a relaunch, what it cost so far.
+    registry.update_job(job_id, url, status="training", retry_count=1, pod_id="pod-2", actual_cost=0.4)
+
+    pod_says = {"retry_count": 0, "runpod_pod_id": "pod-2", "actual_cost_usd": 0.01, "gpu_hours": 0.001}
+    step = event(job_id, 2, "training", step=5, total_steps=8, metrics={"loss": 1.5}, **pod_says)
+    assert store.apply(engine, Event(**step), from_pod=True)
+    done = event(job_id, 3, "completed", step=8, total_steps=8, lora_artifact_path="/workspace/x", **pod_says)
+    assert store.apply(engine, Event(**done), from_pod=True)
+
+    job = registry.get_job(job_id, url)
+    assert (job.status, job.step, job.completed_at, job.artifact_path) == ("training", 8, None, None)
+    assert (job.retry_count, job.pod_id, job.actual_cost) == (1, "pod-2", 0.4)
+    assert job.metrics["loss"] == 1.5
+
+    # The same event from a sender that is not a pod job's pod (a local run, another launcher) still ends it.
+    other = new_id()
+    store.apply(engine, Event(**event(other, 1, "queued")))
+    assert store.apply(engine, Event(**event(other, 2, "completed", step=8, total_steps=8, retry_count=2)))
+    ended = registry.get_job(other, url)
+    assert ended.status == "completed" and ended.completed_at is not None and ended.retry_count == 2
+
+
+def test_a_pod_whose_launcher_died_before_recording_it_is_ended(tmp_path, monkeypatch):
+    """jobs/service/pods.py orphan_pods: the dispatcher's check before it fails a job whose launcher died
+    during the launch (`just chaos`: a reboot between the create and the registry row left a pod billing)."""
+    import os
+    import time
+
+    from jobs.service import pods
+    from tests.fake_runpod import FakeRunPod
+    from tests.jobs.pod.test_runpod import POD
+
+    runs = tmp_path / "runs"
+    with FakeRunPod(workspace=tmp_path / "ws") as fake:
+        monkeypatch.setenv("RUNPOD_API_URL", fake.url)
+        monkeypatch.setenv("RUNPOD_API_KEY", fake.api_key)
+        job_id = new_id()
+        assert pods.orphan_pods(runs, job_id) == ""  # no run.json: no create went out
+        (runs / job_id).mkdir(parents=True)
+        (runs / job_id / "run.json").write_text("{}")
+        assert pods.orphan_pods(runs, job_id) is None  # nothing listed yet: inside the listing lag
+        pod = fake._deploy({**POD, "name": job_id, "cloudType": fake_enum(fake)}, interruptible=False)
+        left = pods.orphan_pods(runs, job_id)
+        assert left == f"; its launcher stopped before recording pod {pod['id']}, which was terminated"
+        assert pod["id"] in fake.gone and fake.did("terminate") == 1
+        old = time.time() - 3600
+        os.utime(runs / job_id / "run.json", (old, old))
+        assert pods.orphan_pods(runs, job_id) == ""  # past the lag, none listed: none was made
+
+
+def fake_enum(fake):
+    import sys
+
+    return sys.modules[type(fake).__module__].Enum("SECURE")
