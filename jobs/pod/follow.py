@@ -6,11 +6,8 @@ at the end fetch the adapter. Every end goes to the registry and out as a signed
 Cost so far is the sum over its pods of billed time × costPerHr, from just before each create to its
 termination, restarts and image pulls included (jobs/pod/billing.py).
 
-The run's end is the run's own status on the volume, not the pod's: RunPod restarts a container whose
-process exits (dstack issue 1142), so a pod may say RUNNING for ever after its run completed. Once the
-run is over on the volume and its container has exited (pods/POD.exited, docker/entrypoint.sh), the
-adapter is fetched and then the pod terminated; a pod whose container never starts (--start-timeout) is
-terminated and counted as an attempt.
+What each poll makes of the pod (its state, and what to do: poll again, end the run, relaunch) is decided
+in jobs/pod/states.py, one table for the pod's life; this looks at the pod and its volume, and acts.
 """
 
 from __future__ import annotations
@@ -18,10 +15,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from jobs import registry, runfolder
-from jobs.pod import billing, owner, runpod, selfend, stored
+from jobs.pod import billing, owner, runpod, selfend, states, stored
 from jobs.pod import volume as vol
 from jobs.pod.pods import (
     ACTIVE,
@@ -36,6 +34,7 @@ from jobs.pod.pods import (
     write_report,
 )
 from jobs.pod.relaunch import relaunch
+from jobs.pod.states import API_FAILURES, Action, State, decide
 from jobs.status import Cancelled, set_status
 from jobs.status import emit as emit_status
 
@@ -62,17 +61,9 @@ def follow(
 # How long a pod found down may leave its run's status to settle: RunPod gives a reclaimed spot pod about
 # 5 s from SIGTERM to SIGKILL (its pricing page, cited in issue 16), plus a volume sync.
 DOWN_SETTLE_S = 10.0
-# Polls in a row that RunPod's API may fail (each after the client's own retries, backing off up to
-# 10 polls or 5 min apart: about 40 min at the default 30 s poll) before the follower stops the pod.
-API_FAILURES = 8
 # Terminates sent before a pod not confirmed gone leaves the run undecided (backing off from the poll
 # interval, doubling, at most a minute apart: about 2 min in all at the default poll).
 TERMINATE_TRIES = 6
-# The watchdog (issue 25, item 3): container restarts with no new step before the run counts as
-# crash-looping, and the least time with no new step before it counts as hung (model loading included:
-# ~15 min for the 70B's weights, models/70b-qlora.yaml load_minutes).
-CRASH_LOOP = 3
-HANG_FLOOR_S = 3600.0
 
 
 class Follower:
@@ -153,6 +144,9 @@ class Follower:
         while RunPod refuses it or still lists the pod. False: it may still bill, said with what to do;
         the caller leaves the run undecided (issue 25: a run is not final while its pod exists)."""
         last = ""
+        ending = [a for a in self.attempts if a["pod_id"] == pod_id]
+        for attempt in ending:
+            self.enter(attempt, State.TERMINATING)
         for n in range(TERMINATE_TRIES):
             if n:
                 time.sleep(min(max(self.poll, 0.2) * 2 ** (n - 1), 60.0))
@@ -169,9 +163,9 @@ class Follower:
                 last = str(exc)
                 continue
             if pod is None or pod.get("desiredStatus") == "TERMINATED":
-                for attempt in self.attempts:  # billing ends once RunPod no longer has the pod
-                    if attempt["pod_id"] == pod_id:
-                        billing.end(attempt)
+                for attempt in ending:  # billing ends once RunPod no longer has the pod
+                    billing.end(attempt)
+                    self.enter(attempt, State.GONE)
                 self.save()
                 return True
             last = f"RunPod still lists it {pod.get('desiredStatus')}"
@@ -182,6 +176,13 @@ class Follower:
             "(or terminate it in the RunPod console, Pods)"
         )
         return False
+
+    def end_pod(self, attempt: dict, pod: dict | None) -> bool:
+        """The attempt's pod terminated if RunPod still has it: False while it may still bill."""
+        if pod is None:
+            self.enter(attempt, State.GONE)
+            return True
+        return self.terminate(attempt["pod_id"])
 
     def settle(self, vrun: str, seconds: float | None = None) -> dict | None:
         """After a stop or preemption the trainer saves a checkpoint: wait until the run says it stopped
@@ -223,11 +224,45 @@ class Follower:
         if pod:
             billing.saw_price(attempt, pod.get("costPerHr"))
         desired = pod["desiredStatus"] if pod else "GONE"
-        if desired in ("EXITED", "TERMINATED", "GONE"):
+        if desired in states.DOWN:
             billing.end(attempt)  # billing stops with the container (a stopped pod bills its disk only)
         billing.account(attempt)
         state = volume_state(self.volume, vrun)
-        if registry.get_job(self.run_id).status == "cancelled":  # `jobs cancel RUN` terminated the pod
+        seen = states.Seen(
+            desired=desired,
+            run=(state or {}).get("status"),
+            cancelled=registry.get_job(self.run_id).status == "cancelled",
+            over_cap=self.max_cost is not None and self.cost() >= self.max_cost,
+            spot=bool(self.info["spot"]),
+            stopped_by_us=bool(attempt.get("stopped_by")),
+            volume=bool(self.volume),
+            start_timed_out=time.time() - attempt.get("created_ts", time.time()) >= self.start_timeout,
+        )
+        now, action = decide(seen)
+        if action is not Action.RECORD_CANCEL:  # a run still ours: its progress, here and on our row
+            self.mirror(state)
+            self.show(pod_id, desired, state)
+            if self.max_cost is not None:
+                self.alert()
+        while action in states.LOOKS:
+            if action is Action.LOOK_STARTED:
+                seen = replace(seen, started=billing.started(attempt, self.volume, runtime, state))
+            elif action is Action.LOOK_DONE:
+                marker = self.upload_marker(state, vrun)
+                seen = replace(seen, done=billing.container_done(attempt, self.volume, marker))
+            elif action is Action.LOOK_WATCHDOG:
+                seen = replace(seen, stuck=self.watchdog(attempt, state))
+            elif action is Action.LOOK_DEADLINE:
+                seen = replace(seen, deadline=self.passed_deadline(pod_id))
+            else:  # SETTLE
+                state = self.settle(vrun, min(self.settle_s, DOWN_SETTLE_S))
+                seen = replace(seen, run=(state or {}).get("status"), settled=True)
+            now, action = decide(seen)
+        self.enter(attempt, now)
+        if action is Action.POLL:
+            time.sleep(self.poll)
+            return None
+        if action is Action.RECORD_CANCEL:  # `jobs cancel RUN` terminated the pod
             attempt["outcome"] = "cancelled"
             attempt["ended"] = now_iso()
             billing.end(attempt)
@@ -235,33 +270,23 @@ class Follower:
             registry.update_job(self.run_id, actual_cost=self.cost(), gpu_hours=self.gpu_hours())
             say(f"run {self.run_id}: cancelled; cost ${self.cost():.4f}")
             return 130
-        self.mirror(state)
-        self.show(pod_id, desired, state)
-        if self.max_cost is not None:
-            self.alert()
-            if self.cost() >= self.max_cost:
-                return self.cap(attempt, pod, desired)
-        if pod is not None and desired not in ("EXITED", "TERMINATED"):
-            if not billing.started(attempt, self.volume, runtime, state):
-                if time.time() - attempt.get("created_ts", time.time()) >= self.start_timeout:
-                    return self.no_start(attempt, state, runtime)
-            elif (
-                state
-                and state["status"] in billing.OVER
-                and billing.container_done(attempt, self.volume, self.upload_marker(state, vrun))
-            ):
-                attempt["ended"] = now_iso()
-                return self.ended(attempt, pod, state)
-            elif not (state and state["status"] in billing.OVER) and (why := self.watchdog(attempt, state)):
-                return self.stuck(attempt, why)
-            time.sleep(self.poll)
-            return None
-        # The pod is down: finished, failed, or taken back. A container still at work had SIGTERM, and
-        # SIGKILL about 5 s later on a reclaimed spot pod: its last status is worth that long, not more.
-        if state and state["status"] in ACTIVE and self.volume:
-            state = self.settle(vrun, min(self.settle_s, DOWN_SETTLE_S))
+        if action is Action.STOP_AT_CAP:
+            return self.cap(attempt, pod, desired)
+        if action is Action.NO_START:
+            return self.no_start(attempt, state, runtime)
+        if action is Action.FAIL_STUCK:
+            return self.stuck(attempt, seen.stuck)
         attempt["ended"] = now_iso()
-        return self.ended(attempt, pod, state)
+        return self.ended(attempt, pod, state, action)
+
+    def enter(self, attempt: dict, state: str | None) -> None:
+        """The pod's new state (jobs/pod/states.py) into its attempt, saved; a change the table does not
+        have raises. An attempt recorded before states were: running once it started, else creating."""
+        prev = attempt.get("state") or (State.RUNNING if attempt.get("started_ts") else State.CREATING)
+        if state is not None and state != prev:
+            states.check(prev, state)
+            attempt["state"] = str(state)
+            self.save()
 
     def api_failed(self, attempt: dict, exc: runpod.RunPodError) -> int | None:
         """RunPod's API failing: poll again later, backing off; after API_FAILURES in a row (or a key
@@ -269,7 +294,8 @@ class Follower:
         exit 75 saying how to go on. Never a traceback, never a pod left billing unsaid."""
         self.failures += 1
         pod_id = attempt["pod_id"]
-        if self.failures < API_FAILURES and not isinstance(exc, runpod.AuthError):
+        seen = states.Seen(api_failures=self.failures, api_refused=isinstance(exc, runpod.AuthError))
+        if decide(seen)[1] is Action.BACK_OFF:
             delay = min(self.poll * 2 ** (self.failures - 1), 10 * self.poll, 300.0)
             say(f"warning: {exc} (failure {self.failures}/{API_FAILURES}; polling again in {delay:g} s)")
             time.sleep(delay)
@@ -313,7 +339,7 @@ class Follower:
         if not self.terminate(pod_id):
             return 75
         attempt["ended"] = now_iso()
-        return self.relaunch(attempt, None, state, outcome="no start", why=why)
+        return relaunch(self, attempt, None, state, outcome="no start", why=why)
 
     def mirror(self, state: dict | None) -> None:
         fields = {"actual_cost": self.cost(), "gpu_hours": self.gpu_hours()}
@@ -393,17 +419,20 @@ class Follower:
             **step_fields,
         )
 
-    def ended(self, attempt: dict, pod: dict | None, state: dict | None) -> int | None:
-        """The pod is down: the run's own status on the volume says how it ended; none (or one still at
-        work) means the pod was taken back or died, and a relaunch goes on."""
+    def ended(
+        self, attempt: dict, pod: dict | None, state: dict | None, action: Action | None = None
+    ) -> int | None:
+        """The pod is down, or its run over and its container done: the end decide() found (the run's own
+        status on the volume, the deadline mark, an outside end), or a relaunch. No action: the run's own
+        end, from its status on the volume."""
         pod_id, vrun = attempt["pod_id"], attempt["volume_run_id"]
-        status = (state or {}).get("status")
-        if status == "completed":
+        action = action or states.RUN_END[state["status"]]
+        if action is Action.COMPLETE:
             attempt["outcome"] = "completed"
             # Fetched first, then terminated: a pod's own volume (not a network volume) goes with it.
             fetched = fetch_adapter(self.volume, vrun, self.run_dir)
             where = self.stored(vrun) if self.info.get("store_upload") else None
-            if pod is not None and not self.terminate(pod_id):
+            if not self.end_pod(attempt, pod):
                 return 75
             if fetched:
                 record_adapter(self.run_id, self.run_dir, self.lineage)
@@ -426,70 +455,44 @@ class Follower:
             if fetched:
                 write_report(self.run_dir)
             return code
-        if status == "failed":
-            attempt["outcome"] = "failed"
-            if pod is not None and not self.terminate(pod_id):
-                return 75
-            return self.finish("failed", f"the run failed on the pod: {state['error']}", 1)
-        if status == "cancelled":
-            attempt["outcome"] = "cancelled"
-            if pod is not None and not self.terminate(pod_id):
-                return 75
-            return self.finish("cancelled", state["error"] or "cancelled on the pod", 130)
-        if self.passed_deadline(pod_id):
-            attempt["outcome"] = "deadline"
-            if pod is not None and not self.terminate(pod_id):
-                return 75
-            return self.finish(
-                "failed",
-                f"the job's deadline passed (--max-hours {self.info.get('max_hours', 24):g} from its first "
-                f"pod): pod {pod_id} ended itself at step {(state or {}).get('step', self.last_step)}; the "
-                "last checkpoint is on the volume",
-                1,
-            )
-        reclaimed = self.info["spot"] and pod is not None and pod.get("desiredStatus") == "EXITED"
-        if not attempt.get("stopped_by") and not reclaimed:
-            # Only a spot reclaim relaunches: RunPod keeps a reclaimed pod EXITED with its disk. A pod gone,
-            # or an on-demand pod stopped, that this launcher did not end was ended outside it (the RunPod
-            # console, the customer's app): their decision, not a failure to undo by renting another.
-            attempt["outcome"] = "ended outside"
-            if pod is not None and not self.terminate(pod_id):
-                return 75
-            how = "terminated" if pod is None else "stopped"
-            return self.finish(
-                "cancelled",
-                f"pod {pod_id} was {how} outside this launcher (RunPod console or API) before the run "
-                f"ended (step {(state or {}).get('step', self.last_step)}): cancelled, not relaunched",
-                130,
-            )
-        return self.relaunch(attempt, pod, state)
+        if action is Action.RELAUNCH:
+            return relaunch(self, attempt, pod, state)
+        step, error = (state or {}).get("step", self.last_step), (state or {}).get("error")
+        status = "failed" if action in (Action.FAIL, Action.FAIL_DEADLINE) else "cancelled"
+        outcome = {Action.FAIL_DEADLINE: "deadline", Action.CANCEL_OUTSIDE: "ended outside"}.get(
+            action, status
+        )
+        hours, how = self.info.get("max_hours", 24), "terminated" if pod is None else "stopped"
+        why = {
+            Action.FAIL: f"the run failed on the pod: {error}",
+            Action.CANCEL: error or "cancelled on the pod",
+            Action.FAIL_DEADLINE: (
+                f"the job's deadline passed (--max-hours {hours:g} from its first pod): pod {pod_id} ended "
+                f"itself at step {step}; the last checkpoint is on the volume"
+            ),
+            Action.CANCEL_OUTSIDE: (
+                f"pod {pod_id} was {how} outside this launcher (RunPod console or API) before the run ended "
+                f"(step {step}): cancelled, not relaunched"
+            ),
+        }[action]
+        attempt["outcome"] = outcome
+        if not self.end_pod(attempt, pod):
+            return 75
+        return self.finish(status, why, 1 if status == "failed" else 130)
 
-    def watchdog(self, attempt: dict, state: dict | None) -> str | None:
-        """Why a started pod is stuck (issue 25, item 3), or None: its container restarted CRASH_LOOP times
-        with no new step (a trainer dying without writing its end: the OOM killer, a segfault), or no new
-        step for the hang bound (--hang-timeout; default: HANG_FLOOR_S or 10 estimated steps, the longer)."""
-        step, now = (state or {}).get("step") or 0, time.time()
-        if step > attempt.get("progress_step", -1):
-            attempt |= {
-                "progress_step": step,
-                "progress_ts": now,
-                "restarts_at_progress": attempt.get("restarts", 0),
-            }
-            return None
-        restarts = attempt.get("restarts", 0) - attempt["restarts_at_progress"]
-        if restarts >= CRASH_LOOP:
-            return f"crash loop: its container restarted {restarts} times with no new step (last step {step})"
-        bound = self.hang_bound()
-        if now - attempt["progress_ts"] >= bound:
-            return f"hung: no new step for {bound:g} s (last step {step}; --hang-timeout to change)"
-        return None
+    def watchdog(self, attempt: dict, state: dict | None) -> str:
+        """Why a started pod is stuck, "" if it is not (states.watchdog); its progress kept in the attempt."""
+        step, restarts = (state or {}).get("step") or 0, attempt.get("restarts", 0)
+        marks, why = states.watchdog(attempt, step, restarts, time.time(), self.hang_bound())
+        attempt |= marks
+        return why
 
     def hang_bound(self) -> float:
         if self.info.get("hang_timeout"):
             return float(self.info["hang_timeout"])
         est = self.lineage.get("estimate") or {}
         step_s = est["hours"] * 3600 / est["steps"] if est.get("steps") and est.get("hours") else 0.0
-        return max(HANG_FLOOR_S, 10 * step_s)
+        return max(states.HANG_FLOOR_S, 10 * step_s)
 
     def stuck(self, attempt: dict, why: str) -> int:
         """A hung or crash-looping pod: terminated (confirmed), the run failed with why, the customer told."""
@@ -517,11 +520,6 @@ class Follower:
         self.save()
         say(f"run {self.run_id}: {stored.describe(self.lineage['stored'])}")
         return stored.event_field(self.lineage["stored"])
-
-    def relaunch(
-        self, attempt: dict, pod: dict | None, state: dict | None, outcome: str | None = None, why: str = ""
-    ) -> int | None:
-        return relaunch(self, attempt, pod, state, outcome, why)
 
 
 def mirror(run_id: str, fields: dict) -> None:

@@ -1,11 +1,13 @@
 """A launched run's next pod, after one ended before the run did (taken back, exited, never started): the
 work and money that pod lost, then a new pod on the same volume (resuming from its last checkpoint, or
-under a fresh id with a config of its own when there is none), or the give-up after --max-retries."""
+under a fresh id with a config of its own when there is none), or the give-up after --max-retries.
+
+Below jobs/pod/follow.py, which calls it with its Follower: this module never imports follow.py (not even
+for a type), so the two are no circle (issue 25, item 8)."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from brightrun.errors import ConfigError
 from jobs import registry
@@ -15,12 +17,9 @@ from jobs.pod import volume as vol
 from jobs.pod.pods import CLOUDS, checkpoint_step, create_or_find, new_attempt, say
 from jobs.status import Cancelled, set_status
 
-if TYPE_CHECKING:
-    from jobs.pod.follow import Follower
-
 
 def relaunch(
-    follower: Follower,
+    follower,  # the jobs/pod/follow.py Follower of the run
     attempt: dict,
     pod: dict | None,
     state: dict | None,
@@ -43,7 +42,7 @@ def relaunch(
         "lost_steps": lost,
         "lost_cost": attempt["cost"] * lost / attempt_steps if attempt_steps > 0 else attempt["cost"],
     }
-    if pod is not None and not follower.terminate(pod_id):
+    if not follower.end_pod(attempt, pod):
         return 75  # no second pod on the volume while the first may still run (issue 25)
     job = registry.get_job(follower.run_id)
     registry.update_job(follower.run_id, metrics=follower.with_lost(job.metrics or {}))
