@@ -46,7 +46,7 @@ def test_a_pod_on_a_host_without_the_images_cuda_is_replaced_then_given_up(
     customer_app,
 ):
     """The image needs CUDA 13.0 (hardware/h100-pcie.yaml's cuda); the launcher asks RunPod for such hosts
-    (allowedCudaVersions). Here every host has 12.8, so the pod never gets a runtime (problem 2): after
+    (REST v2's minCudaVersion floor). Here every host has 12.8, so the pod never gets a runtime (problem 2): after
     --start-timeout it is terminated and counted, the retry the same, then the run fails with the reason,
     one registry change and one event. Each pod is billed from its creation to its termination though
     its container never ran (problem 4)."""
@@ -59,7 +59,8 @@ def test_a_pod_on_a_host_without_the_images_cuda_is_replaced_then_given_up(
     proc = launch(runs, sample_out, env, *args, log=log)
     assert proc.wait(120) == 1, log.read_text()[-4000:]
     creates = fake.created  # either API, in GraphQL's input names (fake_runpod.py)
-    assert len(creates) == 2 and all(c["allowedCudaVersions"] == ["13.0"] for c in creates)
+    # On-demand over REST v2: the image's CUDA as a floor (minCudaVersion), which no 12.8 host meets.
+    assert len(creates) == 2 and all(c["minCudaVersion"] == "13.0" for c in creates)
     job = registry.get_job(job_id, env["DATABASE_URL"])
     assert job.status == "failed" and job.retry_count == 1
     assert "did not start the job within --start-timeout 1 s (no runtime" in job.error_message
