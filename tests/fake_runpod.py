@@ -390,6 +390,7 @@ class FakePod:
     restarts: int = 0  # times the container was started again after its process exited
     never_starts: str | None = None  # why no host can run it: runtime stays null
     host_cuda: str | None = None  # the CUDA of the host it went to
+    errored: bool = False  # fail_pod(): REST v2 says ERROR
     created_at: float = field(default_factory=time.time)  # wall clock: RunPod bills from here...
     halted_at: float | None = None  # ...to the stop, terminate or reclaim
     halt: threading.Event = field(default_factory=threading.Event)
@@ -530,6 +531,15 @@ class FakeRunPod:
         with self.lock:
             self._halt(self.pods[pod_id], "Terminated by User")
         self._forget(pod_id)
+
+    def fail_pod(self, pod_id: str) -> None:
+        """RunPod puts the pod in ERROR (REST v2 PodStatus: "unrecoverable", its actions start and
+        terminate): its container stopped; GraphQL's desiredStatus says EXITED (made up: GraphQL documents
+        no ERROR), REST's status ERROR."""
+        with self.lock:
+            pod = self.pods[pod_id]
+            self._halt(pod, "Error")
+            pod.errored = True
 
     def set_price(self, pod_id: str, cost_per_hr: float) -> None:
         """The pod's price changes mid-run (spot prices move; issue 25); billed from now at the new price."""

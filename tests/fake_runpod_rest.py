@@ -181,6 +181,7 @@ def view(fake, pod, terminated: bool = False) -> dict:
         status = "RUNNING" if pod.started is not None else "STARTING"
     else:
         status = {"CREATED": "PROVISIONING"}.get(pod.status, pod.status)
+        status = "ERROR" if pod.errored and status == "EXITED" else status
     actions = {
         "RUNNING": ["stop", "restart", "terminate"],
         "EXITED": ["start", "terminate"],

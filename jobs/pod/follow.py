@@ -237,6 +237,7 @@ class Follower:
             stopped_by_us=bool(attempt.get("stopped_by")),
             volume=bool(self.volume),
             start_timed_out=time.time() - attempt.get("created_ts", time.time()) >= self.start_timeout,
+            errored=bool(pod) and pod.get("status") == "ERROR",  # REST v2's raw status (rest.graphql_pod)
         )
         now, action = decide(seen)
         if action is not Action.RECORD_CANCEL:  # a run still ours: its progress, here and on our row
@@ -458,10 +459,12 @@ class Follower:
         if action is Action.RELAUNCH:
             return relaunch(self, attempt, pod, state)
         step, error = (state or {}).get("step", self.last_step), (state or {}).get("error")
-        status = "failed" if action in (Action.FAIL, Action.FAIL_DEADLINE) else "cancelled"
-        outcome = {Action.FAIL_DEADLINE: "deadline", Action.CANCEL_OUTSIDE: "ended outside"}.get(
-            action, status
-        )
+        status = "failed" if action in (Action.FAIL, Action.FAIL_DEADLINE, Action.FAIL_ERROR) else "cancelled"
+        outcome = {
+            Action.FAIL_DEADLINE: "deadline",
+            Action.CANCEL_OUTSIDE: "ended outside",
+            Action.FAIL_ERROR: "pod error",
+        }.get(action, status)
         hours, how = self.info.get("max_hours", 24), "terminated" if pod is None else "stopped"
         why = {
             Action.FAIL: f"the run failed on the pod: {error}",
@@ -473,6 +476,10 @@ class Follower:
             Action.CANCEL_OUTSIDE: (
                 f"pod {pod_id} was {how} outside this launcher (RunPod console or API) before the run ended "
                 f"(step {step}): cancelled, not relaunched"
+            ),
+            Action.FAIL_ERROR: (
+                f"RunPod put pod {pod_id} in ERROR (unrecoverable) before the run ended (step {step}); the "
+                "last checkpoint is on the volume"
             ),
         }[action]
         attempt["outcome"] = outcome

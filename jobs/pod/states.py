@@ -74,6 +74,7 @@ class Action(Enum):
     CANCEL = "terminate, run cancelled on the pod"
     FAIL_DEADLINE = "terminate, run failed: its deadline passed"
     CANCEL_OUTSIDE = "terminate, run cancelled: the pod was ended outside"
+    FAIL_ERROR = "terminate, run failed: RunPod put the pod in ERROR"
     RELAUNCH = "terminate, relaunch on the same volume"
 
 
@@ -99,6 +100,7 @@ class Seen:
     stuck: str | None = None  # the watchdog's reason ("hung: ...", "crash loop: ..."), "" for none
     deadline: bool | None = None  # the pod left its deadline mark on the volume (selfend.py)
     settled: bool = False  # `run` was read again after the down pod's settle wait
+    errored: bool = False  # REST v2 says ERROR: "unrecoverable" (its only actions start and terminate)
 
 
 def decide(seen: Seen) -> tuple[State | None, Action]:
@@ -123,6 +125,8 @@ def decide(seen: Seen) -> tuple[State | None, Action]:
         return None, Action.LOOK_DEADLINE
     if seen.deadline:
         return State.OVER_DEADLINE, Action.FAIL_DEADLINE
+    if seen.errored and not seen.stopped_by_us:  # RunPod's failure, not an outside decision to cancel
+        return State.TERMINATING, Action.FAIL_ERROR
     # Only a spot reclaim relaunches: RunPod keeps a reclaimed pod EXITED with its disk. A pod gone, or
     # an on-demand pod stopped, that we did not stop was ended outside us (the RunPod console, the
     # customer's app): their decision, not a failure to undo by renting another.

@@ -119,6 +119,23 @@ def test_a_pod_terminated_outside_ends_cancelled_and_is_not_relaunched(
 
 
 @pytest.mark.slow(15)
+def test_a_pod_runpod_puts_in_error_fails_the_run_and_is_not_relaunched(
+    tmp_path,
+    sample_out,
+    setup,  # noqa: F811
+):
+    """REST v2's ERROR ("unrecoverable"): RunPod's failure, not someone's decision to cancel (what the
+    follower took it for before) nor a preemption to relaunch: the run failed, saying so, the pod ended."""
+    fake, env, runs, log, proc, job = started(tmp_path, sample_out, setup)
+    fake.fail_pod(job.pod_id)
+    assert proc.wait(60) == 1, log.read_text()[-4000:]
+    row = registry.get_job(job.id, env["DATABASE_URL"])
+    assert row.status == "failed" and f"RunPod put pod {job.pod_id} in ERROR" in row.error_message
+    assert creates(fake) == 1 and job.pod_id in fake.gone  # terminated, no second pod
+    attempt = json.loads((runs / job.id / "run.json").read_text())["attempts"][0]
+    assert (attempt["outcome"], attempt["state"]) == ("pod error", "gone")
+
+
 def test_a_price_that_changes_mid_run_is_billed_at_each_price_it_ran_at(
     tmp_path,
     sample_out,

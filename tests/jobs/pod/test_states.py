@@ -207,6 +207,14 @@ UP = Seen(desired="RUNNING", run="training", started=True, stuck="")
             Seen(desired="TERMINATED", spot=True, deadline=False),
             (State.CANCELLED_OUTSIDE, Action.CANCEL_OUTSIDE),
         ),
+        # REST v2's ERROR ("unrecoverable"): RunPod's failure, the run failed, on-demand or spot; never an
+        # outside cancel (as it was) nor a relaunch. The run's own end still comes first.
+        (Seen(desired="EXITED", errored=True, deadline=False), (State.TERMINATING, Action.FAIL_ERROR)),
+        (
+            Seen(desired="EXITED", errored=True, spot=True, deadline=False),
+            (State.TERMINATING, Action.FAIL_ERROR),
+        ),
+        (Seen(desired="EXITED", run="completed", errored=True), (State.TERMINATING, Action.COMPLETE)),
     ],
 )
 def test_decide(seen, expected):
