@@ -263,3 +263,40 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# What a version takes from a run folder (versions/promote.py; the pod's own upload, jobs/pod/stored.py):
+# written here, below both, so neither imports the other.
+ADAPTER = ("adapter_model.safetensors", "adapter_config.json")
+# What a PEFT adapter folder may hold beside it for a loader (Axolotl saves the tokenizer with the adapter).
+TOKENIZER = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "added_tokens.json",
+)
+RUN_FILES = ("config.yaml", "data-manifest.json", "report.html")
+
+
+def version_files(run_dir: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(name in the version, local file) for the adapter (and tokenizer) under adapter/, the config, the
+    data manifest, the evaluation and the report as the run folder has them; and the names of the required
+    ones missing (the adapter's two files, config.yaml). Links are not followed: what goes up is the run
+    folder's own files."""
+    out = run_dir / "output"
+    missing = [n for n in ADAPTER if not plain_file(out / n)]
+    missing += [n for n in ("config.yaml",) if not plain_file(run_dir / n)]
+    files = [(f"adapter/{n}", out / n) for n in (*ADAPTER, *TOKENIZER) if plain_file(out / n)]
+    files += [(n, run_dir / n) for n in RUN_FILES if plain_file(run_dir / n)]
+    evals = run_dir / "eval"
+    if evals.is_dir() and not evals.is_symlink():
+        files += [
+            (f"eval/{p.relative_to(evals).as_posix()}", p) for p in sorted(evals.rglob("*")) if plain_file(p)
+        ]
+    return files, missing
+
+
+def plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()

@@ -21,20 +21,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from jobs.registry import ModelArtifact, TrainingJob
-from jobs.runfolder import RUN_ID, sha256_file, yaml_load
+from jobs.runfolder import ADAPTER, RUN_ID, plain_file, sha256_file, version_files, yaml_load
 from versions import card, registry, store
 
-ADAPTER = ("adapter_model.safetensors", "adapter_config.json")
-# What a PEFT adapter folder may hold beside it for a loader (Axolotl saves the tokenizer with the adapter).
-TOKENIZER = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "chat_template.jinja",
-    "added_tokens.json",
-)
-RUN_FILES = ("config.yaml", "data-manifest.json", "report.html")
 # Only a passed evaluation promotes by itself: "incomplete" (a gate not run, e.g. no judge) is evidence
 # missing, as much as no evaluation at all.
 PROMOTES = "pass"
@@ -65,30 +54,15 @@ def who(by: str | None) -> str:
 
 
 def run_files(run_id: str, run_dir: Path) -> list[tuple[str, Path]]:
-    """(name in the version, local file): the adapter (and tokenizer) under adapter/, the config, the data
-    manifest, the evaluation and the report as the run folder has them. Links are not followed: what goes
-    up is the run folder's own files."""
-    out = run_dir / "output"
-    missing = [n for n in ADAPTER if not plain_file(out / n)] + [
-        n for n in ("config.yaml",) if not plain_file(run_dir / n)
-    ]
+    """What a version holds from a run folder (jobs/runfolder.py version_files); a run folder without its
+    adapter or config is a Conflict naming what is missing."""
+    files, missing = version_files(run_dir)
     if missing:
         raise registry.Conflict(
             f"run {run_id}: nothing to promote ({', '.join(missing)} missing in its run folder, and no "
             "copy in the artifact store; a pod run: `just fetch RUN` first)"
         )
-    files = [(f"adapter/{n}", out / n) for n in (*ADAPTER, *TOKENIZER) if plain_file(out / n)]
-    files += [(n, run_dir / n) for n in RUN_FILES if plain_file(run_dir / n)]
-    evals = run_dir / "eval"
-    if evals.is_dir() and not evals.is_symlink():
-        files += [
-            (f"eval/{p.relative_to(evals).as_posix()}", p) for p in sorted(evals.rglob("*")) if plain_file(p)
-        ]
     return files
-
-
-def plain_file(path: Path) -> bool:
-    return path.is_file() and not path.is_symlink()
 
 
 def verdict_of(job: TrainingJob, run_dir: Path) -> tuple[str | None, dict | None]:

@@ -3,7 +3,7 @@ off the pod before the pod (and a pod's own volume) is gone.
 
 On the pod (docker/entrypoint.sh, after the job and before its exit mark; again on a restarted container):
     python -m jobs.pod.stored RUNS_DIR RUN_ID
-uploads what promotion takes from a run folder (versions/promote.py run_files: adapter/, config.yaml,
+uploads what promotion takes from a run folder (jobs/runfolder.py version_files: adapter/, config.yaml,
 data-manifest.json, report.html, eval/), its run.json and logs/train.log, and adapter.zip (the adapter's
 files in one zip: what the customer's "Download LoRA adapters" button signs, its key the completed event's
 lora_artifact_path), under runs/<job id>/ in ARTIFACT_STORE, with versions/store.py's upload: every
@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from jobs import registry
-from jobs.runfolder import sha256_file, write_json
+from jobs.runfolder import plain_file, sha256_file, version_files, write_json
 
 MARKER = "stored.json"
 ZIP = "adapter.zip"  # the adapter in one file, beside the folder's copy: runs/<job id>/adapter.zip
@@ -86,7 +86,7 @@ def now() -> str:
 
 
 def zip_adapter(files: list[tuple[str, Path]], dest: Path) -> Path:
-    """The adapter's files (run_files' adapter/...: weights, adapter_config.json, the tokenizer and chat
+    """The adapter's files (version_files' adapter/...: weights, adapter_config.json, the tokenizer and chat
     template saved beside them) at the root of one zip, the same bytes for the same files: names sorted,
     one fixed time and mode, no extra fields. STORED, not DEFLATED: the weights are nearly all the bytes,
     and deflate saves a smoke adapter's only 9% in fp32 (24% cast to bf16) at ~25 MB/s of a billed pod's
@@ -136,7 +136,6 @@ def upload_run(run_dir: Path, job_id: str, say=print, completed: bool = False) -
     written and returned. None: nothing to do (no store, the run not completed). completed: the caller saw
     the run complete and its row does not say so yet (jobs/run.py, before its completed event)."""
     from versions import store
-    from versions.promote import plain_file, run_files
 
     if not os.environ.get("ARTIFACT_STORE"):
         return None
@@ -153,7 +152,10 @@ def upload_run(run_dir: Path, job_id: str, say=print, completed: bool = False) -
     record = {"folder": where, "at": now()}
     on = "the volume" if os.environ.get("RUNPOD_POD_ID") else "this machine"
     try:
-        files = run_files(run_dir.name, run_dir) + [("run.json", run_dir / "run.json")]
+        files, missing = version_files(run_dir)
+        if missing:  # said as promote says it; caught below with the store's own errors
+            raise ValueError(f"{', '.join(missing)} missing in the run folder")
+        files += [("run.json", run_dir / "run.json")]
         log = plain_file(run_dir / LOG)  # the customer's training_log_path
         files += [(LOG, run_dir / LOG)] if log else []
         adapter = sha256_file(run_dir / "output" / "adapter_model.safetensors")
