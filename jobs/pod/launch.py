@@ -58,6 +58,7 @@ from jobs.pod.pods import (
     new_attempt,
     open_volume,
     say,
+    with_account_secrets,
 )
 
 
@@ -277,8 +278,18 @@ def launch(
             bundle_key = bundle.publish(volume, say=say)
         except (vol.VolumeError, OSError, RuntimeError) as exc:
             raise ConfigError(f"putting our code on the volume: {exc} (no pod was created)") from None
-    # The secrets a pod gets are named by its hardware profile; values are read from here at create.
-    secrets = [name for name in hw.get("secrets") or [] if os.environ.get(name)]
+    # The secrets a pod gets are named by its hardware profile: as RunPod secrets (jobs/pod/secrets.py),
+    # from this environment's values, or as the account holds them already.
+    named = list(hw.get("secrets") or [])
+    try:
+        secrets, without = with_account_secrets(api, named, [n for n in named if os.environ.get(n)])
+    except runpod.RunPodError as exc:
+        raise ConfigError(f"reading the account's RunPod secrets: {exc} (no pod was created)") from None
+    if without:
+        say(
+            f"note: {', '.join(without)} neither set here nor a RunPod secret (brightrun_<name>): the pod "
+            "runs without it"
+        )
     # An S3 artifact store: the pod puts the completed run's files there itself (jobs/pod/stored.py).
     store_vars = stored.pod_vars()
     secrets += [name for name in store_vars if name not in secrets]

@@ -12,6 +12,7 @@ from pathlib import Path
 from brightrun.errors import ConfigError
 from jobs import registry, runfolder, webhooks
 from jobs.pod import rest, runpod
+from jobs.pod import secrets as pod_secrets
 from jobs.pod import volume as vol
 
 POD_VOLUME = "/workspace/data"  # BRIGHTRUN_VOLUME on a real pod, unless the profile says otherwise
@@ -94,9 +95,31 @@ def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, en
         key = webhooks.run_key(os.environ["TRAINING_WEBHOOK_SECRET"], spec["name"])
         env = {**env, "TRAINING_WEBHOOK_SECRET": key}
         secrets = [name for name in secrets if name != "TRAINING_WEBHOOK_SECRET"]
+    if secrets and not isinstance(api, rest.RestClient):
+        # RUNPOD_API=graphql: the secrets still go as RunPod secrets, through REST v2's account secrets
+        # (GraphQL has none), never as values GraphQL's pod query would show (review of issue 25).
+        with rest.RestClient() as account:
+            env = {**env, **pod_secrets.provide(account, list(secrets))}
+        secrets = []
     if spot:
         return api.rent_interruptable(bid, env=env, secrets=secrets, **spec)
     return api.deploy_on_demand(env=env, secrets=secrets, **spec)
+
+
+def with_account_secrets(api, names: list[str], set_here: list[str]) -> tuple[list[str], list[str]]:
+    """The secrets a launch sends: those set in this environment, plus the hardware file's others that the
+    account holds as RunPod secrets already (made in the console: used as they are); and the names in
+    neither place, for the launcher to say the pod runs without them."""
+    rest_of = [n for n in names if n not in set_here]
+    if not rest_of:
+        return list(set_here), []
+    if isinstance(api, rest.RestClient):
+        held = pod_secrets.account_secrets(api)
+    else:  # RUNPOD_API=graphql: the account's secrets are REST v2's
+        with rest.RestClient() as account:
+            held = pod_secrets.account_secrets(account)
+    found = [n for n in rest_of if pod_secrets.secret_name(n) in held]
+    return [*set_here, *found], [n for n in rest_of if n not in found]
 
 
 def create_or_find(

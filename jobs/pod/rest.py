@@ -273,9 +273,9 @@ class RestClient:
             raise self._error(RunPodError, "deletePod", _said(response))
 
     def pod_billing(self, pod_id: str, since: float) -> float | None:
-        """What RunPod billed the pod, in USD (GET /v2/billing/pods?podId, SPEC getPodBillingHistory: hourly
-        buckets from the hour of `since`, each record's totalAmount); None while it lists no record (its
-        billing is not posted yet, or never will be: a pod it did not bill)."""
+        """What RunPod billed the pod's compute, in USD (GET /v2/billing/pods?podId, SPEC
+        getPodBillingHistory: hourly buckets from the hour of `since`, each record's gpuAmount + cpuAmount);
+        None while it lists no record (not posted yet, or never: a pod it did not bill)."""
         start = time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(since))
         query = f"?podId={quote(pod_id, safe='')}&bucketSize=hour&startTime={start}"
         payload = self._payload(
@@ -286,7 +286,12 @@ class RestClient:
         ]
         if not records:
             return None
-        return sum(float(r.get("totalAmount") or 0) for r in records)
+        try:  # compute only, as our count is: a stopped pod's disk bills on (diskAmount), not its GPU
+            return sum(float(r.get("gpuAmount") or 0) + float(r.get("cpuAmount") or 0) for r in records)
+        except (TypeError, ValueError):
+            raise self._error(
+                RunPodError, "getPodBillingHistory", f"amounts not numbers: {records[:1]}"
+            ) from None
 
     # -- the wire ---------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from brightrun.errors import ConfigError
 from jobs import registry, runfolder
 from jobs.pod import billing as pod_billing
-from jobs.pod import rest, runpod, stored
+from jobs.pod import owner, rest, runpod, stored
 from jobs.pod import volume as vol
 from jobs.pod.follow import follow
 from jobs.pod.pods import client, say, volume_of, volume_state
@@ -133,8 +133,11 @@ def billing(run_id: str, runs_dir: str = "runs") -> int:
     lineage = _lineage(run_id, runs_dir)
     if not lineage.get("launch"):
         raise ConfigError(f"run {run_id} ran on this machine: RunPod billed nothing")
+    if (holder := owner.holder(Path(runs_dir) / run_id)) is not None:  # it writes run.json: not both
+        say(f"run {run_id} is followed by {holder}: its bill is read once the run is final")
+        return 75
     try:
-        with client() as api:
+        with rest.RestClient() as api:  # billing is REST v2's, whichever API the pods went through
             seen = pod_billing.reconcile(api, lineage["attempts"])
     except runpod.RunPodError as exc:
         say(f"error: RunPod's billing could not be read: {exc}")

@@ -208,6 +208,12 @@ def launch_failed(runs: Path, job_id: str, code: int) -> str:
     return f"the pod could not be launched: {said.removeprefix('error:').strip()}"
 
 
+# How long a launcher's create may go out after its last log line (its secrets' REST calls, then the
+# create's own retries: each up to the client's 60 s), and how long the dispatcher waits on RunPod here.
+CREATE_AFTER_S = 150.0
+ORPHAN_MAX_TIME_S = 10.0
+
+
 def orphan_pods(runs: Path, job_id: str) -> str | None:
     """For a pod job whose launcher died before registering its pod: any pod it made (named the job id),
     terminated and confirmed gone. Returns what to add to the job's failure ("" when it made none), or
@@ -221,11 +227,16 @@ def orphan_pods(runs: Path, job_id: str) -> str | None:
     lineage = runs / job_id / "run.json"
     if not lineage.is_file():
         return ""
+    # The create goes out after run.json, once the pod's secrets are made current (a few REST calls, each
+    # retried up to a minute): the listing lag counts from the launcher's last sign of life, plus that.
+    log_file = launcher_log(runs, job_id)
+    last = max(lineage.stat().st_mtime, log_file.stat().st_mtime if log_file.is_file() else 0.0)
     try:
         with client() as api:
+            api.max_time = ORPHAN_MAX_TIME_S  # the dispatcher's tick waits on these calls: tried again later
             mine = [p for p in api.pods() if p.get("name") == job_id]
             if not mine:
-                return "" if time.time() - lineage.stat().st_mtime >= LISTING_LAG_S else None
+                return "" if time.time() - last >= LISTING_LAG_S + CREATE_AFTER_S else None
             for pod in mine:
                 api.terminate(pod["id"])
             after = [api.pod(pod["id"]) for pod in mine]

@@ -91,3 +91,27 @@ def test_cuda_is_a_floor_on_rest_and_an_exact_list_on_graphql(client, fake):  # 
     fake.host_cuda = ("12.8", "13.0", "99.0")
     fits = graphql.deploy_on_demand(**(POD | {"name": "fits", "allowedCudaVersions": floor}))
     assert fake.pods[fits["id"]].host_cuda == "13.0"
+
+
+def test_a_launch_takes_the_accounts_secrets_and_says_which_it_lacks(client, fake, monkeypatch):  # noqa: F811
+    """jobs/pod/pods.py with_account_secrets, as `jobs launch` calls it with the hardware file's names: one
+    set here, one made in the console (not set here), one in neither place (the pod runs without it)."""
+    from jobs.pod.pods import with_account_secrets
+
+    fake.account_secrets["brightrun_hf_token"] = {"id": "s1", "name": "brightrun_hf_token", "value": "hf_c"}
+    sent_, without = with_account_secrets(client, ["HF_TOKEN", "WANDB_API_KEY", "EXTRA"], ["EXTRA"])
+    assert (sent_, without) == (["EXTRA", "HF_TOKEN"], ["WANDB_API_KEY"])
+
+
+def test_graphql_mode_sends_references_too(fake, monkeypatch):  # noqa: F811
+    """RUNPOD_API=graphql: the pod's secrets still go as RunPod secrets (through REST v2's account secrets),
+    never as values GraphQL's pod query would show (pods.create_pod)."""
+    from jobs.pod.pods import create_pod
+
+    monkeypatch.setenv("HF_TOKEN", "hf_graphql")
+    graphql = runpod.Client(api_key=fake.api_key, url=fake.url)
+    pod = {k: v for k, v in POD.items() if k != "volumeMountPath"} | {"volumeMountPath": "/workspace"}
+    made = create_pod(graphql, False, None, pod, {"MODE": "g"}, ["HF_TOKEN"])
+    [create] = [args["input"] for name, args in fake.calls if name == "podFindAndDeployOnDemand"]
+    assert {"key": "HF_TOKEN", "value": REF} in create["env"] and "hf_graphql" not in json.dumps(create)
+    assert fake._boot_env(fake.pods[made["id"]].env)["HF_TOKEN"] == "hf_graphql"

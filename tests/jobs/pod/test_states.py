@@ -35,6 +35,7 @@ TERMINATES = {
     Action.CANCEL,
     Action.FAIL_DEADLINE,
     Action.CANCEL_OUTSIDE,
+    Action.FAIL_ERROR,
     Action.RELAUNCH,
 }
 
@@ -66,9 +67,17 @@ def every_poll():
 
     for desired in ("RUNNING", "EXITED", "TERMINATED", "GONE"):
         for run in RUNS:
-            for flags in range(64):
-                bits = [bool(flags >> n & 1) for n in range(6)]
-                names = ("cancelled", "over_cap", "spot", "stopped_by_us", "volume", "start_timed_out")
+            for flags in range(128):
+                bits = [bool(flags >> n & 1) for n in range(7)]
+                names = (
+                    "cancelled",
+                    "over_cap",
+                    "spot",
+                    "stopped_by_us",
+                    "volume",
+                    "start_timed_out",
+                    "errored",
+                )
                 yield from explore(Seen(desired=desired, run=run, **dict(zip(names, bits, strict=True))))
 
 
