@@ -331,6 +331,13 @@ class VolumeSync:
                 except FileNotFoundError:  # a temporary file the trainer renamed meanwhile
                     continue
                 self.sent[key] = (st.st_size, st.st_mtime_ns)
+            # A file deleted on the volume is deleted there too. SQLite's rollback journal lives only during
+            # a transaction: one pushed mid-transaction and left in the bucket after its commit deleted it
+            # was pulled by the next pod as a hot journal and rolled back onto the newer database, which
+            # then read as malformed (the relaunched pod's resume failed at each start: a crash loop).
+            for key in [k for k in self.sent if not (workspace / k).exists()]:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+                del self.sent[key]
 
     def while_running(self, workspace: Path, proc: subprocess.Popen) -> None:
         while proc.poll() is None:
