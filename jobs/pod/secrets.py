@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 PREFIX = "brightrun_"  # ours among the account's secrets; RUNPOD... is reserved (ACCOUNT)
 NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.\-/]*$")  # ACCOUNT's pattern
-# What RunPod replaces at boot (SECRETS; spaces inside the braces as the docs write them).
-REFERENCE = re.compile(r"\{\{\s*RUNPOD_SECRET_([a-zA-Z0-9_.\-/]+)\s*\}\}")
 
 
 class SecretsMissing(RunPodError):
@@ -56,8 +54,14 @@ def secret_name(env_name: str) -> str:
     return name
 
 
+def placeholder(secret: str) -> str:
+    """What RunPod replaces with the account secret `secret` at boot (SECRETS, written as the docs write
+    it); the service's pod template references its secrets so too (jobs/pod/template.py)."""
+    return "{{ RUNPOD_SECRET_" + secret + " }}"
+
+
 def reference(env_name: str) -> str:
-    return "{{ RUNPOD_SECRET_" + secret_name(env_name) + " }}"
+    return placeholder(secret_name(env_name))
 
 
 def account_secrets(api: RestClient) -> dict[str, dict]:

@@ -28,6 +28,7 @@ import sys
 from axolotl_configs.profiles import load as load_profile
 from brightrun.errors import ConfigError
 from jobs.pod import bundle, runpod
+from jobs.pod.secrets import placeholder as reference  # one spelling of a secret reference
 
 PORT = 8000
 MODEL = "70b-qlora"  # the service's model on both kinds: local training (--gpu), or each job's pod (--cpu)
@@ -45,10 +46,6 @@ POD_SECRETS = ("RUNPOD_API_KEY", "RUNPOD_S3_ACCESS_KEY", "RUNPOD_S3_SECRET_KEY",
 # Storage, USD per GB-month while the pod runs (volume: 0.20 while stopped): docs.runpod.io/pods/pricing
 # (github.com/runpod/docs pods/pricing.mdx @ e979ee42, 2026-07-20). It lists no CPU pod price.
 STORAGE_GB_MONTH = 0.10
-
-
-def reference(name: str) -> str:
-    return "{{ RUNPOD_SECRET_" + name + " }}"
 
 
 def secrets(cpu: bool) -> list[str]:
