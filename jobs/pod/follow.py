@@ -26,6 +26,7 @@ from jobs.pod.pods import (
     POD_VOLUME,
     checkpoint_step,
     fetch_adapter,
+    gone,
     now_iso,
     record_adapter,
     say,
@@ -162,7 +163,7 @@ class Follower:
             except runpod.RunPodError as exc:
                 last = str(exc)
                 continue
-            if pod is None or pod.get("desiredStatus") == "TERMINATED":
+            if gone(pod):
                 for attempt in ending:  # billing ends once RunPod no longer has the pod
                     billing.end(attempt)
                     self.enter(attempt, State.GONE)

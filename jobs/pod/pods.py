@@ -83,6 +83,11 @@ def open_volume(
     return volume
 
 
+def gone(pod: dict | None) -> bool:
+    """RunPod no longer has the pod: its query answers null, or it lists it TERMINATED (REST may)."""
+    return pod is None or pod.get("desiredStatus") == "TERMINATED"
+
+
 def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, env: dict, secrets: list[str]):
     if key := os.environ.get("BRIGHTRUN_POD_WEBHOOK_KEY"):
         # A job of the jobs service: the pod signs with its job's key for the service's receiver, never

@@ -222,7 +222,7 @@ def orphan_pods(runs: Path, job_id: str) -> str | None:
     the create and the registry row left a pod billing with its job failed). No create can have gone
     out before the launcher wrote run.json (jobs/pod/launch.py), so none is looked for then."""
     from jobs.pod import runpod
-    from jobs.pod.pods import LISTING_LAG_S, client
+    from jobs.pod.pods import LISTING_LAG_S, client, gone
 
     lineage = runs / job_id / "run.json"
     if not lineage.is_file():
@@ -239,8 +239,7 @@ def orphan_pods(runs: Path, job_id: str) -> str | None:
                 return "" if time.time() - last >= LISTING_LAG_S + CREATE_AFTER_S else None
             for pod in mine:
                 api.terminate(pod["id"])
-            after = [api.pod(pod["id"]) for pod in mine]
-            if any(p is not None and p.get("desiredStatus") != "TERMINATED" for p in after):
+            if not all(gone(api.pod(pod["id"])) for pod in mine):
                 return None  # asked again next tick: gone only once RunPod no longer has it
     except (runpod.RunPodError, ConfigError, OSError) as exc:
         log.error("job %s: its launcher died during the launch; RunPod: %s (tried again)", job_id, exc)
