@@ -339,9 +339,9 @@ def graphql_input(given: dict, enum: type[str]) -> dict:
     return out
 
 
-# -- account secrets: GET/POST /v2/account/secrets, PATCH /v2/account/secrets/{id} -------------------------
+# -- account secrets: GET/POST /v2/account/secrets, PATCH/DELETE /v2/account/secrets/{id} ----------------------
 # ACCOUNT = docs.runpod.io api-reference-v2/account/{list-secrets, create-a-secret, get-a-secret,
-# update-a-secret} (read 2026-12-07): {name, value, description?} to create, name `^[a-zA-Z_][a-zA-Z0-9_.\-/]*$`
+# update-a-secret, delete-a-secret} (read 2026-12-07): {name, value, description?} to create, name `^[a-zA-Z_][a-zA-Z0-9_.\-/]*$`
 # (1-191), RUNPOD... reserved, a secret {id, name, createdAt, description, valueLastUpdatedAt}, the value
 # write-only. Made up here: the list's envelope ({"secrets": [...]}, as listPods' {"pods"}), PATCH for the
 # update, 409 for a name taken, the wording of each refusal.
@@ -395,6 +395,13 @@ def answer_secrets(fake, method: str, path: str, key: str | None, body: bytes) -
             if "description" in given:
                 found["description"] = given["description"]
             return 200, _public(found)
+        if method == "DELETE" and len(parts) == 1:  # ACCOUNT delete-a-secret; its answer made up (204)
+            fake.calls.append(("deleteSecret", {"id": parts[0]}))
+            found = next((s for s in fake.account_secrets.values() if s["id"] == parts[0]), None)
+            if found is None:
+                return _problem(404, "Not Found", "secret not found")
+            del fake.account_secrets[found["name"]]
+            return 204, None
     return _problem(404, "Not Found", "resource not found")
 
 

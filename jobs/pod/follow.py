@@ -26,6 +26,7 @@ from jobs.pod.pods import (
     POD_VOLUME,
     checkpoint_step,
     fetch_adapter,
+    forget_job_key,
     gone,
     now_iso,
     record_adapter,
@@ -34,7 +35,7 @@ from jobs.pod.pods import (
     volume_state,
     write_report,
 )
-from jobs.pod.relaunch import relaunch
+from jobs.pod.relaunch import adopt_unrecorded, relaunch
 from jobs.pod.states import API_FAILURES, Action, State, decide
 from jobs.status import Cancelled, set_status
 from jobs.status import emit as emit_status
@@ -137,6 +138,7 @@ class Follower:
         except Cancelled:  # `jobs cancel` got there first: it stays cancelled, with what it cost
             registry.update_job(self.run_id, actual_cost=self.cost(), gpu_hours=self.gpu_hours())
             status, code = "cancelled", 130
+        forget_job_key(self.api, self.run_id)  # its pods are gone: the secret their events were signed with
         say(f"run {self.run_id}: {status}" + (f" ({error})" if error else "") + f"; cost ${self.cost():.4f}")
         return code
 
@@ -198,6 +200,7 @@ class Follower:
     # -- the loop --------------------------------------------------------------------------------------------
 
     def run(self) -> int:
+        adopt_unrecorded(self)
         try:
             while True:
                 code = self.step()

@@ -402,8 +402,10 @@ def launch(
         except (vol.VolumeError, OSError) as exc:
             shutil.rmtree(run_dir)
             raise ConfigError(f"uploading the config: {exc} (no pod was created)") from None
+        # Written before the create: a launcher killed after it leaves the time the pod's billing began, which
+        # prices the pod the service's orphan sweep terminates (jobs/service/pods.py orphan_pods).
+        lineage["launch"]["create_ts"] = created_ts = time.time()
         runfolder.write_json(run_dir / "run.json", lineage)
-        created_ts = time.time()
         try:
             pod, why = create_or_find(api, spot, bid, pod_spec, env, secrets)
         except runpod.CreateUnsure:  # unverified: a pod may exist, so the run folder stays (exit 1, said why)

@@ -89,26 +89,53 @@ def gone(pod: dict | None) -> bool:
 
 
 def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, env: dict, secrets: list[str]):
-    if key := os.environ.get("BRIGHTRUN_POD_WEBHOOK_KEY"):
-        # A job of the jobs service: the pod signs with its job's key for the service's receiver, never
-        # with the customer's secret (the service holds that one, and passes the events on).
-        env = {**env, "TRAINING_WEBHOOK_SECRET": key}
-        secrets = [name for name in secrets if name != "TRAINING_WEBHOOK_SECRET"]
-    elif webhooks.run_keys_required() and "TRAINING_WEBHOOK_SECRET" in secrets:
-        # The pod gets its own job's key, never the master secret (jobs/webhooks.py, run_key); made here
-        # at each create, so it is never written into run.json with the rest of the pod's env.
+    key = os.environ.get("BRIGHTRUN_POD_WEBHOOK_KEY")
+    # A job of the jobs service: the pod signs with its job's key for the service's receiver, never with the
+    # customer's secret (the service holds that one, and passes the events on). Else, where run keys are
+    # required, the pod gets its own run's key, never the master secret (jobs/webhooks.py, run_key).
+    if not key and webhooks.run_keys_required() and "TRAINING_WEBHOOK_SECRET" in secrets:
         key = webhooks.run_key(os.environ["TRAINING_WEBHOOK_SECRET"], spec["name"])
-        env = {**env, "TRAINING_WEBHOOK_SECRET": key}
+    if key:
         secrets = [name for name in secrets if name != "TRAINING_WEBHOOK_SECRET"]
-    if secrets and not isinstance(api, rest.RestClient):
+    if (key or secrets) and not isinstance(api, rest.RestClient):
         # RUNPOD_API=graphql: the secrets still go as RunPod secrets, through REST v2's account secrets
         # (GraphQL has none), never as values GraphQL's pod query would show (review of issue 25).
         with rest.RestClient() as account:
-            env = {**env, **pod_secrets.provide(account, list(secrets))}
+            env = {**env, **pod_secrets.provide(account, list(secrets)), **job_key(account, spec, key)}
         secrets = []
+    elif key:
+        env = {**env, **job_key(api, spec, key)}
     if spot:
         return api.rent_interruptable(bid, env=env, secrets=secrets, **spec)
     return api.deploy_on_demand(env=env, secrets=secrets, **spec)
+
+
+def job_key(account: rest.RestClient, spec: dict, key: str | None) -> dict:
+    """The run's signing key as its own RunPod secret, made at each create (so never written into run.json
+    with the rest of the pod's env), referenced from the pod's env, never a value RunPod's API would show."""
+    if not key:
+        return {}
+    name = pod_secrets.job_secret(spec["name"])
+    return {
+        "TRAINING_WEBHOOK_SECRET": pod_secrets.put(account, name, key, f"webhook key of run {spec['name']}")
+    }
+
+
+def forget_job_key(api: runpod.Client, run_id: str) -> None:
+    """The run is over and its pods gone: its signing key's secret is deleted (none: nothing to do). A
+    failure is said, not raised: the key signs only this run's events, which the service no longer takes."""
+    name = pod_secrets.job_secret(run_id)
+    try:
+        if isinstance(api, rest.RestClient):
+            pod_secrets.forget(api, name)
+        else:
+            with rest.RestClient() as account:
+                pod_secrets.forget(account, name)
+    except (runpod.RunPodError, ConfigError) as exc:
+        say(
+            f"warning: run {run_id}'s webhook key stays on the account as RunPod secret {name!r} ({exc}); "
+            "delete it in the RunPod console (Secrets)"
+        )
 
 
 def with_account_secrets(api, names: list[str], set_here: list[str]) -> tuple[list[str], list[str]]:

@@ -14,7 +14,15 @@ from jobs import registry
 from jobs.pod import config as pod_config
 from jobs.pod import runpod
 from jobs.pod import volume as vol
-from jobs.pod.pods import CLOUDS, checkpoint_step, create_or_find, new_attempt, say
+from jobs.pod.pods import (
+    CLOUDS,
+    LISTING_LAG_S,
+    checkpoint_step,
+    create_or_find,
+    find_by_name,
+    new_attempt,
+    say,
+)
 from jobs.status import Cancelled, set_status
 
 
@@ -86,13 +94,23 @@ def relaunch(
             bid = max(bid, live)
             created_ts = time.time()
         known = [a["pod_id"] for a in follower.attempts]
+        # A follower killed after the create and before the attempt is saved leaves this: the next one
+        # adopts the pod it made (follow.py adopt_unrecorded) rather than leave it billing unowned.
+        resumed = ckpt if vrun == attempt["volume_run_id"] else 0
+        follower.lineage["creating"] = {"created_ts": created_ts, "vrun": vrun, "resumed_from_step": resumed}
+        follower.save()
         new_pod, why = create_or_find(follower.api, info["spot"], bid, spec, env, info["secrets"], known)
+    except runpod.CreateUnsure as exc:  # a pod may exist: `creating` stays, the next follower looks for it
+        say(f"run {follower.run_id}: {exc}; `jobs follow {follower.run_id}` looks for it again")
+        return 75
     except runpod.RunPodError as exc:
+        follower.lineage.pop("creating", None)
         return follower.finish("failed", f"could not relaunch after pod {pod_id} ended: {exc}", 1)
+    follower.lineage.pop("creating", None)
     if new_pod is None:
         return follower.finish("failed", f"could not relaunch after pod {pod_id} ended: {why}", 1)
     new = new_attempt(new_pod, vrun, follower.lineage["config"]["sha256"], created_ts)
-    new["resumed_from_step"] = ckpt if vrun == attempt["volume_run_id"] else 0
+    new["resumed_from_step"] = resumed
     follower.attempts.append(new)
     follower.save()
     message = f"relaunch {job.retry_count + 1}/{info['max_retries']}: pod {new_pod['id']} on the same volume"
@@ -116,3 +134,33 @@ def relaunch(
     say(message)
     time.sleep(follower.poll)
     return None
+
+
+def adopt_unrecorded(follower) -> None:
+    """A relaunch whose follower died between its create and saving the new attempt (run.json's
+    `creating`): the pod it made, named the run id and not among the attempts, looked up over the
+    listing lag and adopted as the run's next attempt (several: the others terminated), or, when the
+    account verifiably has none, forgotten. A RunPod error leaves `creating` for the next follower."""
+    creating = follower.lineage.get("creating")
+    if not creating:
+        return
+    known = [a["pod_id"] for a in follower.attempts]
+    window = max(0.0, LISTING_LAG_S - (time.time() - creating["created_ts"]))
+    try:
+        found = find_by_name(follower.api, follower.run_id, known, window=window)
+    except runpod.RunPodError as exc:
+        say(f"run {follower.run_id}: looking for the pod its last follower was creating: {exc}")
+        return
+    for extra in found[1:]:
+        follower.terminate(extra["id"])
+    if found:
+        attempt = new_attempt(
+            found[0], creating["vrun"], follower.lineage["config"]["sha256"], creating["created_ts"]
+        )
+        attempt["resumed_from_step"] = creating.get("resumed_from_step", 0)
+        follower.attempts.append(attempt)
+        mine = found[0]["id"]
+        say(f"run {follower.run_id}: adopting pod {mine}, made by a follower that died before saving it")
+        registry.update_job(follower.run_id, pod_id=found[0]["id"], price_per_hour=attempt["cost_per_hr"])
+    follower.lineage.pop("creating")
+    follower.save()

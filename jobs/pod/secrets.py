@@ -20,7 +20,10 @@ Sources (docs.runpod.io, read 2026-12-07):
             description?}, name `^[a-zA-Z_][a-zA-Z0-9_.\\-/]*$`, at most 191 characters, "immutable after
             creation", names beginning with RUNPOD rejected; a secret is {id, name, createdAt, description,
             valueLastUpdatedAt}; update "rotate[s] its value", taking effect "the next time a referencing Pod
-            ... boots".
+            ... boots"; api-reference-v2/account/delete-a-secret: DELETE /v2/account/secrets/{id}.
+A run's webhook signing key (the service's per-job key, or the launcher's run key) goes the same way, as
+the secret brightrun_webhook_RUNID, deleted when the run is over (jobs/pod/follow.py; the service's orphan
+sweep for a pod whose launcher died).
 Not read there (the stored pages end before them), so assumed and tolerated both ways: the list's
 envelope (a bare array or {"secrets": [...]}) and the update's method (PATCH /v2/account/secrets/{id}, as
 v2's other updates, e.g. PATCH /v2/templates/{id}). Not run against a real account.
@@ -93,16 +96,39 @@ def provide(api: RestClient, names: list[str], description: str = "brightrun-lor
             "env), or create the secret in the RunPod console (Credentials, Secrets) under that name"
         )
     for env_name in names:
-        value = os.environ.get(env_name)
-        if not value:
-            continue  # on the account already (checked above): used as it is
-        name = secret_name(env_name)
-        if name in have:
-            path = f"/v2/account/secrets/{quote(str(have[name].get('id', '')), safe='')}"
-            api._checked(f"updateSecret {name}", api._send("updateSecret", "PATCH", path, {"value": value}))
-        else:
-            body = {"name": name, "value": value, "description": f"{env_name} for {description}"}
-            api._checked(
-                f"createSecret {name}", api._send("createSecret", "POST", "/v2/account/secrets", body)
-            )
+        if value := os.environ.get(env_name):  # else on the account already (checked above): used as it is
+            put(api, secret_name(env_name), value, f"{env_name} for {description}", have)
     return {n: reference(n) for n in names}
+
+
+def job_secret(run_id: str) -> str:
+    """The account secret holding one run's webhook signing key (jobs/webhooks.py run_key): its pods sign
+    their events with it; deleted when the run is over (forget)."""
+    name = f"{PREFIX}webhook_{run_id}"
+    if not NAME.match(name) or len(name) > 191:
+        raise ValueError(f"run id {run_id!r} cannot name a RunPod secret")
+    return name
+
+
+def put(api: RestClient, name: str, value: str, description: str, have: dict | None = None) -> str:
+    """The account secret `name` holding `value` (created, or its value rotated: ACCOUNT), and its
+    reference for a pod's env. `have`: the account's secrets, when the caller listed them already."""
+    have = account_secrets(api) if have is None else have
+    if name in have:
+        path = f"/v2/account/secrets/{quote(str(have[name].get('id', '')), safe='')}"
+        api._checked(f"updateSecret {name}", api._send("updateSecret", "PATCH", path, {"value": value}))
+    else:
+        body = {"name": name, "value": value, "description": description}
+        api._checked(f"createSecret {name}", api._send("createSecret", "POST", "/v2/account/secrets", body))
+    return placeholder(name)
+
+
+def forget(api: RestClient, name: str) -> bool:
+    """Delete the account secret `name` (DELETE /v2/account/secrets/{id}, docs.runpod.io
+    api-reference-v2/account/delete-a-secret: pods "can no longer resolve it"); False when there was none."""
+    found = account_secrets(api).get(name)
+    if found is None:
+        return False
+    path = f"/v2/account/secrets/{quote(str(found.get('id', '')), safe='')}"
+    api._checked(f"deleteSecret {name}", api._send("deleteSecret", "DELETE", path))
+    return True

@@ -110,13 +110,13 @@ class Dispatcher:
     def poke(self) -> None:
         self.wake.set()
 
-    def failed(self, job_id: str, message: str) -> None:
+    def failed(self, job_id: str, message: str, **row) -> None:
         try:
             self.route(job_id)
         except secrets.SealError as exc:  # the customer cannot be told; the row says why all the same
             message += f" (and its webhook secret cannot be opened: {exc})"
         engine, runs, db_url = self.args[:3]
-        queue.fail(engine, runs, db_url, job_id, message)
+        queue.fail(engine, runs, db_url, job_id, message, **row)
 
     def carry_out_stops(self) -> None:
         """Stops asked for before a pod job's pod existed: before its launch, the job never starts; once
@@ -157,7 +157,8 @@ class Dispatcher:
         for job_id in pods.unattended(engine, runs, db_url, set(self.launchers)):
             left = pods.orphan_pods(runs, job_id)  # a pod it made before it died: ended first
             if left is not None:
-                self.failed(job_id, pods.launch_failed(runs, job_id, -1) + left)
+                said, cost = left
+                self.failed(job_id, pods.launch_failed(runs, job_id, -1) + said, actual_cost=cost)
         self.supervise()
 
     def supervise(self) -> None:

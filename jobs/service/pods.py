@@ -8,6 +8,7 @@ its own that nobody holds (`unfollowed`), so no pod outlives its follower unowne
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -214,19 +215,21 @@ CREATE_AFTER_S = 150.0
 ORPHAN_MAX_TIME_S = 10.0
 
 
-def orphan_pods(runs: Path, job_id: str) -> str | None:
+def orphan_pods(runs: Path, job_id: str) -> tuple[str, float] | None:
     """For a pod job whose launcher died before registering its pod: any pod it made (named the job id),
-    terminated and confirmed gone. Returns what to add to the job's failure ("" when it made none), or
-    None to ask again on a later tick: a terminate not confirmed yet, RunPod not answering, or still
-    inside the listing lag after a create that may have gone out (`just chaos`, issue 25: a reboot between
-    the create and the registry row left a pod billing with its job failed). No create can have gone
-    out before the launcher wrote run.json (jobs/pod/launch.py), so none is looked for then."""
+    terminated and confirmed gone, each recorded in run.json as an attempt priced from the launcher's
+    create time to our terminate (jobs/pod/billing.py). Returns what to add to the job's failure ("" when it
+    made none) and what its pods cost, or None to ask again on a later tick: a terminate not confirmed yet,
+    RunPod not answering, or still inside the listing lag after a create that may have gone out (`just
+    chaos`, issue 25: a reboot between the create and the registry row left a pod billing with its job
+    failed, and its cost uncounted). No create can have gone out before the launcher wrote run.json
+    (jobs/pod/launch.py), so none is looked for then."""
     from jobs.pod import runpod
-    from jobs.pod.pods import LISTING_LAG_S, client, gone
+    from jobs.pod.pods import LISTING_LAG_S, client, forget_job_key, gone
 
     lineage = runs / job_id / "run.json"
     if not lineage.is_file():
-        return ""
+        return "", 0.0
     # The create goes out after run.json, once the pod's secrets are made current (a few REST calls, each
     # retried up to a minute): the listing lag counts from the launcher's last sign of life, plus that.
     log_file = launcher_log(runs, job_id)
@@ -235,15 +238,41 @@ def orphan_pods(runs: Path, job_id: str) -> str | None:
         with client() as api:
             api.max_time = ORPHAN_MAX_TIME_S  # the dispatcher's tick waits on these calls: tried again later
             mine = [p for p in api.pods() if p.get("name") == job_id]
-            if not mine:
-                return "" if time.time() - last >= LISTING_LAG_S + CREATE_AFTER_S else None
+            if not mine and time.time() - last < LISTING_LAG_S + CREATE_AFTER_S:
+                return None
             for pod in mine:
                 api.terminate(pod["id"])
+                attempts = record_orphan(lineage, pod)  # its billing ends as the first terminate returned
             if not all(gone(api.pod(pod["id"])) for pod in mine):
                 return None  # asked again next tick: gone only once RunPod no longer has it
+            forget_job_key(api, job_id)  # the launcher may have made its signing key's secret
     except (runpod.RunPodError, ConfigError, OSError) as exc:
         log.error("job %s: its launcher died during the launch; RunPod: %s (tried again)", job_id, exc)
         return None
+    if not mine:
+        return "", 0.0
     ids = ", ".join(p["id"] for p in mine)
     log.info("job %s: terminated pod(s) %s its dead launcher had made", job_id, ids)
-    return f"; its launcher stopped before recording pod {ids}, which was terminated"
+    cost = sum(a["cost"] for a in attempts if a["pod_id"] in {p["id"] for p in mine})
+    return f"; its launcher stopped before recording pod {ids}, which was terminated", cost
+
+
+def record_orphan(lineage_path: Path, pod: dict) -> list[dict]:
+    """The terminated orphan as one of the run's attempts (run.json), billed from the launcher's create time
+    (launch.create_ts; run.json's own time for a launcher older than that field) to now, at the pod's
+    costPerHr; an attempt already recorded keeps its end. Returns the run's attempts."""
+    from jobs import runfolder
+    from jobs.pod import billing
+    from jobs.pod.pods import new_attempt
+
+    lineage = json.loads(lineage_path.read_text("utf-8"))
+    attempts = lineage.setdefault("attempts", [])
+    if not any(a.get("pod_id") == pod["id"] for a in attempts):
+        created = (lineage.get("launch") or {}).get("create_ts") or lineage_path.stat().st_mtime
+        sha = (lineage.get("config") or {}).get("sha256", "")
+        attempt = new_attempt(pod, lineage_path.parent.name, sha, created)  # its first pod: the run's id
+        attempt["outcome"] = "terminated: launcher gone"
+        billing.end(attempt)
+        attempts.append(attempt)
+        runfolder.write_json(lineage_path, lineage)
+    return attempts

@@ -198,9 +198,12 @@ class NotStarted(Exception):
         self.job, self.why = job, why
 
 
-def fail(engine: Engine, runs: Path, db_url: str, job_id: str, message: str, status: str = "failed") -> None:
+def fail(
+    engine: Engine, runs: Path, db_url: str, job_id: str, message: str, status: str = "failed", **row
+) -> None:
     """A job that could not be started (its launcher ended before its pod existed, its process could not
-    be made): recorded failed with why, and its customer told (the caller routed its events)."""
+    be made): recorded failed with why, and its customer told (the caller routed its events). `row`: other
+    columns (the cost of a pod its dead launcher made)."""
     job = get(engine, job_id)
     run_dir = runs / job_id
     if registry.get_job(job_id, db_url) is None:  # a pod job: its row would have come with its pod
@@ -221,7 +224,7 @@ def fail(engine: Engine, runs: Path, db_url: str, job_id: str, message: str, sta
             s.commit()
     elif registry.get_job(job_id, db_url).status in registry.TERMINAL:
         return
-    set_status(run_dir, job_id, status, db_url, error_message=message, completed_at=registry.now())
+    set_status(run_dir, job_id, status, db_url, error_message=message, completed_at=registry.now(), **row)
     log.warning("job %s: %s", job_id, message)
 
 

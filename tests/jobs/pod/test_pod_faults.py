@@ -6,10 +6,11 @@ tested is the launcher's side; the real trainer on a pod is test_launch's."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
-from conftest import jobs_cli
+from conftest import ROOT, jobs_cli, jobs_env
 
 from jobs import registry
 from tests.jobs.pod.test_launch import launch, setup, the_run, wait_for  # noqa: F401
@@ -287,3 +288,41 @@ def test_a_crash_loop_and_a_hang_end_failed_with_the_reason(
     job = the_run(env2["DATABASE_URL"])
     assert job.status == "failed" and "hung: no new step for 3 s (last step 1" in job.error_message
     assert job.pod_id in fake2.gone and creates(fake2) == 1
+
+
+@pytest.mark.slow(15)
+def test_a_pod_made_by_a_follower_that_died_before_recording_it_is_adopted(
+    tmp_path,
+    sample_out,
+    setup,  # noqa: F811
+):
+    """A relaunch writes `creating` to run.json before its create; its follower killed after the create and
+    before the new attempt was saved leaves a pod named the run id that no attempt names. The next follower
+    looks it up, adopts and follows it to the end: no second relaunch, no pod left billing unowned."""
+    import signal
+
+    fake, env, runs, log, proc, job = started(tmp_path, sample_out, setup)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    # What the dead follower had done: the old pod terminated, a new one created on the same volume run.
+    fake.terminate_outside(job.pod_id)
+    made = fake._deploy(dict(fake.created[0]), interruptible=False, rest="minCudaVersion" in fake.created[0])
+    lineage_path = runs / job.id / "run.json"
+    lineage = json.loads(lineage_path.read_text())
+    lineage["creating"] = {"created_ts": fake.pods[made["id"]].created_at - 0.01, "vrun": job.id}
+    lineage_path.write_text(json.dumps(lineage))
+
+    follow_log = tmp_path / "follow.log"
+    with follow_log.open("w") as out:
+        again = subprocess.Popen(
+            [sys.executable, "-m", "jobs", "--runs-dir", str(runs), "follow", job.id, "--poll", "0.2"],
+            cwd=ROOT, env=jobs_env() | env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    wait_for(lambda: f"adopting pod {made['id']}," in follow_log.read_text(), 60, again, follow_log)
+    (fake.workspace / f"finish-{job.id}").touch()
+    assert again.wait(120) == 1, follow_log.read_text()[-4000:]
+    lineage = json.loads(lineage_path.read_text())
+    assert [a["pod_id"] for a in lineage["attempts"]] == [job.pod_id, made["id"]]
+    assert "creating" not in lineage and creates(fake) == 2 and not fake.pods
+    row = registry.get_job(job.id, env["DATABASE_URL"])
+    assert row.status == "failed" and row.pod_id == made["id"] and "stub: asked to stop" in row.error_message

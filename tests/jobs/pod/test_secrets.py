@@ -115,3 +115,26 @@ def test_graphql_mode_sends_references_too(fake, monkeypatch):  # noqa: F811
     [create] = [args["input"] for name, args in fake.calls if name == "podFindAndDeployOnDemand"]
     assert {"key": "HF_TOKEN", "value": REF} in create["env"] and "hf_graphql" not in json.dumps(create)
     assert fake._boot_env(fake.pods[made["id"]].env)["HF_TOKEN"] == "hf_graphql"
+
+
+@pytest.mark.parametrize("graphql", [False, True], ids=["rest", "graphql"])
+def test_a_runs_webhook_key_is_its_own_secret_until_the_run_is_over(client, fake, monkeypatch, graphql):  # noqa: F811
+    """A service job's pod signs its events with the job's key (BRIGHTRUN_POD_WEBHOOK_KEY): that key goes as
+    the RunPod secret brightrun_webhook_RUN, never as a value RunPod's API shows (it went plain before), and
+    the secret is deleted once the run is over (pods.forget_job_key, which the follower's end calls)."""
+    from jobs.pod.pods import create_pod, forget_job_key
+
+    monkeypatch.setenv("BRIGHTRUN_POD_WEBHOOK_KEY", "job-key-123")
+    api = runpod.Client(api_key=fake.api_key, url=fake.url) if graphql else client
+    pod = {k: v for k, v in POD.items() if k != "volumeMountPath"} | {"volumeMountPath": "/workspace"}
+    made = create_pod(api, False, None, pod, {"MODE": "w"}, ["TRAINING_WEBHOOK_SECRET"])
+    name = f"brightrun_webhook_{POD['name']}"
+    assert fake._boot_env(fake.pods[made["id"]].env)["TRAINING_WEBHOOK_SECRET"] == "job-key-123"
+    assert fake.pods[made["id"]].env["TRAINING_WEBHOOK_SECRET"] == "{{ RUNPOD_SECRET_" + name + " }}"
+    assert "job-key-123" not in everything_runpod_answered(fake, client, made["id"])
+    assert list(fake.account_secrets) == [name]
+
+    forget_job_key(api, POD["name"])
+    assert not fake.account_secrets and [c[0] for c in fake.calls].count("deleteSecret") == 1
+    forget_job_key(api, POD["name"])  # none left: nothing to do, nothing said
+    assert [c[0] for c in fake.calls].count("deleteSecret") == 1

@@ -181,10 +181,16 @@ def test_with_runpod_each_job_gets_a_pod_that_reports_through_the_service(tmp_pa
         # The customer's secret never went to RunPod: not in any pod's environment, nor in a call.
         pods = [*fake.pods.values(), *fake.gone.values()]
         assert pods[0].env["WEBHOOK_URL"] == f"{base}/api/training/webhook"
-        # The pod signs with its job's own key: never the customer's secret, the service's or its token.
-        assert pods[0].env["TRAINING_WEBHOOK_SECRET"] == webhooks.run_key(SERVICE_SECRET, job_id)
+        # The pod signs with its job's own key: never the customer's secret, the service's or its token; and
+        # that key went as the job's RunPod secret, deleted once the run was over (jobs/pod/secrets.py).
+        secret = f"brightrun_webhook_{job_id}"
+        assert pods[0].env["TRAINING_WEBHOOK_SECRET"] == "{{ RUNPOD_SECRET_" + secret + " }}"
+        assert secret not in fake.account_secrets and ("createSecret", {"name": secret}) in [
+            (name, {"name": args.get("name")}) for name, args in fake.calls
+        ]
         sent = json.dumps([pod.input for pod in pods])
         assert CUSTOMER_SECRET not in sent and SERVICE_SECRET not in sent and TOKEN not in sent
+        assert webhooks.run_key(SERVICE_SECRET, job_id) not in sent
         assert CUSTOMER_SECRET not in json.dumps([str(call) for call in fake.calls])
         assert pods[0].input["env"] and pods[0].input["imageName"] == env["BRIGHTRUN_IMAGE"]
         ended_at_once(tmp_path / "runs", job_id, url, fake, env, keys, marker, manifest, launcher)

@@ -44,6 +44,7 @@ def test_a_pod_jobs_own_events_move_its_progress_never_its_end(tmp_path):
 def test_a_pod_whose_launcher_died_before_recording_it_is_ended(tmp_path, monkeypatch):
     """jobs/service/pods.py orphan_pods: the dispatcher's check before it fails a job whose launcher died
     during the launch (`just chaos`: a reboot between the create and the registry row left a pod billing)."""
+    import json
     import os
     import time
 
@@ -56,17 +57,27 @@ def test_a_pod_whose_launcher_died_before_recording_it_is_ended(tmp_path, monkey
         monkeypatch.setenv("RUNPOD_API_URL", fake.url)
         monkeypatch.setenv("RUNPOD_API_KEY", fake.api_key)
         job_id = new_id()
-        assert pods.orphan_pods(runs, job_id) == ""  # no run.json: no create went out
+        assert pods.orphan_pods(runs, job_id) == ("", 0.0)  # no run.json: no create went out
         (runs / job_id).mkdir(parents=True)
-        (runs / job_id / "run.json").write_text("{}")
+        lineage = runs / job_id / "run.json"
+        lineage.write_text(json.dumps({"launch": {}, "attempts": []}))
         assert pods.orphan_pods(runs, job_id) is None  # nothing listed yet: inside the listing lag
+        create_ts = time.time()  # as the launcher writes it, just before its create
+        lineage.write_text(json.dumps({"launch": {"create_ts": create_ts}, "attempts": []}))
         pod = fake._deploy({**POD, "name": job_id, "cloudType": fake_enum(fake)}, interruptible=False)
-        left = pods.orphan_pods(runs, job_id)
-        assert left == f"; its launcher stopped before recording pod {pod['id']}, which was terminated"
+        time.sleep(0.2)
+        said, cost = pods.orphan_pods(runs, job_id)
+        assert said == f"; its launcher stopped before recording pod {pod['id']}, which was terminated"
         assert pod["id"] in fake.gone and fake.did("terminate") == 1
+        # Priced from the launcher's create time to the terminate, at the pod's price: RunPod's own bill.
+        (attempt,) = json.loads(lineage.read_text())["attempts"]
+        assert attempt["pod_id"] == pod["id"] and attempt["outcome"] == "terminated: launcher gone"
+        assert attempt["cost"] == cost > 0 and attempt["created_ts"] == create_ts
+        # Never under RunPod's bill, over it by our calls' round trips only (well under 0.1 s here).
+        assert fake.billed(pod["id"]) <= cost <= fake.billed(pod["id"]) + 0.1 / 3600 * attempt["cost_per_hr"]
         old = time.time() - 3600
-        os.utime(runs / job_id / "run.json", (old, old))
-        assert pods.orphan_pods(runs, job_id) == ""  # past the lag, none listed: none was made
+        os.utime(lineage, (old, old))
+        assert pods.orphan_pods(runs, job_id) == ("", 0.0)  # past the lag, none listed: none was made
 
 
 def fake_enum(fake):
