@@ -260,7 +260,8 @@ def orphan_pods(runs: Path, job_id: str) -> tuple[str, float] | None:
 def record_orphan(lineage_path: Path, pod: dict) -> list[dict]:
     """The terminated orphan as one of the run's attempts (run.json), billed from the launcher's create time
     (launch.create_ts; run.json's own time for a launcher older than that field) to now, at the pod's
-    costPerHr; an attempt already recorded keeps its end. Returns the run's attempts."""
+    costPerHr (or the launch's price when RunPod says 0); an attempt already recorded keeps its end (the
+    first run's id is its volume run). Returns the run's attempts."""
     from jobs import runfolder
     from jobs.pod import billing
     from jobs.pod.pods import new_attempt
@@ -268,9 +269,14 @@ def record_orphan(lineage_path: Path, pod: dict) -> list[dict]:
     lineage = json.loads(lineage_path.read_text("utf-8"))
     attempts = lineage.setdefault("attempts", [])
     if not any(a.get("pod_id") == pod["id"] for a in attempts):
-        created = (lineage.get("launch") or {}).get("create_ts") or lineage_path.stat().st_mtime
+        info = lineage.get("launch") or {}
+        created = info.get("create_ts") or lineage_path.stat().st_mtime
         sha = (lineage.get("config") or {}).get("sha256", "")
-        attempt = new_attempt(pod, lineage_path.parent.name, sha, created)  # its first pod: the run's id
+        # RunPod answers a cost of 0 for an EXITED pod (REST v2 Pod.cost; `just chaos` saw one): the launch's
+        # own price then, the bid for a spot pod (what RunPod bills it), the live price else.
+        per_gpu = info.get("bid_per_gpu") if info.get("spot") else info.get("price_per_gpu_hour")
+        price = float(pod.get("costPerHr") or 0) or float(per_gpu or 0) * int(info.get("gpus") or 1)
+        attempt = new_attempt({**pod, "costPerHr": price}, lineage_path.parent.name, sha, created)
         attempt["outcome"] = "terminated: launcher gone"
         billing.end(attempt)
         attempts.append(attempt)

@@ -75,6 +75,10 @@ def test_a_pod_whose_launcher_died_before_recording_it_is_ended(tmp_path, monkey
         assert attempt["cost"] == cost > 0 and attempt["created_ts"] == create_ts
         # Never under RunPod's bill, over it by our calls' round trips only (well under 0.1 s here).
         assert fake.billed(pod["id"]) <= cost <= fake.billed(pod["id"]) + 0.1 / 3600 * attempt["cost_per_hr"]
+        # An EXITED pod's listing says cost 0 (REST v2 Pod.cost): priced at the launch's own price instead.
+        launch = {"create_ts": time.time(), "spot": True, "bid_per_gpu": 1.25, "gpus": 2}
+        lineage.write_text(json.dumps({"launch": launch, "attempts": []}))
+        assert pods.record_orphan(lineage, {"id": "x", "costPerHr": 0.0})[0]["cost_per_hr"] == 2.5
         old = time.time() - 3600
         os.utime(lineage, (old, old))
         assert pods.orphan_pods(runs, job_id) == ("", 0.0)  # past the lag, none listed: none was made
