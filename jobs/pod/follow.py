@@ -138,7 +138,8 @@ class Follower:
         except Cancelled:  # `jobs cancel` got there first: it stays cancelled, with what it cost
             registry.update_job(self.run_id, actual_cost=self.cost(), gpu_hours=self.gpu_hours())
             status, code = "cancelled", 130
-        forget_job_key(self.api, self.run_id)  # its pods are gone: the secret their events were signed with
+        if status != "interrupted":  # a stopped pod (cost cap) may be started again: it boots with the key
+            forget_job_key(self.api, self.run_id)  # its pods are gone: the secret they signed with
         say(f"run {self.run_id}: {status}" + (f" ({error})" if error else "") + f"; cost ${self.cost():.4f}")
         return code
 
@@ -200,7 +201,8 @@ class Follower:
     # -- the loop --------------------------------------------------------------------------------------------
 
     def run(self) -> int:
-        adopt_unrecorded(self)
+        if (code := adopt_unrecorded(self)) is not None:
+            return code
         try:
             while True:
                 code = self.step()
@@ -273,6 +275,7 @@ class Follower:
             billing.end(attempt)
             self.save()
             registry.update_job(self.run_id, actual_cost=self.cost(), gpu_hours=self.gpu_hours())
+            forget_job_key(self.api, self.run_id)
             say(f"run {self.run_id}: cancelled; cost ${self.cost():.4f}")
             return 130
         if action is Action.STOP_AT_CAP:

@@ -55,6 +55,7 @@ from jobs.pod.pods import (
     POD_VOLUME,
     client,
     create_or_find,
+    forget_job_key,
     new_attempt,
     open_volume,
     say,
@@ -411,9 +412,11 @@ def launch(
         except runpod.CreateUnsure:  # unverified: a pod may exist, so the run folder stays (exit 1, said why)
             raise
         except (runpod.RunPodError, ValueError) as exc:
+            forget_job_key(api, run_id)  # made before the create, for a pod that now never boots
             shutil.rmtree(run_dir)
             raise ConfigError(f"{exc} (nothing was created)") from None
         if pod is None:
+            forget_job_key(api, run_id)
             shutil.rmtree(run_dir)
             raise ConfigError(f"{why} (nothing was created)")
         lineage["attempts"].append(new_attempt(pod, run_id, lineage["config"]["sha256"], created_ts))

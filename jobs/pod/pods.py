@@ -89,12 +89,7 @@ def gone(pod: dict | None) -> bool:
 
 
 def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, env: dict, secrets: list[str]):
-    key = os.environ.get("BRIGHTRUN_POD_WEBHOOK_KEY")
-    # A job of the jobs service: the pod signs with its job's key for the service's receiver, never with the
-    # customer's secret (the service holds that one, and passes the events on). Else, where run keys are
-    # required, the pod gets its own run's key, never the master secret (jobs/webhooks.py, run_key).
-    if not key and webhooks.run_keys_required() and "TRAINING_WEBHOOK_SECRET" in secrets:
-        key = webhooks.run_key(os.environ["TRAINING_WEBHOOK_SECRET"], spec["name"])
+    key = run_signing_key(spec["name"], secrets)
     if key:
         secrets = [name for name in secrets if name != "TRAINING_WEBHOOK_SECRET"]
     if (key or secrets) and not isinstance(api, rest.RestClient):
@@ -110,6 +105,19 @@ def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, en
     return api.deploy_on_demand(env=env, secrets=secrets, **spec)
 
 
+def run_signing_key(run_id: str, secrets: list[str]) -> str | None:
+    """The key a run's pods sign their events with, when they get one of their own. A job of the jobs
+    service: its job's key for the service's receiver, never the customer's secret (the service holds that
+    one, and passes the events on). Else, where run keys are required, the run's own key, never the master
+    secret (jobs/webhooks.py, run_key)."""
+    if key := os.environ.get("BRIGHTRUN_POD_WEBHOOK_KEY"):
+        return key
+    master = os.environ.get("TRAINING_WEBHOOK_SECRET")
+    if webhooks.run_keys_required() and "TRAINING_WEBHOOK_SECRET" in secrets and master:
+        return webhooks.run_key(master, run_id)
+    return None
+
+
 def job_key(account: rest.RestClient, spec: dict, key: str | None) -> dict:
     """The run's signing key as its own RunPod secret, made at each create (so never written into run.json
     with the rest of the pod's env), referenced from the pod's env, never a value RunPod's API would show."""
@@ -123,7 +131,10 @@ def job_key(account: rest.RestClient, spec: dict, key: str | None) -> dict:
 
 def forget_job_key(api: runpod.Client, run_id: str) -> None:
     """The run is over and its pods gone: its signing key's secret is deleted (none: nothing to do). A
-    failure is said, not raised: the key signs only this run's events, which the service no longer takes."""
+    failure is said, not raised: the key signs only this run's events, which the service no longer takes.
+    Where no run key is made (run_signing_key), there is none to delete and RunPod is not asked."""
+    if not run_signing_key(run_id, ["TRAINING_WEBHOOK_SECRET"]):
+        return
     name = pod_secrets.job_secret(run_id)
     try:
         if isinstance(api, rest.RestClient):

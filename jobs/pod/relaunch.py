@@ -20,6 +20,7 @@ from jobs.pod.pods import (
     checkpoint_step,
     create_or_find,
     find_by_name,
+    forget_job_key,
     new_attempt,
     say,
 )
@@ -128,7 +129,8 @@ def relaunch(
             price_per_hour=new["cost_per_hr"],
         )
     except Cancelled:  # cancelled while the new pod was made: it must not run (or bill)
-        follower.terminate(new_pod["id"])
+        if follower.terminate(new_pod["id"]):
+            forget_job_key(follower.api, follower.run_id)
         say(f"run {follower.run_id}: cancelled; pod {new_pod['id']} terminated; cost ${follower.cost():.4f}")
         return 130
     say(message)
@@ -136,31 +138,44 @@ def relaunch(
     return None
 
 
-def adopt_unrecorded(follower) -> None:
+def adopt_unrecorded(follower) -> int | None:
     """A relaunch whose follower died between its create and saving the new attempt (run.json's
     `creating`): the pod it made, named the run id and not among the attempts, looked up over the
-    listing lag and adopted as the run's next attempt (several: the others terminated), or, when the
-    account verifiably has none, forgotten. A RunPod error leaves `creating` for the next follower."""
+    listing lag and adopted as the run's next attempt (several: the others terminated); terminated
+    instead when the run was cancelled or ended meanwhile. When the account verifiably has none, the
+    relaunch is owed still: the last attempt is marked ours to replace, so the table relaunches it
+    rather than read its gone pod as ended outside. Returns 75 (undecided, `creating` kept for the next
+    follower) when RunPod cannot say, or a pod found is not confirmed gone; else None: follow on."""
     creating = follower.lineage.get("creating")
     if not creating:
-        return
+        return None
     known = [a["pod_id"] for a in follower.attempts]
     window = max(0.0, LISTING_LAG_S - (time.time() - creating["created_ts"]))
     try:
         found = find_by_name(follower.api, follower.run_id, known, window=window)
     except runpod.RunPodError as exc:
-        say(f"run {follower.run_id}: looking for the pod its last follower was creating: {exc}")
-        return
-    for extra in found[1:]:
-        follower.terminate(extra["id"])
-    if found:
-        attempt = new_attempt(
-            found[0], creating["vrun"], follower.lineage["config"]["sha256"], creating["created_ts"]
-        )
+        say(f"run {follower.run_id}: looking for the pod its last follower was creating: {exc}; undecided")
+        return 75
+    job = registry.get_job(follower.run_id)
+    over = job is None or job.status in registry.TERMINAL
+    for extra in found if over else found[1:]:  # a cancelled run's pod must not run (or bill)
+        if not follower.terminate(extra["id"]):
+            return 75  # not confirmed gone: `creating` stays, so the next follower looks again
+    if found and not over:
+        sha = follower.lineage["config"]["sha256"]
+        attempt = new_attempt(found[0], creating["vrun"], sha, creating["created_ts"])
         attempt["resumed_from_step"] = creating.get("resumed_from_step", 0)
         follower.attempts.append(attempt)
         mine = found[0]["id"]
         say(f"run {follower.run_id}: adopting pod {mine}, made by a follower that died before saving it")
-        registry.update_job(follower.run_id, pod_id=found[0]["id"], price_per_hour=attempt["cost_per_hr"])
+        registry.update_job(
+            follower.run_id,
+            pod_id=mine,
+            price_per_hour=attempt["cost_per_hr"],
+            retry_count=job.retry_count + 1,
+        )
+    elif not found and follower.attempts:
+        follower.attempts[-1]["stopped_by"] = "this launcher: a relaunch interrupted before its pod"
     follower.lineage.pop("creating")
     follower.save()
+    return None

@@ -242,19 +242,21 @@ def orphan_pods(runs: Path, job_id: str) -> tuple[str, float] | None:
                 return None
             for pod in mine:
                 api.terminate(pod["id"])
-                attempts = record_orphan(lineage, pod)  # its billing ends as the first terminate returned
+                record_orphan(lineage, pod)  # its billing ends as the first terminate returned
             if not all(gone(api.pod(pod["id"])) for pod in mine):
                 return None  # asked again next tick: gone only once RunPod no longer has it
             forget_job_key(api, job_id)  # the launcher may have made its signing key's secret
     except (runpod.RunPodError, ConfigError, OSError) as exc:
         log.error("job %s: its launcher died during the launch; RunPod: %s (tried again)", job_id, exc)
         return None
-    if not mine:
+    # From run.json, not this tick's listing: a pod terminated on an earlier tick may be listed no more.
+    ended = [a for a in json.loads(lineage.read_text("utf-8")).get("attempts", []) if a.get("orphan")]
+    if not ended:
         return "", 0.0
-    ids = ", ".join(p["id"] for p in mine)
+    ids = ", ".join(a["pod_id"] for a in ended)
     log.info("job %s: terminated pod(s) %s its dead launcher had made", job_id, ids)
-    cost = sum(a["cost"] for a in attempts if a["pod_id"] in {p["id"] for p in mine})
-    return f"; its launcher stopped before recording pod {ids}, which was terminated", cost
+    said = f"; its launcher stopped before recording pod {ids}, which was terminated"
+    return said, sum(a["cost"] for a in ended)
 
 
 def record_orphan(lineage_path: Path, pod: dict) -> list[dict]:
@@ -268,7 +270,12 @@ def record_orphan(lineage_path: Path, pod: dict) -> list[dict]:
 
     lineage = json.loads(lineage_path.read_text("utf-8"))
     attempts = lineage.setdefault("attempts", [])
-    if not any(a.get("pod_id") == pod["id"] for a in attempts):
+    saved = next((a for a in attempts if a.get("pod_id") == pod["id"]), None)
+    if saved is not None and not saved.get("ended_ts"):  # the launcher saved it, then died before its row
+        saved |= {"orphan": True, "outcome": "terminated: launcher gone"}
+        billing.end(saved)
+        runfolder.write_json(lineage_path, lineage)
+    elif saved is None:
         info = lineage.get("launch") or {}
         created = info.get("create_ts") or lineage_path.stat().st_mtime
         sha = (lineage.get("config") or {}).get("sha256", "")
@@ -277,7 +284,7 @@ def record_orphan(lineage_path: Path, pod: dict) -> list[dict]:
         per_gpu = info.get("bid_per_gpu") if info.get("spot") else info.get("price_per_gpu_hour")
         price = float(pod.get("costPerHr") or 0) or float(per_gpu or 0) * int(info.get("gpus") or 1)
         attempt = new_attempt({**pod, "costPerHr": price}, lineage_path.parent.name, sha, created)
-        attempt["outcome"] = "terminated: launcher gone"
+        attempt |= {"orphan": True, "outcome": "terminated: launcher gone"}
         billing.end(attempt)
         attempts.append(attempt)
         runfolder.write_json(lineage_path, lineage)

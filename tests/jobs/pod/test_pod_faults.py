@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ROOT, jobs_cli, jobs_env
@@ -326,3 +327,52 @@ def test_a_pod_made_by_a_follower_that_died_before_recording_it_is_adopted(
     assert "creating" not in lineage and creates(fake) == 2 and not fake.pods
     row = registry.get_job(job.id, env["DATABASE_URL"])
     assert row.status == "failed" and row.pod_id == made["id"] and "stub: asked to stop" in row.error_message
+
+
+def test_adoption_waits_when_runpod_cannot_say_relaunches_when_none_was_made_and_ends_a_cancelled_runs_pod(
+    tmp_path, monkeypatch
+):
+    """relaunch.adopt_unrecorded's other outcomes, against the fake: RunPod's list failing leaves the run
+    undecided (75, `creating` kept); no pod made marks the last attempt ours to replace (the table then
+    relaunches it, not "ended outside"); a pod found for a run cancelled meanwhile is terminated, not
+    adopted."""
+    from types import SimpleNamespace
+
+    from jobs.pod import relaunch, runpod, states
+    from tests.fake_runpod import FakeRunPod
+    from tests.jobs.pod.test_runpod import POD
+    from tests.jobs.service.test_pod_events import fake_enum
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    registry.migrate(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    with FakeRunPod(workspace=tmp_path / "ws") as fake:
+        api = runpod.Client(api_key=fake.api_key, url=fake.url)
+        with registry.session(url) as s:
+            s.add(registry.TrainingJob(id="run-a", status="training", preset="p", model="m", hardware="h"))
+            s.commit()
+
+        def follower(created_ts, api=api):
+            lineage = {"config": {"sha256": "s"}, "attempts": [{"pod_id": "old", "volume_run_id": "run-a"}]}
+            lineage["creating"] = {"created_ts": created_ts, "vrun": "run-a"}
+            ended = []
+            return SimpleNamespace(
+                lineage=lineage, attempts=lineage["attempts"], api=api, run_id="run-a", save=lambda: None,
+                terminate=lambda pod_id: ended.append(pod_id) or api.terminate(pod_id) or True, ended=ended,
+            )  # fmt: skip
+
+        refused = runpod.Client(api_key="not-the-accounts", url=fake.url)  # RunPod answers no list
+        cannot = follower(time.time() - 3600, refused)
+        assert relaunch.adopt_unrecorded(cannot) == 75 and "creating" in cannot.lineage
+
+        none = follower(time.time() - 3600)  # past the listing lag, nothing listed: none was made
+        assert relaunch.adopt_unrecorded(none) is None and "creating" not in none.lineage
+        assert none.attempts[-1]["stopped_by"] and len(none.attempts) == 1
+        seen = states.Seen(desired="GONE", stopped_by_us=True, run="training", settled=True, deadline=False)
+        assert states.decide(seen)[1] is states.Action.RELAUNCH  # what the follower's next poll does
+
+        registry.update_job("run-a", url, status="cancelled")
+        made = fake._deploy({**POD, "name": "run-a", "cloudType": fake_enum(fake)}, interruptible=False)
+        cancelled = follower(time.time())
+        assert relaunch.adopt_unrecorded(cancelled) is None
+        assert cancelled.ended == [made["id"]] and len(cancelled.attempts) == 1 and made["id"] in fake.gone

@@ -79,6 +79,7 @@ def test_a_pod_whose_launcher_died_before_recording_it_is_ended(tmp_path, monkey
         launch = {"create_ts": time.time(), "spot": True, "bid_per_gpu": 1.25, "gpus": 2}
         lineage.write_text(json.dumps({"launch": launch, "attempts": []}))
         assert pods.record_orphan(lineage, {"id": "x", "costPerHr": 0.0})[0]["cost_per_hr"] == 2.5
+        lineage.write_text(json.dumps({"launch": {}, "attempts": []}))  # a launcher that made no pod
         old = time.time() - 3600
         os.utime(lineage, (old, old))
         assert pods.orphan_pods(runs, job_id) == ("", 0.0)  # past the lag, none listed: none was made
