@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -105,6 +106,17 @@ def create_pod(api: runpod.Client, spot: bool, bid: float | None, spec: dict, en
     return api.deploy_on_demand(env=env, secrets=secrets, **spec)
 
 
+@contextmanager
+def account_api(api: runpod.Client):
+    """The client for the account's secrets: REST v2's (GraphQL has none), this one when it is REST already,
+    else one made for the call (RUNPOD_API=graphql)."""
+    if isinstance(api, rest.RestClient):
+        yield api
+        return
+    with rest.RestClient() as account:
+        yield account
+
+
 def run_signing_key(run_id: str, secrets: list[str]) -> str | None:
     """The key a run's pods sign their events with, when they get one of their own. A job of the jobs
     service: its job's key for the service's receiver, never the customer's secret (the service holds that
@@ -137,11 +149,8 @@ def forget_job_key(api: runpod.Client, run_id: str) -> None:
         return
     name = pod_secrets.job_secret(run_id)
     try:
-        if isinstance(api, rest.RestClient):
-            pod_secrets.forget(api, name)
-        else:
-            with rest.RestClient() as account:
-                pod_secrets.forget(account, name)
+        with account_api(api) as account:
+            pod_secrets.forget(account, name)
     except (runpod.RunPodError, ConfigError) as exc:
         say(
             f"warning: run {run_id}'s webhook key stays on the account as RunPod secret {name!r} ({exc}); "
@@ -156,11 +165,8 @@ def with_account_secrets(api, names: list[str], set_here: list[str]) -> tuple[li
     rest_of = [n for n in names if n not in set_here]
     if not rest_of:
         return list(set_here), []
-    if isinstance(api, rest.RestClient):
-        held = pod_secrets.account_secrets(api)
-    else:  # RUNPOD_API=graphql: the account's secrets are REST v2's
-        with rest.RestClient() as account:
-            held = pod_secrets.account_secrets(account)
+    with account_api(api) as account:
+        held = pod_secrets.account_secrets(account)
     found = [n for n in rest_of if pod_secrets.secret_name(n) in held]
     return [*set_here, *found], [n for n in rest_of if n not in found]
 

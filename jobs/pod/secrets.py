@@ -115,7 +115,7 @@ def put(api: RestClient, name: str, value: str, description: str, have: dict | N
     reference for a pod's env. `have`: the account's secrets, when the caller listed them already."""
     have = account_secrets(api) if have is None else have
     if name in have:
-        path = f"/v2/account/secrets/{quote(str(have[name].get('id', '')), safe='')}"
+        path = secret_path(have[name])
         api._checked(f"updateSecret {name}", api._send("updateSecret", "PATCH", path, {"value": value}))
     else:
         body = {"name": name, "value": value, "description": description}
@@ -129,6 +129,10 @@ def forget(api: RestClient, name: str) -> bool:
     found = account_secrets(api).get(name)
     if found is None:
         return False
-    path = f"/v2/account/secrets/{quote(str(found.get('id', '')), safe='')}"
-    api._checked(f"deleteSecret {name}", api._send("deleteSecret", "DELETE", path))
+    api._checked(f"deleteSecret {name}", api._send("deleteSecret", "DELETE", secret_path(found)))
     return True
+
+
+def secret_path(secret: dict) -> str:
+    """One account secret's path (ACCOUNT: /v2/account/secrets/{id}), its id as the list answered it."""
+    return f"/v2/account/secrets/{quote(str(secret.get('id', '')), safe='')}"

@@ -271,11 +271,7 @@ def record_orphan(lineage_path: Path, pod: dict) -> list[dict]:
     lineage = json.loads(lineage_path.read_text("utf-8"))
     attempts = lineage.setdefault("attempts", [])
     saved = next((a for a in attempts if a.get("pod_id") == pod["id"]), None)
-    if saved is not None and not saved.get("ended_ts"):  # the launcher saved it, then died before its row
-        saved |= {"orphan": True, "outcome": "terminated: launcher gone"}
-        billing.end(saved)
-        runfolder.write_json(lineage_path, lineage)
-    elif saved is None:
+    if saved is None:
         info = lineage.get("launch") or {}
         created = info.get("create_ts") or lineage_path.stat().st_mtime
         sha = (lineage.get("config") or {}).get("sha256", "")
@@ -283,9 +279,12 @@ def record_orphan(lineage_path: Path, pod: dict) -> list[dict]:
         # own price then, the bid for a spot pod (what RunPod bills it), the live price else.
         per_gpu = info.get("bid_per_gpu") if info.get("spot") else info.get("price_per_gpu_hour")
         price = float(pod.get("costPerHr") or 0) or float(per_gpu or 0) * int(info.get("gpus") or 1)
-        attempt = new_attempt({**pod, "costPerHr": price}, lineage_path.parent.name, sha, created)
-        attempt |= {"orphan": True, "outcome": "terminated: launcher gone"}
-        billing.end(attempt)
-        attempts.append(attempt)
-        runfolder.write_json(lineage_path, lineage)
+        saved = new_attempt({**pod, "costPerHr": price}, lineage_path.parent.name, sha, created)
+        attempts.append(saved)
+    elif saved.get("ended_ts"):  # recorded on an earlier tick (or ended by its launcher): its end stands
+        return attempts
+    # New, or saved by the launcher just before it died (before its registry row): ended now.
+    saved |= {"orphan": True, "outcome": "terminated: launcher gone"}
+    billing.end(saved)
+    runfolder.write_json(lineage_path, lineage)
     return attempts
