@@ -11,7 +11,6 @@ logged step is also sent as a signed event (jobs/webhooks.py), off the training 
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ from axolotl.integrations.base import BasePlugin
 from pydantic import BaseModel
 from transformers import TrainerCallback
 
+from brightrun import heap
 from jobs import registry, stopgrace
 from jobs.status import Cancelled, set_status
 from jobs.status import emit as emit_status
@@ -107,17 +107,6 @@ class RegistryCallback(TrainerCallback):
             control.should_training_stop = True
 
 
-def settle_heap() -> None:
-    """Collect once, then leave everything alive now out of every later collection (gc.freeze, CPython
-    3.7+). Axolotl's packing sampler calls gc.collect() at the end of each generate_batches, and it runs
-    ~28 times in a one-step smoke run (its length is sampled 4 times per sampler, per epoch and per eval):
-    over torch's, transformers' and the model's objects each full collection took 0.49 s here, ~14 s of a
-    ~70 s CPU training process. After a freeze a collection walks only what is new. The collect first, so
-    nothing already garbage (a model load's cycles holding GPU memory) is frozen for good."""
-    gc.collect()
-    gc.freeze()
-
-
 class RegistryPlugin(BasePlugin):
     def __init__(self):
         super().__init__()
@@ -126,9 +115,8 @@ class RegistryPlugin(BasePlugin):
 
     def load_datasets(self, cfg, preprocess: bool = False):
         """None: Axolotl loads the data itself. This hook runs only in `axolotl train` and `preprocess`,
-        before the data: a process that merely validates a config (the service does, for each start)
-        must not freeze its heap, or what it holds then could never be collected."""
-        settle_heap()
+        before the data; never where a config is merely validated (brightrun/heap.py)."""
+        heap.settle()
         return None
 
     def get_input_args(self) -> str:
@@ -159,7 +147,7 @@ class RegistryPlugin(BasePlugin):
         evaluate.write(run_dir, evaluate.compare_loaded(model, evaluate.load_tokenizer(eval_cfg), eval_cfg))
 
     def post_model_load(self, cfg, model):
-        settle_heap()  # the model and the data are in: before the trainer's samplers start collecting
+        heap.settle()  # the model and the data are in: before the trainer's samplers start collecting
         if cfg.brightrun_run_id and os.environ.get("RANK", "0") == "0":  # every rank loads; one change
             try:
                 set_status(cfg.brightrun_run_dir, cfg.brightrun_run_id, "model_loaded")

@@ -19,6 +19,8 @@ from axolotl.integrations.base import BasePlugin
 from pydantic import BaseModel
 from transformers import TrainerCallback
 
+from brightrun import heap
+
 
 class TimingArgs(BaseModel):
     bench_out: str | None = None
@@ -76,6 +78,10 @@ class TimingCallback(TrainerCallback):
 
 
 class TimingPlugin(BasePlugin):
+    def load_datasets(self, cfg, preprocess: bool = False):
+        heap.settle()  # as every run's own plugin does (jobs/axolotl_plugin.py): timed as runs go
+        return None
+
     def get_input_args(self) -> str:
         return "bench.gpu.timing.TimingArgs"
 

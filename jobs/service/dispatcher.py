@@ -99,6 +99,7 @@ class Dispatcher:
         self.args = (engine, runs, db_url, service_secret, gpus, per_job, evaluate, poll)
         self.route = route  # a job's events from this process go to its customer (training_api)
         self.launchers: dict[str, subprocess.Popen] = {}
+        self.exit_codes: dict[str, int] = {}  # launchers that ended here: their code, for the job's failure
         self.followers: dict[str, tuple[subprocess.Popen | None, float]] = {}  # started here, and when
         self.stopping = threading.Event()
         self.wake = threading.Event()
@@ -152,13 +153,18 @@ class Dispatcher:
             if code is None:
                 continue
             del self.launchers[job_id]
-            if code != 0 and registry.get_job(job_id, db_url) is None:
-                self.failed(job_id, pods.launch_failed(runs, job_id, code))
-        for job_id in pods.unattended(engine, runs, db_url, set(self.launchers)):
-            left = pods.orphan_pods(runs, job_id)  # a pod it made before it died: ended first
+            if registry.get_job(job_id, db_url) is None:
+                self.exit_codes[job_id] = code
+        # A launcher gone with no pod registered, whether it exited here (RunPod refused, or its create's
+        # answer was lost and the lookup failed too: a pod may exist) or died unseen (the service restarted):
+        # any pod it made is found, ended and priced before the job is failed (`just chaos`, issue 25: a
+        # failed job's unrecorded pod had no one left to end it).
+        for job_id in pods.unattended(engine, runs, db_url, set(self.launchers), set(self.exit_codes)):
+            left = pods.orphan_pods(runs, job_id)
             if left is not None:
                 said, cost = left
-                self.failed(job_id, pods.launch_failed(runs, job_id, -1) + said, actual_cost=cost)
+                code = self.exit_codes.pop(job_id, -1)
+                self.failed(job_id, pods.launch_failed(runs, job_id, code) + said, actual_cost=cost)
         self.supervise()
 
     def supervise(self) -> None:

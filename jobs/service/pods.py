@@ -154,9 +154,12 @@ def launcher_log(runs: Path, job_id: str) -> Path:
     return folder / f"{job_id}.log"
 
 
-def unattended(engine: Engine, runs: Path, db_url: str, known: set[str]) -> list[str]:
-    """Pod jobs dispatched whose launcher is gone before their pod was registered, that no launcher this
-    service started is watching (the service was restarted meanwhile)."""
+def unattended(
+    engine: Engine, runs: Path, db_url: str, known: set[str], ended: set[str] = frozenset()
+) -> list[str]:
+    """Pod jobs dispatched whose launcher is gone before their pod was registered: `ended` (this service saw
+    it exit), or not in `known` (the launchers this service watches) and its pid dead (the service was
+    restarted meanwhile)."""
     with Session(engine) as s:
         ids = s.scalars(
             select(queue.ServiceJob.job_id).where(
@@ -166,6 +169,9 @@ def unattended(engine: Engine, runs: Path, db_url: str, known: set[str]) -> list
     out = []
     for job_id in ids:
         if job_id in known or registry.get_job(job_id, db_url) is not None:
+            continue
+        if job_id in ended:  # reaped here: its pid may be another process's by now
+            out.append(job_id)
             continue
         try:
             os.kill(int(launcher_log(runs, job_id).with_suffix(".pid").read_text()), 0)

@@ -1,4 +1,4 @@
-"""The training process's heap is settled before the data loads (jobs/axolotl_plugin.py settle_heap): Axolotl's
+"""The training process's heap is settled before the data loads (brightrun/heap.py, from jobs/axolotl_plugin.py): Axolotl's
 packing sampler collects garbage ~30 times a run, and each full collection walked every object of torch,
 transformers and the model (0.5-0.8 s each on CI's cores)."""
 

@@ -89,3 +89,59 @@ def fake_enum(fake):
     import sys
 
     return sys.modules[type(fake).__module__].Enum("SECURE")
+
+
+def test_a_launcher_that_exits_unsure_of_its_create_leaves_no_pod_billing(tmp_path, monkeypatch):
+    """The dispatcher (jobs/service/dispatcher.py) once failed a job at once when its launcher exited
+    non-zero before registering a pod, and nothing looked again: a launcher whose create's answer was lost
+    and whose lookup failed too (it exits 1: "a pod ... may exist and bill") left that pod billing. Now the
+    job is failed only after the pod is found, terminated and priced."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy.orm import Session
+
+    from jobs.service import pods, queue
+    from jobs.service.dispatcher import Dispatcher
+    from tests.fake_runpod import FakeRunPod
+    from tests.jobs.pod.test_runpod import POD
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    registry.migrate(url)
+    engine = make_engine(url)
+    runs = tmp_path / "runs"
+    job_id = new_id()
+    with Session(engine) as s:
+        s.add(queue.ServiceJob(job_id=job_id, webhook_url="http://127.0.0.1:9/", webhook_secret="x", mode="pod",
+                               request={}, dispatched_at=registry.now()))  # fmt: skip
+        s.commit()
+    (runs / job_id).mkdir(parents=True)
+    lineage = runs / job_id / "run.json"
+    said = f"error: RunPod: HTTP 200 with errors; looking it up failed too: a pod named '{job_id}' may exist"
+    pods.launcher_log(runs, job_id).parent.mkdir(parents=True, exist_ok=True)
+    pods.launcher_log(runs, job_id).write_text(f"creating the pod\n{said}\n")
+    with FakeRunPod(workspace=tmp_path / "ws") as fake:
+        monkeypatch.setenv("RUNPOD_API_URL", fake.url)
+        monkeypatch.setenv("RUNPOD_API_KEY", fake.api_key)
+        lineage.write_text(json.dumps({"launch": {"create_ts": time.time()}, "attempts": []}))
+        pod = fake._deploy({**POD, "name": job_id, "cloudType": fake_enum(fake)}, interruptible=False)
+        launcher = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+        launcher.wait()
+        d = Dispatcher(engine, runs, url, "secret", 0, 1, False, 1.0, lambda job_id: None)
+        d.launchers[job_id] = launcher
+        deadline = time.monotonic() + 30
+        while (row := registry.get_job(job_id, url)) is None and time.monotonic() < deadline:
+            d.tick()
+        assert row is not None and row.status == "failed", row
+        assert pod["id"] in fake.gone  # ended before the job was called over
+        assert row.error_message == (
+            f"the pod could not be launched: {said.removeprefix('error: ')}"
+            f"; its launcher stopped before recording pod {pod['id']}, which was terminated"
+        )
+        # Priced from the launcher's create time to our terminate: never under RunPod's bill, over it by our
+        # calls' round trips only.
+        price = json.loads(lineage.read_text())["attempts"][0]["cost_per_hr"]
+        assert fake.billed(pod["id"]) <= row.actual_cost <= fake.billed(pod["id"]) + 0.5 / 3600 * price
+        assert d.exit_codes == {}  # its exit code was used, then forgotten
