@@ -63,6 +63,9 @@ class RegistryCallback(TrainerCallback):
             self.deadline = stopgrace.arm(seconds)
 
     def on_train_begin(self, args, state, control, **kwargs):
+        # Settled again once the model is in and placed: after a FSDP or DeepSpeed wrap, so what a wrap
+        # replaced is collected first, not frozen for good (brightrun/heap.py; every rank its own heap).
+        heap.settle()
         if state.is_world_process_zero:
             signal.signal(signal.SIGTERM, self._on_sigterm)
             # A resume goes back to its checkpoint: steps logged after it are logged again, not twice.
@@ -147,7 +150,6 @@ class RegistryPlugin(BasePlugin):
         evaluate.write(run_dir, evaluate.compare_loaded(model, evaluate.load_tokenizer(eval_cfg), eval_cfg))
 
     def post_model_load(self, cfg, model):
-        heap.settle()  # the model and the data are in: before the trainer's samplers start collecting
         if cfg.brightrun_run_id and os.environ.get("RANK", "0") == "0":  # every rank loads; one change
             try:
                 set_status(cfg.brightrun_run_dir, cfg.brightrun_run_id, "model_loaded")

@@ -25,6 +25,11 @@ log = logging.getLogger("jobs.service")
 TICK_S = 1.0
 
 
+# How long the orphan sweep may go on failing (RunPod not answering, a terminate never confirmed) for a job
+# whose launcher is gone, before the job is failed all the same: its customer told, and the pod, if one
+# exists, left to end itself at its deadline (jobs/pod/selfend.py) and named for the console.
+SWEEP_GIVE_UP_S = 15 * 60.0
+
 # Least time between two followers this service starts for one pod run (a follower that ends at once, its
 # run still active: RunPod's API down, a pod not confirmed gone, must not be restarted every tick).
 REFOLLOW_S = 30.0
@@ -99,7 +104,8 @@ class Dispatcher:
         self.args = (engine, runs, db_url, service_secret, gpus, per_job, evaluate, poll)
         self.route = route  # a job's events from this process go to its customer (training_api)
         self.launchers: dict[str, subprocess.Popen] = {}
-        self.exit_codes: dict[str, int] = {}  # launchers that ended here: their code, for the job's failure
+        self.exit_codes: dict[str, tuple[int, float]] = {}  # launchers that ended here: (code, when)
+        self.sweeping: dict[str, float] = {}  # jobs whose orphan sweep is not done yet: since when
         self.followers: dict[str, tuple[subprocess.Popen | None, float]] = {}  # started here, and when
         self.stopping = threading.Event()
         self.wake = threading.Event()
@@ -154,17 +160,31 @@ class Dispatcher:
                 continue
             del self.launchers[job_id]
             if registry.get_job(job_id, db_url) is None:
-                self.exit_codes[job_id] = code
+                self.exit_codes[job_id] = (code, time.time())
         # A launcher gone with no pod registered, whether it exited here (RunPod refused, or its create's
         # answer was lost and the lookup failed too: a pod may exist) or died unseen (the service restarted):
         # any pod it made is found, ended and priced before the job is failed (`just chaos`, issue 25: a
         # failed job's unrecorded pod had no one left to end it).
-        for job_id in pods.unattended(engine, runs, db_url, set(self.launchers), set(self.exit_codes)):
-            left = pods.orphan_pods(runs, job_id)
+        gone = pods.unattended(engine, runs, db_url, set(self.launchers), set(self.exit_codes))
+        for job_id in gone:
+            code, exited_at = self.exit_codes.get(job_id, (-1, None))
+            left = pods.orphan_pods(runs, job_id, exited_at)
+            since = self.sweeping.setdefault(job_id, time.monotonic())
+            if left is None and time.monotonic() - since >= SWEEP_GIVE_UP_S:
+                left = (
+                    f"; RunPod could not say for {SWEEP_GIVE_UP_S / 60:.0f} min whether a pod named {job_id}"
+                    " exists: if one does, it ends itself at its deadline (look in the RunPod console)",
+                    0.0,
+                )
             if left is not None:
                 said, cost = left
-                code = self.exit_codes.pop(job_id, -1)
                 self.failed(job_id, pods.launch_failed(runs, job_id, code) + said, actual_cost=cost)
+                self.exit_codes.pop(job_id, None)  # only once failed: a failing database keeps them for later
+                self.sweeping.pop(job_id, None)
+        for job_id in set(self.exit_codes) - set(gone):  # registered or failed elsewhere meanwhile
+            del self.exit_codes[job_id]
+        for job_id in set(self.sweeping) - set(gone):
+            del self.sweeping[job_id]
         self.supervise()
 
     def supervise(self) -> None:

@@ -221,7 +221,7 @@ CREATE_AFTER_S = 150.0
 ORPHAN_MAX_TIME_S = 10.0
 
 
-def orphan_pods(runs: Path, job_id: str) -> tuple[str, float] | None:
+def orphan_pods(runs: Path, job_id: str, exited_at: float | None = None) -> tuple[str, float] | None:
     """For a pod job whose launcher died before registering its pod: any pod it made (named the job id),
     terminated and confirmed gone, each recorded in run.json as an attempt priced from the launcher's
     create time to our terminate (jobs/pod/billing.py). Returns what to add to the job's failure ("" when it
@@ -229,7 +229,8 @@ def orphan_pods(runs: Path, job_id: str) -> tuple[str, float] | None:
     RunPod not answering, or still inside the listing lag after a create that may have gone out (`just
     chaos`, issue 25: a reboot between the create and the registry row left a pod billing with its job
     failed, and its cost uncounted). No create can have gone out before the launcher wrote run.json
-    (jobs/pod/launch.py), so none is looked for then."""
+    (jobs/pod/launch.py), so none is looked for then. `exited_at`: when this service saw the launcher exit
+    (it reaped it): no create can go out after that, so the listing lag counts from then alone."""
     from jobs.pod import runpod
     from jobs.pod.pods import LISTING_LAG_S, client, forget_job_key, gone
 
@@ -240,11 +241,12 @@ def orphan_pods(runs: Path, job_id: str) -> tuple[str, float] | None:
     # retried up to a minute): the listing lag counts from the launcher's last sign of life, plus that.
     log_file = launcher_log(runs, job_id)
     last = max(lineage.stat().st_mtime, log_file.stat().st_mtime if log_file.is_file() else 0.0)
+    looked_until = exited_at + LISTING_LAG_S if exited_at else last + LISTING_LAG_S + CREATE_AFTER_S
     try:
         with client() as api:
             api.max_time = ORPHAN_MAX_TIME_S  # the dispatcher's tick waits on these calls: tried again later
             mine = [p for p in api.pods() if p.get("name") == job_id]
-            if not mine and time.time() - last < LISTING_LAG_S + CREATE_AFTER_S:
+            if not mine and time.time() < looked_until:
                 return None
             for pod in mine:
                 api.terminate(pod["id"])

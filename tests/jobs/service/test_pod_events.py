@@ -145,3 +145,75 @@ def test_a_launcher_that_exits_unsure_of_its_create_leaves_no_pod_billing(tmp_pa
         price = json.loads(lineage.read_text())["attempts"][0]["cost_per_hr"]
         assert fake.billed(pod["id"]) <= row.actual_cost <= fake.billed(pod["id"]) + 0.5 / 3600 * price
         assert d.exit_codes == {}  # its exit code was used, then forgotten
+
+
+def test_a_launcher_gone_is_failed_a_listing_lag_after_its_exit_or_when_runpod_never_answers(
+    tmp_path, monkeypatch
+):
+    """The sweep after a launcher this service saw exit waits the listing lag from the exit only (no create
+    can go out after it), and one that RunPod never lets finish fails the job all the same, naming the pod
+    to look for (jobs/service/dispatcher.py SWEEP_GIVE_UP_S)."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy.orm import Session
+
+    from jobs.pod import pods as pod_pods
+    from jobs.service import dispatcher, pods, queue
+    from jobs.service.dispatcher import Dispatcher
+    from tests.fake_runpod import FakeRunPod
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    registry.migrate(url)
+    engine = make_engine(url)
+    runs = tmp_path / "runs"
+
+    def launched(job_id: str) -> subprocess.Popen:
+        with Session(engine) as s:
+            s.add(queue.ServiceJob(job_id=job_id, webhook_url="http://127.0.0.1:9/", webhook_secret="x",
+                                   mode="pod", request={}, dispatched_at=registry.now()))  # fmt: skip
+            s.commit()
+        (runs / job_id).mkdir(parents=True)
+        (runs / job_id / "run.json").write_text(
+            json.dumps({"launch": {"create_ts": time.time()}, "attempts": []})
+        )
+        pods.launcher_log(runs, job_id).parent.mkdir(parents=True, exist_ok=True)
+        pods.launcher_log(runs, job_id).write_text("error: a pod may exist and bill\n")
+        proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+        proc.wait()
+        return proc
+
+    monkeypatch.setattr(pod_pods, "LISTING_LAG_S", 1.0)
+    with FakeRunPod(workspace=tmp_path / "ws") as fake:
+        monkeypatch.setenv("RUNPOD_API_URL", fake.url)
+        monkeypatch.setenv("RUNPOD_API_KEY", fake.api_key)
+        d = Dispatcher(engine, runs, url, "secret", 0, 1, False, 1.0, lambda job_id: None)
+        none_made = new_id()
+        d.launchers[none_made] = launched(none_made)
+        d.tick()
+        assert registry.get_job(none_made, url) is None  # inside the listing lag from its exit
+        time.sleep(1.2)
+        d.tick()  # 1 s after the exit, not CREATE_AFTER_S (150 s) after its last log line
+        row = registry.get_job(none_made, url)
+        assert (
+            row.status == "failed"
+            and row.error_message == "the pod could not be launched: a pod may exist and bill"
+        )
+        assert fake.did("terminate") == 0 and d.exit_codes == d.sweeping == {}
+
+    # RunPod unreachable from now on: the sweep cannot finish; past the give-up the job is failed anyway.
+    monkeypatch.setenv("RUNPOD_API_URL", "http://127.0.0.1:9")
+    unanswered = new_id()
+    d.launchers[unanswered] = launched(unanswered)
+    d.tick()
+    assert registry.get_job(unanswered, url) is None and unanswered in d.sweeping
+    monkeypatch.setattr(dispatcher, "SWEEP_GIVE_UP_S", 0.0)
+    d.tick()
+    row = registry.get_job(unanswered, url)
+    assert row.status == "failed" and row.error_message.startswith(
+        "the pod could not be launched: a pod may exist and bill; RunPod could not say for 0 min whether a pod "
+        f"named {unanswered} exists"
+    ), row.error_message
+    assert d.exit_codes == d.sweeping == {}
