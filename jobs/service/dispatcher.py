@@ -181,10 +181,9 @@ class Dispatcher:
                 self.failed(job_id, pods.launch_failed(runs, job_id, code) + said, actual_cost=cost)
                 self.exit_codes.pop(job_id, None)  # only once failed: a failing database keeps them for later
                 self.sweeping.pop(job_id, None)
-        for job_id in set(self.exit_codes) - set(gone):  # registered or failed elsewhere meanwhile
-            del self.exit_codes[job_id]
-        for job_id in set(self.sweeping) - set(gone):
-            del self.sweeping[job_id]
+        for kept in (self.exit_codes, self.sweeping):  # jobs registered or failed elsewhere meanwhile
+            for job_id in set(kept) - set(gone):
+                del kept[job_id]
         self.supervise()
 
     def supervise(self) -> None:

@@ -239,9 +239,12 @@ def orphan_pods(runs: Path, job_id: str, exited_at: float | None = None) -> tupl
         return "", 0.0
     # The create goes out after run.json, once the pod's secrets are made current (a few REST calls, each
     # retried up to a minute): the listing lag counts from the launcher's last sign of life, plus that.
-    log_file = launcher_log(runs, job_id)
-    last = max(lineage.stat().st_mtime, log_file.stat().st_mtime if log_file.is_file() else 0.0)
-    looked_until = exited_at + LISTING_LAG_S if exited_at else last + LISTING_LAG_S + CREATE_AFTER_S
+    if exited_at:
+        looked_until = exited_at + LISTING_LAG_S
+    else:
+        log_file = launcher_log(runs, job_id)
+        last = max(lineage.stat().st_mtime, log_file.stat().st_mtime if log_file.is_file() else 0.0)
+        looked_until = last + LISTING_LAG_S + CREATE_AFTER_S
     try:
         with client() as api:
             api.max_time = ORPHAN_MAX_TIME_S  # the dispatcher's tick waits on these calls: tried again later
